@@ -1,0 +1,294 @@
+//! The narrow waist between `control` and the data plane: plain owned values.
+//!
+//! `control` opens *legs* (one UDP port pair for one media stream of one session), connects them
+//! (`Connect { from, to }` = forward what `from`'s peer sends to `to`'s peer) and reads their
+//! counters. Workers report [`Event`]s back. Nothing here knows JSON or SDP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identifies a leg across the whole data plane. The top 16 bits name the owning worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LegId(pub u64);
+
+impl LegId {
+    pub(crate) fn new(worker: usize, seq: u64) -> Self {
+        LegId(((worker as u64) << 48) | (seq & 0xFFFF_FFFF_FFFF))
+    }
+
+    /// Index of the worker that owns this leg.
+    pub fn worker(self) -> usize {
+        (self.0 >> 48) as usize
+    }
+}
+
+/// Legs that forward to each other must share a group: a group lives on one worker, so every
+/// forwarding decision is made by a single thread without locks (an echo session, a proxy pair,
+/// a room).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GroupId(pub u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+        }
+    }
+}
+
+/// Synchronisation source identifier (RFC 3550 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ssrc(pub u32);
+
+/// RTP payload type (7 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pt(pub u8);
+
+/// Which I/O backend the workers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoMode {
+    /// io_uring where the kernel allows it, else mmsg.
+    Auto,
+    Uring,
+    Mmsg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Uring,
+    Mmsg,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Mmsg => "mmsg",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address media sockets bind to.
+    pub media_ip: IpAddr,
+    /// Inclusive UDP port range; RTP takes even ports, RTCP the odd one above.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// Number of worker threads (each pinned to a core when `pin` is set).
+    pub workers: usize,
+    pub io: IoMode,
+    pub pin: bool,
+}
+
+/// Where a leg sends, as learnt from the peer's SDP. `None` means "only after latching".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remote {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+    /// RTCP shares the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct LegSpec {
+    pub group: GroupId,
+    pub kind: MediaKind,
+    pub remote: Remote,
+}
+
+/// What `open_leg` returns: the local ports to announce and the leg's live counters.
+#[derive(Clone, Debug)]
+pub struct LegInfo {
+    pub id: LegId,
+    pub local_ip: IpAddr,
+    pub rtp_port: u16,
+    pub rtcp_port: u16,
+    pub stats: Arc<LegStats>,
+}
+
+/// How packets are rewritten on their way from one leg to another.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Payload type translation (source leg's number → destination leg's number). Packets whose
+    /// payload type is not listed pass unchanged when the list is empty, and are dropped
+    /// (`DropReason::UnknownPt`) otherwise.
+    pub pt_map: Vec<(Pt, Pt)>,
+    /// Fixed outgoing SSRC (listeners see one stream whatever the publisher); `None` keeps the
+    /// sender's SSRC.
+    pub ssrc: Option<Ssrc>,
+}
+
+/// Commands from control to the worker owning the leg(s). Connected legs must share a group.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Update where the leg sends (e.g. after `set_answer`). Latching still overrides it.
+    SetRemote { leg: LegId, remote: Remote },
+    /// Forward what `from`'s peer sends to `to`'s peer. A leg has at most one source, so this
+    /// replaces `to`'s previous source (a listener switch): the destination's sequence numbers
+    /// and timestamps continue without a jump.
+    Connect {
+        from: LegId,
+        to: LegId,
+        rewrite: Rewrite,
+    },
+    /// Stop feeding `to`.
+    Disconnect { to: LegId },
+    /// `mute_in`: drop media coming from this leg's peer; `mute_out`: drop media going to it.
+    /// Receivers see contiguous sequence numbers either way.
+    SetMute {
+        leg: LegId,
+        mute_in: bool,
+        mute_out: bool,
+    },
+}
+
+/// Reports from workers to control.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The first valid RTP packet arrived from the leg's peer.
+    MediaUp { leg: LegId, kind: MediaKind },
+    /// The peer's packets now come from (or RTCP from) this address.
+    Latched { leg: LegId, addr: SocketAddr, rtcp: bool },
+}
+
+/// Why a datagram was not forwarded. Counted per leg, never an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Shorter than any valid header, or a header that does not parse.
+    Malformed = 0,
+    /// First byte outside every RFC 7983 range.
+    Unclassified,
+    /// STUN: handled by the WebRTC slow path (not in this build).
+    Stun,
+    /// DTLS: handled by the WebRTC slow path (not in this build).
+    Dtls,
+    /// The kind of media is muted towards its destination.
+    Muted,
+    /// The leg has nowhere to forward to (e.g. a listener's own uplink).
+    NoRoute,
+    /// Payload type not negotiated between the legs.
+    UnknownPt,
+    /// Peer address still unknown (nothing in the SDP, nothing latched yet).
+    NoDestination,
+    /// The send batch or the kernel refused the packet.
+    SendFailed,
+    /// Larger than the receive buffer: truncated by the kernel.
+    Truncated,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 10;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::Unclassified,
+        DropReason::Stun,
+        DropReason::Dtls,
+        DropReason::Muted,
+        DropReason::NoRoute,
+        DropReason::UnknownPt,
+        DropReason::NoDestination,
+        DropReason::SendFailed,
+        DropReason::Truncated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::Unclassified => "unclassified",
+            DropReason::Stun => "stun",
+            DropReason::Dtls => "dtls",
+            DropReason::Muted => "muted",
+            DropReason::NoRoute => "no_route",
+            DropReason::UnknownPt => "unknown_pt",
+            DropReason::NoDestination => "no_destination",
+            DropReason::SendFailed => "send_failed",
+            DropReason::Truncated => "truncated",
+        }
+    }
+}
+
+/// Live counters of one leg. Written by the owning worker only (single writer: relaxed load +
+/// store, no read-modify-write), read by anyone.
+#[derive(Debug, Default)]
+pub struct LegStats {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub rtcp_rx_packets: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rtcp_tx_packets: AtomicU64,
+    pub drops: [AtomicU64; DropReason::COUNT],
+}
+
+/// A point-in-time copy of [`LegStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rtcp_rx_packets: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rtcp_tx_packets: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl StatsSnapshot {
+    pub fn drops_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+impl LegStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            rx_packets: l(&self.rx_packets),
+            rx_bytes: l(&self.rx_bytes),
+            rtcp_rx_packets: l(&self.rtcp_rx_packets),
+            tx_packets: l(&self.tx_packets),
+            tx_bytes: l(&self.tx_bytes),
+            rtcp_tx_packets: l(&self.rtcp_tx_packets),
+            drops: std::array::from_fn(|i| l(&self.drops[i])),
+        }
+    }
+
+    pub(crate) fn count_drop(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+}
+
+/// Single-writer increment: no locked instruction on the packet path.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no free media port in the configured range")]
+    PortsExhausted,
+    #[error("unknown leg {0:?}")]
+    UnknownLeg(LegId),
+    #[error("legs {0:?} and {1:?} belong to different workers")]
+    CrossWorker(LegId, LegId),
+    #[error("worker {0} is not running")]
+    WorkerGone(usize),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,111 @@
+//! Caller-owned transmit batch: fixed slots allocated once per worker, reused every round.
+
+use std::net::SocketAddr;
+
+use crate::forwarder::SocketRef;
+
+/// Largest datagram the data plane forwards (receive buffers are sized to match).
+pub const MAX_DATAGRAM: usize = 1500;
+
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    via: SocketRef,
+    dest: SocketAddr,
+    len: usize,
+}
+
+/// Datagrams waiting to be sent: a flat buffer of `capacity` slots of `MAX_DATAGRAM` bytes.
+#[derive(Debug)]
+pub struct TxBatch {
+    buf: Box<[u8]>,
+    meta: Vec<Meta>,
+    capacity: usize,
+}
+
+impl TxBatch {
+    pub fn new(capacity: usize) -> Self {
+        TxBatch {
+            buf: vec![0u8; capacity * MAX_DATAGRAM].into_boxed_slice(),
+            meta: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.meta.len() == self.capacity
+    }
+
+    /// Room left; drivers flush when a received batch could overflow it.
+    pub fn remaining(&self) -> usize {
+        self.capacity - self.meta.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.meta.clear();
+    }
+
+    /// Copies `data` into the next slot and lets `edit` rewrite it in place. `false` when full
+    /// or the datagram is too large.
+    #[inline]
+    pub fn push(&mut self, via: SocketRef, dest: SocketAddr, data: &[u8], edit: impl FnOnce(&mut [u8])) -> bool {
+        if self.is_full() || data.len() > MAX_DATAGRAM {
+            return false;
+        }
+        let start = self.meta.len() * MAX_DATAGRAM;
+        let slot = &mut self.buf[start..start + data.len()];
+        slot.copy_from_slice(data);
+        edit(slot);
+        self.meta.push(Meta { via, dest, len: data.len() });
+        true
+    }
+
+    /// The queued datagrams in order: socket, destination, bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketRef, SocketAddr, &[u8])> + '_ {
+        self.meta.iter().enumerate().map(|(i, m)| {
+            let start = i * MAX_DATAGRAM;
+            (m.via, m.dest, &self.buf[start..start + m.len])
+        })
+    }
+
+    /// Slot `i`'s buffer, for drivers that hand pointers to the kernel.
+    pub fn get(&self, i: usize) -> (SocketRef, SocketAddr, &[u8]) {
+        let m = self.meta[i];
+        let start = i * MAX_DATAGRAM;
+        (m.via, m.dest, &self.buf[start..start + m.len])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_batch_refuses_more() {
+        let mut b = TxBatch::new(2);
+        let via = SocketRef { slot: 0, rtcp: false };
+        let dest = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert!(b.push(via, dest, b"a", |_| {}));
+        assert!(b.push(via, dest, b"bb", |d| d[0] = b'c'));
+        assert!(!b.push(via, dest, b"c", |_| {}));
+        let got: Vec<_> = b.iter().map(|(_, _, d)| d.to_vec()).collect();
+        assert_eq!(got, vec![b"a".to_vec(), b"cb".to_vec()]);
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn oversized_datagram_is_refused() {
+        let mut b = TxBatch::new(1);
+        let via = SocketRef { slot: 0, rtcp: false };
+        let dest = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert!(!b.push(via, dest, &[0; MAX_DATAGRAM + 1], |_| {}));
+    }
+}

@@ -1,0 +1,223 @@
+//! Per-destination RTP rewriting: one continuous stream whatever happens upstream.
+//!
+//! Every leg that receives forwarded media has one `Egress`. It maps the source's sequence
+//! numbers and timestamps onto its own by adding offsets. A dropped packet (mute) shifts the
+//! sequence offset back by one, so receivers never see a gap; a new source SSRC (a listener
+//! switch, a phone restarting its stream) re-bases both offsets right after what was last sent.
+
+use crate::api::{Pt, Rewrite};
+use crate::packet::RtpHeader;
+
+/// Sentinel in the payload-type table: not negotiated.
+const NO_PT: u8 = 0xff;
+
+#[derive(Debug)]
+pub(crate) struct Egress {
+    /// `pt_table[source pt]` = destination pt, or `NO_PT`. Unused when `pt_passthrough`.
+    pt_table: [u8; 128],
+    pt_passthrough: bool,
+    ssrc: Option<u32>,
+    /// Timestamp step inserted at a source change: 20 ms at the codec's clock rate.
+    ts_gap: u32,
+    seq_off: u16,
+    ts_off: u32,
+    last_in_ssrc: Option<u32>,
+    last_out_seq: u16,
+    last_out_ts: u32,
+}
+
+/// What the egress decided for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Send(RtpHeader),
+    UnknownPt,
+}
+
+impl Egress {
+    pub(crate) fn new(rewrite: &Rewrite, clock_rate: u32) -> Self {
+        let mut egress = Egress {
+            pt_table: [NO_PT; 128],
+            pt_passthrough: true,
+            ssrc: None,
+            ts_gap: 1,
+            seq_off: 0,
+            ts_off: 0,
+            last_in_ssrc: None,
+            last_out_seq: 0,
+            last_out_ts: 0,
+        };
+        egress.reconfigure(rewrite, clock_rate);
+        egress
+    }
+
+    /// New source or new mapping; offsets carry over so the output stays continuous.
+    pub(crate) fn reconfigure(&mut self, rewrite: &Rewrite, clock_rate: u32) {
+        self.pt_table = [NO_PT; 128];
+        self.pt_passthrough = rewrite.pt_map.is_empty();
+        for &(Pt(from), Pt(to)) in &rewrite.pt_map {
+            self.pt_table[usize::from(from & 0x7f)] = to & 0x7f;
+        }
+        self.ssrc = rewrite.ssrc.map(|s| s.0);
+        self.ts_gap = (clock_rate / 50).max(1);
+        // Force a re-base on the next packet even if the new source reuses the old SSRC.
+        self.last_in_ssrc = self.last_in_ssrc.map(|s| !s);
+    }
+
+    /// Whether the destination sees its own SSRC (a listener) rather than the sender's.
+    pub(crate) fn rewrites_ssrc(&self) -> bool {
+        self.ssrc.is_some()
+    }
+
+    /// Rewrites the header of a packet to be sent.
+    #[inline]
+    pub(crate) fn forward(&mut self, h: &RtpHeader) -> Verdict {
+        let pt = if self.pt_passthrough {
+            h.pt
+        } else {
+            match self.pt_table[usize::from(h.pt)] {
+                NO_PT => return Verdict::UnknownPt,
+                pt => pt,
+            }
+        };
+        self.rebase_if_new_source(h);
+        let seq = h.seq.wrapping_add(self.seq_off);
+        let ts = h.ts.wrapping_add(self.ts_off);
+        if seq_newer(seq, self.last_out_seq) {
+            self.last_out_seq = seq;
+            self.last_out_ts = ts;
+        }
+        Verdict::Send(RtpHeader {
+            pt,
+            seq,
+            ts,
+            ssrc: self.ssrc.unwrap_or(h.ssrc),
+        })
+    }
+
+    /// Accounts for a packet that is not sent (muted): later packets close the gap.
+    #[inline]
+    pub(crate) fn skip(&mut self, h: &RtpHeader) {
+        self.rebase_if_new_source(h);
+        let seq = h.seq.wrapping_add(self.seq_off);
+        if seq_newer(seq, self.last_out_seq) {
+            // Keep the timestamp moving with real time, but not the sequence number.
+            self.last_out_ts = h.ts.wrapping_add(self.ts_off);
+            self.seq_off = self.seq_off.wrapping_sub(1);
+        }
+    }
+
+    fn rebase_if_new_source(&mut self, h: &RtpHeader) {
+        match self.last_in_ssrc {
+            Some(s) if s == h.ssrc => {}
+            None => {
+                // First packet ever: keep the source's numbering (identity for proxies and echo).
+                self.last_in_ssrc = Some(h.ssrc);
+                self.last_out_seq = h.seq.wrapping_sub(1);
+                self.last_out_ts = h.ts;
+            }
+            Some(_) => {
+                self.last_in_ssrc = Some(h.ssrc);
+                self.seq_off = self.last_out_seq.wrapping_add(1).wrapping_sub(h.seq);
+                self.ts_off = self
+                    .last_out_ts
+                    .wrapping_add(self.ts_gap)
+                    .wrapping_sub(h.ts);
+                // The next packet is exactly last + 1.
+                self.last_out_seq = h.seq.wrapping_add(self.seq_off).wrapping_sub(1);
+            }
+        }
+    }
+}
+
+/// RFC 3550 §A.1 style serial-number comparison: `a` is newer than `b`.
+#[inline]
+fn seq_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 0x8000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Ssrc;
+
+    fn h(ssrc: u32, seq: u16, ts: u32) -> RtpHeader {
+        RtpHeader { pt: 96, seq, ts, ssrc }
+    }
+
+    fn sent(v: Verdict) -> RtpHeader {
+        match v {
+            Verdict::Send(h) => h,
+            other => panic!("expected Send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn passthrough_keeps_numbering() {
+        let mut e = Egress::new(&Rewrite::default(), 90000);
+        let out = sent(e.forward(&h(7, 100, 1000)));
+        assert_eq!(out, h(7, 100, 1000));
+    }
+
+    #[test]
+    fn muted_route_keeps_seq_contiguous() {
+        let mut e = Egress::new(&Rewrite::default(), 8000);
+        let mut out = vec![];
+        for seq in 0..100u16 {
+            let p = h(1, seq.wrapping_add(65500), u32::from(seq) * 160);
+            if (20..40).contains(&seq) || seq % 7 == 3 {
+                e.skip(&p);
+            } else {
+                out.push(sent(e.forward(&p)).seq);
+            }
+        }
+        for w in out.windows(2) {
+            assert_eq!(w[1], w[0].wrapping_add(1), "gap in {out:?}");
+        }
+    }
+
+    #[test]
+    fn source_switch_continues_sequence_and_timestamp() {
+        let rw = Rewrite { pt_map: vec![], ssrc: Some(Ssrc(42)) };
+        let mut e = Egress::new(&rw, 90000);
+        let a = sent(e.forward(&h(1, 500, 9000)));
+        let b = sent(e.forward(&h(1, 501, 12000)));
+        e.reconfigure(&rw, 90000);
+        let c = sent(e.forward(&h(2, 40000, 77)));
+        let d = sent(e.forward(&h(2, 40001, 3077)));
+        assert_eq!([a.ssrc, b.ssrc, c.ssrc, d.ssrc], [42; 4]);
+        assert_eq!([a.seq, b.seq, c.seq, d.seq], [500, 501, 502, 503]);
+        assert_eq!(c.ts, 12000 + 1800);
+        assert_eq!(d.ts, c.ts + 3000);
+    }
+
+    #[test]
+    fn switch_back_to_same_ssrc_still_rebases() {
+        let rw = Rewrite { pt_map: vec![], ssrc: Some(Ssrc(42)) };
+        let mut e = Egress::new(&rw, 8000);
+        sent(e.forward(&h(1, 10, 0)));
+        e.reconfigure(&rw, 8000);
+        sent(e.forward(&h(2, 900, 0)));
+        e.reconfigure(&rw, 8000);
+        let back = sent(e.forward(&h(1, 11, 160)));
+        assert_eq!(back.seq, 12);
+    }
+
+    #[test]
+    fn payload_types_are_mapped_or_refused() {
+        let rw = Rewrite { pt_map: vec![(Pt(96), Pt(100))], ssrc: None };
+        let mut e = Egress::new(&rw, 90000);
+        assert_eq!(sent(e.forward(&h(1, 1, 1))).pt, 100);
+        assert_eq!(e.forward(&RtpHeader { pt: 97, ..h(1, 2, 2) }), Verdict::UnknownPt);
+    }
+
+    #[test]
+    fn reordered_packet_keeps_its_place() {
+        let mut e = Egress::new(&Rewrite::default(), 8000);
+        sent(e.forward(&h(1, 10, 0)));
+        sent(e.forward(&h(1, 12, 320)));
+        let late = sent(e.forward(&h(1, 11, 160)));
+        assert_eq!(late.seq, 11);
+        assert_eq!(sent(e.forward(&h(1, 13, 480))).seq, 13);
+    }
+}

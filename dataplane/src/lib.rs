@@ -1,0 +1,222 @@
+//! Sluice's data plane: pinned worker threads that own their sockets and forwarding tables.
+//!
+//! Model: `control` opens *legs* (a UDP port pair for one media stream), connects them and reads
+//! their counters, all through [`api`] and the [`Dataplane`] handle. Each leg belongs to one
+//! worker, chosen from its [`api::GroupId`], so legs that forward to each other share a thread
+//! and every forwarding decision is made without locks. A worker runs a sans-IO
+//! [`forwarder::Forwarder`] under an I/O driver: io_uring (multishot recvmsg over a provided
+//! buffer ring, batched sendmsg) or recvmmsg/sendmmsg over epoll where io_uring is unavailable.
+//! Commands reach a worker over a bounded queue plus an eventfd wake-up; events come back over
+//! a bounded queue that never blocks the worker.
+
+pub mod api;
+pub mod batch;
+mod egress;
+pub mod forwarder;
+mod mmsg;
+pub mod packet;
+mod ports;
+mod sys;
+mod uring;
+mod worker;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::api::{Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats};
+use crate::ports::PortPool;
+use crate::sys::EventFd;
+use crate::worker::{WorkerCore, WorkerMsg};
+
+/// Depth of each worker's command queue.
+const COMMAND_QUEUE: usize = 4096;
+/// Depth of the shared event queue back to control; overflow is counted, never waited for.
+const EVENT_QUEUE: usize = 65536;
+/// How long `close_leg` waits for the worker to release the sockets.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+struct WorkerLink {
+    msgs: Sender<WorkerMsg>,
+    wake: Arc<EventFd>,
+}
+
+struct Shared {
+    workers: Vec<WorkerLink>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    ports: Mutex<PortPool>,
+    leg_ports: Mutex<HashMap<LegId, u16>>,
+    media_ip: IpAddr,
+    backend: Backend,
+    next_seq: AtomicU64,
+    lost_events: Arc<AtomicU64>,
+}
+
+/// Handle to the running data plane. Cheap to clone; all methods are callable from any thread.
+#[derive(Clone)]
+pub struct Dataplane {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("workers", &self.shared.workers.len())
+            .field("backend", &self.shared.backend)
+            .finish()
+    }
+}
+
+impl Dataplane {
+    /// Starts the workers. Events from all workers arrive on the returned receiver.
+    pub fn start(config: Config) -> Result<(Dataplane, Receiver<Event>), Error> {
+        if config.workers == 0 {
+            return Err(Error::Config("at least one worker is needed".into()));
+        }
+        let ports = PortPool::new(config.port_lo, config.port_hi)?;
+        let backend = choose_backend(config.io)?;
+        let (event_tx, event_rx) = bounded(EVENT_QUEUE);
+        let lost_events = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::with_capacity(config.workers);
+        let mut threads = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
+            let wake = Arc::new(EventFd::new()?);
+            let core = WorkerCore::new(index, Arc::clone(&wake), msg_rx, event_tx.clone(), Arc::clone(&lost_events));
+            let pin = config.pin;
+            let thread = std::thread::Builder::new()
+                .name(format!("sluice-worker-{index}"))
+                .spawn(move || run_worker(core, backend, pin))?;
+            workers.push(WorkerLink { msgs: msg_tx, wake });
+            threads.push(thread);
+        }
+        let shared = Shared {
+            workers,
+            threads: Mutex::new(threads),
+            ports: Mutex::new(ports),
+            leg_ports: Mutex::new(HashMap::new()),
+            media_ip: config.media_ip,
+            backend,
+            next_seq: AtomicU64::new(1),
+            lost_events,
+        };
+        Ok((Dataplane { shared: Arc::new(shared) }, event_rx))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.shared.backend
+    }
+
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// Events dropped because control did not drain the queue in time.
+    pub fn lost_events(&self) -> u64 {
+        self.shared.lost_events.load(Ordering::Relaxed)
+    }
+
+    /// Binds an RTP/RTCP port pair and hands it to the group's worker.
+    pub fn open_leg(&self, spec: LegSpec) -> Result<LegInfo, Error> {
+        let worker = (spec.group.0 % self.shared.workers.len() as u64) as usize;
+        let (port, rtp, rtcp) = lock(&self.shared.ports).bind_pair(self.shared.media_ip)?;
+        let id = LegId::new(worker, self.shared.next_seq.fetch_add(1, Ordering::Relaxed));
+        let stats = Arc::new(LegStats::default());
+        let msg = WorkerMsg::AddLeg { id, kind: spec.kind, remote: spec.remote, stats: Arc::clone(&stats), rtp, rtcp };
+        if let Err(e) = self.post(worker, msg) {
+            lock(&self.shared.ports).release(port);
+            return Err(e);
+        }
+        lock(&self.shared.leg_ports).insert(id, port);
+        Ok(LegInfo { id, local_ip: self.shared.media_ip, rtp_port: port, rtcp_port: port + 1, stats })
+    }
+
+    /// Sends a command to the worker owning the leg(s) it names.
+    pub fn send(&self, cmd: Command) -> Result<(), Error> {
+        let worker = match &cmd {
+            Command::SetRemote { leg, .. } | Command::SetMute { leg, .. } => leg.worker(),
+            Command::Disconnect { to } => to.worker(),
+            Command::Connect { from, to, .. } => {
+                if from.worker() != to.worker() {
+                    return Err(Error::CrossWorker(*from, *to));
+                }
+                to.worker()
+            }
+        };
+        self.post(worker, WorkerMsg::Cmd(cmd))
+    }
+
+    /// Closes the leg's sockets and returns its ports to the pool. Blocks (briefly) until the
+    /// worker has let go of the sockets, so the ports are reusable when this returns.
+    pub fn close_leg(&self, leg: LegId) -> Result<(), Error> {
+        let Some(port) = lock(&self.shared.leg_ports).remove(&leg) else {
+            return Err(Error::UnknownLeg(leg));
+        };
+        let (done_tx, done_rx) = bounded(1);
+        let posted = self.post(leg.worker(), WorkerMsg::RemoveLeg { id: leg, done: done_tx });
+        if posted.is_ok() && done_rx.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(?leg, "worker did not confirm closing the leg in time");
+        }
+        lock(&self.shared.ports).release(port);
+        posted
+    }
+
+    /// Stops every worker and waits for them.
+    pub fn shutdown(&self) {
+        for (i, _) in self.shared.workers.iter().enumerate() {
+            let _ = self.post(i, WorkerMsg::Shutdown);
+        }
+        let threads = std::mem::take(&mut *lock(&self.shared.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Error> {
+        let link = self.shared.workers.get(worker).ok_or(Error::WorkerGone(worker))?;
+        link.msgs.send_timeout(msg, CLOSE_WAIT).map_err(|_| Error::WorkerGone(worker))?;
+        link.wake.wake();
+        Ok(())
+    }
+}
+
+/// Control-side bookkeeping locks are never held across a blocking call; a poisoned one
+/// still holds consistent data (every critical section is a single insert or pop).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn choose_backend(io: IoMode) -> Result<Backend, Error> {
+    match io {
+        IoMode::Mmsg => Ok(Backend::Mmsg),
+        IoMode::Uring => uring::probe()
+            .map(|()| Backend::Uring)
+            .map_err(|why| Error::Config(format!("io_uring unavailable: {why}"))),
+        IoMode::Auto => match uring::probe() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(why) => {
+                tracing::warn!("io_uring unavailable ({why}); using recvmmsg/sendmmsg");
+                Ok(Backend::Mmsg)
+            }
+        },
+    }
+}
+
+fn run_worker(core: WorkerCore, backend: Backend, pin: bool) {
+    if pin && let Err(e) = sys::pin_to_cpu(core.index) {
+        tracing::warn!(worker = core.index, "could not pin worker: {e}");
+    }
+    let index = core.index;
+    let result = match backend {
+        Backend::Uring => uring::run(core),
+        Backend::Mmsg => mmsg::run(core),
+    };
+    if let Err(e) = result {
+        tracing::error!(worker = index, "worker stopped: {e}");
+    }
+}

@@ -1,0 +1,240 @@
+//! recvmmsg/sendmmsg driver over epoll: the fallback where io_uring is missing or blocked.
+//!
+//! Each round: wait for readiness, drain every ready socket in batches of `BATCH` datagrams
+//! (bounded rounds per socket, for fairness), forward into the transmit batch, send it with
+//! one sendmmsg per run of datagrams leaving the same socket, then apply queued commands.
+
+use std::io;
+use std::mem;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd, AsRawFd};
+use std::ptr;
+
+use crate::api::DropReason;
+use crate::batch::{MAX_DATAGRAM, TxBatch};
+use crate::forwarder::SocketRef;
+use crate::sys::{read_sockaddr, write_sockaddr};
+use crate::worker::{Change, Flow, WorkerCore};
+
+/// Datagrams per recvmmsg call.
+const BATCH: usize = 64;
+/// recvmmsg calls per ready socket per round before others get a turn.
+const ROUNDS_PER_SOCKET: usize = 8;
+/// Datagrams queued for sending before a flush is forced.
+const TX_CAPACITY: usize = 1024;
+/// epoll data value of the wake-up eventfd.
+const WAKE_TOKEN: u64 = u64::MAX;
+
+pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
+    // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
+    let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created, owned by nobody else.
+    let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
+    epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, core.wake.raw(), WAKE_TOKEN)?;
+
+    let mut rx = RxBatch::new();
+    let mut tx = TxBatch::new(TX_CAPACITY);
+    let mut sender = Sender::new(TX_CAPACITY);
+    let mut changes = Vec::new();
+    let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+
+    loop {
+        // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
+        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), ready.as_mut_ptr(), ready.len() as i32, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut woken = false;
+        for ev in &ready[..n as usize] {
+            let token = ev.u64;
+            if token == WAKE_TOKEN {
+                woken = true;
+                continue;
+            }
+            let Some(fd) = core.fd(token as usize) else { continue };
+            let at = SocketRef::from_token(token as usize);
+            for _ in 0..ROUNDS_PER_SOCKET {
+                let got = rx.recv(fd);
+                for i in 0..got {
+                    if tx.remaining() < core.fwd.fanout(at.slot) {
+                        sender.flush(&core, &mut tx);
+                    }
+                    let (src, data, truncated) = rx.get(i);
+                    match src {
+                        _ if truncated => core.fwd.count_drop(at.slot, DropReason::Truncated),
+                        Some(src) => core.fwd.handle_datagram(at, src, data, &mut tx),
+                        None => core.fwd.count_drop(at.slot, DropReason::Malformed),
+                    }
+                }
+                if got < BATCH {
+                    break;
+                }
+            }
+        }
+        sender.flush(&core, &mut tx);
+        core.flush_events();
+        if woken {
+            core.wake.drain();
+            let flow = core.apply_msgs(&mut changes);
+            for change in changes.drain(..) {
+                match change {
+                    Change::Added { token, fd } => {
+                        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, token as u64)?;
+                    }
+                    Change::Removed { socket, done, .. } => {
+                        let _ = epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
+                        drop(socket);
+                        if let Some(done) = done {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            }
+            if flow == Flow::Shutdown {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    // SAFETY: `ev` is a live epoll_event; the kernel copies it.
+    let rc = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Receive-side arrays for recvmmsg, allocated once. Boxed so the self-referential pointers
+/// (headers → iovecs → buffers) stay valid.
+struct RxBatch {
+    bufs: Box<[[u8; MAX_DATAGRAM]]>,
+    names: Box<[libc::sockaddr_storage]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+impl RxBatch {
+    fn new() -> Self {
+        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C data; all-zero is valid.
+        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let mut rx = RxBatch {
+            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
+            names: vec![zero_name; BATCH].into_boxed_slice(),
+            iovs: vec![libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; BATCH].into_boxed_slice(),
+            // SAFETY: as above.
+            hdrs: (0..BATCH).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
+        };
+        for i in 0..BATCH {
+            rx.iovs[i] = libc::iovec { iov_base: rx.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
+            let h = &mut rx.hdrs[i].msg_hdr;
+            h.msg_name = (&mut rx.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_iov = &mut rx.iovs[i];
+            h.msg_iovlen = 1;
+        }
+        rx
+    }
+
+    /// One recvmmsg; returns how many datagrams arrived (0 on EAGAIN or error).
+    fn recv(&mut self, fd: RawFd) -> usize {
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers owned by `self` for the whole call.
+        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, ptr::null_mut()) };
+        if n < 0 { 0 } else { n as usize }
+    }
+
+    fn get(&self, i: usize) -> (Option<std::net::SocketAddr>, &[u8], bool) {
+        let h = &self.hdrs[i];
+        let namelen = (h.msg_hdr.msg_namelen as usize).min(mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: the kernel wrote `namelen` bytes of address into names[i].
+        let name = unsafe { std::slice::from_raw_parts((&self.names[i] as *const libc::sockaddr_storage).cast::<u8>(), namelen) };
+        let len = (h.msg_len as usize).min(MAX_DATAGRAM);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (read_sockaddr(name), &self.bufs[i][..len], truncated)
+    }
+}
+
+/// Send-side arrays for sendmmsg, allocated once.
+struct Sender {
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl Sender {
+    fn new(capacity: usize) -> Self {
+        // SAFETY: plain C data, all-zero is valid.
+        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        Sender {
+            names: vec![zero_name; capacity],
+            iovs: vec![libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; capacity],
+            // SAFETY: as above.
+            hdrs: (0..capacity).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
+        }
+    }
+
+    /// Sends everything queued, one sendmmsg per run of datagrams from the same socket.
+    fn flush(&mut self, core: &WorkerCore, tx: &mut TxBatch) {
+        let n = tx.len();
+        for i in 0..n {
+            let (_, dest, data) = tx.get(i);
+            let namelen = write_sockaddr(&dest, &mut self.names[i]);
+            self.iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+        }
+        let mut start = 0;
+        while start < n {
+            let via = tx.get(start).0;
+            let mut end = start + 1;
+            while end < n && tx.get(end).0 == via {
+                end += 1;
+            }
+            match core.fd(via.token()) {
+                Some(fd) => self.send_run(core, fd, via, start, end),
+                None => {
+                    for _ in start..end {
+                        core.fwd.count_drop(via.slot, DropReason::SendFailed);
+                    }
+                }
+            }
+            start = end;
+        }
+        tx.clear();
+    }
+
+    fn send_run(&mut self, core: &WorkerCore, fd: RawFd, via: SocketRef, mut start: usize, end: usize) {
+        while start < end {
+            // SAFETY: headers start..end point at `names`/`iovs` entries filled above and at
+            // transmit buffers that live until `tx.clear()`.
+            let rc = unsafe { libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), (end - start) as u32, libc::MSG_DONTWAIT) };
+            if rc > 0 {
+                start += rc as usize;
+                continue;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            // A full socket buffer drops the rest of the run; any other error drops one
+            // datagram and moves on (e.g. an unreachable destination).
+            let lost = if err.kind() == io::ErrorKind::WouldBlock { end - start } else { 1 };
+            for _ in 0..lost {
+                core.fwd.count_drop(via.slot, DropReason::SendFailed);
+            }
+            start += lost;
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! What every worker has whatever its I/O backend: the forwarding core, the sockets it owns,
+//! the command queue from control and the event queue back.
+
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::api::{Command, Event, LegId, LegStats, MediaKind, Remote};
+use crate::forwarder::{Forwarder, SocketRef};
+use crate::sys::EventFd;
+
+/// Messages on a worker's bounded command queue (followed by an eventfd wake-up).
+#[derive(Debug)]
+pub(crate) enum WorkerMsg {
+    AddLeg {
+        id: LegId,
+        kind: MediaKind,
+        remote: Remote,
+        stats: Arc<LegStats>,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+    },
+    /// Close the leg's sockets, then signal `done`.
+    RemoveLeg { id: LegId, done: Sender<()> },
+    Cmd(Command),
+    Shutdown,
+}
+
+/// A socket appearing or disappearing, for the backend to (un)register.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Added { token: usize, fd: RawFd },
+    /// The backend stops watching `socket`, drops it, then sends on `done`.
+    Removed { token: usize, socket: UdpSocket, done: Option<Sender<()>> },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Flow {
+    Continue,
+    Shutdown,
+}
+
+/// Everything a worker owns besides its backend.
+pub(crate) struct WorkerCore {
+    pub(crate) index: usize,
+    pub(crate) fwd: Forwarder,
+    /// Indexed by `SocketRef::token()`.
+    pub(crate) sockets: Vec<Option<UdpSocket>>,
+    pub(crate) wake: Arc<EventFd>,
+    msgs: Receiver<WorkerMsg>,
+    events: Sender<Event>,
+    lost_events: Arc<AtomicU64>,
+}
+
+impl WorkerCore {
+    pub(crate) fn new(
+        index: usize,
+        wake: Arc<EventFd>,
+        msgs: Receiver<WorkerMsg>,
+        events: Sender<Event>,
+        lost_events: Arc<AtomicU64>,
+    ) -> Self {
+        WorkerCore {
+            index,
+            fwd: Forwarder::new(),
+            sockets: Vec::new(),
+            wake,
+            msgs,
+            events,
+            lost_events,
+        }
+    }
+
+    pub(crate) fn fd(&self, token: usize) -> Option<RawFd> {
+        self.sockets.get(token).and_then(Option::as_ref).map(AsRawFd::as_raw_fd)
+    }
+
+    /// Applies every queued command; socket changes are appended to `changes`.
+    pub(crate) fn apply_msgs(&mut self, changes: &mut Vec<Change>) -> Flow {
+        while let Ok(msg) = self.msgs.try_recv() {
+            match msg {
+                WorkerMsg::AddLeg { id, kind, remote, stats, rtp, rtcp } => {
+                    let slot = self.fwd.add_leg(id, kind, remote, stats);
+                    for (rtcp_flag, socket) in [(false, rtp), (true, rtcp)] {
+                        let token = SocketRef { slot, rtcp: rtcp_flag }.token();
+                        if self.sockets.len() <= token {
+                            self.sockets.resize_with(token + 1, || None);
+                        }
+                        changes.push(Change::Added { token, fd: socket.as_raw_fd() });
+                        self.sockets[token] = Some(socket);
+                    }
+                }
+                WorkerMsg::RemoveLeg { id, done } => {
+                    let Some(slot) = self.fwd.remove_leg(id) else {
+                        let _ = done.send(());
+                        continue;
+                    };
+                    let mut done = Some(done);
+                    for rtcp in [false, true] {
+                        let token = SocketRef { slot, rtcp }.token();
+                        if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
+                            // Signal once, with the last socket.
+                            let done = if rtcp { done.take() } else { None };
+                            changes.push(Change::Removed { token, socket, done });
+                        }
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                WorkerMsg::Cmd(cmd) => {
+                    if let Err(e) = self.fwd.handle_command(cmd) {
+                        tracing::debug!(worker = self.index, "command ignored: {e}");
+                    }
+                }
+                WorkerMsg::Shutdown => return Flow::Shutdown,
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Hands the forwarder's events to control without ever blocking the worker.
+    pub(crate) fn flush_events(&mut self) {
+        while let Some(ev) = self.fwd.poll_event() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.lost_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
