@@ -157,7 +157,11 @@ pub enum Event {
     /// The first valid RTP packet arrived from the leg's peer.
     MediaUp { leg: LegId, kind: MediaKind },
     /// The peer's packets now come from (or RTCP from) this address.
-    Latched { leg: LegId, addr: SocketAddr, rtcp: bool },
+    Latched {
+        leg: LegId,
+        addr: SocketAddr,
+        rtcp: bool,
+    },
 }
 
 /// Why a datagram was not forwarded. Counted per leg, never an error.

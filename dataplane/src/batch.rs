@@ -55,7 +55,13 @@ impl TxBatch {
     /// Copies `data` into the next slot and lets `edit` rewrite it in place. `false` when full
     /// or the datagram is too large.
     #[inline]
-    pub fn push(&mut self, via: SocketRef, dest: SocketAddr, data: &[u8], edit: impl FnOnce(&mut [u8])) -> bool {
+    pub fn push(
+        &mut self,
+        via: SocketRef,
+        dest: SocketAddr,
+        data: &[u8],
+        edit: impl FnOnce(&mut [u8]),
+    ) -> bool {
         if self.is_full() || data.len() > MAX_DATAGRAM {
             return false;
         }
@@ -63,7 +69,11 @@ impl TxBatch {
         let slot = &mut self.buf[start..start + data.len()];
         slot.copy_from_slice(data);
         edit(slot);
-        self.meta.push(Meta { via, dest, len: data.len() });
+        self.meta.push(Meta {
+            via,
+            dest,
+            len: data.len(),
+        });
         true
     }
 
@@ -90,7 +100,10 @@ mod tests {
     #[test]
     fn full_batch_refuses_more() {
         let mut b = TxBatch::new(2);
-        let via = SocketRef { slot: 0, rtcp: false };
+        let via = SocketRef {
+            slot: 0,
+            rtcp: false,
+        };
         let dest = SocketAddr::from(([127, 0, 0, 1], 1));
         assert!(b.push(via, dest, b"a", |_| {}));
         assert!(b.push(via, dest, b"bb", |d| d[0] = b'c'));
@@ -104,7 +117,10 @@ mod tests {
     #[test]
     fn oversized_datagram_is_refused() {
         let mut b = TxBatch::new(1);
-        let via = SocketRef { slot: 0, rtcp: false };
+        let via = SocketRef {
+            slot: 0,
+            rtcp: false,
+        };
         let dest = SocketAddr::from(([127, 0, 0, 1], 1));
         assert!(!b.push(via, dest, &[0; MAX_DATAGRAM + 1], |_| {}));
     }

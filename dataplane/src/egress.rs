@@ -142,7 +142,12 @@ mod tests {
     use crate::api::Ssrc;
 
     fn h(ssrc: u32, seq: u16, ts: u32) -> RtpHeader {
-        RtpHeader { pt: 96, seq, ts, ssrc }
+        RtpHeader {
+            pt: 96,
+            seq,
+            ts,
+            ssrc,
+        }
     }
 
     fn sent(v: Verdict) -> RtpHeader {
@@ -178,7 +183,10 @@ mod tests {
 
     #[test]
     fn source_switch_continues_sequence_and_timestamp() {
-        let rw = Rewrite { pt_map: vec![], ssrc: Some(Ssrc(42)) };
+        let rw = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(42)),
+        };
         let mut e = Egress::new(&rw, 90000);
         let a = sent(e.forward(&h(1, 500, 9000)));
         let b = sent(e.forward(&h(1, 501, 12000)));
@@ -193,7 +201,10 @@ mod tests {
 
     #[test]
     fn switch_back_to_same_ssrc_still_rebases() {
-        let rw = Rewrite { pt_map: vec![], ssrc: Some(Ssrc(42)) };
+        let rw = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(42)),
+        };
         let mut e = Egress::new(&rw, 8000);
         sent(e.forward(&h(1, 10, 0)));
         e.reconfigure(&rw, 8000);
@@ -205,10 +216,19 @@ mod tests {
 
     #[test]
     fn payload_types_are_mapped_or_refused() {
-        let rw = Rewrite { pt_map: vec![(Pt(96), Pt(100))], ssrc: None };
+        let rw = Rewrite {
+            pt_map: vec![(Pt(96), Pt(100))],
+            ssrc: None,
+        };
         let mut e = Egress::new(&rw, 90000);
         assert_eq!(sent(e.forward(&h(1, 1, 1))).pt, 100);
-        assert_eq!(e.forward(&RtpHeader { pt: 97, ..h(1, 2, 2) }), Verdict::UnknownPt);
+        assert_eq!(
+            e.forward(&RtpHeader {
+                pt: 97,
+                ..h(1, 2, 2)
+            }),
+            Verdict::UnknownPt
+        );
     }
 
     #[test]
@@ -219,5 +239,61 @@ mod tests {
         let late = sent(e.forward(&h(1, 11, 160)));
         assert_eq!(late.seq, 11);
         assert_eq!(sent(e.forward(&h(1, 13, 480))).seq, 13);
+    }
+
+    /// Fixed-seed xorshift: property-style checks without a proptest dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    #[test]
+    fn output_is_contiguous_across_random_mutes_and_switches() {
+        for seed in 1..200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let rw = Rewrite {
+                pt_map: vec![],
+                ssrc: Some(Ssrc(9)),
+            };
+            let mut e = Egress::new(&rw, 90000);
+            let mut sources: Vec<(u32, u16, u32)> = (0..3)
+                .map(|i| (i + 1, rng.next() as u16, rng.next() as u32))
+                .collect();
+            let mut current = 0usize;
+            let mut out: Vec<RtpHeader> = vec![];
+            for _ in 0..500 {
+                match rng.next() % 20 {
+                    0 => {
+                        current = (rng.next() % 3) as usize;
+                        e.reconfigure(&rw, 90000);
+                    }
+                    n => {
+                        let (ssrc, seq, ts) = &mut sources[current];
+                        *seq = seq.wrapping_add(1);
+                        *ts = ts.wrapping_add(3000);
+                        let h = h(*ssrc, *seq, *ts);
+                        if n < 6 {
+                            e.skip(&h);
+                        } else {
+                            out.push(sent(e.forward(&h)));
+                        }
+                    }
+                }
+            }
+            for w in out.windows(2) {
+                assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "seed {seed}");
+                assert!(
+                    w[1].ts.wrapping_sub(w[0].ts) < 0x8000_0000,
+                    "seed {seed}: ts went back"
+                );
+                assert_eq!(w[1].ssrc, 9);
+            }
+        }
     }
 }

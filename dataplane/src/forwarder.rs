@@ -84,7 +84,13 @@ impl Forwarder {
         Self::default()
     }
 
-    pub fn add_leg(&mut self, id: LegId, kind: MediaKind, remote: Remote, stats: Arc<LegStats>) -> Slot {
+    pub fn add_leg(
+        &mut self,
+        id: LegId,
+        kind: MediaKind,
+        remote: Remote,
+        stats: Arc<LegStats>,
+    ) -> Slot {
         let leg = Leg {
             id,
             kind,
@@ -163,7 +169,11 @@ impl Forwarder {
                 let dst = self.slot(to).ok_or(UnknownLeg(to))?;
                 self.disconnect(dst);
             }
-            Command::SetMute { leg, mute_in, mute_out } => {
+            Command::SetMute {
+                leg,
+                mute_in,
+                mute_out,
+            } => {
                 let slot = self.slot(leg).ok_or(UnknownLeg(leg))?;
                 let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
                 l.mute_in = mute_in;
@@ -203,7 +213,13 @@ impl Forwarder {
     }
 
     /// One received datagram: classify, latch, then forward into `tx` or count a drop.
-    pub fn handle_datagram(&mut self, at: SocketRef, src: SocketAddr, data: &[u8], tx: &mut TxBatch) {
+    pub fn handle_datagram(
+        &mut self,
+        at: SocketRef,
+        src: SocketAddr,
+        data: &[u8],
+        tx: &mut TxBatch,
+    ) {
         let Some(leg) = self.legs.get_mut(at.slot as usize).and_then(Option::as_mut) else {
             return;
         };
@@ -227,7 +243,11 @@ impl Forwarder {
                 // Muxed RTCP follows the RTP latch.
             } else if leg.latched_rtcp != Some(src) {
                 leg.latched_rtcp = Some(src);
-                self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: true });
+                self.events.push(Event::Latched {
+                    leg: leg.id,
+                    addr: src,
+                    rtcp: true,
+                });
             }
             self.forward_rtcp(at.slot, data, tx);
             return;
@@ -241,11 +261,18 @@ impl Forwarder {
         if leg.latched_rtp != Some(src) {
             // Symmetric RTP: answer where the peer really is (NAT), not where its SDP said.
             leg.latched_rtp = Some(src);
-            self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: false });
+            self.events.push(Event::Latched {
+                leg: leg.id,
+                addr: src,
+                rtcp: false,
+            });
         }
         if !leg.media_up {
             leg.media_up = true;
-            self.events.push(Event::MediaUp { leg: leg.id, kind: leg.kind });
+            self.events.push(Event::MediaUp {
+                leg: leg.id,
+                kind: leg.kind,
+            });
         }
         if leg.outputs.is_empty() {
             leg.stats.count_drop(DropReason::NoRoute);
@@ -257,7 +284,9 @@ impl Forwarder {
         // Index loop: `outputs` is not changed while forwarding, and each destination is a
         // different table entry than the one borrowed above (or the same, for echo).
         for i in 0..leg_outputs_len(&self.legs, at.slot) {
-            let out = self.legs[at.slot as usize].as_ref().map_or(Slot::MAX, |l| l.outputs[i]);
+            let out = self.legs[at.slot as usize]
+                .as_ref()
+                .map_or(Slot::MAX, |l| l.outputs[i]);
             let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -277,7 +306,10 @@ impl Forwarder {
                     continue;
                 }
             };
-            let via = SocketRef { slot: out, rtcp: false };
+            let via = SocketRef {
+                slot: out,
+                rtcp: false,
+            };
             if tx.push(via, dest, data, |buf| rewritten.write(buf)) {
                 bump(&dst.stats.tx_packets, 1);
                 bump(&dst.stats.tx_bytes, data.len() as u64);
@@ -285,11 +317,11 @@ impl Forwarder {
                 drops[DropReason::SendFailed as usize] += 1;
             }
         }
-        if drops.iter().any(|&n| n != 0) {
-            if let Some(leg) = self.leg_mut(at.slot) {
-                for (counter, n) in leg.stats.drops.iter().zip(drops) {
-                    bump(counter, n);
-                }
+        if drops.iter().any(|&n| n != 0)
+            && let Some(leg) = self.leg_mut(at.slot)
+        {
+            for (counter, n) in leg.stats.drops.iter().zip(drops) {
+                bump(counter, n);
             }
         }
     }
@@ -298,7 +330,9 @@ impl Forwarder {
     /// (listeners) it is terminated here until RTCP translation exists.
     fn forward_rtcp(&mut self, slot: Slot, data: &[u8], tx: &mut TxBatch) {
         for i in 0..leg_outputs_len(&self.legs, slot) {
-            let out = self.legs[slot as usize].as_ref().map_or(Slot::MAX, |l| l.outputs[i]);
+            let out = self.legs[slot as usize]
+                .as_ref()
+                .map_or(Slot::MAX, |l| l.outputs[i]);
             let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -308,7 +342,10 @@ impl Forwarder {
             let Some((rtcp_socket, dest)) = dst.rtcp_dest() else {
                 continue;
             };
-            let via = SocketRef { slot: out, rtcp: rtcp_socket };
+            let via = SocketRef {
+                slot: out,
+                rtcp: rtcp_socket,
+            };
             if tx.push(via, dest, data, |_| {}) {
                 bump(&dst.stats.rtcp_tx_packets, 1);
             }
@@ -333,7 +370,13 @@ mod tests {
 
     fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
         let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        RtpHeader { pt, seq, ts: u32::from(seq) * 160, ssrc }.write(&mut p);
+        RtpHeader {
+            pt,
+            seq,
+            ts: u32::from(seq) * 160,
+            ssrc,
+        }
+        .write(&mut p);
         p.extend_from_slice(b"payload");
         p
     }
@@ -345,23 +388,44 @@ mod tests {
 
     impl Pair {
         fn new() -> Self {
-            Pair { fwd: Forwarder::new(), tx: TxBatch::new(64) }
+            Pair {
+                fwd: Forwarder::new(),
+                tx: TxBatch::new(64),
+            }
         }
 
         fn leg(&mut self, n: u64, kind: MediaKind, remote_port: u16) -> (LegId, Slot) {
             let id = LegId::new(0, n);
-            let remote = Remote { rtp: Some(addr(remote_port)), rtcp: Some(addr(remote_port + 1)), rtcp_mux: false };
+            let remote = Remote {
+                rtp: Some(addr(remote_port)),
+                rtcp: Some(addr(remote_port + 1)),
+                rtcp_mux: false,
+            };
             (id, self.fwd.add_leg(id, kind, remote, Arc::default()))
         }
 
-        fn recv(&mut self, slot: Slot, from: u16, data: &[u8]) -> Vec<(SocketRef, SocketAddr, Vec<u8>)> {
+        fn recv(
+            &mut self,
+            slot: Slot,
+            from: u16,
+            data: &[u8],
+        ) -> Vec<(SocketRef, SocketAddr, Vec<u8>)> {
             self.tx.clear();
-            self.fwd.handle_datagram(SocketRef { slot, rtcp: false }, addr(from), data, &mut self.tx);
+            self.fwd.handle_datagram(
+                SocketRef { slot, rtcp: false },
+                addr(from),
+                data,
+                &mut self.tx,
+            );
             self.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect()
         }
 
         fn stats(&self, slot: Slot) -> crate::api::StatsSnapshot {
-            self.fwd.legs[slot as usize].as_ref().unwrap().stats.snapshot()
+            self.fwd.legs[slot as usize]
+                .as_ref()
+                .unwrap()
+                .stats
+                .snapshot()
         }
     }
 
@@ -369,10 +433,26 @@ mod tests {
     fn echo_returns_payload_to_latched_source() {
         let mut p = Pair::new();
         let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
-        p.fwd.handle_command(Command::Connect { from: a, to: a, rewrite: Rewrite::default() }).unwrap();
+        p.fwd
+            .handle_command(Command::Connect {
+                from: a,
+                to: a,
+                rewrite: Rewrite::default(),
+            })
+            .unwrap();
         let pkt = rtp(0, 1, 9);
         let out = p.recv(sa, 5555, &pkt);
-        assert_eq!(out, vec![(SocketRef { slot: sa, rtcp: false }, addr(5555), pkt)]);
+        assert_eq!(
+            out,
+            vec![(
+                SocketRef {
+                    slot: sa,
+                    rtcp: false
+                },
+                addr(5555),
+                pkt
+            )]
+        );
         assert!(p.fwd.poll_event().is_some());
     }
 
@@ -383,8 +463,17 @@ mod tests {
         let mut slots = vec![];
         for i in 0..3 {
             let (l, sl) = p.leg(10 + i, MediaKind::Video, 5000 + 10 * i as u16);
-            let rewrite = Rewrite { pt_map: vec![(Pt(96), Pt(100))], ssrc: Some(Ssrc(1000 + i as u32)) };
-            p.fwd.handle_command(Command::Connect { from: publ, to: l, rewrite }).unwrap();
+            let rewrite = Rewrite {
+                pt_map: vec![(Pt(96), Pt(100))],
+                ssrc: Some(Ssrc(1000 + i as u32)),
+            };
+            p.fwd
+                .handle_command(Command::Connect {
+                    from: publ,
+                    to: l,
+                    rewrite,
+                })
+                .unwrap();
             slots.push(sl);
         }
         let out = p.recv(sp, 4000, &rtp(96, 7, 1));
@@ -402,7 +491,14 @@ mod tests {
     fn garbage_is_a_counted_drop() {
         let mut p = Pair::new();
         let (_, s) = p.leg(1, MediaKind::Audio, 4000);
-        for junk in [&[][..], &[0xff; 40], &[0x80, 0], &[0, 1, 0, 0], &[23; 30], &[0x40; 20]] {
+        for junk in [
+            &[][..],
+            &[0xff; 40],
+            &[0x80, 0],
+            &[0, 1, 0, 0],
+            &[23; 30],
+            &[0x40; 20],
+        ] {
             assert!(p.recv(s, 1, junk).is_empty());
         }
         let st = p.stats(s);
@@ -417,11 +513,23 @@ mod tests {
         let mut p = Pair::new();
         let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
         let (b, _) = p.leg(2, MediaKind::Audio, 6000);
-        p.fwd.handle_command(Command::Connect { from: a, to: b, rewrite: Rewrite::default() }).unwrap();
+        p.fwd
+            .handle_command(Command::Connect {
+                from: a,
+                to: b,
+                rewrite: Rewrite::default(),
+            })
+            .unwrap();
         let mut seqs = vec![];
         for seq in 0..30u16 {
             let mute = (10..20).contains(&seq);
-            p.fwd.handle_command(Command::SetMute { leg: a, mute_in: mute, mute_out: false }).unwrap();
+            p.fwd
+                .handle_command(Command::SetMute {
+                    leg: a,
+                    mute_in: mute,
+                    mute_out: false,
+                })
+                .unwrap();
             for (_, _, d) in p.recv(sa, 4000, &rtp(0, seq, 5)) {
                 seqs.push(RtpHeader::read(&d).unwrap().seq);
             }
@@ -435,7 +543,13 @@ mod tests {
         let mut p = Pair::new();
         let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
         let (b, _) = p.leg(2, MediaKind::Audio, 6000);
-        p.fwd.handle_command(Command::Connect { from: a, to: b, rewrite: Rewrite::default() }).unwrap();
+        p.fwd
+            .handle_command(Command::Connect {
+                from: a,
+                to: b,
+                rewrite: Rewrite::default(),
+            })
+            .unwrap();
         p.fwd.remove_leg(b).unwrap();
         assert!(p.recv(sa, 4000, &rtp(0, 1, 1)).is_empty());
         assert_eq!(p.stats(sa).drop_count(DropReason::NoRoute), 1);
@@ -449,17 +563,57 @@ mod tests {
         let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
         let (b, sb) = p.leg(2, MediaKind::Audio, 6000);
         let (c, _) = p.leg(3, MediaKind::Audio, 8000);
-        p.fwd.handle_command(Command::Connect { from: a, to: b, rewrite: Rewrite::default() }).unwrap();
+        p.fwd
+            .handle_command(Command::Connect {
+                from: a,
+                to: b,
+                rewrite: Rewrite::default(),
+            })
+            .unwrap();
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
         p.tx.clear();
-        p.fwd.handle_datagram(SocketRef { slot: sa, rtcp: true }, addr(4001), &rr, &mut p.tx);
+        p.fwd.handle_datagram(
+            SocketRef {
+                slot: sa,
+                rtcp: true,
+            },
+            addr(4001),
+            &rr,
+            &mut p.tx,
+        );
         let out: Vec<_> = p.tx.iter().map(|(s, a, _)| (s, a)).collect();
-        assert_eq!(out, vec![(SocketRef { slot: sb, rtcp: true }, addr(6001))]);
-        let rewrite = Rewrite { pt_map: vec![], ssrc: Some(Ssrc(5)) };
-        p.fwd.handle_command(Command::Connect { from: a, to: c, rewrite }).unwrap();
+        assert_eq!(
+            out,
+            vec![(
+                SocketRef {
+                    slot: sb,
+                    rtcp: true
+                },
+                addr(6001)
+            )]
+        );
+        let rewrite = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(5)),
+        };
+        p.fwd
+            .handle_command(Command::Connect {
+                from: a,
+                to: c,
+                rewrite,
+            })
+            .unwrap();
         p.fwd.handle_command(Command::Disconnect { to: b }).unwrap();
         p.tx.clear();
-        p.fwd.handle_datagram(SocketRef { slot: sa, rtcp: true }, addr(4001), &rr, &mut p.tx);
+        p.fwd.handle_datagram(
+            SocketRef {
+                slot: sa,
+                rtcp: true,
+            },
+            addr(4001),
+            &rr,
+            &mut p.tx,
+        );
         assert_eq!(p.tx.len(), 0);
     }
 }

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::api::{Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats};
+use crate::api::{
+    Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats,
+};
 use crate::ports::PortPool;
 use crate::sys::EventFd;
 use crate::worker::{WorkerCore, WorkerMsg};
@@ -87,7 +89,13 @@ impl Dataplane {
         for index in 0..config.workers {
             let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
-            let core = WorkerCore::new(index, Arc::clone(&wake), msg_rx, event_tx.clone(), Arc::clone(&lost_events));
+            let core = WorkerCore::new(
+                index,
+                Arc::clone(&wake),
+                msg_rx,
+                event_tx.clone(),
+                Arc::clone(&lost_events),
+            );
             let pin = config.pin;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
@@ -105,7 +113,12 @@ impl Dataplane {
             next_seq: AtomicU64::new(1),
             lost_events,
         };
-        Ok((Dataplane { shared: Arc::new(shared) }, event_rx))
+        Ok((
+            Dataplane {
+                shared: Arc::new(shared),
+            },
+            event_rx,
+        ))
     }
 
     pub fn backend(&self) -> Backend {
@@ -127,13 +140,26 @@ impl Dataplane {
         let (port, rtp, rtcp) = lock(&self.shared.ports).bind_pair(self.shared.media_ip)?;
         let id = LegId::new(worker, self.shared.next_seq.fetch_add(1, Ordering::Relaxed));
         let stats = Arc::new(LegStats::default());
-        let msg = WorkerMsg::AddLeg { id, kind: spec.kind, remote: spec.remote, stats: Arc::clone(&stats), rtp, rtcp };
+        let msg = WorkerMsg::AddLeg {
+            id,
+            kind: spec.kind,
+            remote: spec.remote,
+            stats: Arc::clone(&stats),
+            rtp,
+            rtcp,
+        };
         if let Err(e) = self.post(worker, msg) {
             lock(&self.shared.ports).release(port);
             return Err(e);
         }
         lock(&self.shared.leg_ports).insert(id, port);
-        Ok(LegInfo { id, local_ip: self.shared.media_ip, rtp_port: port, rtcp_port: port + 1, stats })
+        Ok(LegInfo {
+            id,
+            local_ip: self.shared.media_ip,
+            rtp_port: port,
+            rtcp_port: port + 1,
+            stats,
+        })
     }
 
     /// Sends a command to the worker owning the leg(s) it names.
@@ -158,7 +184,13 @@ impl Dataplane {
             return Err(Error::UnknownLeg(leg));
         };
         let (done_tx, done_rx) = bounded(1);
-        let posted = self.post(leg.worker(), WorkerMsg::RemoveLeg { id: leg, done: done_tx });
+        let posted = self.post(
+            leg.worker(),
+            WorkerMsg::RemoveLeg {
+                id: leg,
+                done: done_tx,
+            },
+        );
         if posted.is_ok() && done_rx.recv_timeout(CLOSE_WAIT).is_err() {
             tracing::warn!(?leg, "worker did not confirm closing the leg in time");
         }
@@ -178,8 +210,14 @@ impl Dataplane {
     }
 
     fn post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Error> {
-        let link = self.shared.workers.get(worker).ok_or(Error::WorkerGone(worker))?;
-        link.msgs.send_timeout(msg, CLOSE_WAIT).map_err(|_| Error::WorkerGone(worker))?;
+        let link = self
+            .shared
+            .workers
+            .get(worker)
+            .ok_or(Error::WorkerGone(worker))?;
+        link.msgs
+            .send_timeout(msg, CLOSE_WAIT)
+            .map_err(|_| Error::WorkerGone(worker))?;
         link.wake.wake();
         Ok(())
     }

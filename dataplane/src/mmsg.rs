@@ -6,7 +6,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd, AsRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use crate::api::DropReason;
@@ -32,7 +32,12 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     }
     // SAFETY: just created, owned by nobody else.
     let epoll = unsafe { OwnedFd::from_raw_fd(epfd) };
-    epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, core.wake.raw(), WAKE_TOKEN)?;
+    epoll_ctl(
+        epoll.as_raw_fd(),
+        libc::EPOLL_CTL_ADD,
+        core.wake.raw(),
+        WAKE_TOKEN,
+    )?;
 
     let mut rx = RxBatch::new();
     let mut tx = TxBatch::new(TX_CAPACITY);
@@ -42,7 +47,14 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
 
     loop {
         // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
-        let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), ready.as_mut_ptr(), ready.len() as i32, -1) };
+        let n = unsafe {
+            libc::epoll_wait(
+                epoll.as_raw_fd(),
+                ready.as_mut_ptr(),
+                ready.len() as i32,
+                -1,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -57,7 +69,9 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 woken = true;
                 continue;
             }
-            let Some(fd) = core.fd(token as usize) else { continue };
+            let Some(fd) = core.fd(token as usize) else {
+                continue;
+            };
             let at = SocketRef::from_token(token as usize);
             for _ in 0..ROUNDS_PER_SOCKET {
                 let got = rx.recv(fd);
@@ -88,7 +102,12 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                         epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, token as u64)?;
                     }
                     Change::Removed { socket, done, .. } => {
-                        let _ = epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
+                        let _ = epoll_ctl(
+                            epoll.as_raw_fd(),
+                            libc::EPOLL_CTL_DEL,
+                            socket.as_raw_fd(),
+                            0,
+                        );
                         drop(socket);
                         if let Some(done) = done {
                             let _ = done.send(());
@@ -104,10 +123,17 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
 }
 
 fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token,
+    };
     // SAFETY: `ev` is a live epoll_event; the kernel copies it.
     let rc = unsafe { libc::epoll_ctl(epfd, op, fd, &mut ev) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Receive-side arrays for recvmmsg, allocated once. Boxed so the self-referential pointers
@@ -126,12 +152,24 @@ impl RxBatch {
         let mut rx = RxBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             names: vec![zero_name; BATCH].into_boxed_slice(),
-            iovs: vec![libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; BATCH].into_boxed_slice(),
+            iovs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0
+                };
+                BATCH
+            ]
+            .into_boxed_slice(),
             // SAFETY: as above.
-            hdrs: (0..BATCH).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
+            hdrs: (0..BATCH)
+                .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+                .collect(),
         };
         for i in 0..BATCH {
-            rx.iovs[i] = libc::iovec { iov_base: rx.bufs[i].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM };
+            rx.iovs[i] = libc::iovec {
+                iov_base: rx.bufs[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
             let h = &mut rx.hdrs[i].msg_hdr;
             h.msg_name = (&mut rx.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_iov = &mut rx.iovs[i];
@@ -148,15 +186,29 @@ impl RxBatch {
             h.msg_len = 0;
         }
         // SAFETY: every header points at live buffers owned by `self` for the whole call.
-        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as u32, libc::MSG_DONTWAIT, ptr::null_mut()) };
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                ptr::null_mut(),
+            )
+        };
         if n < 0 { 0 } else { n as usize }
     }
 
     fn get(&self, i: usize) -> (Option<std::net::SocketAddr>, &[u8], bool) {
         let h = &self.hdrs[i];
-        let namelen = (h.msg_hdr.msg_namelen as usize).min(mem::size_of::<libc::sockaddr_storage>());
+        let namelen =
+            (h.msg_hdr.msg_namelen as usize).min(mem::size_of::<libc::sockaddr_storage>());
         // SAFETY: the kernel wrote `namelen` bytes of address into names[i].
-        let name = unsafe { std::slice::from_raw_parts((&self.names[i] as *const libc::sockaddr_storage).cast::<u8>(), namelen) };
+        let name = unsafe {
+            std::slice::from_raw_parts(
+                (&self.names[i] as *const libc::sockaddr_storage).cast::<u8>(),
+                namelen,
+            )
+        };
         let len = (h.msg_len as usize).min(MAX_DATAGRAM);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (read_sockaddr(name), &self.bufs[i][..len], truncated)
@@ -176,9 +228,17 @@ impl Sender {
         let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
         Sender {
             names: vec![zero_name; capacity],
-            iovs: vec![libc::iovec { iov_base: ptr::null_mut(), iov_len: 0 }; capacity],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0
+                };
+                capacity
+            ],
             // SAFETY: as above.
-            hdrs: (0..capacity).map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() }).collect(),
+            hdrs: (0..capacity)
+                .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+                .collect(),
         }
     }
 
@@ -188,7 +248,10 @@ impl Sender {
         for i in 0..n {
             let (_, dest, data) = tx.get(i);
             let namelen = write_sockaddr(&dest, &mut self.names[i]);
-            self.iovs[i] = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+            self.iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
             let h = &mut self.hdrs[i].msg_hdr;
             h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = namelen;
@@ -215,11 +278,25 @@ impl Sender {
         tx.clear();
     }
 
-    fn send_run(&mut self, core: &WorkerCore, fd: RawFd, via: SocketRef, mut start: usize, end: usize) {
+    fn send_run(
+        &mut self,
+        core: &WorkerCore,
+        fd: RawFd,
+        via: SocketRef,
+        mut start: usize,
+        end: usize,
+    ) {
         while start < end {
             // SAFETY: headers start..end point at `names`/`iovs` entries filled above and at
             // transmit buffers that live until `tx.clear()`.
-            let rc = unsafe { libc::sendmmsg(fd, self.hdrs[start..].as_mut_ptr(), (end - start) as u32, libc::MSG_DONTWAIT) };
+            let rc = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[start..].as_mut_ptr(),
+                    (end - start) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
             if rc > 0 {
                 start += rc as usize;
                 continue;
@@ -230,7 +307,11 @@ impl Sender {
             }
             // A full socket buffer drops the rest of the run; any other error drops one
             // datagram and moves on (e.g. an unreachable destination).
-            let lost = if err.kind() == io::ErrorKind::WouldBlock { end - start } else { 1 };
+            let lost = if err.kind() == io::ErrorKind::WouldBlock {
+                end - start
+            } else {
+                1
+            };
             for _ in 0..lost {
                 core.fwd.count_drop(via.slot, DropReason::SendFailed);
             }

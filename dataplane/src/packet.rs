@@ -102,8 +102,22 @@ mod tests {
         let mut p = rtp(0);
         let h = RtpHeader::read(&p).unwrap();
         assert_eq!((h.pt, h.seq, h.ts, h.ssrc), (0, 1, 160, 0x01020304));
-        RtpHeader { pt: 8, seq: 7, ts: 9, ssrc: 5 }.write(&mut p);
+        RtpHeader {
+            pt: 8,
+            seq: 7,
+            ts: 9,
+            ssrc: 5,
+        }
+        .write(&mut p);
         assert_eq!(p[1], 0x88);
-        assert_eq!(RtpHeader::read(&p).unwrap(), RtpHeader { pt: 8, seq: 7, ts: 9, ssrc: 5 });
+        assert_eq!(
+            RtpHeader::read(&p).unwrap(),
+            RtpHeader {
+                pt: 8,
+                seq: 7,
+                ts: 9,
+                ssrc: 5
+            }
+        );
     }
 }

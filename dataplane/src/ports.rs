@@ -70,7 +70,10 @@ mod tests {
     #[test]
     fn range_yields_even_rtp_ports() {
         let pool = PortPool::new(20001, 20010).unwrap();
-        assert_eq!(pool.free.iter().copied().collect::<Vec<_>>(), vec![20002, 20004, 20006, 20008]);
+        assert_eq!(
+            pool.free.iter().copied().collect::<Vec<_>>(),
+            vec![20002, 20004, 20006, 20008]
+        );
     }
 
     #[test]

@@ -42,17 +42,26 @@ impl EventFd {
 
 /// Writes `addr` into `storage`, returning the length to pass to the kernel.
 #[inline]
-pub(crate) fn write_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+pub(crate) fn write_sockaddr(
+    addr: &SocketAddr,
+    storage: &mut libc::sockaddr_storage,
+) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { (storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
+            unsafe {
+                (storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in>()
+                    .write(sin)
+            };
             mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
         SocketAddr::V6(a) => {
@@ -60,11 +69,17 @@ pub(crate) fn write_sockaddr(addr: &SocketAddr, storage: &mut libc::sockaddr_sto
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { (storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            unsafe {
+                (storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>()
+                    .write(sin6)
+            };
             mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
@@ -80,9 +95,14 @@ pub(crate) fn read_sockaddr(name: &[u8]) -> Option<SocketAddr> {
             // SAFETY: length checked above, family says it is a sockaddr_in.
             let sin = unsafe { name.as_ptr().cast::<libc::sockaddr_in>().read_unaligned() };
             let ip = std::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            return Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))));
+            return Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )));
         }
-        if family == libc::AF_INET6 as libc::sa_family_t && name.len() >= mem::size_of::<libc::sockaddr_in6>() {
+        if family == libc::AF_INET6 as libc::sa_family_t
+            && name.len() >= mem::size_of::<libc::sockaddr_in6>()
+        {
             // SAFETY: length checked, family says it is a sockaddr_in6.
             let sin6 = unsafe { name.as_ptr().cast::<libc::sockaddr_in6>().read_unaligned() };
             return Some(SocketAddr::V6(SocketAddrV6::new(
@@ -104,7 +124,11 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     unsafe { libc::CPU_SET(cpu % libc::CPU_SETSIZE as usize, &mut set) };
     // SAFETY: passes a valid pointer to a cpu_set_t of the size given; 0 = this thread.
     let rc = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -119,7 +143,12 @@ mod tests {
             let mut st: libc::sockaddr_storage = unsafe { mem::zeroed() };
             let len = write_sockaddr(&addr, &mut st);
             // SAFETY: viewing the storage's first `len` initialised bytes.
-            let bytes = unsafe { std::slice::from_raw_parts((&st as *const libc::sockaddr_storage).cast::<u8>(), len as usize) };
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&st as *const libc::sockaddr_storage).cast::<u8>(),
+                    len as usize,
+                )
+            };
             assert_eq!(read_sockaddr(bytes), Some(addr));
         }
     }

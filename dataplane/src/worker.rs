@@ -24,7 +24,10 @@ pub(crate) enum WorkerMsg {
         rtcp: UdpSocket,
     },
     /// Close the leg's sockets, then signal `done`.
-    RemoveLeg { id: LegId, done: Sender<()> },
+    RemoveLeg {
+        id: LegId,
+        done: Sender<()>,
+    },
     Cmd(Command),
     Shutdown,
 }
@@ -32,9 +35,16 @@ pub(crate) enum WorkerMsg {
 /// A socket appearing or disappearing, for the backend to (un)register.
 #[derive(Debug)]
 pub(crate) enum Change {
-    Added { token: usize, fd: RawFd },
+    Added {
+        token: usize,
+        fd: RawFd,
+    },
     /// The backend stops watching `socket`, drops it, then sends on `done`.
-    Removed { token: usize, socket: UdpSocket, done: Option<Sender<()>> },
+    Removed {
+        token: usize,
+        socket: UdpSocket,
+        done: Option<Sender<()>>,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -75,21 +85,38 @@ impl WorkerCore {
     }
 
     pub(crate) fn fd(&self, token: usize) -> Option<RawFd> {
-        self.sockets.get(token).and_then(Option::as_ref).map(AsRawFd::as_raw_fd)
+        self.sockets
+            .get(token)
+            .and_then(Option::as_ref)
+            .map(AsRawFd::as_raw_fd)
     }
 
     /// Applies every queued command; socket changes are appended to `changes`.
     pub(crate) fn apply_msgs(&mut self, changes: &mut Vec<Change>) -> Flow {
         while let Ok(msg) = self.msgs.try_recv() {
             match msg {
-                WorkerMsg::AddLeg { id, kind, remote, stats, rtp, rtcp } => {
+                WorkerMsg::AddLeg {
+                    id,
+                    kind,
+                    remote,
+                    stats,
+                    rtp,
+                    rtcp,
+                } => {
                     let slot = self.fwd.add_leg(id, kind, remote, stats);
                     for (rtcp_flag, socket) in [(false, rtp), (true, rtcp)] {
-                        let token = SocketRef { slot, rtcp: rtcp_flag }.token();
+                        let token = SocketRef {
+                            slot,
+                            rtcp: rtcp_flag,
+                        }
+                        .token();
                         if self.sockets.len() <= token {
                             self.sockets.resize_with(token + 1, || None);
                         }
-                        changes.push(Change::Added { token, fd: socket.as_raw_fd() });
+                        changes.push(Change::Added {
+                            token,
+                            fd: socket.as_raw_fd(),
+                        });
                         self.sockets[token] = Some(socket);
                     }
                 }
@@ -104,7 +131,11 @@ impl WorkerCore {
                         if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
                             // Signal once, with the last socket.
                             let done = if rtcp { done.take() } else { None };
-                            changes.push(Change::Removed { token, socket, done });
+                            changes.push(Change::Removed {
+                                token,
+                                socket,
+                                done,
+                            });
                         }
                     }
                     if let Some(done) = done {
@@ -128,7 +159,8 @@ impl WorkerCore {
             match self.events.try_send(ev) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.lost_events.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.lost_events
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

@@ -1,0 +1,692 @@
+//! io_uring driver: one ring per worker thread, created on it and never shared.
+//!
+//! Receive: one provided buffer ring shared by all of the worker's sockets and one multishot
+//! recvmsg per socket; a receive that ends (no `MORE` flag, e.g. `-ENOBUFS` when the buffer ring
+//! ran dry) is re-armed. Commands: a multishot poll on the worker's eventfd. Send: after each
+//! batch of completions, one sendmsg per queued datagram, all submitted together and waited for,
+//! so the transmit batch can be reused at once. Completions that arrive meanwhile are kept, in
+//! order, for the next round. Behaves like [`crate::mmsg`]: same drops, same flush points.
+//!
+//! `user_data` = kind (top 8 bits) | generation (24 bits) | token or transmit slot (32 bits).
+//! A socket's generation changes whenever its token is reused, so completions of a removed
+//! socket's receive are recognised as stale.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use crossbeam_channel::Sender;
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+
+use crate::api::DropReason;
+use crate::batch::{MAX_DATAGRAM, TxBatch};
+use crate::forwarder::SocketRef;
+use crate::sys::{read_sockaddr, write_sockaddr};
+use crate::worker::{Change, Flow, WorkerCore};
+
+/// Submission queue depth (the transmit batch is flushed through it in chunks if larger).
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue depth: every buffer plus a full transmit batch, with room to spare.
+const CQ_ENTRIES: u32 = 4096;
+/// Provided buffers: count (a power of two) and size of each.
+const BUF_COUNT: u16 = 1024;
+const BUF_SIZE: usize = 2048;
+/// Buffer group id of the receive buffer ring.
+const BGID: u16 = 0;
+/// Datagrams queued for sending before a flush is forced (as in mmsg).
+const TX_CAPACITY: usize = 1024;
+/// Receives that end in an error (other than `-ENOBUFS`) in a row before a socket is given up.
+const MAX_RECV_FAILURES: u8 = 16;
+
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+const GEN_MASK: u32 = 0x00FF_FFFF;
+
+fn user_data(kind: u64, generation: u32, index: usize) -> u64 {
+    (kind << 56) | (u64::from(generation & GEN_MASK) << 32) | (index as u64 & 0xFFFF_FFFF)
+}
+
+fn kind_of(ud: u64) -> u64 {
+    ud >> 56
+}
+
+fn generation_of(ud: u64) -> u32 {
+    (ud >> 32) as u32 & GEN_MASK
+}
+
+fn index_of(ud: u64) -> usize {
+    (ud & 0xFFFF_FFFF) as usize
+}
+
+/// Checks that this kernel and sandbox let the worker run on io_uring: creates a tiny ring,
+/// registers a buffer ring and receives one datagram with a multishot recvmsg over loopback.
+pub(crate) fn probe() -> Result<(), String> {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if disabled == "2" {
+        return Err("disabled by kernel.io_uring_disabled = 2".into());
+    }
+    let ring = new_ring(8, 16).map_err(|e| match disabled.as_str() {
+        "1" => format!(
+            "io_uring_setup: {e} (kernel.io_uring_disabled = 1 limits it to io_uring_group)"
+        ),
+        _ => format!("io_uring_setup: {e}"),
+    })?;
+    let mut ops = Probe::new();
+    ring.submitter()
+        .register_probe(&mut ops)
+        .map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
+    for (code, name) in [
+        (opcode::RecvMsg::CODE, "recvmsg"),
+        (opcode::SendMsg::CODE, "sendmsg"),
+        (opcode::PollAdd::CODE, "poll_add"),
+        (opcode::AsyncCancel::CODE, "async_cancel"),
+    ] {
+        if !ops.is_supported(code) {
+            return Err(format!("the kernel lacks the {name} operation"));
+        }
+    }
+    let mut bufs = BufRing::new(2, 256).map_err(|e| format!("mmap: {e}"))?;
+    bufs.register(&ring)
+        .map_err(|e| format!("provided buffer ring refused (kernel < 5.19?): {e}"))?;
+    let result = probe_multishot_recv(ring, &bufs);
+    // `ring` was consumed (and closed) above, so the buffer memory can go.
+    drop(bufs);
+    result
+}
+
+/// Sends one datagram to a loopback socket and receives it through a multishot recvmsg.
+fn probe_multishot_recv(mut ring: IoUring, bufs: &BufRing) -> Result<(), String> {
+    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else {
+        // No loopback to try it on: the checks above have to do.
+        return Ok(());
+    };
+    if socket
+        .local_addr()
+        .and_then(|addr| socket.send_to(b"probe", addr))
+        .is_err()
+    {
+        return Ok(());
+    }
+    let hdr = recv_template();
+    let sqe = opcode::RecvMsgMulti::new(types::Fd(socket.as_raw_fd()), &hdr, BGID)
+        .build()
+        .user_data(1);
+    // SAFETY: `hdr` and `socket` outlive the ring (dropped after it, below); the buffers live
+    // in `bufs`, which the caller drops after the ring.
+    if unsafe { ring.submission().push(&sqe) }.is_err() {
+        return Err("submission queue full on a fresh ring".into());
+    }
+    let timeout = types::Timespec::new().sec(1);
+    let args = types::SubmitArgs::new().timespec(&timeout);
+    let outcome = match ring.submitter().submit_with_args(1, &args) {
+        Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
+            Err("a multishot recvmsg received nothing in 1 s".into())
+        }
+        Err(e) => Err(format!("io_uring_enter: {e}")),
+        Ok(_) => match ring.completion().next() {
+            Some(cqe) if cqe.result() >= 0 && cqueue::buffer_select(cqe.flags()).is_some() => {
+                let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
+                let data = bufs.buf(bid, cqe.result() as usize);
+                match types::RecvMsgOut::parse(data, &hdr) {
+                    Ok(out) if out.payload_data() == b"probe" => Ok(()),
+                    _ => Err("a multishot recvmsg returned an unexpected layout".into()),
+                }
+            }
+            Some(cqe) => Err(format!(
+                "multishot recvmsg failed (kernel < 6.0?): {}",
+                io::Error::from_raw_os_error(-cqe.result())
+            )),
+            None => Err("a multishot recvmsg completed with nothing".into()),
+        },
+    };
+    drop(ring);
+    drop(socket);
+    outcome
+}
+
+/// Creates a ring tuned for one thread, falling back to plainer setups on older kernels.
+fn new_ring(sq: u32, cq: u32) -> io::Result<IoUring> {
+    let tuned = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_coop_taskrun()
+        .setup_submit_all()
+        .setup_cqsize(cq)
+        .build(sq);
+    match tuned {
+        Ok(ring) => Ok(ring),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::debug!("io_uring refused single-issuer/defer-taskrun ({e}); plain setup");
+            IoUring::builder().setup_cqsize(cq).build(sq)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The msghdr a multishot recvmsg is armed with: room for an IPv6 source, no control data.
+fn recv_template() -> libc::msghdr {
+    // SAFETY: msghdr is plain C data; all-zero is a valid value (null pointers, zero lengths).
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    hdr
+}
+
+/// A provided buffer ring (`IORING_REGISTER_PBUF_RING`): `count` ring entries followed by
+/// `count` buffers of `size` bytes, in one anonymous mapping that outlives its registration.
+struct BufRing {
+    base: *mut u8,
+    map_len: usize,
+    ring_len: usize,
+    count: u16,
+    size: usize,
+    /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
+    tail: u16,
+}
+
+/// `struct io_uring_buf`: the first entry's `resv` field is the ring's tail.
+#[repr(C)]
+struct RingEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+impl BufRing {
+    fn new(count: u16, size: usize) -> io::Result<Self> {
+        debug_assert!(count.is_power_of_two());
+        // Buffers start on a 4 KiB boundary after the ring; mmap page-aligns the ring itself.
+        let page = 4096;
+        let ring_len = (usize::from(count) * mem::size_of::<RingEntry>()).div_ceil(page) * page;
+        let map_len = ring_len + usize::from(count) * size;
+        // SAFETY: anonymous private mapping, no fd or address hint; checked for MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ring = BufRing {
+            base: base.cast(),
+            map_len,
+            ring_len,
+            count,
+            size,
+            tail: 0,
+        };
+        for bid in 0..count {
+            ring.provide(bid);
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    /// Registers the ring as buffer group `BGID` of `ring`. The mapping must outlive `ring`.
+    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: `base` is a page-aligned mapping of `count` entries that lives until `self`
+        // is dropped; callers drop the IoUring first.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(self.base as u64, self.count, BGID, 0)
+        }
+    }
+
+    /// Hands buffer `bid` (back) to the kernel; visible after the next [`BufRing::publish`].
+    #[inline]
+    fn provide(&mut self, bid: u16) {
+        if bid >= self.count {
+            return;
+        }
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `index < count`, inside the ring part of the mapping. The kernel reads only the
+        // entries between its head and the published tail, never this one; only `addr`, `len`
+        // and `bid` are written, so entry 0's `resv` (the tail) is left alone.
+        unsafe {
+            let entry = self.base.cast::<RingEntry>().add(index);
+            ptr::addr_of_mut!((*entry).addr)
+                .write(self.base as u64 + (self.ring_len + usize::from(bid) * self.size) as u64);
+            ptr::addr_of_mut!((*entry).len).write(self.size as u32);
+            ptr::addr_of_mut!((*entry).bid).write(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes the entries written since the last call (release store of the tail).
+    #[inline]
+    fn publish(&self) {
+        // SAFETY: the tail is entry 0's `resv`, a u16 at offset 14 of a page-aligned mapping,
+        // which the kernel only reads (with acquire semantics).
+        let tail = unsafe {
+            AtomicU16::from_ptr(ptr::addr_of_mut!((*self.base.cast::<RingEntry>()).resv))
+        };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The first `len` bytes of buffer `bid`, which the kernel filled and handed to us.
+    #[inline]
+    fn buf(&self, bid: u16, len: usize) -> &[u8] {
+        if bid >= self.count {
+            return &[];
+        }
+        // SAFETY: the range lies inside buffer `bid` of the mapping; the kernel no longer writes
+        // to it until it is provided again, which needs `&mut self`.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.add(self.ring_len + usize::from(bid) * self.size),
+                len.min(self.size),
+            )
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; nothing refers to it any more.
+        unsafe { libc::munmap(self.base.cast(), self.map_len) };
+    }
+}
+
+/// The driver's view of one socket token.
+#[derive(Clone, Copy, Debug, Default)]
+struct SockState {
+    generation: u32,
+    /// The token currently names a socket of `core.sockets`.
+    live: bool,
+    /// A multishot receive for (token, generation) is in flight.
+    armed: bool,
+    failures: u8,
+}
+
+/// A removed socket kept open until its receive is known to be over.
+struct Closing {
+    recv_ud: u64,
+    socket: UdpSocket,
+    /// Removals are grouped per `done` (a leg's two sockets); see `Driver::apply`.
+    group: u64,
+}
+
+/// sendmsg arguments, one per transmit slot, allocated once.
+struct SendSlots {
+    names: Box<[libc::sockaddr_storage]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::msghdr]>,
+}
+
+/// Field order is drop order: the ring goes first, so the kernel lets go of the buffer
+/// memory, the msghdrs and the sockets being closed before they are freed.
+struct Driver {
+    ring: IoUring,
+    bufs: BufRing,
+    recv_hdr: Box<libc::msghdr>,
+    send: SendSlots,
+    tx: TxBatch,
+    socks: Vec<SockState>,
+    closing: Vec<Closing>,
+    /// `done` senders waiting for their group's sockets to close.
+    dones: Vec<(u64, Sender<()>)>,
+    group: u64,
+    /// Completions reaped but not handled yet, oldest first (sends are not queued here).
+    cqes: VecDeque<cqueue::Entry>,
+    /// Sends submitted and not completed yet.
+    sends_in_flight: usize,
+    /// Transmit slots whose send failed, booked by `flush`.
+    failed_sends: Vec<usize>,
+}
+
+pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
+    let mut d = Driver::new()?;
+    d.arm_wake(core.wake.raw())?;
+    let mut changes = Vec::new();
+    // Commands may have been queued before the ring existed.
+    let mut woken = true;
+    loop {
+        if woken {
+            woken = false;
+            core.wake.drain();
+            let flow = core.apply_msgs(&mut changes);
+            for change in changes.drain(..) {
+                d.apply(change)?;
+            }
+            if flow == Flow::Shutdown {
+                return Ok(());
+            }
+        }
+        d.submit_and_wait(usize::from(d.cqes.is_empty()))?;
+        d.reap();
+        // Only what is here now: completions reaped while flushing wait for the next round.
+        for _ in 0..d.cqes.len() {
+            let Some(cqe) = d.cqes.pop_front() else { break };
+            match kind_of(cqe.user_data()) {
+                KIND_RECV => d.on_recv(&mut core, &cqe)?,
+                KIND_WAKE => {
+                    woken = true;
+                    if !cqueue::more(cqe.flags()) {
+                        d.arm_wake(core.wake.raw())?;
+                    }
+                }
+                // `reap` accounts for sends; cancels need no answer.
+                _ => {}
+            }
+        }
+        d.flush(&core)?;
+        core.flush_events();
+    }
+}
+
+impl Driver {
+    fn new() -> io::Result<Self> {
+        let ring = new_ring(SQ_ENTRIES, CQ_ENTRIES)?;
+        let mut bufs = BufRing::new(BUF_COUNT, BUF_SIZE)?;
+        bufs.register(&ring)?;
+        // SAFETY: plain C data; all-zero is valid (null pointers, zero lengths).
+        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let send = SendSlots {
+            names: vec![zero_name; TX_CAPACITY].into_boxed_slice(),
+            iovs: vec![
+                libc::iovec {
+                    iov_base: ptr::null_mut(),
+                    iov_len: 0
+                };
+                TX_CAPACITY
+            ]
+            .into_boxed_slice(),
+            // SAFETY: as above.
+            hdrs: (0..TX_CAPACITY)
+                .map(|_| unsafe { mem::zeroed::<libc::msghdr>() })
+                .collect(),
+        };
+        Ok(Driver {
+            ring,
+            bufs,
+            recv_hdr: Box::new(recv_template()),
+            send,
+            tx: TxBatch::new(TX_CAPACITY),
+            socks: Vec::new(),
+            closing: Vec::new(),
+            dones: Vec::new(),
+            group: 0,
+            cqes: VecDeque::with_capacity(2 * CQ_ENTRIES as usize),
+            sends_in_flight: 0,
+            failed_sends: Vec::with_capacity(TX_CAPACITY),
+        })
+    }
+
+    /// Queues `sqe`, submitting first if the submission queue is full.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid until its last completion is reaped.
+    unsafe fn push(&mut self, sqe: &squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: forwarded from the caller.
+            if unsafe { self.ring.submission().push(sqe) }.is_ok() {
+                return Ok(());
+            }
+            self.submit_and_wait(0)?;
+            self.reap();
+        }
+    }
+
+    /// Publishes returned buffers, submits, and waits for `want` completions. Interruptions
+    /// and a busy completion queue are not errors: the caller reaps and comes back.
+    fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        self.bufs.publish();
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves completions off the ring: sends are accounted for at once, the rest queued.
+    fn reap(&mut self) {
+        for cqe in self.ring.completion() {
+            if kind_of(cqe.user_data()) != KIND_SEND {
+                self.cqes.push_back(cqe);
+                continue;
+            }
+            self.sends_in_flight = self.sends_in_flight.saturating_sub(1);
+            if cqe.result() < 0 {
+                self.failed_sends.push(index_of(cqe.user_data()));
+            }
+        }
+    }
+
+    fn arm_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(KIND_WAKE, 0, 0));
+        // SAFETY: a poll holds no pointers; the eventfd lives in `WorkerCore` for the whole run.
+        unsafe { self.push(&sqe) }
+    }
+
+    fn arm_recv(&mut self, token: usize, fd: RawFd) -> io::Result<()> {
+        let generation = self.socks[token].generation;
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.recv_hdr, BGID)
+            .build()
+            .user_data(user_data(KIND_RECV, generation, token));
+        // SAFETY: `recv_hdr` is boxed and lives as long as the ring; buffers come from `bufs`,
+        // which too outlives the ring; the socket stays open (in `core.sockets`, then in
+        // `closing`) until this receive's final completion.
+        unsafe { self.push(&sqe)? };
+        self.socks[token].armed = true;
+        Ok(())
+    }
+
+    fn apply(&mut self, change: Change) -> io::Result<()> {
+        match change {
+            Change::Added { token, fd } => {
+                if self.socks.len() <= token {
+                    self.socks.resize(token + 1, SockState::default());
+                }
+                let s = &mut self.socks[token];
+                s.generation = s.generation.wrapping_add(1) & GEN_MASK;
+                s.live = true;
+                s.failures = 0;
+                self.arm_recv(token, fd)?;
+            }
+            Change::Removed {
+                token,
+                socket,
+                done,
+            } => {
+                let group = self.group;
+                match self.socks.get_mut(token) {
+                    Some(s) if s.live && s.armed => {
+                        s.live = false;
+                        s.armed = false;
+                        let recv_ud = user_data(KIND_RECV, s.generation, token);
+                        let sqe = opcode::AsyncCancel::new(recv_ud)
+                            .build()
+                            .user_data(user_data(KIND_CANCEL, 0, 0));
+                        // SAFETY: a cancel holds no pointers.
+                        unsafe { self.push(&sqe)? };
+                        self.closing.push(Closing {
+                            recv_ud,
+                            socket,
+                            group,
+                        });
+                    }
+                    Some(s) => {
+                        s.live = false;
+                        drop(socket);
+                    }
+                    None => drop(socket),
+                }
+                // `done` comes with a leg's last socket: it waits for the whole group.
+                if let Some(done) = done {
+                    self.group += 1;
+                    if self.closing.iter().any(|c| c.group == group) {
+                        self.dones.push((group, done));
+                    } else {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The final completion of a removed socket's receive: close it, answer `close_leg`.
+    fn finish_closing(&mut self, recv_ud: u64) {
+        let Some(i) = self.closing.iter().position(|c| c.recv_ud == recv_ud) else {
+            return;
+        };
+        let closed = self.closing.swap_remove(i);
+        drop(closed.socket);
+        let closing = &self.closing;
+        self.dones.retain(|(group, done)| {
+            if closing.iter().any(|c| c.group == *group) {
+                return true;
+            }
+            let _ = done.send(());
+            false
+        });
+    }
+
+    fn on_recv(&mut self, core: &mut WorkerCore, cqe: &cqueue::Entry) -> io::Result<()> {
+        let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+        let token = index_of(ud);
+        let live = self
+            .socks
+            .get(token)
+            .is_some_and(|s| s.live && s.generation == generation_of(ud));
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            if live && res >= 0 {
+                let at = SocketRef::from_token(token);
+                if self.tx.remaining() < core.fwd.fanout(at.slot) {
+                    self.flush(core)?;
+                }
+                let data = self.bufs.buf(bid, res as usize);
+                match types::RecvMsgOut::parse(data, &self.recv_hdr) {
+                    Ok(out)
+                        if out.is_payload_truncated()
+                            || out.payload_data().len() > MAX_DATAGRAM =>
+                    {
+                        core.fwd.count_drop(at.slot, DropReason::Truncated);
+                    }
+                    Ok(out) => match read_sockaddr(out.name_data()) {
+                        Some(src) => {
+                            core.fwd
+                                .handle_datagram(at, src, out.payload_data(), &mut self.tx)
+                        }
+                        None => core.fwd.count_drop(at.slot, DropReason::Malformed),
+                    },
+                    Err(()) => core.fwd.count_drop(at.slot, DropReason::Malformed),
+                }
+                self.socks[token].failures = 0;
+            }
+            self.bufs.provide(bid);
+        }
+        if cqueue::more(flags) {
+            return Ok(());
+        }
+        if !live {
+            self.finish_closing(ud);
+            return Ok(());
+        }
+        // The multishot receive ended: re-arm it, unless the socket keeps failing.
+        self.socks[token].armed = false;
+        if res < 0 && res != -libc::ENOBUFS {
+            let s = &mut self.socks[token];
+            s.failures += 1;
+            let err = io::Error::from_raw_os_error(-res);
+            if s.failures >= MAX_RECV_FAILURES {
+                tracing::error!(
+                    worker = core.index,
+                    token,
+                    "giving up receiving on a socket: {err}"
+                );
+                return Ok(());
+            }
+            tracing::warn!(worker = core.index, token, "multishot recvmsg ended: {err}");
+        }
+        match core.fd(token) {
+            Some(fd) => self.arm_recv(token, fd),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends everything in `tx` (one sendmsg each), waits for all of it, then clears `tx`.
+    fn flush(&mut self, core: &WorkerCore) -> io::Result<()> {
+        for i in 0..self.tx.len() {
+            let (via, dest, data) = self.tx.get(i);
+            let Some(fd) = core.fd(via.token()) else {
+                core.fwd.count_drop(via.slot, DropReason::SendFailed);
+                continue;
+            };
+            let s = &mut self.send;
+            let namelen = write_sockaddr(&dest, &mut s.names[i]);
+            s.iovs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let h = &mut s.hdrs[i];
+            h.msg_name = (&mut s.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = namelen;
+            h.msg_iov = &mut s.iovs[i];
+            h.msg_iovlen = 1;
+            let sqe = opcode::SendMsg::new(types::Fd(fd), &s.hdrs[i])
+                .flags(libc::MSG_DONTWAIT as u32)
+                .build()
+                .user_data(user_data(KIND_SEND, 0, i));
+            // SAFETY: the msghdr, iovec and address are slot `i` of `send`, the bytes are slot
+            // `i` of `tx`; neither changes before this send's completion is reaped below.
+            unsafe { self.push(&sqe)? };
+            self.sends_in_flight += 1;
+        }
+        while self.sends_in_flight > 0 {
+            self.submit_and_wait(1)?;
+            self.reap();
+        }
+        for &i in &self.failed_sends {
+            if i < self.tx.len() {
+                core.fwd
+                    .count_drop(self.tx.get(i).0.slot, DropReason::SendFailed);
+            }
+        }
+        self.failed_sends.clear();
+        self.tx.clear();
+        Ok(())
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Stop every receive before the ring closes, so nothing lands in the buffers after.
+        let timeout = types::Timespec::new().nsec(100_000_000);
+        let _ = self
+            .ring
+            .submitter()
+            .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
+        self.closing.clear();
+        for done in self.dones.drain(..) {
+            let _ = done.1.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

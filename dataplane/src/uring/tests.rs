@@ -1,0 +1,263 @@
+//! io_uring driver scenarios on real loopback sockets; skipped where io_uring is refused.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use crate::Dataplane;
+use crate::api::{
+    Command, Config, DropReason, Event, GroupId, IoMode, LegInfo, LegSpec, MediaKind, Remote,
+    Rewrite, Ssrc,
+};
+
+/// Skips the test (with a message) where io_uring cannot be used, like io-uring's `require!`.
+macro_rules! require_uring {
+    () => {
+        if let Err(why) = super::probe() {
+            eprintln!("skipping: io_uring unavailable: {why}");
+            return;
+        }
+    };
+}
+
+const GROUP: GroupId = GroupId(1);
+const BURST: usize = 50;
+
+fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<Event>) {
+    let config = Config {
+        media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port_lo,
+        port_hi,
+        workers: 1,
+        io: IoMode::Uring,
+        pin: false,
+    };
+    Dataplane::start(config).expect("probe passed, so the uring backend starts")
+}
+
+fn open(dp: &Dataplane, remote: Remote) -> LegInfo {
+    dp.open_leg(LegSpec {
+        group: GROUP,
+        kind: MediaKind::Audio,
+        remote,
+    })
+    .expect("a free port pair")
+}
+
+/// Returns once the worker has applied every command sent before: `close_leg` waits for
+/// the worker, which handles its queue in order.
+fn barrier(dp: &Dataplane) {
+    let leg = open(dp, Remote::default());
+    dp.close_leg(leg.id).expect("the leg was just opened");
+}
+
+fn echo(dp: &Dataplane, leg: &LegInfo) {
+    dp.send(Command::Connect {
+        from: leg.id,
+        to: leg.id,
+        rewrite: Rewrite::default(),
+    })
+    .expect("worker runs");
+    barrier(dp);
+}
+
+fn peer() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("loopback");
+    // A bound on a broken test, not a synchronisation device.
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("valid timeout");
+    s
+}
+
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(std::iter::repeat_n(seq as u8, 160));
+    p
+}
+
+fn rtp_addr(leg: &LegInfo) -> SocketAddr {
+    SocketAddr::new(leg.local_ip, leg.rtp_port)
+}
+
+fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = s
+        .recv_from(&mut buf)
+        .expect("the worker forwarded the packet");
+    (buf[..n].to_vec(), from)
+}
+
+/// Sends `count` packets in bursts and checks every one comes back unchanged, in order.
+fn check_echo(peer: &UdpSocket, leg: &LegInfo, first_seq: u16, count: usize) {
+    let to = rtp_addr(leg);
+    for burst in 0..count.div_ceil(BURST) {
+        let seqs: Vec<u16> = (burst * BURST..((burst + 1) * BURST).min(count))
+            .map(|i| first_seq + i as u16)
+            .collect();
+        for &seq in &seqs {
+            peer.send_to(&rtp(seq, 0xABCD), to).expect("loopback send");
+        }
+        for &seq in &seqs {
+            let (data, from) = recv(peer);
+            assert_eq!(from, to, "echo leaves the leg's RTP port");
+            assert_eq!(data, rtp(seq, 0xABCD));
+        }
+    }
+}
+
+#[test]
+fn echo_returns_every_packet_intact() {
+    require_uring!();
+    let (dp, _events) = start(31000, 31099);
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    let peer = peer();
+    check_echo(&peer, &leg, 1, 500);
+    let st = leg.stats.snapshot();
+    assert_eq!(
+        (st.rx_packets, st.tx_packets, st.drops_total()),
+        (500, 500, 0)
+    );
+    dp.shutdown();
+}
+
+#[test]
+fn garbage_is_counted_and_echo_continues() {
+    require_uring!();
+    let (dp, _events) = start(31100, 31199);
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    let peer = peer();
+    let garbage: [&[u8]; 5] = [&[], &[0xff; 40], &[0x80, 0], &[23; 30], &[0x40; 20]];
+    for round in 0..10u16 {
+        for junk in garbage {
+            peer.send_to(junk, rtp_addr(&leg)).expect("loopback send");
+        }
+        check_echo(&peer, &leg, round * 10, 10);
+    }
+    // The echoes came after the garbage on the same socket, so it has all been counted.
+    let st = leg.stats.snapshot();
+    assert_eq!(st.drops_total(), 50);
+    assert_eq!(st.drop_count(DropReason::Malformed), 20);
+    assert_eq!(st.rx_packets, 100);
+    dp.shutdown();
+}
+
+#[test]
+fn oversized_datagram_is_counted_as_truncated() {
+    require_uring!();
+    let (dp, _events) = start(31200, 31299);
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    let peer = peer();
+    let mut big = rtp(1, 7);
+    big.resize(1800, 0);
+    peer.send_to(&big, rtp_addr(&leg)).expect("loopback send");
+    check_echo(&peer, &leg, 2, 1);
+    assert_eq!(leg.stats.snapshot().drop_count(DropReason::Truncated), 1);
+    dp.shutdown();
+}
+
+#[test]
+fn closed_leg_port_is_free_for_the_next_leg() {
+    require_uring!();
+    // One RTP/RTCP pair only: every open after the first needs the closed leg's ports.
+    let (dp, _events) = start(31300, 31301);
+    let peer = peer();
+    for round in 0..20u16 {
+        let leg = open(&dp, Remote::default());
+        assert_eq!(leg.rtp_port, 31300);
+        echo_without_barrier(&dp, &leg, &peer, round * 10);
+        check_echo(&peer, &leg, round * 10 + 1, 5);
+        dp.close_leg(leg.id).expect("open leg");
+    }
+    dp.shutdown();
+}
+
+/// `barrier` needs a spare port pair; with none, send the stream's first packet until the
+/// echo is routed (each try is bounded, the worker applies `Connect` within microseconds).
+fn echo_without_barrier(dp: &Dataplane, leg: &LegInfo, peer: &UdpSocket, seq: u16) {
+    dp.send(Command::Connect {
+        from: leg.id,
+        to: leg.id,
+        rewrite: Rewrite::default(),
+    })
+    .expect("worker runs");
+    peer.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("valid timeout");
+    for _ in 0..25 {
+        peer.send_to(&rtp(seq, 0xABCD), rtp_addr(leg))
+            .expect("loopback send");
+        let mut buf = [0u8; 2048];
+        if peer.recv_from(&mut buf).is_ok() {
+            peer.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("valid timeout");
+            return;
+        }
+    }
+    panic!("the leg never echoed");
+}
+
+#[test]
+fn fanout_delivers_to_both_listeners_with_their_ssrc() {
+    require_uring!();
+    let (dp, _events) = start(31400, 31499);
+    let (r1, r2) = (peer(), peer());
+    let source = open(&dp, Remote::default());
+    let mut listeners = Vec::new();
+    for (r, ssrc) in [(&r1, 111), (&r2, 222)] {
+        let remote = Remote {
+            rtp: Some(r.local_addr().expect("bound")),
+            rtcp: None,
+            rtcp_mux: true,
+        };
+        let leg = open(&dp, remote);
+        let rewrite = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(ssrc)),
+        };
+        dp.send(Command::Connect {
+            from: source.id,
+            to: leg.id,
+            rewrite,
+        })
+        .expect("worker runs");
+        listeners.push((r, ssrc, leg));
+    }
+    barrier(&dp);
+    let publisher = peer();
+    let mut last_seq = [None::<u16>; 2];
+    for burst in 0..4u16 {
+        for i in 0..BURST as u16 {
+            publisher
+                .send_to(&rtp(burst * BURST as u16 + i, 9), rtp_addr(&source))
+                .expect("loopback send");
+        }
+        for (n, (r, ssrc, leg)) in listeners.iter().enumerate() {
+            for i in 0..BURST as u16 {
+                let (data, from) = recv(r);
+                assert_eq!(from, rtp_addr(leg), "sent from the listener's own port");
+                assert_eq!(
+                    u32::from_be_bytes(data[8..12].try_into().expect("4 bytes")),
+                    *ssrc
+                );
+                assert_eq!(
+                    &data[12..],
+                    &rtp(burst * BURST as u16 + i, 9)[12..],
+                    "payload intact"
+                );
+                let seq = u16::from_be_bytes([data[2], data[3]]);
+                if let Some(prev) = last_seq[n] {
+                    assert_eq!(seq, prev.wrapping_add(1), "contiguous sequence numbers");
+                }
+                last_seq[n] = Some(seq);
+            }
+        }
+    }
+    assert_eq!(source.stats.snapshot().rx_packets, 200);
+    for (_, _, leg) in &listeners {
+        assert_eq!(leg.stats.snapshot().tx_packets, 200);
+    }
+    dp.shutdown();
+}
