@@ -16,6 +16,7 @@ pub mod forwarder;
 mod mmsg;
 pub mod packet;
 mod ports;
+pub mod srtp;
 mod sys;
 mod uring;
 mod worker;
@@ -229,13 +230,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Probes io_uring on a short-lived thread, so that no task work or signal from the probe ring
+/// can ever reach the caller's thread.
+fn probe_uring() -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("sluice-uring-probe".into())
+        .spawn(uring::probe)
+        .map_err(|e| format!("cannot start the probe thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+}
+
 fn choose_backend(io: IoMode) -> Result<Backend, Error> {
     match io {
         IoMode::Mmsg => Ok(Backend::Mmsg),
-        IoMode::Uring => uring::probe()
+        IoMode::Uring => probe_uring()
             .map(|()| Backend::Uring)
             .map_err(|why| Error::Config(format!("io_uring unavailable: {why}"))),
-        IoMode::Auto => match uring::probe() {
+        IoMode::Auto => match probe_uring() {
             Ok(()) => Ok(Backend::Uring),
             Err(why) => {
                 tracing::warn!("io_uring unavailable ({why}); using recvmmsg/sendmmsg");

@@ -62,18 +62,29 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             }
             return Err(e);
         }
-        let mut woken = false;
+        // Commands first: one posted before these datagrams were sent must apply to them.
+        if ready[..n as usize].iter().any(|ev| ev.u64 == WAKE_TOKEN)
+            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes)? == Flow::Shutdown
+        {
+            return Ok(());
+        }
         for ev in &ready[..n as usize] {
             let token = ev.u64;
             if token == WAKE_TOKEN {
-                woken = true;
                 continue;
             }
-            let Some(fd) = core.fd(token as usize) else {
-                continue;
-            };
             let at = SocketRef::from_token(token as usize);
             for _ in 0..ROUNDS_PER_SOCKET {
+                if core.has_msgs() {
+                    sender.flush(&core, &mut tx);
+                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes)? == Flow::Shutdown
+                    {
+                        return Ok(());
+                    }
+                }
+                let Some(fd) = core.fd(token as usize) else {
+                    break;
+                };
                 let got = rx.recv(fd);
                 for i in 0..got {
                     if tx.remaining() < core.fwd.fanout(at.slot) {
@@ -93,33 +104,31 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         }
         sender.flush(&core, &mut tx);
         core.flush_events();
-        if woken {
-            core.wake.drain();
-            let flow = core.apply_msgs(&mut changes);
-            for change in changes.drain(..) {
-                match change {
-                    Change::Added { token, fd } => {
-                        epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, token as u64)?;
-                    }
-                    Change::Removed { socket, done, .. } => {
-                        let _ = epoll_ctl(
-                            epoll.as_raw_fd(),
-                            libc::EPOLL_CTL_DEL,
-                            socket.as_raw_fd(),
-                            0,
-                        );
-                        drop(socket);
-                        if let Some(done) = done {
-                            let _ = done.send(());
-                        }
-                    }
+    }
+}
+
+/// Drains the command queue and (un)registers sockets. The transmit batch must be empty: it
+/// names sockets by token.
+fn apply_commands(
+    core: &mut WorkerCore,
+    epfd: RawFd,
+    changes: &mut Vec<Change>,
+) -> io::Result<Flow> {
+    core.wake.drain();
+    let flow = core.apply_msgs(changes);
+    for change in changes.drain(..) {
+        match change {
+            Change::Added { token, fd } => epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?,
+            Change::Removed { socket, done, .. } => {
+                let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
+                drop(socket);
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
-            }
-            if flow == Flow::Shutdown {
-                return Ok(());
             }
         }
     }
+    Ok(flow)
 }
 
 fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<()> {

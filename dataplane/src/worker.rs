@@ -91,6 +91,11 @@ impl WorkerCore {
             .map(AsRawFd::as_raw_fd)
     }
 
+    /// Whether control queued commands not applied yet (one atomic load).
+    pub(crate) fn has_msgs(&self) -> bool {
+        !self.msgs.is_empty()
+    }
+
     /// Applies every queued command; socket changes are appended to `changes`.
     pub(crate) fn apply_msgs(&mut self, changes: &mut Vec<Change>) -> Flow {
         while let Ok(msg) = self.msgs.try_recv() {

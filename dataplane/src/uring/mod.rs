@@ -353,19 +353,10 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     d.arm_wake(core.wake.raw())?;
     let mut changes = Vec::new();
     // Commands may have been queued before the ring existed.
-    let mut woken = true;
+    if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
+        return Ok(());
+    }
     loop {
-        if woken {
-            woken = false;
-            core.wake.drain();
-            let flow = core.apply_msgs(&mut changes);
-            for change in changes.drain(..) {
-                d.apply(change)?;
-            }
-            if flow == Flow::Shutdown {
-                return Ok(());
-            }
-        }
         d.submit_and_wait(usize::from(d.cqes.is_empty()))?;
         d.reap();
         // Only what is here now: completions reaped while flushing wait for the next round.
@@ -374,9 +365,14 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             match kind_of(cqe.user_data()) {
                 KIND_RECV => d.on_recv(&mut core, &cqe)?,
                 KIND_WAKE => {
-                    woken = true;
                     if !cqueue::more(cqe.flags()) {
                         d.arm_wake(core.wake.raw())?;
+                    }
+                    // Completions are in arrival order: a command posted before a datagram
+                    // was sent takes effect before that datagram is forwarded.
+                    d.flush(&core)?;
+                    if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
+                        return Ok(());
                     }
                 }
                 // `reap` accounts for sends; cancels need no answer.
@@ -386,6 +382,20 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         d.flush(&core)?;
         core.flush_events();
     }
+}
+
+/// Drains the command queue; the transmit batch must be empty (it names sockets by token).
+fn apply_commands(
+    core: &mut WorkerCore,
+    d: &mut Driver,
+    changes: &mut Vec<Change>,
+) -> io::Result<Flow> {
+    core.wake.drain();
+    let flow = core.apply_msgs(changes);
+    for change in changes.drain(..) {
+        d.apply(change)?;
+    }
+    Ok(flow)
 }
 
 impl Driver {

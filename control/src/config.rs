@@ -1,0 +1,334 @@
+//! Settings: embedded defaults, overridden by a TOML file, by `SLUICE_*` variables and by flags.
+//!
+//! Flags and environment are read by `main.rs` (clap gives a flag precedence over its variable);
+//! both arrive here as a [`Layer`] of raw values, as does the file, and [`Layer::resolve`] turns
+//! the merged layers into a typed [`Config`] with a clear error for every bad value.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_dataplane::api::IoMode;
+
+/// Everything `sluice` needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// WebSocket API listen address (port 0 = any free port).
+    pub api: SocketAddr,
+    /// Address media sockets bind to.
+    pub media_ip: IpAddr,
+    /// Address announced in SDP (1:1 NAT); `None` = `media_ip`.
+    pub public_ip: Option<IpAddr>,
+    /// Inclusive UDP port range for media.
+    pub rtp_ports: (u16, u16),
+    pub workers: usize,
+    pub io: IoMode,
+    pub record_dir: PathBuf,
+    /// When set, clients must log in with it as password.
+    pub api_secret: Option<String>,
+    /// How long sessions outlive the connection that created them.
+    pub disconnect_grace: Duration,
+    /// Pin each data-plane worker to a core.
+    pub pin_workers: bool,
+}
+
+pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
+pub const DEFAULT_RTP_PORTS: (u16, u16) = (20000, 29999);
+pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            api: DEFAULT_API,
+            media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            public_ip: None,
+            rtp_ports: DEFAULT_RTP_PORTS,
+            workers: default_workers(),
+            io: IoMode::Auto,
+            record_dir: PathBuf::from("./recordings"),
+            api_secret: None,
+            disconnect_grace: DEFAULT_DISCONNECT_GRACE,
+            pin_workers: true,
+        }
+    }
+}
+
+impl Config {
+    /// The address written into SDP.
+    pub fn announced_ip(&self) -> IpAddr {
+        self.public_ip.unwrap_or(self.media_ip)
+    }
+}
+
+/// Number of cores available to this process.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {key} '{value}': {why}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Toml {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+/// One source of settings, every value optional. Keys are the snake_case flag names.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Layer {
+    pub api: Option<String>,
+    pub media_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub rtp_ports: Option<String>,
+    pub workers: Option<usize>,
+    pub io: Option<String>,
+    pub record_dir: Option<PathBuf>,
+    pub api_secret: Option<String>,
+    /// Seconds, fractional allowed.
+    pub disconnect_grace: Option<f64>,
+    pub pin_workers: Option<bool>,
+}
+
+impl Layer {
+    /// Reads a TOML file with the same keys.
+    pub fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Layer::from_toml(&text).map_err(|source| ConfigError::Toml {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Layer, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// `self` wins over `lower` key by key.
+    pub fn over(self, lower: Layer) -> Layer {
+        Layer {
+            api: self.api.or(lower.api),
+            media_ip: self.media_ip.or(lower.media_ip),
+            public_ip: self.public_ip.or(lower.public_ip),
+            rtp_ports: self.rtp_ports.or(lower.rtp_ports),
+            workers: self.workers.or(lower.workers),
+            io: self.io.or(lower.io),
+            record_dir: self.record_dir.or(lower.record_dir),
+            api_secret: self.api_secret.or(lower.api_secret),
+            disconnect_grace: self.disconnect_grace.or(lower.disconnect_grace),
+            pin_workers: self.pin_workers.or(lower.pin_workers),
+        }
+    }
+
+    /// Fills what is missing with the defaults and checks every value.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let api = match self.api {
+            Some(v) => parse_socket_addr(&v)?,
+            None => d.api,
+        };
+        let media_ip = match self.media_ip {
+            Some(v) => parse_ip("media_ip", &v)?,
+            None => d.media_ip,
+        };
+        let public_ip = self
+            .public_ip
+            .filter(|v| !v.is_empty())
+            .map(|v| parse_ip("public_ip", &v))
+            .transpose()?;
+        let rtp_ports = match self.rtp_ports {
+            Some(v) => parse_port_range(&v)?,
+            None => d.rtp_ports,
+        };
+        let workers = self.workers.unwrap_or(d.workers);
+        if workers == 0 {
+            return Err(invalid("workers", "0", "at least one worker is needed"));
+        }
+        let io = match self.io {
+            Some(v) => parse_io(&v)?,
+            None => d.io,
+        };
+        let disconnect_grace = match self.disconnect_grace {
+            Some(s) => parse_seconds("disconnect_grace", s)?,
+            None => d.disconnect_grace,
+        };
+        Ok(Config {
+            api,
+            media_ip,
+            public_ip,
+            rtp_ports,
+            workers,
+            io,
+            record_dir: self.record_dir.unwrap_or(d.record_dir),
+            api_secret: self.api_secret.filter(|s| !s.is_empty()),
+            disconnect_grace,
+            pin_workers: self.pin_workers.unwrap_or(d.pin_workers),
+        })
+    }
+}
+
+fn invalid(key: &'static str, value: &str, why: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_owned(),
+        why: why.into(),
+    }
+}
+
+fn parse_socket_addr(v: &str) -> Result<SocketAddr, ConfigError> {
+    v.parse()
+        .map_err(|e: std::net::AddrParseError| invalid("api", v, e.to_string()))
+}
+
+fn parse_ip(key: &'static str, v: &str) -> Result<IpAddr, ConfigError> {
+    v.parse()
+        .map_err(|e: std::net::AddrParseError| invalid(key, v, e.to_string()))
+}
+
+/// `LO-HI`, inclusive; RTP takes even ports and RTCP the odd one above, so at least two ports.
+pub fn parse_port_range(v: &str) -> Result<(u16, u16), ConfigError> {
+    let (lo, hi) = v
+        .split_once('-')
+        .ok_or_else(|| invalid("rtp_ports", v, "expected LO-HI"))?;
+    let port = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|e| invalid("rtp_ports", v, e.to_string()))
+    };
+    let (lo, hi) = (port(lo)?, port(hi)?);
+    if lo == 0 || hi <= lo {
+        return Err(invalid("rtp_ports", v, "need 0 < LO < HI"));
+    }
+    Ok((lo, hi))
+}
+
+pub fn parse_io(v: &str) -> Result<IoMode, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "auto" => Ok(IoMode::Auto),
+        "uring" | "io_uring" => Ok(IoMode::Uring),
+        "mmsg" => Ok(IoMode::Mmsg),
+        _ => Err(invalid("io", v, "expected auto, uring or mmsg")),
+    }
+}
+
+fn parse_seconds(key: &'static str, s: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(s).map_err(|e| invalid(key, &s.to_string(), e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = Layer::default().resolve().expect("defaults are valid");
+        assert_eq!(c.api, "127.0.0.1:9010".parse().expect("valid"));
+        assert_eq!(c.media_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.rtp_ports, (20000, 29999));
+        assert_eq!(c.io, IoMode::Auto);
+        assert_eq!(c.record_dir, PathBuf::from("./recordings"));
+        assert_eq!(c.api_secret, None);
+        assert_eq!(c.disconnect_grace, Duration::from_secs(5));
+        assert!(c.workers >= 1);
+        assert!(c.pin_workers);
+    }
+
+    #[test]
+    fn toml_file_uses_snake_case_keys() {
+        let layer = Layer::from_toml(
+            "api = \"127.0.0.1:0\"\nrtp_ports = \"30000-30099\"\nworkers = 2\nio = \"mmsg\"\n\
+             disconnect_grace = 0.5\napi_secret = \"s3\"\n",
+        )
+        .expect("valid toml");
+        let c = layer.resolve().expect("valid values");
+        assert_eq!(c.api.port(), 0);
+        assert_eq!(c.rtp_ports, (30000, 30099));
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.io, IoMode::Mmsg);
+        assert_eq!(c.disconnect_grace, Duration::from_millis(500));
+        assert_eq!(c.api_secret.as_deref(), Some("s3"));
+    }
+
+    #[test]
+    fn upper_layer_wins_key_by_key() {
+        let flags = Layer {
+            workers: Some(3),
+            ..Layer::default()
+        };
+        let file = Layer {
+            workers: Some(1),
+            io: Some("mmsg".into()),
+            ..Layer::default()
+        };
+        let c = flags.over(file).resolve().expect("valid");
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.io, IoMode::Mmsg);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (layer, key) in [
+            (
+                Layer {
+                    rtp_ports: Some("2000".into()),
+                    ..Layer::default()
+                },
+                "rtp_ports",
+            ),
+            (
+                Layer {
+                    rtp_ports: Some("3000-2000".into()),
+                    ..Layer::default()
+                },
+                "rtp_ports",
+            ),
+            (
+                Layer {
+                    io: Some("epoll".into()),
+                    ..Layer::default()
+                },
+                "io",
+            ),
+            (
+                Layer {
+                    api: Some("localhost".into()),
+                    ..Layer::default()
+                },
+                "api",
+            ),
+            (
+                Layer {
+                    workers: Some(0),
+                    ..Layer::default()
+                },
+                "workers",
+            ),
+            (
+                Layer {
+                    disconnect_grace: Some(-1.0),
+                    ..Layer::default()
+                },
+                "disconnect_grace",
+            ),
+        ] {
+            let err = layer.resolve().expect_err("invalid value");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The session manager: one actor task that owns every session, room and subscription.
+//!
+//! Connections send it typed [`Msg::Request`]s and get a [`Reply`] on a oneshot; the data
+//! plane's events arrive as [`Msg::Dataplane`] from a forwarding thread; timers come back as
+//! [`Msg::Timer`]. Nothing else holds session state, so there are no locks: a command is applied
+//! whole before the next one is looked at. Events are pushed into each subscribed connection's
+//! bounded outbox with `try_send`: a slow client loses events (counted), it never stalls the
+//! actor.
+
+mod flows;
+mod lifecycle;
+mod rooms;
+#[cfg(test)]
+mod scenarios;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_dataplane::Dataplane;
+use sluice_dataplane::api::{Command, Event, GroupId, LegId, LegInfo, LegSpec, MediaKind, Remote};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::{ApiError, ErrorCode};
+use crate::request::{EventPattern, Request, SdpObject};
+use crate::sdp::{self, LocalTransport, Media, Sdp};
+use rooms::Room;
+use session::{ConnId, Leg, SdpText, Session};
+
+/// Text of the error for anything that would need ICE/DTLS/SRTP.
+pub const WEBRTC_UNAVAILABLE: &str = "WebRTC transport is not available yet; use sdp_type rtp";
+
+/// What a connection asks of the manager.
+pub enum Msg {
+    Open {
+        conn: ConnId,
+        outbox: mpsc::Sender<Outgoing>,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Request {
+        conn: ConnId,
+        request: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    Dataplane(Event),
+    Timer(Timer),
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+pub type Outcome = Result<Value, ApiError>;
+
+/// The answer to a request: now, or later (the connection sends `{ack}` meanwhile).
+pub enum Reply {
+    Done(Outcome),
+    Wait(oneshot::Receiver<Outcome>),
+}
+
+/// Server-initiated frames for a connection: the `data` of an event.
+#[derive(Debug)]
+pub enum Outgoing {
+    Event(Value),
+}
+
+#[derive(Debug)]
+pub enum Timer {
+    Wait { session: String, generation: u64 },
+    Ready { session: String, generation: u64 },
+    Grace { conn: ConnId },
+}
+
+struct Conn {
+    outbox: mpsc::Sender<Outgoing>,
+    patterns: Vec<EventPattern>,
+    dropped_events: u64,
+}
+
+pub struct Manager {
+    dp: Dataplane,
+    announced_ip: IpAddr,
+    disconnect_grace: Duration,
+    inbox: mpsc::Sender<Msg>,
+    sessions: HashMap<String, Session>,
+    rooms: HashMap<String, Room>,
+    leg_owner: HashMap<LegId, String>,
+    conns: HashMap<ConnId, Conn>,
+    next_group: u64,
+    sdp_version: u64,
+}
+
+impl Manager {
+    pub fn new(
+        dp: Dataplane,
+        announced_ip: IpAddr,
+        disconnect_grace: Duration,
+        inbox: mpsc::Sender<Msg>,
+    ) -> Self {
+        Manager {
+            dp,
+            announced_ip,
+            disconnect_grace,
+            inbox,
+            sessions: HashMap::new(),
+            rooms: HashMap::new(),
+            leg_owner: HashMap::new(),
+            conns: HashMap::new(),
+            next_group: 1,
+            sdp_version: 1,
+        }
+    }
+
+    /// Runs until [`Msg::Shutdown`] (or until every sender is gone).
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Open { conn, outbox } => {
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            outbox,
+                            patterns: Vec::new(),
+                            dropped_events: 0,
+                        },
+                    );
+                }
+                Msg::Closed { conn } => self.connection_closed(conn),
+                Msg::Request {
+                    conn,
+                    request,
+                    reply,
+                } => {
+                    let r = self.handle(conn, request);
+                    let _ = reply.send(r);
+                }
+                Msg::Dataplane(ev) => self.dataplane_event(ev),
+                Msg::Timer(t) => self.timer(t),
+                Msg::Shutdown { done } => {
+                    self.shutdown();
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    fn handle(&mut self, conn: ConnId, request: Request) -> Reply {
+        let done = |r: Outcome| Reply::Done(r);
+        match request {
+            Request::Login { .. } => done(Ok(json!({}))),
+            Request::Subscribe(p) => {
+                if let Some(c) = self.conns.get_mut(&conn)
+                    && !c.patterns.contains(&p)
+                {
+                    c.patterns.push(p);
+                }
+                done(Ok(json!({})))
+            }
+            Request::Unsubscribe(p) => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.patterns.retain(|q| *q != p);
+                }
+                done(Ok(json!({})))
+            }
+            Request::Create(c) => done(self.create(conn, *c)),
+            Request::Destroy { session_id } => {
+                done(self.session(&session_id).map(|_| ()).map(|()| {
+                    self.destroy(&session_id, ErrorCode::UserStop);
+                    json!({})
+                }))
+            }
+            Request::SetAnswer { session_id, answer } => {
+                done(self.set_answer(&session_id, &answer))
+            }
+            Request::GetOffer { session_id } => done(
+                self.session(&session_id)
+                    .map(|s| json!({ "offer": s.offer.to_json() })),
+            ),
+            Request::GetAnswer { session_id } => self.get_answer(&session_id),
+            Request::GetProxyOffer { session_id } => done(self.get_proxy_offer(conn, &session_id)),
+            Request::GetInfo { session_id } => done(self.session(&session_id).map(Session::info)),
+            Request::GetList => {
+                let mut list: Vec<(&String, &Session)> = self.sessions.iter().collect();
+                list.sort_by_key(|(id, _)| *id);
+                let list: Vec<Value> = list
+                    .into_iter()
+                    .map(|(id, s)| json!({ "session_id": id, "type": s.kind.session_type().as_str() }))
+                    .collect();
+                done(Ok(Value::Array(list)))
+            }
+            Request::UpdateMedia { session_id, media } => done(
+                self.session_mut(&session_id)
+                    .map(|s| {
+                        s.media.apply(&media);
+                    })
+                    .map(|()| {
+                        self.apply_mute(&session_id);
+                        json!({})
+                    }),
+            ),
+            Request::SetType {
+                session_id,
+                publisher_id,
+            } => done(self.set_type(&session_id, &publisher_id)),
+            Request::RecorderAction { session_id } => done(
+                self.session(&session_id)
+                    .and_then(|_| Err(ApiError::invalid("recording not available yet"))),
+            ),
+            Request::SetCandidate { session_id } | Request::SetCandidateEnd { session_id } => {
+                done(self.session(&session_id).map(|_| json!({})))
+            }
+            Request::RoomCreate(c) => done(self.room_create(c)),
+            Request::RoomDestroy { room_id } => done(self.room_destroy(&room_id)),
+            Request::RoomGetInfo { room_id } => done(self.room_info(&room_id)),
+            Request::RoomGetList => done(Ok(self.room_list())),
+        }
+    }
+
+    fn get_answer(&mut self, id: &str) -> Reply {
+        let s = match self.sessions.get_mut(id) {
+            Some(s) => s,
+            None => return Reply::Done(Err(ApiError::session_not_found(id))),
+        };
+        if let Some(a) = &s.answer {
+            return Reply::Done(Ok(json!({ "answer": a.to_json() })));
+        }
+        let (tx, rx) = oneshot::channel();
+        s.answer_waiters.push(tx);
+        Reply::Wait(rx)
+    }
+
+    fn session(&self, id: &str) -> Result<&Session, ApiError> {
+        self.sessions
+            .get(id)
+            .ok_or_else(|| ApiError::session_not_found(id))
+    }
+
+    fn session_mut(&mut self, id: &str) -> Result<&mut Session, ApiError> {
+        self.sessions
+            .get_mut(id)
+            .ok_or_else(|| ApiError::session_not_found(id))
+    }
+
+    // ----- connections and events -----
+
+    fn subscribe_to_session(&mut self, conn: ConnId, id: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.patterns.push(session_pattern(id));
+        }
+    }
+
+    /// Sends an event to every connection with a matching subscription.
+    fn emit(&mut self, subclass: &str, kind: &str, obj_id: &str, body: Value) {
+        let data = json!({
+            "class": "media", "subclass": subclass, "type": kind, "obj_id": obj_id, "body": body,
+        });
+        for (id, c) in &mut self.conns {
+            if !c
+                .patterns
+                .iter()
+                .any(|p| p.matches("media", subclass, kind, obj_id))
+            {
+                continue;
+            }
+            if c.outbox.try_send(Outgoing::Event(data.clone())).is_err() {
+                c.dropped_events += 1;
+                tracing::warn!(
+                    conn = id.0,
+                    dropped = c.dropped_events,
+                    "slow client: event dropped"
+                );
+            }
+        }
+    }
+
+    fn emit_session(&mut self, id: &str, kind: &str, body: Value) {
+        self.emit("session", kind, id, body);
+    }
+
+    fn connection_closed(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+        if !self.sessions.values().any(|s| s.owner == conn) {
+            return;
+        }
+        if self.disconnect_grace.is_zero() {
+            self.destroy_owned_by(conn);
+        } else {
+            self.schedule(self.disconnect_grace, Timer::Grace { conn });
+        }
+    }
+
+    fn destroy_owned_by(&mut self, conn: ConnId) {
+        let mut owned: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| s.owner == conn)
+            .map(|s| s.id.clone())
+            .collect();
+        owned.sort();
+        for id in owned {
+            self.destroy(&id, ErrorCode::RegisteredDown);
+        }
+    }
+
+    fn dataplane_event(&mut self, ev: Event) {
+        match ev {
+            Event::MediaUp { leg, kind } => {
+                if let Some(id) = self.leg_owner.get(&leg).cloned() {
+                    self.emit_session(
+                        &id,
+                        "status",
+                        json!({"class": "media", "media": kind.as_str(), "status": "up"}),
+                    );
+                }
+            }
+            Event::Latched { leg, addr, rtcp } => {
+                if rtcp {
+                    return;
+                }
+                let Some(id) = self.leg_owner.get(&leg) else {
+                    return;
+                };
+                if let Some(l) = self
+                    .sessions
+                    .get_mut(id)
+                    .and_then(|s| s.legs.iter_mut().find(|l| l.info.id == leg))
+                {
+                    l.latched = Some(addr);
+                }
+            }
+        }
+    }
+
+    fn schedule(&self, after: Duration, timer: Timer) {
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = inbox.send(Msg::Timer(timer)).await;
+        });
+    }
+
+    // ----- data plane -----
+
+    fn new_group(&mut self) -> GroupId {
+        let g = GroupId(self.next_group);
+        self.next_group += 1;
+        g
+    }
+
+    /// Opens one leg per `(kind, remote)`; on failure closes those already opened.
+    fn open_legs(
+        &mut self,
+        group: GroupId,
+        specs: &[(MediaKind, Remote)],
+    ) -> Result<Vec<LegInfo>, ApiError> {
+        let mut opened = Vec::with_capacity(specs.len());
+        for (kind, remote) in specs {
+            match self.dp.open_leg(LegSpec {
+                group,
+                kind: *kind,
+                remote: *remote,
+            }) {
+                Ok(info) => opened.push(info),
+                Err(e) => {
+                    for info in &opened {
+                        self.close_leg(info.id);
+                    }
+                    return Err(ApiError::new(
+                        ErrorCode::InternalError,
+                        format!("cannot open media ports: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    fn close_leg(&self, leg: LegId) {
+        // Blocks until the worker released the sockets (a few ms): keep the runtime's other
+        // tasks running meanwhile.
+        let result = tokio::task::block_in_place(|| self.dp.close_leg(leg));
+        if let Err(e) = result {
+            tracing::warn!(?leg, "close_leg: {e}");
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), ApiError> {
+        self.dp.send(cmd).map_err(|e| {
+            tracing::error!("data plane command failed: {e}");
+            ApiError::new(ErrorCode::InternalError, format!("data plane: {e}"))
+        })
+    }
+
+    /// Pushes the session's mute flags to its legs: listeners mute what goes to their peer,
+    /// every other session what comes from it.
+    fn apply_mute(&self, id: &str) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let listener = s.is_listener();
+        for leg in &s.legs {
+            let muted = s.media.muted(leg.kind);
+            let cmd = Command::SetMute {
+                leg: leg.info.id,
+                mute_in: muted && !listener,
+                mute_out: muted && listener,
+            };
+            let _ = self.send(cmd);
+        }
+    }
+
+    fn register_legs(&mut self, id: &str, legs: &[Leg]) {
+        for l in legs {
+            self.leg_owner.insert(l.info.id, id.to_owned());
+        }
+    }
+
+    fn local_transport(&mut self, ports: Vec<u16>) -> LocalTransport {
+        self.sdp_version += 1;
+        LocalTransport {
+            ip: self.announced_ip,
+            ports,
+            session_id: random_u64() >> 2,
+            session_version: self.sdp_version,
+        }
+    }
+}
+
+pub fn session_pattern(id: &str) -> EventPattern {
+    EventPattern {
+        class: "media".into(),
+        subclass: "session".into(),
+        kind: "*".into(),
+        obj_id: id.into(),
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn random_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+/// A non-zero random SSRC.
+pub fn random_ssrc() -> u32 {
+    loop {
+        let v = random_u64() as u32;
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+/// The peer's SDP from an `offer`/`answer` object: present, parsable and plain RTP.
+pub fn peer_sdp(obj: Option<&SdpObject>) -> Result<Sdp, ApiError> {
+    let text = obj
+        .and_then(|o| o.sdp.as_deref())
+        .filter(|s| !s.trim().is_empty());
+    let Some(text) = text else {
+        return Err(ApiError::plain(ErrorCode::MissingSdp));
+    };
+    let sdp = Sdp::parse(text).map_err(|e| ApiError::invalid(format!("invalid SDP: {e}")))?;
+    if sdp.is_webrtc() {
+        return Err(ApiError::invalid(WEBRTC_UNAVAILABLE));
+    }
+    Ok(sdp)
+}
+
+/// Where a leg sends, from the peer's m-line.
+pub fn remote_of(sdp: &Sdp, m: &Media) -> Remote {
+    Remote {
+        rtp: m.rtp_addr(sdp),
+        rtcp: m.rtcp_addr(sdp),
+        rtcp_mux: m.rtcp_mux,
+    }
+}
+
+pub fn dp_kind(kind: &sdp::MediaKind) -> Option<MediaKind> {
+    match kind {
+        sdp::MediaKind::Audio => Some(MediaKind::Audio),
+        sdp::MediaKind::Video => Some(MediaKind::Video),
+        _ => None,
+    }
+}
+
+pub fn sdp_kind(kind: MediaKind) -> sdp::MediaKind {
+    match kind {
+        MediaKind::Audio => sdp::MediaKind::Audio,
+        MediaKind::Video => sdp::MediaKind::Video,
+    }
+}
+
+fn answer_body(answer: &SdpText) -> Value {
+    json!({ "answer": answer.to_json() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::SdpObject;
+
+    fn obj(sdp: &str) -> SdpObject {
+        SdpObject {
+            sdp: Some(sdp.into()),
+            ..SdpObject::default()
+        }
+    }
+
+    #[test]
+    fn missing_sdp_has_its_own_code() {
+        assert_eq!(peer_sdp(None).unwrap_err().code, ErrorCode::MissingSdp);
+        assert_eq!(
+            peer_sdp(Some(&SdpObject::default())).unwrap_err().code,
+            ErrorCode::MissingSdp
+        );
+    }
+
+    #[test]
+    fn webrtc_offers_are_refused_clearly() {
+        let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AA\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
+        let err = peer_sdp(Some(&obj(text))).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidParameters);
+        assert_eq!(err.message, WEBRTC_UNAVAILABLE);
+    }
+
+    #[test]
+    fn plain_offer_gives_remote_addresses() {
+        let text = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 0\r\n";
+        let sdp = peer_sdp(Some(&obj(text))).expect("plain offer");
+        let r = remote_of(&sdp, &sdp.media[0]);
+        assert_eq!(r.rtp, Some("127.0.0.1:4000".parse().expect("valid")));
+        assert_eq!(r.rtcp, Some("127.0.0.1:4001".parse().expect("valid")));
+        assert!(!r.rtcp_mux);
+    }
+
+    #[test]
+    fn random_ssrcs_are_non_zero_and_differ() {
+        let a = random_ssrc();
+        let b = random_ssrc();
+        assert!(a != 0 && b != 0 && a != b);
+    }
+}

@@ -1,0 +1,385 @@
+//! SFU rooms: publishers send into a room, listeners receive one publisher each.
+//!
+//! A room's legs share one data-plane group (one worker), so fanout and listener switches are
+//! decided by a single thread. The room fixes one audio and one video codec; publishers are
+//! answered with those only, and listeners are offered them with the publisher's payload types.
+
+use serde_json::{Value, json};
+use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Remote, Rewrite, Ssrc};
+
+use super::flows::{NewSession, negotiation_error, require_rtp};
+use super::session::{ConnId, Kind, Leg, SdpText, Transport};
+use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, sdp_kind};
+use crate::errors::{ApiError, ErrorCode};
+use crate::request::{CreateRoom, CreateSession};
+use crate::sdp::{self, CodecName, Direction, Forced, OfferMedia};
+
+pub const DEFAULT_AUDIO: CodecName = CodecName::Opus;
+pub const DEFAULT_VIDEO: CodecName = CodecName::Vp8;
+
+pub struct Room {
+    pub id: String,
+    pub audio_codec: CodecName,
+    pub video_codec: CodecName,
+    /// kbps, 0 = none.
+    pub bitrate: u64,
+    pub group: GroupId,
+    pub publishers: Vec<String>,
+    pub listeners: Vec<String>,
+    /// Created by a `publish`: destroyed when its last member leaves.
+    pub auto: bool,
+}
+
+impl Room {
+    fn info(&self) -> Value {
+        json!({
+            "room_id": self.id,
+            "class": "sfu",
+            "audio_codec": self.audio_codec.as_str(),
+            "video_codec": self.video_codec.as_str(),
+            "bitrate": self.bitrate,
+            "publishers": self.publishers,
+            "listeners": self.listeners,
+        })
+    }
+}
+
+/// Body of a `destroyed` event (sessions and rooms alike).
+pub fn stop_body(reason: ErrorCode) -> Value {
+    json!({ "code": reason.code(), "reason": reason.name() })
+}
+
+impl Manager {
+    pub(super) fn emit_room(&mut self, room: &str, kind: &str, body: Value) {
+        self.emit("room", kind, room, body);
+    }
+
+    fn add_room(
+        &mut self,
+        id: String,
+        audio: CodecName,
+        video: CodecName,
+        bitrate: u64,
+        auto: bool,
+    ) -> GroupId {
+        let group = self.new_group();
+        let room = Room {
+            id: id.clone(),
+            audio_codec: audio,
+            video_codec: video,
+            bitrate,
+            group,
+            publishers: Vec::new(),
+            listeners: Vec::new(),
+            auto,
+        };
+        let body =
+            json!({ "class": "sfu", "audio_codec": audio.as_str(), "video_codec": video.as_str() });
+        self.rooms.insert(id.clone(), room);
+        self.emit_room(&id, "created", body);
+        group
+    }
+
+    pub(super) fn room_create(&mut self, c: CreateRoom) -> Outcome {
+        let id = c.room_id.unwrap_or_else(new_id);
+        if self.rooms.contains_key(&id) {
+            return Err(ApiError::new(
+                ErrorCode::RoomAlreadyExists,
+                format!("Room already exists: {id}"),
+            ));
+        }
+        let audio = c.audio_codec.unwrap_or(DEFAULT_AUDIO);
+        let video = c.video_codec.unwrap_or(DEFAULT_VIDEO);
+        self.add_room(id.clone(), audio, video, c.bitrate.unwrap_or(0), false);
+        Ok(json!({ "room_id": id }))
+    }
+
+    pub(super) fn room_destroy(&mut self, id: &str) -> Outcome {
+        let room = self
+            .rooms
+            .get_mut(id)
+            .ok_or_else(|| ApiError::room_not_found(id))?;
+        // Keep the room while its members go, so that it is not auto-destroyed under us.
+        room.auto = false;
+        // Listeners first: once their publisher is gone they would end as `publisher_stop`.
+        let members: Vec<String> = room
+            .listeners
+            .iter()
+            .chain(&room.publishers)
+            .cloned()
+            .collect();
+        for m in members {
+            self.destroy(&m, ErrorCode::RoomDestroyed);
+        }
+        self.rooms.remove(id);
+        self.emit_room(id, "destroyed", stop_body(ErrorCode::UserStop));
+        Ok(json!({}))
+    }
+
+    pub(super) fn room_info(&self, id: &str) -> Outcome {
+        self.rooms
+            .get(id)
+            .map(Room::info)
+            .ok_or_else(|| ApiError::room_not_found(id))
+    }
+
+    pub(super) fn room_list(&self) -> Value {
+        let mut ids: Vec<&String> = self.rooms.keys().collect();
+        ids.sort();
+        Value::Array(
+            ids.into_iter()
+                .map(|id| json!({ "room_id": id, "class": "sfu" }))
+                .collect(),
+        )
+    }
+
+    /// A member left: tell subscribers, and drop an auto-created room once it is empty.
+    pub(super) fn left_room(&mut self, room: &str, session: &str, publisher: bool) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.publishers.retain(|p| p != session);
+        r.listeners.retain(|l| l != session);
+        let empty = r.auto && r.publishers.is_empty() && r.listeners.is_empty();
+        let kind = if publisher {
+            "stopped_publisher"
+        } else {
+            "stopped_listener"
+        };
+        self.emit_room(room, kind, json!({ "session_id": session }));
+        if empty {
+            self.rooms.remove(room);
+            self.emit_room(room, "destroyed", stop_body(ErrorCode::NoRoomMembers));
+        }
+    }
+
+    pub(super) fn create_publisher(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
+        let offer = peer_sdp(c.offer.as_ref())?;
+        let existing = c.room_id.as_ref().and_then(|id| self.rooms.get(id));
+        let (audio, video) = match existing {
+            Some(r) => (r.audio_codec, r.video_codec),
+            None => (
+                c.room_audio_codec.unwrap_or(DEFAULT_AUDIO),
+                c.room_video_codec.unwrap_or(DEFAULT_VIDEO),
+            ),
+        };
+        let existing_group = existing.map(|r| r.group);
+        let forced = Forced {
+            audio: Some(audio),
+            video: Some(video),
+        };
+        let mut selected = sdp::select_codecs(&offer, &forced).map_err(negotiation_error)?;
+        // A publisher only sends to us.
+        for s in selected.iter_mut().flatten() {
+            s.direction = Direction::RecvOnly;
+        }
+        let room_id = c.room_id.clone().unwrap_or_else(new_id);
+        let group = match existing_group {
+            Some(g) => g,
+            None => self.add_room(
+                room_id.clone(),
+                audio,
+                video,
+                c.room_bitrate.unwrap_or(0),
+                true,
+            ),
+        };
+        let (legs, ports) = match self.open_answer_legs(group, &offer, &selected) {
+            Ok(v) => v,
+            Err(e) => {
+                if existing_group.is_none() {
+                    self.rooms.remove(&room_id);
+                    self.emit_room(&room_id, "destroyed", stop_body(ErrorCode::InternalError));
+                }
+                return Err(e);
+            }
+        };
+        let local = self.local_transport(ports);
+        let answer = SdpText::rtp(&sdp::build_answer(&offer, &selected, &local));
+        let id = new_id();
+        let kind = Kind::Publish {
+            room: room_id.clone(),
+        };
+        let offer_text = SdpText {
+            sdp: c
+                .offer
+                .as_ref()
+                .and_then(|o| o.sdp.clone())
+                .unwrap_or_default(),
+            sdp_type: crate::request::SdpType::Rtp,
+        };
+        let opts = NewSession::from_create(conn, c);
+        let mut s = opts.build(id.clone(), kind, group, offer_text, legs);
+        s.answer = Some(answer.clone());
+        s.peer_offer = Some(offer);
+        s.selected = selected;
+        self.insert_session(s, c.subscribe);
+        if let Some(r) = self.rooms.get_mut(&room_id) {
+            r.publishers.push(id.clone());
+        }
+        self.emit_room(&room_id, "started_publisher", json!({ "session_id": id }));
+        Ok(
+            json!({ "session_id": id, "room": room_id, "room_id": room_id, "answer": answer.to_json() }),
+        )
+    }
+
+    /// A publisher's room and legs, or why `id` cannot be listened to.
+    fn publisher(&self, id: &str) -> Result<(String, Vec<Leg>, Option<&sdp::Sdp>), ApiError> {
+        let p = self.session(id)?;
+        match &p.kind {
+            Kind::Publish { room } => Ok((room.clone(), p.legs.clone(), p.peer_offer.as_ref())),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidPublisher,
+                format!("session {id} is not a publisher"),
+            )),
+        }
+    }
+
+    pub(super) fn create_listener(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
+        let publisher = c
+            .publisher_id
+            .clone()
+            .ok_or_else(|| ApiError::missing_field("publisher_id"))?;
+        require_rtp(c.sdp_type.unwrap_or_default())?;
+        let (room, pub_legs, pub_offer) = self.publisher(&publisher)?;
+        if let Some(r) = &c.room_id
+            && *r != room
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPublisher,
+                format!("publisher {publisher} is not in room {r}"),
+            ));
+        }
+        let group = self
+            .rooms
+            .get(&room)
+            .map(|r| r.group)
+            .ok_or_else(|| ApiError::room_not_found(&room))?;
+        let id = new_id();
+        let cname = format!("sluice-{}", &id[..8]);
+        let offered: Vec<OfferMedia> = pub_legs
+            .iter()
+            .map(|l| OfferMedia {
+                kind: sdp_kind(l.kind),
+                mid: pub_offer
+                    .and_then(|o| o.media.get(l.mline))
+                    .and_then(|m| m.mid.clone()),
+                codec: l.codec.clone(),
+                dtmf: l.dtmf.clone(),
+                direction: Direction::SendOnly,
+                ssrc: Some(random_ssrc()),
+                cname: Some(cname.clone()),
+            })
+            .collect();
+        let specs: Vec<(MediaKind, Remote)> = pub_legs
+            .iter()
+            .map(|l| (l.kind, Remote::default()))
+            .collect();
+        let infos = self.open_legs(group, &specs)?;
+        let ports = infos.iter().map(|i| i.rtp_port).collect();
+        let local = self.local_transport(ports);
+        let offer = SdpText::rtp(&sdp::build_offer(&offered, &local));
+        let legs: Vec<Leg> = offered
+            .into_iter()
+            .zip(infos)
+            .enumerate()
+            .map(|(i, (om, info))| Leg {
+                info,
+                kind: dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
+                transport: Transport::Plain,
+                mline: i,
+                codec: om.codec.clone(),
+                dtmf: om.dtmf.clone(),
+                remote: Remote::default(),
+                latched: None,
+                ssrc: om.ssrc,
+                offered: Some(om),
+                accepted: false,
+            })
+            .collect();
+        for (pl, ll) in pub_legs.iter().zip(&legs) {
+            let rewrite = Rewrite {
+                pt_map: Vec::new(),
+                ssrc: ll.ssrc.map(Ssrc),
+            };
+            if let Err(e) = self.send(Command::Connect {
+                from: pl.info.id,
+                to: ll.info.id,
+                rewrite,
+            }) {
+                self.abandon_legs(&legs);
+                return Err(e);
+            }
+        }
+        let kind = Kind::Listen {
+            room: room.clone(),
+            publisher: publisher.clone(),
+        };
+        let opts = NewSession::from_create(conn, c);
+        let s = opts.build(id.clone(), kind, group, offer.clone(), legs);
+        self.insert_session(s, c.subscribe);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.listeners.push(id.clone());
+        }
+        self.emit_room(
+            &room,
+            "started_listener",
+            json!({ "session_id": id, "publisher_id": publisher }),
+        );
+        Ok(json!({ "session_id": id, "offer": offer.to_json() }))
+    }
+
+    /// Switches a listener to another publisher of its room, without renegotiation: the
+    /// listener keeps its SSRC and payload types; the data plane keeps seq/ts continuous.
+    pub(super) fn set_type(&mut self, id: &str, publisher: &str) -> Outcome {
+        let l = self.session(id)?;
+        let Kind::Listen { room, .. } = &l.kind else {
+            return Err(ApiError::invalid(format!("session {id} is not a listener")));
+        };
+        let room = room.clone();
+        let listener_legs = l.legs.clone();
+        let (pub_room, pub_legs, _) = self.publisher(publisher)?;
+        if pub_room != room {
+            return Err(ApiError::invalid(format!(
+                "publisher {publisher} is not in the listener's room {room}"
+            )));
+        }
+        for ll in &listener_legs {
+            let cmd = match pub_legs.iter().find(|p| p.kind == ll.kind) {
+                Some(pl) => {
+                    let want = ll.offered.as_ref().map_or(&ll.codec, |o| &o.codec);
+                    let mut pt_map = Vec::new();
+                    if pl.codec.pt != want.pt {
+                        pt_map.push((Pt(pl.codec.pt), Pt(want.pt)));
+                        let want_dtmf = ll.offered.as_ref().and_then(|o| o.dtmf.as_ref());
+                        if let (Some(a), Some(b)) = (&pl.dtmf, want_dtmf) {
+                            pt_map.push((Pt(a.pt), Pt(b.pt)));
+                        }
+                    }
+                    Command::Connect {
+                        from: pl.info.id,
+                        to: ll.info.id,
+                        rewrite: Rewrite {
+                            pt_map,
+                            ssrc: ll.ssrc.map(Ssrc),
+                        },
+                    }
+                }
+                None => Command::Disconnect { to: ll.info.id },
+            };
+            self.send(cmd)?;
+        }
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.kind = Kind::Listen {
+                room,
+                publisher: publisher.to_owned(),
+            };
+        }
+        self.emit_session(
+            id,
+            "type",
+            json!({ "type": "listen", "publisher_id": publisher }),
+        );
+        Ok(json!({}))
+    }
+}

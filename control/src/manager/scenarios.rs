@@ -1,0 +1,374 @@
+//! The manager driven directly (no WebSocket): requests in, replies and events out, over a real
+//! data plane on loopback (mmsg backend, a private port range per test).
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_dataplane::Dataplane;
+use sluice_dataplane::api::{Config, IoMode};
+use tokio::sync::mpsc;
+
+use super::session::ConnId;
+use super::{Manager, Msg, Outgoing, Reply, Timer};
+use crate::errors::ErrorCode;
+use crate::request::{Frame, Request, parse_frame};
+
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+struct Harness {
+    m: Manager,
+    events: mpsc::Receiver<Outgoing>,
+    _inbox: mpsc::Receiver<Msg>,
+    dp: Dataplane,
+}
+
+const CONN: ConnId = ConnId(1);
+
+impl Harness {
+    fn new() -> Harness {
+        let lo = 41000 + NEXT_RANGE.fetch_add(1, Ordering::Relaxed) * 100;
+        let config = Config {
+            media_ip: "127.0.0.1".parse().expect("literal"),
+            port_lo: lo,
+            port_hi: lo + 99,
+            workers: 1,
+            io: IoMode::Mmsg,
+            pin: false,
+        };
+        let (dp, _events) = Dataplane::start(config).expect("data plane on loopback");
+        let (tx, inbox) = mpsc::channel(64);
+        let mut m = Manager::new(
+            dp.clone(),
+            "127.0.0.1".parse().expect("literal"),
+            Duration::ZERO,
+            tx,
+        );
+        let (out_tx, events) = mpsc::channel(256);
+        m.conns.insert(
+            CONN,
+            super::Conn {
+                outbox: out_tx,
+                patterns: Vec::new(),
+                dropped_events: 0,
+            },
+        );
+        Harness {
+            m,
+            events,
+            _inbox: inbox,
+            dp,
+        }
+    }
+
+    fn call(&mut self, cmd: &str, subclass: &str, data: Value) -> Result<Value, ErrorCode> {
+        let frame =
+            json!({"class": "media", "subclass": subclass, "cmd": cmd, "data": data, "tid": 1});
+        let Ok(Frame::Request { request, .. }) = parse_frame(&frame.to_string()) else {
+            panic!("bad request in test: {frame}");
+        };
+        self.request(request)
+    }
+
+    fn request(&mut self, request: Request) -> Result<Value, ErrorCode> {
+        match self.m.handle(CONN, request) {
+            Reply::Done(r) => r.map_err(|e| e.code),
+            Reply::Wait(_) => Err(ErrorCode::Timeout),
+        }
+    }
+
+    fn session(&mut self, cmd: &str, data: Value) -> Result<Value, ErrorCode> {
+        self.call(cmd, "session", data)
+    }
+
+    /// Drains the events queued so far as `(obj_id, type, body)`.
+    fn events(&mut self) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        while let Ok(Outgoing::Event(e)) = self.events.try_recv() {
+            out.push((
+                e["obj_id"].as_str().unwrap_or_default().to_owned(),
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                e["body"].clone(),
+            ));
+        }
+        out
+    }
+
+    fn destroyed_reason(&mut self, id: &str) -> Option<String> {
+        self.events()
+            .into_iter()
+            .find(|(o, t, _)| o == id && t == "destroyed")
+            .and_then(|(_, _, b)| b["reason"].as_str().map(str::to_owned))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.m.shutdown();
+        self.dp.shutdown();
+    }
+}
+
+fn phone(port: u16) -> String {
+    format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+}
+
+fn av(port: u16) -> String {
+    format!(
+        "v=0\r\no=p 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n\
+         m=video {} RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n",
+        port + 2
+    )
+}
+
+fn id(v: &Value) -> String {
+    v["session_id"].as_str().expect("session_id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_is_ready_at_once_and_destroy_reports_user_stop() {
+    let mut h = Harness::new();
+    let r = h
+        .session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("echo");
+    let s = id(&r);
+    assert_eq!(r["answer"]["sdp_type"], "rtp");
+    let info = h
+        .session("get_info", json!({"session_id": s}))
+        .expect("info");
+    assert_eq!(
+        (info["state"].as_str(), info["type"].as_str()),
+        (Some("ready"), Some("echo"))
+    );
+    assert_eq!(info["media"][0]["codec"], "PCMU/8000");
+    assert_eq!(h.events()[0].1, "created");
+    h.session("destroy", json!({"session_id": s}))
+        .expect("destroy");
+    assert_eq!(h.destroyed_reason(&s).as_deref(), Some("user_stop"));
+    assert_eq!(
+        h.session("get_info", json!({"session_id": s})),
+        Err(ErrorCode::SessionNotFound)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_answer_flows_from_slave_to_master_and_peers_stop_together() {
+    let mut h = Harness::new();
+    let m = id(&h
+        .session(
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("master"));
+    assert_eq!(
+        h.session(
+            "set_answer",
+            json!({"session_id": m, "answer": {"sdp": phone(5002)}})
+        ),
+        Err(ErrorCode::InvalidParameters)
+    );
+    let p = h
+        .session("get_proxy_offer", json!({"session_id": m}))
+        .expect("slave");
+    let s = id(&p);
+    assert!(
+        p["offer"]["sdp"]
+            .as_str()
+            .is_some_and(|o| o.contains("PCMU/8000"))
+    );
+    assert!(matches!(
+        h.m.handle(
+            CONN,
+            Request::GetAnswer {
+                session_id: m.clone()
+            }
+        ),
+        Reply::Wait(_)
+    ));
+    h.session(
+        "set_answer",
+        json!({"session_id": s, "answer": {"sdp": phone(5002)}}),
+    )
+    .expect("answer");
+    assert!(h.events().iter().any(|(o, t, _)| *o == m && t == "answer"));
+    let a = h
+        .session("get_answer", json!({"session_id": m}))
+        .expect("master answer");
+    assert!(
+        a["answer"]["sdp"]
+            .as_str()
+            .is_some_and(|x| x.contains("RTP/AVP 0 101"))
+    );
+    assert_eq!(
+        h.session(
+            "set_answer",
+            json!({"session_id": s, "answer": {"sdp": phone(5002)}})
+        ),
+        Err(ErrorCode::AnswerAlreadySet)
+    );
+    h.session("destroy", json!({"session_id": s}))
+        .expect("destroy slave");
+    assert_eq!(h.destroyed_reason(&m).as_deref(), Some("peer_stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_generated_webrtc_sdp_is_refused() {
+    let mut h = Harness::new();
+    let err = h.session(
+        "create",
+        json!({"type": "proxy", "offer": {"sdp": phone(5000)}}),
+    );
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    let p = id(&h
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": av(5000)}}),
+        )
+        .expect("publish"));
+    let err = h.session("create", json!({"type": "listen", "publisher_id": p}));
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_auto_create_and_listeners_follow_their_publisher() {
+    let mut h = Harness::new();
+    let p = h
+        .session(
+            "create",
+            json!({"type": "publish", "room_id": "r1", "offer": {"sdp": av(5000)}}),
+        )
+        .expect("publish");
+    assert_eq!(
+        (p["room"].as_str(), p["room_id"].as_str()),
+        (Some("r1"), Some("r1"))
+    );
+    let p = id(&p);
+    let l = h
+        .session(
+            "create",
+            json!({"type": "listen", "publisher": p, "sdp_type": "rtp"}),
+        )
+        .expect("listen");
+    assert!(
+        l["offer"]["sdp"]
+            .as_str()
+            .is_some_and(|o| o.contains("a=sendonly") && o.contains("a=ssrc:"))
+    );
+    let l = id(&l);
+    let info = h
+        .call("get_info", "room", json!({"room_id": "r1"}))
+        .expect("room");
+    assert_eq!(info["listeners"], json!([l]));
+    // A publisher in another room cannot be switched to.
+    let other = id(&h
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": av(5004)}}),
+        )
+        .expect("other"));
+    let err = h.session(
+        "set_type",
+        json!({"session_id": l, "type": "listen", "publisher_id": other}),
+    );
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    h.session("destroy", json!({"session_id": p}))
+        .expect("destroy publisher");
+    assert_eq!(h.destroyed_reason(&l).as_deref(), Some("publisher_stop"));
+    // The auto-created room went with its last member.
+    assert_eq!(
+        h.call("get_info", "room", json!({"room_id": "r1"})),
+        Err(ErrorCode::RoomNotFound)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_rooms_enforce_codecs_and_refuse_duplicates() {
+    let mut h = Harness::new();
+    h.call(
+        "create",
+        "room",
+        json!({"room_id": "lobby", "audio_codec": "pcmu"}),
+    )
+    .expect("room");
+    assert_eq!(
+        h.call("create", "room", json!({"room_id": "lobby"})),
+        Err(ErrorCode::RoomAlreadyExists)
+    );
+    let err = h.session(
+        "create",
+        json!({"type": "publish", "room_id": "lobby", "offer": {"sdp": av(5000)}}),
+    );
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    let p = id(&h
+        .session(
+            "create",
+            json!({"type": "publish", "room_id": "lobby", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("pcmu publisher"));
+    h.call("destroy", "room", json!({"room_id": "lobby"}))
+        .expect("room destroy");
+    assert_eq!(h.destroyed_reason(&p).as_deref(), Some("room_destroyed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_timers_are_ignored_and_current_ones_destroy() {
+    let mut h = Harness::new();
+    let m = id(&h
+        .session(
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("master"));
+    h.m.timer(Timer::Wait {
+        session: m.clone(),
+        generation: 7,
+    });
+    assert!(h.m.sessions.contains_key(&m), "a stale timer does nothing");
+    h.m.timer(Timer::Wait {
+        session: m.clone(),
+        generation: 0,
+    });
+    assert_eq!(h.destroyed_reason(&m).as_deref(), Some("session_timeout"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_connection_takes_its_sessions_after_grace() {
+    let mut h = Harness::new();
+    let s = id(&h
+        .session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("echo"));
+    let (watch_tx, mut watch) = mpsc::channel(16);
+    let watcher = ConnId(2);
+    h.m.conns.insert(
+        watcher,
+        super::Conn {
+            outbox: watch_tx,
+            patterns: Vec::new(),
+            dropped_events: 0,
+        },
+    );
+    let sub = json!({"class": "core", "subclass": "event", "cmd": "subscribe", "data": {"type": "destroyed"}, "tid": 1});
+    let Ok(Frame::Request { request, .. }) = parse_frame(&sub.to_string()) else {
+        panic!("subscribe")
+    };
+    assert!(matches!(h.m.handle(watcher, request), Reply::Done(Ok(_))));
+    // Grace is zero in the harness: closing destroys at once.
+    h.m.connection_closed(CONN);
+    let Ok(Outgoing::Event(e)) = watch.try_recv() else {
+        panic!("watcher got no event")
+    };
+    assert_eq!(
+        (e["obj_id"].as_str(), e["body"]["reason"].as_str()),
+        (Some(s.as_str()), Some("registered_down"))
+    );
+}

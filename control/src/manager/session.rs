@@ -1,0 +1,270 @@
+//! One media session as the manager sees it: its kind and links, its SDP, and its legs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice_dataplane::api::{DropReason, GroupId, LegInfo, MediaKind, Remote};
+use tokio::sync::oneshot;
+
+use crate::errors::ApiError;
+use crate::request::{MediaUpdate, SdpType, SessionType};
+use crate::sdp::{Codec, OfferMedia, Sdp, Selected};
+
+/// A WebSocket connection, as the owner of sessions and the target of events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// How a leg's packets travel. Only plain RTP exists in this build; WebRTC (ICE + DTLS-SRTP)
+/// will add its own variant with its per-leg state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+}
+
+/// A session's role and its links to other sessions and rooms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Echo,
+    ProxyMaster { slave: Option<String> },
+    ProxySlave { master: String },
+    Publish { room: String },
+    Listen { room: String, publisher: String },
+}
+
+impl Kind {
+    pub fn session_type(&self) -> SessionType {
+        match self {
+            Kind::Echo => SessionType::Echo,
+            Kind::ProxyMaster { .. } | Kind::ProxySlave { .. } => SessionType::Proxy,
+            Kind::Publish { .. } => SessionType::Publish,
+            Kind::Listen { .. } => SessionType::Listen,
+        }
+    }
+
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Kind::Publish { room } | Kind::Listen { room, .. } => Some(room),
+            _ => None,
+        }
+    }
+}
+
+/// `{sdp, sdp_type}` as sent and returned by the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpText {
+    pub sdp: String,
+    pub sdp_type: SdpType,
+}
+
+impl SdpText {
+    pub fn rtp(sdp: &Sdp) -> Self {
+        SdpText {
+            sdp: sdp.to_string(),
+            sdp_type: SdpType::Rtp,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({ "sdp": self.sdp, "sdp_type": self.sdp_type.as_str() })
+    }
+}
+
+/// One media stream of a session: a data-plane leg and what was negotiated for it.
+#[derive(Clone, Debug)]
+pub struct Leg {
+    pub info: LegInfo,
+    pub kind: MediaKind,
+    pub transport: Transport,
+    /// Index of the m-line this leg serves in the session's SDP.
+    pub mline: usize,
+    /// The codec the peer of this leg sends and receives, with the peer's payload type.
+    pub codec: Codec,
+    pub dtmf: Option<Codec>,
+    pub remote: Remote,
+    /// Where the peer's RTP actually comes from, once seen.
+    pub latched: Option<SocketAddr>,
+    /// What the server offered on this leg (slave and listener legs).
+    pub offered: Option<OfferMedia>,
+    /// The fixed SSRC a listener leg sends with.
+    pub ssrc: Option<u32>,
+    /// False when the peer's answer rejected the m-line.
+    pub accepted: bool,
+}
+
+/// Mute flags and the bitrate cap of a session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaSettings {
+    pub mute_audio: bool,
+    pub mute_video: bool,
+    pub mute_data: bool,
+    /// bps, 0 = none (stored; policing comes with the bitrate work).
+    pub bitrate: u64,
+}
+
+impl MediaSettings {
+    pub fn apply(&mut self, u: &MediaUpdate) {
+        if let Some(v) = u.mute_audio {
+            self.mute_audio = v;
+        }
+        if let Some(v) = u.mute_video {
+            self.mute_video = v;
+        }
+        if let Some(v) = u.mute_data {
+            self.mute_data = v;
+        }
+        if let Some(v) = u.bitrate {
+            self.bitrate = v;
+        }
+    }
+
+    pub fn muted(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.mute_audio,
+            MediaKind::Video => self.mute_video,
+        }
+    }
+}
+
+/// A waiter for the session's answer (`get_answer` on a session still in `wait`).
+pub type Waiter = oneshot::Sender<Result<Value, ApiError>>;
+
+pub struct Session {
+    pub id: String,
+    pub kind: Kind,
+    pub owner: ConnId,
+    pub group: GroupId,
+    /// Profile of the SDP the server generates for this session.
+    pub sdp_type: SdpType,
+    pub offer: SdpText,
+    pub answer: Option<SdpText>,
+    /// The peer's parsed offer and the codecs chosen from it (sessions answered by the server).
+    pub peer_offer: Option<Sdp>,
+    pub selected: Vec<Option<Selected>>,
+    pub legs: Vec<Leg>,
+    pub media: MediaSettings,
+    pub stop_after_peer: bool,
+    pub wait_timeout: Duration,
+    pub ready_timeout: Duration,
+    /// Bumped on every state change so that stale timers are ignored.
+    pub timer_gen: u64,
+    pub answer_waiters: Vec<Waiter>,
+}
+
+impl Session {
+    pub fn is_ready(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    pub fn is_listener(&self) -> bool {
+        matches!(self.kind, Kind::Listen { .. })
+    }
+
+    pub fn state(&self) -> &'static str {
+        if self.is_ready() { "ready" } else { "wait" }
+    }
+
+    /// The `get_info` reply.
+    pub fn info(&self) -> Value {
+        let mut v = json!({
+            "session_id": self.id,
+            "type": self.kind.session_type().as_str(),
+            "state": self.state(),
+            "offer": self.offer.to_json(),
+            "answer": self.answer.as_ref().map(SdpText::to_json),
+            "mute_audio": self.media.mute_audio,
+            "mute_video": self.media.mute_video,
+            "mute_data": self.media.mute_data,
+            "bitrate": self.media.bitrate,
+            "stop_after_peer": self.stop_after_peer,
+            "media": self.legs.iter().map(leg_info).collect::<Vec<_>>(),
+        });
+        let extra = match &self.kind {
+            Kind::Echo => json!({}),
+            Kind::ProxyMaster { slave } => json!({ "slave_id": slave }),
+            Kind::ProxySlave { master } => json!({ "master_id": master }),
+            Kind::Publish { room } => json!({ "room_id": room }),
+            Kind::Listen { room, publisher } => {
+                json!({ "room_id": room, "publisher_id": publisher })
+            }
+        };
+        if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+            obj.extend(extra);
+        }
+        v
+    }
+}
+
+fn codec_text(c: &Codec) -> String {
+    match c.channels {
+        Some(ch) => format!("{}/{}/{}", c.name, c.clock_rate, ch),
+        None => format!("{}/{}", c.name, c.clock_rate),
+    }
+}
+
+fn leg_info(leg: &Leg) -> Value {
+    let s = leg.info.stats.snapshot();
+    let drops: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), json!(s.drop_count(*r))))
+        .collect();
+    let remote = leg.latched.or(leg.remote.rtp).map(|a| a.to_string());
+    json!({
+        "kind": leg.kind.as_str(),
+        "local_ip": leg.info.local_ip.to_string(),
+        "rtp_port": leg.info.rtp_port,
+        "rtcp_port": leg.info.rtcp_port,
+        "remote_rtp": remote,
+        "codec": codec_text(&leg.codec),
+        "pt": leg.codec.pt,
+        "accepted": leg.accepted,
+        "rx_packets": s.rx_packets,
+        "rx_bytes": s.rx_bytes,
+        "tx_packets": s.tx_packets,
+        "tx_bytes": s.tx_bytes,
+        "rtcp_rx_packets": s.rtcp_rx_packets,
+        "rtcp_tx_packets": s.rtcp_tx_packets,
+        "drops": drops,
+        "drops_total": s.drops_total(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_changes_only_given_settings() {
+        let mut m = MediaSettings {
+            mute_video: true,
+            bitrate: 5,
+            ..MediaSettings::default()
+        };
+        m.apply(&MediaUpdate {
+            mute_audio: Some(true),
+            ..MediaUpdate::default()
+        });
+        assert!(m.mute_audio && m.mute_video);
+        assert_eq!(m.bitrate, 5);
+        assert!(m.muted(MediaKind::Audio));
+    }
+
+    #[test]
+    fn codec_text_has_channels_only_when_given() {
+        assert_eq!(
+            codec_text(&Codec::new(111, "opus", 48000, Some(2))),
+            "opus/48000/2"
+        );
+        assert_eq!(codec_text(&Codec::new(0, "PCMU", 8000, None)), "PCMU/8000");
+    }
+
+    #[test]
+    fn kinds_map_to_api_types() {
+        assert_eq!(
+            Kind::ProxySlave { master: "m".into() }.session_type(),
+            SessionType::Proxy
+        );
+        assert_eq!(Kind::Publish { room: "r".into() }.room(), Some("r"));
+        assert_eq!(Kind::Echo.room(), None);
+    }
+}

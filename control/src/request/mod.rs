@@ -1,0 +1,548 @@
+//! API frames parsed into typed requests at the edge ("parse, don't validate").
+//!
+//! A frame is `{class, subclass, cmd, data, tid}`. Unknown fields are ignored (NkMedia clients
+//! send extra ones); a field of the wrong type is `invalid_parameters`, a missing mandatory one
+//! `missing_field`, an unknown class/subclass/cmd `unknown_command`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+mod data;
+
+use data::{
+    IdData, LoginData, PatternData, RoomCreateData, SetAnswerData, SetTypeData, UpdateMediaData,
+    codec, data_as, parse_create, required,
+};
+
+use crate::errors::ApiError;
+use crate::sdp::{CodecName, MediaKind};
+
+/// Frames larger than this get an error reply instead of being processed.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A text frame from a client.
+#[derive(Debug, PartialEq)]
+pub enum Frame {
+    /// A request with its transaction id (`Value::Null` when absent).
+    Request { tid: Value, request: Request },
+    /// A reply (`result`) or ack from the client to one of our events: nothing to do.
+    Ignore,
+}
+
+/// An unparsable frame: the error and the tid, if it could be read.
+#[derive(Debug, PartialEq)]
+pub struct FrameError {
+    pub tid: Value,
+    pub error: ApiError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionType {
+    Echo,
+    Proxy,
+    Publish,
+    Listen,
+}
+
+impl SessionType {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "echo" => Ok(SessionType::Echo),
+            "proxy" => Ok(SessionType::Proxy),
+            "publish" => Ok(SessionType::Publish),
+            "listen" => Ok(SessionType::Listen),
+            other => Err(ApiError::invalid(format!(
+                "unknown session type '{other}' (expected echo, proxy, publish or listen)"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionType::Echo => "echo",
+            SessionType::Proxy => "proxy",
+            SessionType::Publish => "publish",
+            SessionType::Listen => "listen",
+        }
+    }
+}
+
+/// The profile of an SDP: WebRTC (ICE + DTLS-SRTP) or plain RTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SdpType {
+    #[default]
+    Webrtc,
+    Rtp,
+}
+
+impl SdpType {
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "webrtc" => Ok(SdpType::Webrtc),
+            "rtp" => Ok(SdpType::Rtp),
+            other => Err(ApiError::invalid(format!(
+                "invalid sdp_type '{other}' (expected webrtc or rtp)"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpType::Webrtc => "webrtc",
+            SdpType::Rtp => "rtp",
+        }
+    }
+}
+
+/// An `offer` or `answer` object.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SdpObject {
+    pub sdp: Option<String>,
+    pub sdp_type: Option<String>,
+    pub trickle_ice: Option<bool>,
+}
+
+/// Media settings, at `create` or in `update_media`; `None` leaves a setting unchanged.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct MediaUpdate {
+    pub mute_audio: Option<bool>,
+    pub mute_video: Option<bool>,
+    pub mute_data: Option<bool>,
+    /// Bits per second, 0 = no cap.
+    pub bitrate: Option<u64>,
+}
+
+/// `{class, subclass, type, obj_id}` with `*` wildcards; a missing field is `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EventPattern {
+    pub class: String,
+    pub subclass: String,
+    pub kind: String,
+    pub obj_id: String,
+}
+
+impl EventPattern {
+    pub fn matches(&self, class: &str, subclass: &str, kind: &str, obj_id: &str) -> bool {
+        let m = |p: &str, v: &str| p == "*" || p == v;
+        m(&self.class, class)
+            && m(&self.subclass, subclass)
+            && m(&self.kind, kind)
+            && m(&self.obj_id, obj_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreateSession {
+    pub session_type: SessionType,
+    pub offer: Option<SdpObject>,
+    pub sdp_type: Option<SdpType>,
+    pub master_id: Option<String>,
+    pub stop_after_peer: bool,
+    pub wait_timeout: Duration,
+    pub ready_timeout: Duration,
+    pub subscribe: bool,
+    pub media: MediaUpdate,
+    pub room_id: Option<String>,
+    pub room_audio_codec: Option<CodecName>,
+    pub room_video_codec: Option<CodecName>,
+    /// kbps.
+    pub room_bitrate: Option<u64>,
+    pub publisher_id: Option<String>,
+}
+
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(86400);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CreateRoom {
+    pub room_id: Option<String>,
+    pub audio_codec: Option<CodecName>,
+    pub video_codec: Option<CodecName>,
+    /// kbps.
+    pub bitrate: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Login {
+        user: Option<String>,
+        password: Option<String>,
+    },
+    Subscribe(EventPattern),
+    Unsubscribe(EventPattern),
+    Create(Box<CreateSession>),
+    Destroy {
+        session_id: String,
+    },
+    SetAnswer {
+        session_id: String,
+        answer: SdpObject,
+    },
+    GetOffer {
+        session_id: String,
+    },
+    GetAnswer {
+        session_id: String,
+    },
+    GetProxyOffer {
+        session_id: String,
+    },
+    GetInfo {
+        session_id: String,
+    },
+    GetList,
+    UpdateMedia {
+        session_id: String,
+        media: MediaUpdate,
+    },
+    SetType {
+        session_id: String,
+        publisher_id: String,
+    },
+    RecorderAction {
+        session_id: String,
+    },
+    SetCandidate {
+        session_id: String,
+    },
+    SetCandidateEnd {
+        session_id: String,
+    },
+    RoomCreate(CreateRoom),
+    RoomDestroy {
+        room_id: String,
+    },
+    RoomGetInfo {
+        room_id: String,
+    },
+    RoomGetList,
+}
+
+impl Request {
+    /// True for requests that may wait for the session (an `{ack}` is sent first).
+    pub fn may_wait(&self) -> bool {
+        matches!(self, Request::GetOffer { .. } | Request::GetAnswer { .. })
+    }
+}
+
+/// Parses one text frame.
+pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+        tid: Value::Null,
+        error: ApiError::syntax(e),
+    })?;
+    let Value::Object(mut obj) = value else {
+        return Err(FrameError {
+            tid: Value::Null,
+            error: ApiError::syntax("a frame must be a JSON object"),
+        });
+    };
+    let tid = obj.remove("tid").unwrap_or(Value::Null);
+    let fail = |error| FrameError {
+        tid: tid.clone(),
+        error,
+    };
+    if !obj.contains_key("cmd") && (obj.contains_key("result") || obj.contains_key("ack")) {
+        return Ok(Frame::Ignore);
+    }
+    let class = text_field(&obj, "class").map_err(fail)?;
+    let subclass = match obj.get("subclass") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(fail(ApiError::invalid("field 'subclass' must be a string"))),
+    };
+    let cmd = text_field(&obj, "cmd").map_err(fail)?;
+    let data = match obj.remove("data") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(fail(ApiError::invalid("field 'data' must be an object"))),
+    };
+    let request = parse_request(&class, subclass.as_deref(), &cmd, data).map_err(fail)?;
+    Ok(Frame::Request { tid, request })
+}
+
+fn text_field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<String, ApiError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Err(ApiError::missing_field(name)),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ApiError::invalid(format!(
+            "field '{name}' must be a string"
+        ))),
+    }
+}
+
+fn parse_request(
+    class: &str,
+    subclass: Option<&str>,
+    cmd: &str,
+    data: Value,
+) -> Result<Request, ApiError> {
+    let session_id = |data: Value| -> Result<String, ApiError> {
+        required(data_as::<IdData>(data)?.session_id, "session_id")
+    };
+    let room_id = |data: Value| -> Result<String, ApiError> {
+        required(data_as::<IdData>(data)?.room_id, "room_id")
+    };
+    match (class, subclass.unwrap_or(""), cmd) {
+        ("core", "user" | "", "login") => {
+            let d: LoginData = data_as(data)?;
+            Ok(Request::Login {
+                user: d.user,
+                password: d.password,
+            })
+        }
+        ("core", "event", "subscribe" | "unsubscribe") => {
+            let d: PatternData = data_as(data)?;
+            let star = |v: Option<String>| v.unwrap_or_else(|| "*".to_owned());
+            let pattern = EventPattern {
+                class: star(d.class),
+                subclass: star(d.subclass),
+                kind: star(d.kind),
+                obj_id: star(d.obj_id),
+            };
+            Ok(if cmd == "subscribe" {
+                Request::Subscribe(pattern)
+            } else {
+                Request::Unsubscribe(pattern)
+            })
+        }
+        ("media", "session" | "", cmd) => match cmd {
+            "create" => parse_create(data).map(|c| Request::Create(Box::new(c))),
+            "destroy" => Ok(Request::Destroy {
+                session_id: session_id(data)?,
+            }),
+            "set_answer" => {
+                let d: SetAnswerData = data_as(data)?;
+                let session_id = required(d.session_id, "session_id")?;
+                Ok(Request::SetAnswer {
+                    session_id,
+                    answer: required(d.answer, "answer")?,
+                })
+            }
+            "get_offer" => Ok(Request::GetOffer {
+                session_id: session_id(data)?,
+            }),
+            "get_answer" => Ok(Request::GetAnswer {
+                session_id: session_id(data)?,
+            }),
+            "get_proxy_offer" => Ok(Request::GetProxyOffer {
+                session_id: session_id(data)?,
+            }),
+            "get_info" => Ok(Request::GetInfo {
+                session_id: session_id(data)?,
+            }),
+            "get_list" => Ok(Request::GetList),
+            "update_media" => {
+                let d: UpdateMediaData = data_as(data)?;
+                Ok(Request::UpdateMedia {
+                    session_id: required(d.session_id, "session_id")?,
+                    media: d.media,
+                })
+            }
+            "set_type" => {
+                let d: SetTypeData = data_as(data)?;
+                let session_id = required(d.session_id, "session_id")?;
+                let kind = SessionType::parse(&required(d.session_type, "type")?)?;
+                if kind != SessionType::Listen {
+                    return Err(ApiError::invalid("set_type only supports type 'listen'"));
+                }
+                let publisher_id = required(d.publisher_id.or(d.publisher), "publisher_id")?;
+                Ok(Request::SetType {
+                    session_id,
+                    publisher_id,
+                })
+            }
+            "recorder_action" => Ok(Request::RecorderAction {
+                session_id: session_id(data)?,
+            }),
+            "set_candidate" => Ok(Request::SetCandidate {
+                session_id: session_id(data)?,
+            }),
+            "set_candidate_end" => Ok(Request::SetCandidateEnd {
+                session_id: session_id(data)?,
+            }),
+            _ => Err(ApiError::unknown_command(&format!("media/session/{cmd}"))),
+        },
+        ("media", "room", cmd) => match cmd {
+            "create" => {
+                let d: RoomCreateData = data_as(data)?;
+                if let Some(class) = d.class.as_deref()
+                    && class != "sfu"
+                {
+                    return Err(ApiError::invalid(format!(
+                        "room class '{class}' is not supported (only sfu)"
+                    )));
+                }
+                Ok(Request::RoomCreate(CreateRoom {
+                    room_id: d.room_id,
+                    audio_codec: codec(d.audio_codec, "audio_codec", MediaKind::Audio)?,
+                    video_codec: codec(d.video_codec, "video_codec", MediaKind::Video)?,
+                    bitrate: d.bitrate,
+                }))
+            }
+            "destroy" => Ok(Request::RoomDestroy {
+                room_id: room_id(data)?,
+            }),
+            "get_info" => Ok(Request::RoomGetInfo {
+                room_id: room_id(data)?,
+            }),
+            "get_list" => Ok(Request::RoomGetList),
+            _ => Err(ApiError::unknown_command(&format!("media/room/{cmd}"))),
+        },
+        _ => Err(ApiError::unknown_command(&format!(
+            "{class}/{}/{cmd}",
+            subclass.unwrap_or("")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ErrorCode;
+    use serde_json::json;
+
+    fn request(v: Value) -> Result<Frame, FrameError> {
+        parse_frame(&v.to_string())
+    }
+
+    fn error_code(v: Value) -> ErrorCode {
+        request(v).expect_err("should fail").error.code
+    }
+
+    #[test]
+    fn malformed_json_is_a_syntax_error_without_tid() {
+        let err = parse_frame("{not json").expect_err("malformed");
+        assert_eq!(
+            (err.tid, err.error.code),
+            (Value::Null, ErrorCode::SyntaxError)
+        );
+    }
+
+    #[test]
+    fn missing_class_or_cmd_names_the_field() {
+        let err = request(json!({"cmd": "create", "tid": 3})).expect_err("no class");
+        assert_eq!(err.tid, json!(3));
+        assert_eq!(err.error.code, ErrorCode::MissingField);
+        assert!(err.error.message.contains("class"));
+        let err = request(json!({"class": "media", "tid": 4})).expect_err("no cmd");
+        assert!(err.error.message.contains("cmd"));
+    }
+
+    #[test]
+    fn client_replies_are_ignored() {
+        assert_eq!(
+            request(json!({"result": "ok", "tid": 1})),
+            Ok(Frame::Ignore)
+        );
+    }
+
+    #[test]
+    fn unknown_commands_are_rejected() {
+        let v = json!({"class": "media", "subclass": "session", "cmd": "fly", "tid": 1});
+        assert_eq!(error_code(v), ErrorCode::UnknownCommand);
+        let v = json!({"class": "nope", "cmd": "create", "tid": 1});
+        assert_eq!(error_code(v), ErrorCode::UnknownCommand);
+    }
+
+    #[test]
+    fn create_needs_a_type_and_fills_defaults() {
+        let v =
+            json!({"class": "media", "subclass": "session", "cmd": "create", "data": {}, "tid": 1});
+        let err = request(v).expect_err("no type");
+        assert_eq!(err.error, ApiError::missing_field("type"));
+        let v = json!({"class": "media", "subclass": "session", "cmd": "create", "tid": 1,
+            "data": {"type": "echo", "offer": {"sdp": "v=0"}, "wait_timeout": 0.5, "mute_audio": true,
+                     "unknown_field": [1, 2]}});
+        let Ok(Frame::Request {
+            request: Request::Create(c),
+            ..
+        }) = request(v)
+        else {
+            panic!("create expected")
+        };
+        assert_eq!(c.session_type, SessionType::Echo);
+        assert_eq!(c.wait_timeout, Duration::from_millis(500));
+        assert_eq!(c.ready_timeout, DEFAULT_READY_TIMEOUT);
+        assert!(c.stop_after_peer && c.subscribe);
+        assert_eq!(c.media.mute_audio, Some(true));
+        assert_eq!(c.offer.and_then(|o| o.sdp).as_deref(), Some("v=0"));
+    }
+
+    #[test]
+    fn wrong_field_types_are_invalid_parameters() {
+        let v = json!({"class": "media", "subclass": "session", "cmd": "create", "tid": 1,
+            "data": {"type": "echo", "wait_timeout": "soon"}});
+        assert_eq!(error_code(v), ErrorCode::InvalidParameters);
+        let v = json!({"class": "media", "subclass": "session", "cmd": "create", "tid": 1,
+            "data": {"type": "echo", "mute_audio": "yes"}});
+        assert_eq!(error_code(v), ErrorCode::InvalidParameters);
+        let v = json!({"class": "media", "subclass": "session", "cmd": "destroy", "tid": 1,
+            "data": {"session_id": 5}});
+        assert_eq!(error_code(v), ErrorCode::InvalidParameters);
+    }
+
+    #[test]
+    fn publisher_alias_is_accepted() {
+        let v = json!({"class": "media", "subclass": "session", "cmd": "create", "tid": 1,
+            "data": {"type": "listen", "publisher": "p1", "room_audio_codec": "pcmu"}});
+        let Ok(Frame::Request {
+            request: Request::Create(c),
+            ..
+        }) = request(v)
+        else {
+            panic!("create expected")
+        };
+        assert_eq!(c.publisher_id.as_deref(), Some("p1"));
+        assert_eq!(c.room_audio_codec, Some(CodecName::Pcmu));
+    }
+
+    #[test]
+    fn room_codecs_must_be_of_their_kind() {
+        let v = json!({"class": "media", "subclass": "room", "cmd": "create", "tid": 1,
+            "data": {"audio_codec": "vp8"}});
+        assert_eq!(error_code(v), ErrorCode::InvalidParameters);
+    }
+
+    #[test]
+    fn login_accepts_a_missing_subclass() {
+        let v = json!({"class": "core", "cmd": "login", "tid": 1, "data": {"user": "u", "password": "p"}});
+        let Ok(Frame::Request { request, .. }) = request(v) else {
+            panic!("login expected")
+        };
+        assert_eq!(
+            request,
+            Request::Login {
+                user: Some("u".into()),
+                password: Some("p".into())
+            }
+        );
+    }
+
+    #[test]
+    fn subscription_wildcards_match() {
+        let v = json!({"class": "core", "subclass": "event", "cmd": "subscribe", "tid": 1,
+            "data": {"class": "media", "subclass": "session"}});
+        let Ok(Frame::Request {
+            request: Request::Subscribe(p),
+            ..
+        }) = request(v)
+        else {
+            panic!("subscribe")
+        };
+        assert!(p.matches("media", "session", "answer", "abc"));
+        assert!(!p.matches("media", "room", "created", "r1"));
+        let exact = EventPattern {
+            class: "media".into(),
+            subclass: "session".into(),
+            kind: "destroyed".into(),
+            obj_id: "s1".into(),
+        };
+        assert!(exact.matches("media", "session", "destroyed", "s1"));
+        assert!(!exact.matches("media", "session", "destroyed", "s2"));
+    }
+}

@@ -1,0 +1,231 @@
+//! The WebSocket API edge: `/api/ws`, one JSON object per text frame.
+//!
+//! Each connection has a reader (this task: parse, authenticate, forward to the manager) and a
+//! writer task that owns the socket's sink and merges command replies with events. Replies that
+//! must wait (`get_answer` on a session still in `wait`) are awaited in their own small task
+//! after an `{ack: tid}`, so one slow command never blocks the next.
+//!
+//! Frames over [`MAX_FRAME`] (1 MiB) get an `invalid_parameters` error; the socket accepts up
+//! to [`SOCKET_LIMIT`] so that such frames can be answered; beyond that the connection is closed
+//! by the WebSocket layer (other connections are unaffected).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::{ApiError, ErrorCode};
+use crate::manager::session::ConnId;
+use crate::manager::{Msg, Outcome, Outgoing, Reply, new_id};
+use crate::request::{Frame, MAX_FRAME, Request, parse_frame};
+
+/// Largest frame the socket reads at all.
+pub const SOCKET_LIMIT: usize = 16 << 20;
+/// Events buffered per connection before they are dropped.
+pub const OUTBOX: usize = 1024;
+/// Server-initiated transaction ids start here, far from typical client tids.
+const FIRST_EVENT_TID: u64 = 1_000_000;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub manager: mpsc::Sender<Msg>,
+    pub secret: Option<Arc<str>>,
+    pub next_conn: Arc<AtomicU64>,
+    /// Held by every writer: closes when all have flushed (used at shutdown).
+    pub alive: mpsc::Sender<()>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/ws", get(upgrade))
+        .with_state(state)
+}
+
+async fn upgrade(ws: WebSocketUpgrade, State(state): State<ApiState>) -> Response {
+    ws.max_message_size(SOCKET_LIMIT)
+        .max_frame_size(SOCKET_LIMIT)
+        .on_upgrade(move |socket| connection(socket, state))
+}
+
+fn reply_frame(tid: &Value, outcome: Outcome) -> String {
+    match outcome {
+        Ok(data) => json!({ "result": "ok", "data": data, "tid": tid }).to_string(),
+        Err(e) => json!({ "result": "error", "data": e.to_data(), "tid": tid }).to_string(),
+    }
+}
+
+async fn connection(socket: WebSocket, state: ApiState) {
+    let conn = ConnId(state.next_conn.fetch_add(1, Ordering::Relaxed));
+    let conn_session = new_id();
+    let (sink, mut stream) = socket.split();
+    let (reply_tx, reply_rx) = mpsc::unbounded_channel::<String>();
+    let (event_tx, event_rx) = mpsc::channel::<Outgoing>(OUTBOX);
+    if state
+        .manager
+        .send(Msg::Open {
+            conn,
+            outbox: event_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    tokio::spawn(writer(sink, reply_rx, event_rx, state.alive.clone()));
+    tracing::debug!(conn = conn.0, "api connection open");
+    let mut authenticated = state.secret.is_none();
+    while let Some(msg) = stream.next().await {
+        let text = match msg {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Binary(_)) => {
+                let e = ApiError::syntax("binary frames are not supported; send JSON text");
+                let _ = reply_tx.send(reply_frame(&Value::Null, Err(e)));
+                continue;
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(conn = conn.0, "api connection error: {e}");
+                break;
+            }
+        };
+        if text.len() > MAX_FRAME {
+            let tid = serde_json::from_str::<Value>(text.as_str())
+                .ok()
+                .and_then(|v| v.get("tid").cloned())
+                .unwrap_or(Value::Null);
+            let e = ApiError::invalid(format!(
+                "frame of {} bytes exceeds the 1 MiB limit",
+                text.len()
+            ));
+            let _ = reply_tx.send(reply_frame(&tid, Err(e)));
+            continue;
+        }
+        let (tid, request) = match parse_frame(text.as_str()) {
+            Ok(Frame::Ignore) => continue,
+            Ok(Frame::Request { tid, request }) => (tid, request),
+            Err(fe) => {
+                let _ = reply_tx.send(reply_frame(&fe.tid, Err(fe.error)));
+                continue;
+            }
+        };
+        if let Request::Login { password, .. } = &request {
+            let ok = match &state.secret {
+                None => true,
+                Some(s) => password.as_deref() == Some(&**s),
+            };
+            let outcome = if ok {
+                authenticated = true;
+                Ok(json!({ "session_id": conn_session }))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "wrong user or password",
+                ))
+            };
+            let _ = reply_tx.send(reply_frame(&tid, outcome));
+            continue;
+        }
+        if !authenticated {
+            let _ = reply_tx.send(reply_frame(
+                &tid,
+                Err(ApiError::plain(ErrorCode::NotAuthenticated)),
+            ));
+            continue;
+        }
+        let (tx, rx) = oneshot::channel();
+        if state
+            .manager
+            .send(Msg::Request {
+                conn,
+                request,
+                reply: tx,
+            })
+            .await
+            .is_err()
+        {
+            let _ = reply_tx.send(reply_frame(
+                &tid,
+                Err(ApiError::new(ErrorCode::ProcessDown, "server stopping")),
+            ));
+            break;
+        }
+        let replies = reply_tx.clone();
+        tokio::spawn(async move {
+            let outcome = match rx.await {
+                Ok(Reply::Done(outcome)) => outcome,
+                Ok(Reply::Wait(later)) => {
+                    let _ = replies.send(json!({ "ack": tid }).to_string());
+                    later
+                        .await
+                        .unwrap_or_else(|_| Err(ApiError::plain(ErrorCode::SessionStop)))
+                }
+                Err(_) => Err(ApiError::new(ErrorCode::ProcessDown, "server stopping")),
+            };
+            let _ = replies.send(reply_frame(&tid, outcome));
+        });
+    }
+    tracing::debug!(conn = conn.0, "api connection closed");
+    let _ = state.manager.send(Msg::Closed { conn }).await;
+}
+
+/// Owns the socket's sink: writes replies and events (with server tids); when the manager
+/// drops the outbox (shutdown), flushes pending replies and closes the socket.
+async fn writer(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut replies: mpsc::UnboundedReceiver<String>,
+    mut events: mpsc::Receiver<Outgoing>,
+    _alive: mpsc::Sender<()>,
+) {
+    let mut tid = FIRST_EVENT_TID;
+    loop {
+        let text = tokio::select! {
+            r = replies.recv() => match r {
+                Some(t) => t,
+                None => return,
+            },
+            e = events.recv() => match e {
+                Some(Outgoing::Event(data)) => {
+                    tid += 1;
+                    json!({ "class": "core", "cmd": "event", "data": data, "tid": tid }).to_string()
+                }
+                None => {
+                    while let Ok(t) = replies.try_recv() {
+                        let _ = sink.send(Message::Text(t.into())).await;
+                    }
+                    let _ = sink.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+        };
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_echo_the_tid() {
+        let ok: Value =
+            serde_json::from_str(&reply_frame(&json!(7), Ok(json!({"a": 1})))).expect("json");
+        assert_eq!(ok, json!({"result": "ok", "data": {"a": 1}, "tid": 7}));
+        let err = reply_frame(
+            &json!("x"),
+            Err(ApiError::plain(ErrorCode::SessionNotFound)),
+        );
+        let err: Value = serde_json::from_str(&err).expect("json");
+        assert_eq!(err["data"]["code"], json!(100062));
+        assert_eq!(err["tid"], json!("x"));
+    }
+}
