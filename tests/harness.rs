@@ -4,6 +4,8 @@
 //!
 //! Every wait is bounded (socket read timeouts, deadlines); nothing sleeps to synchronise.
 
+pub mod webrtc_peer;
+
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU16, Ordering};

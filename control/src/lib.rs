@@ -16,6 +16,7 @@ pub mod errors;
 pub mod manager;
 pub mod request;
 pub mod sdp;
+pub mod webrtc;
 pub mod ws;
 
 use std::net::SocketAddr;

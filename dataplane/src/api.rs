@@ -8,6 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use crate::record::{
+    RecordSink, RecordSpec, RecordState, Recording, RecordingSnapshot, RecordingStats, Tap,
+};
+
 /// Identifies a leg across the whole data plane. The top 16 bits name the owning worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LegId(pub u64);
@@ -101,8 +105,20 @@ pub struct Remote {
 #[derive(Clone, Debug)]
 pub struct LegSpec {
     pub group: GroupId,
+    /// The kind a plain leg carries (a bundled leg's kinds come from `bundle`).
     pub kind: MediaKind,
     pub remote: Remote,
+    /// SRTP with ICE and DTLS on the slow path (WebRTC); plain RTP when false.
+    pub secure: bool,
+    /// BUNDLE (RFC 8843): which payload types carry which kind. Empty for a plain leg.
+    pub bundle: Vec<(Pt, MediaKind)>,
+}
+
+impl LegSpec {
+    /// A plain RTP leg for one kind of media.
+    pub fn plain(group: GroupId, kind: MediaKind, remote: Remote) -> Self {
+        LegSpec { group, kind, remote, secure: false, bundle: Vec::new() }
+    }
 }
 
 /// What `open_leg` returns: the local ports to announce and the leg's live counters.
@@ -128,7 +144,7 @@ pub struct Rewrite {
 }
 
 /// Commands from control to the worker owning the leg(s). Connected legs must share a group.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Command {
     /// Update where the leg sends (e.g. after `set_answer`). Latching still overrides it.
     SetRemote { leg: LegId, remote: Remote },
@@ -138,6 +154,7 @@ pub enum Command {
     Connect {
         from: LegId,
         to: LegId,
+        kind: MediaKind,
         rewrite: Rewrite,
     },
     /// Stop feeding `to`.
@@ -146,8 +163,29 @@ pub enum Command {
     /// Receivers see contiguous sequence numbers either way.
     SetMute {
         leg: LegId,
+        /// `None`: every kind the leg carries.
+        kind: Option<MediaKind>,
         mute_in: bool,
         mute_out: bool,
+    },
+    /// Keys from the DTLS handshake: the leg starts (un)protecting SRTP.
+    SetSrtp {
+        leg: LegId,
+        keys: Box<crate::srtp::SessionKeys>,
+    },
+    /// Start (`Some`) or stop (`None`) recording one kind of media of the leg: its packets are
+    /// copied into the sink (see [`crate::record`]). Replacing or dropping a sink closes that
+    /// recording, and so does closing the leg.
+    Record {
+        leg: LegId,
+        kind: MediaKind,
+        sink: Option<RecordSink>,
+    },
+    /// Send a slow-path datagram (STUN response, DTLS record) from the leg's RTP socket.
+    Transmit {
+        leg: LegId,
+        to: SocketAddr,
+        data: Vec<u8>,
     },
 }
 
@@ -161,6 +199,12 @@ pub enum Event {
         leg: LegId,
         addr: SocketAddr,
         rtcp: bool,
+    },
+    /// A STUN or DTLS datagram on a secure leg, for the slow path.
+    SlowPath {
+        leg: LegId,
+        from: SocketAddr,
+        data: Vec<u8>,
     },
 }
 
@@ -188,10 +232,14 @@ pub enum DropReason {
     SendFailed,
     /// Larger than the receive buffer: truncated by the kernel.
     Truncated,
+    /// SRTP on a secure leg before its DTLS handshake gave keys.
+    NotSecured,
+    /// SRTP/SRTCP authentication or replay check failed.
+    SrtpAuth,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unclassified,
@@ -203,6 +251,8 @@ impl DropReason {
         DropReason::NoDestination,
         DropReason::SendFailed,
         DropReason::Truncated,
+        DropReason::NotSecured,
+        DropReason::SrtpAuth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -217,6 +267,8 @@ impl DropReason {
             DropReason::NoDestination => "no_destination",
             DropReason::SendFailed => "send_failed",
             DropReason::Truncated => "truncated",
+            DropReason::NotSecured => "not_secured",
+            DropReason::SrtpAuth => "srtp_auth",
         }
     }
 }
@@ -231,6 +283,8 @@ pub struct LegStats {
     pub tx_packets: AtomicU64,
     pub tx_bytes: AtomicU64,
     pub rtcp_tx_packets: AtomicU64,
+    /// STUN and DTLS datagrams handed to the slow path.
+    pub slow_path_packets: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -243,6 +297,7 @@ pub struct StatsSnapshot {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rtcp_tx_packets: u64,
+    pub slow_path_packets: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -266,6 +321,7 @@ impl LegStats {
             tx_packets: l(&self.tx_packets),
             tx_bytes: l(&self.tx_bytes),
             rtcp_tx_packets: l(&self.rtcp_tx_packets),
+            slow_path_packets: l(&self.slow_path_packets),
             drops: std::array::from_fn(|i| l(&self.drops[i])),
         }
     }

@@ -6,6 +6,9 @@ use crate::forwarder::SocketRef;
 
 /// Largest datagram the data plane forwards (receive buffers are sized to match).
 pub const MAX_DATAGRAM: usize = 1500;
+/// Room per transmit slot: a forwarded datagram plus what SRTP protection appends (tag, and
+/// the SRTCP index).
+pub const TX_SLOT: usize = MAX_DATAGRAM + 32;
 
 #[derive(Clone, Copy, Debug)]
 struct Meta {
@@ -25,7 +28,7 @@ pub struct TxBatch {
 impl TxBatch {
     pub fn new(capacity: usize) -> Self {
         TxBatch {
-            buf: vec![0u8; capacity * MAX_DATAGRAM].into_boxed_slice(),
+            buf: vec![0u8; capacity * TX_SLOT].into_boxed_slice(),
             meta: Vec::with_capacity(capacity),
             capacity,
         }
@@ -52,35 +55,36 @@ impl TxBatch {
         self.meta.clear();
     }
 
-    /// Copies `data` into the next slot and lets `edit` rewrite it in place. `false` when full
-    /// or the datagram is too large.
+    /// Copies `data` into the next slot and lets `edit` rewrite it in place: it gets the
+    /// whole slot (`TX_SLOT` bytes, `data` at the start) and the length, and returns the final
+    /// length, or `None` to give the slot back. `false` when full, too large or refused.
     #[inline]
     pub fn push(
         &mut self,
         via: SocketRef,
         dest: SocketAddr,
         data: &[u8],
-        edit: impl FnOnce(&mut [u8]),
+        edit: impl FnOnce(&mut [u8], usize) -> Option<usize>,
     ) -> bool {
         if self.is_full() || data.len() > MAX_DATAGRAM {
             return false;
         }
-        let start = self.meta.len() * MAX_DATAGRAM;
-        let slot = &mut self.buf[start..start + data.len()];
-        slot.copy_from_slice(data);
-        edit(slot);
-        self.meta.push(Meta {
-            via,
-            dest,
-            len: data.len(),
-        });
-        true
+        let start = self.meta.len() * TX_SLOT;
+        let slot = &mut self.buf[start..start + TX_SLOT];
+        slot[..data.len()].copy_from_slice(data);
+        match edit(slot, data.len()) {
+            Some(len) if len <= TX_SLOT => {
+                self.meta.push(Meta { via, dest, len });
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The queued datagrams in order: socket, destination, bytes.
     pub fn iter(&self) -> impl Iterator<Item = (SocketRef, SocketAddr, &[u8])> + '_ {
         self.meta.iter().enumerate().map(|(i, m)| {
-            let start = i * MAX_DATAGRAM;
+            let start = i * TX_SLOT;
             (m.via, m.dest, &self.buf[start..start + m.len])
         })
     }
@@ -88,7 +92,7 @@ impl TxBatch {
     /// Slot `i`'s buffer, for drivers that hand pointers to the kernel.
     pub fn get(&self, i: usize) -> (SocketRef, SocketAddr, &[u8]) {
         let m = self.meta[i];
-        let start = i * MAX_DATAGRAM;
+        let start = i * TX_SLOT;
         (m.via, m.dest, &self.buf[start..start + m.len])
     }
 }
@@ -105,9 +109,12 @@ mod tests {
             rtcp: false,
         };
         let dest = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(b.push(via, dest, b"a", |_| {}));
-        assert!(b.push(via, dest, b"bb", |d| d[0] = b'c'));
-        assert!(!b.push(via, dest, b"c", |_| {}));
+        assert!(b.push(via, dest, b"a", |_, len| Some(len)));
+        assert!(b.push(via, dest, b"bb", |d, len| {
+            d[0] = b'c';
+            Some(len)
+        }));
+        assert!(!b.push(via, dest, b"c", |_, len| Some(len)));
         let got: Vec<_> = b.iter().map(|(_, _, d)| d.to_vec()).collect();
         assert_eq!(got, vec![b"a".to_vec(), b"cb".to_vec()]);
         b.clear();
@@ -122,6 +129,8 @@ mod tests {
             rtcp: false,
         };
         let dest = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(!b.push(via, dest, &[0; MAX_DATAGRAM + 1], |_| {}));
+        assert!(!b.push(via, dest, &[0; MAX_DATAGRAM + 1], |_, len| Some(len)));
+        assert!(!b.push(via, dest, b"x", |_, _| None), "refused by the editor");
+        assert!(b.is_empty());
     }
 }

@@ -16,6 +16,7 @@ pub mod forwarder;
 mod mmsg;
 pub mod packet;
 mod ports;
+pub mod record;
 pub mod srtp;
 mod sys;
 mod uring;
@@ -32,8 +33,10 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::api::{
     Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats,
+    RecordSink, RecordSpec, Recording,
 };
 use crate::ports::PortPool;
+use crate::record::Recorder;
 use crate::sys::EventFd;
 use crate::worker::{WorkerCore, WorkerMsg};
 
@@ -58,6 +61,7 @@ struct Shared {
     backend: Backend,
     next_seq: AtomicU64,
     lost_events: Arc<AtomicU64>,
+    recorder: Recorder,
 }
 
 /// Handle to the running data plane. Cheap to clone; all methods are callable from any thread.
@@ -83,6 +87,7 @@ impl Dataplane {
         }
         let ports = PortPool::new(config.port_lo, config.port_hi)?;
         let backend = choose_backend(config.io)?;
+        let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);
         let lost_events = Arc::new(AtomicU64::new(0));
         let mut workers = Vec::with_capacity(config.workers);
@@ -113,6 +118,7 @@ impl Dataplane {
             backend,
             next_seq: AtomicU64::new(1),
             lost_events,
+            recorder,
         };
         Ok((
             Dataplane {
@@ -145,6 +151,8 @@ impl Dataplane {
             id,
             kind: spec.kind,
             remote: spec.remote,
+            secure: spec.secure,
+            bundle: spec.bundle,
             stats: Arc::clone(&stats),
             rtp,
             rtcp,
@@ -166,7 +174,11 @@ impl Dataplane {
     /// Sends a command to the worker owning the leg(s) it names.
     pub fn send(&self, cmd: Command) -> Result<(), Error> {
         let worker = match &cmd {
-            Command::SetRemote { leg, .. } | Command::SetMute { leg, .. } => leg.worker(),
+            Command::SetRemote { leg, .. }
+            | Command::SetMute { leg, .. }
+            | Command::SetSrtp { leg, .. }
+            | Command::Transmit { leg, .. }
+            | Command::Record { leg, .. } => leg.worker(),
             Command::Disconnect { to } => to.worker(),
             Command::Connect { from, to, .. } => {
                 if from.worker() != to.worker() {
@@ -199,7 +211,13 @@ impl Dataplane {
         posted
     }
 
-    /// Stops every worker and waits for them.
+    /// Creates the file of a new recording (`NAME.mjr.tmp` in `spec.dir`) and returns its sink,
+    /// for `Command::Record`, and its handle. Fails if the file exists or cannot be created.
+    pub fn open_recording(&self, spec: RecordSpec) -> Result<(RecordSink, Recording), Error> {
+        self.shared.recorder.open(spec)
+    }
+
+    /// Stops every worker and waits for them, then finishes every recording.
     pub fn shutdown(&self) {
         for (i, _) in self.shared.workers.iter().enumerate() {
             let _ = self.post(i, WorkerMsg::Shutdown);
@@ -208,6 +226,8 @@ impl Dataplane {
         for t in threads {
             let _ = t.join();
         }
+        // The workers, and the sinks on their legs, are gone: the writer finishes the files.
+        self.shared.recorder.shutdown();
     }
 
     fn post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Error> {

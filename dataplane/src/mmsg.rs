@@ -8,6 +8,7 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
+use std::time::Instant;
 
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
@@ -64,7 +65,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         }
         // Commands first: one posted before these datagrams were sent must apply to them.
         if ready[..n as usize].iter().any(|ev| ev.u64 == WAKE_TOKEN)
-            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes)? == Flow::Shutdown
+            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)? == Flow::Shutdown
         {
             return Ok(());
         }
@@ -77,7 +78,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             for _ in 0..ROUNDS_PER_SOCKET {
                 if core.has_msgs() {
                     sender.flush(&core, &mut tx);
-                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes)? == Flow::Shutdown
+                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)? == Flow::Shutdown
                     {
                         return Ok(());
                     }
@@ -86,6 +87,10 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                     break;
                 };
                 let got = rx.recv(fd);
+                if got > 0 {
+                    // One clock read per batch: the arrival time of recorded packets.
+                    core.fwd.set_now(Instant::now());
+                }
                 for i in 0..got {
                     if tx.remaining() < core.fwd.fanout(at.slot) {
                         sender.flush(&core, &mut tx);
@@ -113,9 +118,10 @@ fn apply_commands(
     core: &mut WorkerCore,
     epfd: RawFd,
     changes: &mut Vec<Change>,
+    tx: &mut TxBatch,
 ) -> io::Result<Flow> {
     core.wake.drain();
-    let flow = core.apply_msgs(changes);
+    let flow = core.apply_msgs(changes, tx);
     for change in changes.drain(..) {
         match change {
             Change::Added { token, fd } => epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?,
@@ -207,7 +213,9 @@ impl RxBatch {
         if n < 0 { 0 } else { n as usize }
     }
 
-    fn get(&self, i: usize) -> (Option<std::net::SocketAddr>, &[u8], bool) {
+    /// Datagram `i` of the last `recv`: source, payload (mutable: SRTP decrypts in place),
+    /// whether the kernel truncated it.
+    fn get(&mut self, i: usize) -> (Option<std::net::SocketAddr>, &mut [u8], bool) {
         let h = &self.hdrs[i];
         let namelen =
             (h.msg_hdr.msg_namelen as usize).min(mem::size_of::<libc::sockaddr_storage>());
@@ -220,7 +228,7 @@ impl RxBatch {
         };
         let len = (h.msg_len as usize).min(MAX_DATAGRAM);
         let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        (read_sockaddr(name), &self.bufs[i][..len], truncated)
+        (read_sockaddr(name), &mut self.bufs[i][..len], truncated)
     }
 }
 

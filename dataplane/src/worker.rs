@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::api::{Command, Event, LegId, LegStats, MediaKind, Remote};
+use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
+use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, SocketRef};
 use crate::sys::EventFd;
 
@@ -19,6 +20,8 @@ pub(crate) enum WorkerMsg {
         id: LegId,
         kind: MediaKind,
         remote: Remote,
+        secure: bool,
+        bundle: Vec<(Pt, MediaKind)>,
         stats: Arc<LegStats>,
         rtp: UdpSocket,
         rtcp: UdpSocket,
@@ -96,19 +99,23 @@ impl WorkerCore {
         !self.msgs.is_empty()
     }
 
-    /// Applies every queued command; socket changes are appended to `changes`.
-    pub(crate) fn apply_msgs(&mut self, changes: &mut Vec<Change>) -> Flow {
+    /// Applies every queued command; socket changes are appended to `changes`, slow-path
+    /// datagrams to `tx`.
+    pub(crate) fn apply_msgs(&mut self, changes: &mut Vec<Change>, tx: &mut TxBatch) -> Flow {
         while let Ok(msg) = self.msgs.try_recv() {
             match msg {
                 WorkerMsg::AddLeg {
                     id,
                     kind,
                     remote,
+                    secure,
+                    bundle,
                     stats,
                     rtp,
                     rtcp,
                 } => {
                     let slot = self.fwd.add_leg(id, kind, remote, stats);
+                    self.fwd.set_transport(slot, secure, &bundle);
                     for (rtcp_flag, socket) in [(false, rtp), (true, rtcp)] {
                         let token = SocketRef {
                             slot,
@@ -148,7 +155,7 @@ impl WorkerCore {
                     }
                 }
                 WorkerMsg::Cmd(cmd) => {
-                    if let Err(e) = self.fwd.handle_command(cmd) {
+                    if let Err(e) = self.fwd.handle_command(cmd, tx) {
                         tracing::debug!(worker = self.index, "command ignored: {e}");
                     }
                 }

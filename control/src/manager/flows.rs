@@ -183,6 +183,7 @@ impl Manager {
             let cmd = Command::Connect {
                 from: l.info.id,
                 to: l.info.id,
+                kind: l.kind,
                 rewrite: Rewrite::default(),
             };
             if let Err(e) = self.send(cmd) {
@@ -406,6 +407,7 @@ impl Manager {
             commands.push(Command::Connect {
                 from: ml.info.id,
                 to: sl.info.id,
+                kind: ml.kind,
                 rewrite: Rewrite {
                     pt_map: fwd,
                     ssrc: None,
@@ -414,6 +416,7 @@ impl Manager {
             commands.push(Command::Connect {
                 from: sl.info.id,
                 to: ml.info.id,
+                kind: ml.kind,
                 rewrite: Rewrite {
                     pt_map: back,
                     ssrc: None,

@@ -309,6 +309,10 @@ impl Manager {
 
     fn dataplane_event(&mut self, ev: Event) {
         match ev {
+            // Only secure (WebRTC) legs produce these; none are opened yet.
+            Event::SlowPath { leg, .. } => {
+                tracing::debug!(?leg, "slow-path datagram on a leg without WebRTC transport");
+            }
             Event::MediaUp { leg, kind } => {
                 if let Some(id) = self.leg_owner.get(&leg).cloned() {
                     self.emit_session(
@@ -360,11 +364,7 @@ impl Manager {
     ) -> Result<Vec<LegInfo>, ApiError> {
         let mut opened = Vec::with_capacity(specs.len());
         for (kind, remote) in specs {
-            match self.dp.open_leg(LegSpec {
-                group,
-                kind: *kind,
-                remote: *remote,
-            }) {
+            match self.dp.open_leg(LegSpec::plain(group, *kind, *remote)) {
                 Ok(info) => opened.push(info),
                 Err(e) => {
                     for info in &opened {
@@ -407,6 +407,7 @@ impl Manager {
             let muted = s.media.muted(leg.kind);
             let cmd = Command::SetMute {
                 leg: leg.info.id,
+                kind: Some(leg.kind),
                 mute_in: muted && !listener,
                 mute_out: muted && listener,
             };

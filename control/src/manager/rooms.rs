@@ -305,6 +305,7 @@ impl Manager {
             if let Err(e) = self.send(Command::Connect {
                 from: pl.info.id,
                 to: ll.info.id,
+                kind: ll.kind,
                 rewrite,
             }) {
                 self.abandon_legs(&legs);
@@ -359,6 +360,7 @@ impl Manager {
                     Command::Connect {
                         from: pl.info.id,
                         to: ll.info.id,
+                        kind: ll.kind,
                         rewrite: Rewrite {
                             pt_map,
                             ssrc: ll.ssrc.map(Ssrc),

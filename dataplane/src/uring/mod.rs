@@ -18,6 +18,7 @@ use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
@@ -279,6 +280,20 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`, which the kernel filled and handed to us.
     #[inline]
+    /// Buffer `bid` as the kernel filled it, for in-place edits before it is provided again.
+    fn buf_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
+        if bid >= self.count {
+            return &mut [];
+        }
+        // SAFETY: as in `buf`; `&mut self` makes this the only view of the buffer.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.add(self.ring_len + usize::from(bid) * self.size),
+                len.min(self.size),
+            )
+        }
+    }
+
     fn buf(&self, bid: u16, len: usize) -> &[u8] {
         if bid >= self.count {
             return &[];
@@ -359,6 +374,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     loop {
         d.submit_and_wait(usize::from(d.cqes.is_empty()))?;
         d.reap();
+        // One clock read per batch: the arrival time of recorded packets.
+        core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
         for _ in 0..d.cqes.len() {
             let Some(cqe) = d.cqes.pop_front() else { break };
@@ -391,7 +408,7 @@ fn apply_commands(
     changes: &mut Vec<Change>,
 ) -> io::Result<Flow> {
     core.wake.drain();
-    let flow = core.apply_msgs(changes);
+    let flow = core.apply_msgs(changes, &mut d.tx);
     for change in changes.drain(..) {
         d.apply(change)?;
     }
@@ -590,21 +607,26 @@ impl Driver {
                     self.flush(core)?;
                 }
                 let data = self.bufs.buf(bid, res as usize);
-                match types::RecvMsgOut::parse(data, &self.recv_hdr) {
-                    Ok(out)
-                        if out.is_payload_truncated()
-                            || out.payload_data().len() > MAX_DATAGRAM =>
-                    {
-                        core.fwd.count_drop(at.slot, DropReason::Truncated);
+                let base = data.as_ptr() as usize;
+                // Where the payload sits in the buffer, so it can be borrowed mutably (SRTP
+                // decrypts in place).
+                let parsed = types::RecvMsgOut::parse(data, &self.recv_hdr).map(|out| {
+                    let payload = out.payload_data();
+                    let truncated =
+                        out.is_payload_truncated() || payload.len() > MAX_DATAGRAM;
+                    let src = read_sockaddr(out.name_data());
+                    (payload.as_ptr() as usize - base, payload.len(), truncated, src)
+                });
+                match parsed {
+                    Ok((_, _, true, _)) => core.fwd.count_drop(at.slot, DropReason::Truncated),
+                    Ok((offset, len, false, Some(src))) => {
+                        let buf = self.bufs.buf_mut(bid, res as usize);
+                        let payload = &mut buf[offset..offset + len];
+                        core.fwd.handle_datagram(at, src, payload, &mut self.tx)
                     }
-                    Ok(out) => match read_sockaddr(out.name_data()) {
-                        Some(src) => {
-                            core.fwd
-                                .handle_datagram(at, src, out.payload_data(), &mut self.tx)
-                        }
-                        None => core.fwd.count_drop(at.slot, DropReason::Malformed),
-                    },
-                    Err(()) => core.fwd.count_drop(at.slot, DropReason::Malformed),
+                    Ok((_, _, false, None)) | Err(()) => {
+                        core.fwd.count_drop(at.slot, DropReason::Malformed)
+                    }
                 }
                 self.socks[token].failures = 0;
             }

@@ -34,11 +34,7 @@ fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<
 }
 
 fn open(dp: &Dataplane, remote: Remote) -> LegInfo {
-    dp.open_leg(LegSpec {
-        group: GROUP,
-        kind: MediaKind::Audio,
-        remote,
-    })
+    dp.open_leg(LegSpec::plain(GROUP, MediaKind::Audio, remote))
     .expect("a free port pair")
 }
 
@@ -52,7 +48,7 @@ fn barrier(dp: &Dataplane) {
 fn echo(dp: &Dataplane, leg: &LegInfo) {
     dp.send(Command::Connect {
         from: leg.id,
-        to: leg.id,
+        to: leg.id, kind: MediaKind::Audio,
         rewrite: Rewrite::default(),
     })
     .expect("worker runs");
@@ -185,7 +181,7 @@ fn closed_leg_port_is_free_for_the_next_leg() {
 fn echo_without_barrier(dp: &Dataplane, leg: &LegInfo, peer: &UdpSocket, seq: u16) {
     dp.send(Command::Connect {
         from: leg.id,
-        to: leg.id,
+        to: leg.id, kind: MediaKind::Audio,
         rewrite: Rewrite::default(),
     })
     .expect("worker runs");
@@ -215,7 +211,7 @@ fn fanout_delivers_to_both_listeners_with_their_ssrc() {
         };
         dp.send(Command::Connect {
             from: source.id,
-            to: leg.id,
+            to: leg.id, kind: MediaKind::Audio,
             rewrite,
         })
         .expect("worker runs");

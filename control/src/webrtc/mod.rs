@@ -1,0 +1,10 @@
+//! WebRTC transport building blocks for the control plane's slow path, all sans-IO:
+//! STUN ([`stun`]), an ICE-lite agent ([`ice`]), the DTLS certificate ([`cert`]), DTLS-SRTP
+//! handshakes over `dimpl` ([`dtls`]) and WebRTC SDP on top of [`crate::sdp`] ([`sdp`]).
+//!
+//! Nothing here opens a socket, reads a clock or spawns a task: every state machine takes
+//! `now` and bytes (`handle_*`), hands back datagrams and events (`poll_*`) and says when it
+//! wants to be woken (`poll_timeout`). A driver owns the sockets and the timers.
+
+pub mod ice;
+pub mod stun;

@@ -1,0 +1,541 @@
+//! The sans-IO forwarding core of one worker: its legs, their routes, and per-packet decisions.
+//!
+//! A driver (mmsg or io_uring) feeds it datagrams with [`Forwarder::handle_datagram`] and sends
+//! what it leaves in the caller-owned [`TxBatch`]. Nothing here touches a socket or a clock, and
+//! nothing allocates per packet: legs and routes change only through commands between batches.
+//!
+//! A leg is one transport (a UDP port pair). A plain leg carries one kind of media; a bundled
+//! WebRTC leg (RFC 8843) carries audio and video, told apart by payload type. Routes are per
+//! *stream* — (leg, kind) — so a bundled leg can feed two plain legs and the other way round.
+//! A *secure* leg speaks SRTP: RTP is dropped until keys arrive (`SetSrtp`), then unprotected
+//! on the way in and protected per destination on the way out; STUN and DTLS go to the slow
+//! path (`Event::SlowPath`) and come back as `Command::Transmit`.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Remote, bump};
+use crate::batch::TxBatch;
+use crate::egress::{Egress, Verdict};
+use crate::packet::{Class, RtpHeader, classify};
+use crate::record::{RecordSink, Tap};
+use crate::srtp::{SrtpContext, SrtpError};
+
+/// Index of a leg in the worker's table; the driver maps sockets to `(Slot, is_rtcp_socket)`.
+pub type Slot = u32;
+
+/// A socket owned by a driver: the leg's slot and whether it is the RTCP (port + 1) socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketRef {
+    pub slot: Slot,
+    pub rtcp: bool,
+}
+
+impl SocketRef {
+    /// Dense token for driver tables: `slot * 2 + rtcp`.
+    pub fn token(self) -> usize {
+        self.slot as usize * 2 + usize::from(self.rtcp)
+    }
+
+    pub fn from_token(token: usize) -> Self {
+        SocketRef {
+            slot: (token / 2) as Slot,
+            rtcp: token % 2 == 1,
+        }
+    }
+}
+
+/// Sentinel in a leg's payload-type → kind table.
+const NO_KIND: u8 = 0xff;
+
+fn kind_index(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    }
+}
+
+fn kind_of_index(i: usize) -> MediaKind {
+    if i == 0 {
+        MediaKind::Audio
+    } else {
+        MediaKind::Video
+    }
+}
+
+/// One kind of media through a leg: where the peer's packets go, and how what comes in from
+/// elsewhere is rewritten before it reaches the peer.
+#[derive(Debug)]
+struct Stream {
+    /// Legs fed by this stream of this leg's peer.
+    outputs: Vec<Slot>,
+    /// This stream's feed.
+    source: Option<Slot>,
+    egress: Egress,
+    media_up: bool,
+    mute_in: bool,
+    mute_out: bool,
+    /// Recording of this stream (`Command::Record`): what the peer sends, or what it is sent.
+    record: Option<RecordSink>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream {
+            outputs: Vec::new(),
+            source: None,
+            egress: Egress::new(&Default::default(), 0),
+            media_up: false,
+            mute_in: false,
+            mute_out: false,
+            record: None,
+        }
+    }
+}
+
+/// SRTP state of a secure leg: one context per direction.
+struct Srtp {
+    rx: SrtpContext,
+    tx: SrtpContext,
+}
+
+impl std::fmt::Debug for Srtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Srtp").field("profile", &self.rx.profile()).finish()
+    }
+}
+
+#[derive(Debug)]
+struct Leg {
+    id: LegId,
+    /// `pt_kind[pt]` = index of the stream this payload type belongs to, or `NO_KIND`.
+    pt_kind: [u8; 128],
+    remote: Remote,
+    /// Where the peer's packets actually come from (symmetric RTP), once seen.
+    latched_rtp: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
+    streams: [Stream; 2],
+    /// Speaks SRTP with ICE/DTLS on the slow path.
+    secure: bool,
+    srtp: Option<Box<Srtp>>,
+    stats: Arc<LegStats>,
+}
+
+impl Leg {
+    fn rtp_dest(&self) -> Option<SocketAddr> {
+        self.latched_rtp.or(self.remote.rtp)
+    }
+
+    /// RTCP goes to the RTP socket when muxed (RFC 5761), else to the RTCP socket.
+    fn rtcp_dest(&self) -> Option<(bool, SocketAddr)> {
+        if self.remote.rtcp_mux {
+            self.rtp_dest().map(|a| (false, a))
+        } else {
+            self.latched_rtcp.or(self.remote.rtcp).map(|a| (true, a))
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Forwarder {
+    legs: Vec<Option<Leg>>,
+    free: Vec<Slot>,
+    by_id: HashMap<LegId, Slot>,
+    events: Vec<Event>,
+    /// The driver's clock, set once per batch: arrival time of recorded packets.
+    now: Option<Instant>,
+}
+
+impl Forwarder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a plain leg carrying one kind of media (every payload type belongs to it).
+    pub fn add_leg(
+        &mut self,
+        id: LegId,
+        kind: MediaKind,
+        remote: Remote,
+        stats: Arc<LegStats>,
+    ) -> Slot {
+        let leg = Leg {
+            id,
+            pt_kind: [kind_index(kind) as u8; 128],
+            remote,
+            latched_rtp: None,
+            latched_rtcp: None,
+            streams: [Stream::new(), Stream::new()],
+            secure: false,
+            srtp: None,
+            stats,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.legs[slot as usize] = Some(leg);
+                slot
+            }
+            None => {
+                self.legs.push(Some(leg));
+                (self.legs.len() - 1) as Slot
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    /// Makes a leg bundled (payload types name the kind; others are dropped as `UnknownPt`)
+    /// and/or secure (SRTP, with STUN and DTLS handed to the slow path).
+    pub fn set_transport(&mut self, slot: Slot, secure: bool, bundle: &[(crate::api::Pt, MediaKind)]) {
+        if let Some(leg) = self.leg_mut(slot) {
+            leg.secure = secure;
+            if !bundle.is_empty() {
+                leg.pt_kind = [NO_KIND; 128];
+                for &(pt, kind) in bundle {
+                    leg.pt_kind[usize::from(pt.0 & 0x7f)] = kind_index(kind) as u8;
+                }
+            }
+        }
+    }
+
+    /// Removes a leg and every route into or out of it. Returns its slot for the driver.
+    pub fn remove_leg(&mut self, id: LegId) -> Option<Slot> {
+        let slot = self.by_id.remove(&id)?;
+        self.disconnect(slot);
+        let leg = self.legs[slot as usize].take()?;
+        for (k, stream) in leg.streams.iter().enumerate() {
+            for &out in &stream.outputs {
+                if let Some(dst) = self.leg_mut(out) {
+                    dst.streams[k].source = None;
+                }
+            }
+        }
+        self.free.push(slot);
+        Some(slot)
+    }
+
+    /// The time of the batch about to be handled (drivers call this; nothing here reads a clock).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = Some(now);
+    }
+
+    pub fn slot(&self, id: LegId) -> Option<Slot> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub fn leg_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn handle_command(&mut self, cmd: Command, tx: &mut TxBatch) -> Result<(), crate::api::Error> {
+        use crate::api::Error::UnknownLeg;
+        let slot_of = |fwd: &Self, id: LegId| fwd.slot(id).ok_or(UnknownLeg(id));
+        match cmd {
+            Command::SetRemote { leg, remote } => {
+                let slot = slot_of(self, leg)?;
+                let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
+                l.remote = remote;
+                // A new answer or a new ICE pair replaces what was latched before.
+                l.latched_rtp = None;
+                l.latched_rtcp = None;
+            }
+            Command::Connect { from, to, kind, rewrite } => {
+                let src = slot_of(self, from)?;
+                let dst = slot_of(self, to)?;
+                let k = kind_index(kind);
+                self.disconnect_stream(dst, k);
+                let clock_rate = match kind {
+                    MediaKind::Video => 90_000,
+                    MediaKind::Audio => 48_000,
+                };
+                if let Some(d) = self.leg_mut(dst) {
+                    d.streams[k].source = Some(src);
+                    d.streams[k].egress.reconfigure(&rewrite, clock_rate);
+                }
+                if let Some(s) = self.leg_mut(src) {
+                    s.streams[k].outputs.push(dst);
+                }
+            }
+            Command::Disconnect { to } => {
+                let dst = slot_of(self, to)?;
+                self.disconnect(dst);
+            }
+            Command::SetMute { leg, kind, mute_in, mute_out } => {
+                let slot = slot_of(self, leg)?;
+                let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
+                for (k, stream) in l.streams.iter_mut().enumerate() {
+                    if kind.is_none_or(|kind| kind_index(kind) == k) {
+                        stream.mute_in = mute_in;
+                        stream.mute_out = mute_out;
+                    }
+                }
+            }
+            Command::SetSrtp { leg, keys } => {
+                let slot = slot_of(self, leg)?;
+                let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
+                match (SrtpContext::new(&keys.remote), SrtpContext::new(&keys.local)) {
+                    (Ok(rx), Ok(tx)) => l.srtp = Some(Box::new(Srtp { rx, tx })),
+                    _ => tracing::warn!(?leg, "SRTP keys refused"),
+                }
+            }
+            Command::Record { leg, kind, sink } => {
+                let slot = slot_of(self, leg)?;
+                let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
+                // Dropping the previous sink closes its recording.
+                l.streams[kind_index(kind)].record = sink;
+            }
+            Command::Transmit { leg, to, data } => {
+                let slot = slot_of(self, leg)?;
+                let via = SocketRef { slot, rtcp: false };
+                if !tx.push(via, to, &data, |_, len| Some(len)) {
+                    self.count_drop(slot, DropReason::SendFailed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How many datagrams one packet on `slot` can turn into (drivers keep that much room).
+    pub fn fanout(&self, slot: Slot) -> usize {
+        self.legs
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.streams.iter().map(|s| s.outputs.len()).max().unwrap_or(0))
+            .max(1)
+    }
+
+    /// Books a drop the driver saw (truncation, a send the kernel refused).
+    pub fn count_drop(&self, slot: Slot, reason: DropReason) {
+        if let Some(leg) = self.legs.get(slot as usize).and_then(Option::as_ref) {
+            leg.stats.count_drop(reason);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    fn disconnect(&mut self, dst: Slot) {
+        for k in 0..2 {
+            self.disconnect_stream(dst, k);
+        }
+    }
+
+    fn disconnect_stream(&mut self, dst: Slot, k: usize) {
+        let Some(src) = self.leg_mut(dst).and_then(|d| d.streams[k].source.take()) else {
+            return;
+        };
+        if let Some(s) = self.leg_mut(src) {
+            s.streams[k].outputs.retain(|&o| o != dst);
+        }
+    }
+
+    fn leg_mut(&mut self, slot: Slot) -> Option<&mut Leg> {
+        self.legs.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    /// One received datagram: classify, (unprotect), latch, then forward into `tx` or count a
+    /// drop. `data` is the receive buffer: SRTP is decrypted in place.
+    pub fn handle_datagram(
+        &mut self,
+        at: SocketRef,
+        src: SocketAddr,
+        data: &mut [u8],
+        tx: &mut TxBatch,
+    ) {
+        let Some(leg) = self.legs.get_mut(at.slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let class = classify(data);
+        let drop = match class {
+            Class::Rtp if !at.rtcp => None,
+            Class::Rtcp => None,
+            Class::Stun | Class::Dtls if leg.secure => {
+                // The slow path (ICE-lite, DTLS) lives in control; a copy is fine off the
+                // forwarding path.
+                bump(&leg.stats.slow_path_packets, 1);
+                self.events.push(Event::SlowPath { leg: leg.id, from: src, data: data.to_vec() });
+                return;
+            }
+            Class::Stun => Some(DropReason::Stun),
+            Class::Dtls => Some(DropReason::Dtls),
+            Class::Unknown => Some(DropReason::Unclassified),
+            Class::Rtp | Class::Malformed => Some(DropReason::Malformed),
+        };
+        if let Some(reason) = drop {
+            leg.stats.count_drop(reason);
+            return;
+        }
+        if class == Class::Rtcp {
+            bump(&leg.stats.rtcp_rx_packets, 1);
+            if leg.secure {
+                // SRTCP is authenticated and terminated here until RTCP translation exists.
+                let reason = match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtcp(data)) {
+                    None => DropReason::NotSecured,
+                    Some(Ok(_)) => return,
+                    Some(Err(_)) => DropReason::SrtpAuth,
+                };
+                leg.stats.count_drop(reason);
+                return;
+            }
+            if at.rtcp && leg.latched_rtcp != Some(src) {
+                leg.latched_rtcp = Some(src);
+                self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: true });
+            }
+            self.forward_rtcp(at.slot, data, tx);
+            return;
+        }
+        let len = if leg.secure {
+            match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtp(data)) {
+                Some(Ok(len)) => len,
+                Some(Err(SrtpError::Replayed)) | Some(Err(_)) => {
+                    leg.stats.count_drop(DropReason::SrtpAuth);
+                    return;
+                }
+                None => {
+                    leg.stats.count_drop(DropReason::NotSecured);
+                    return;
+                }
+            }
+        } else {
+            data.len()
+        };
+        let data = &data[..len];
+        let Some(header) = RtpHeader::read(data) else {
+            leg.stats.count_drop(DropReason::Malformed);
+            return;
+        };
+        let k = match leg.pt_kind[usize::from(header.pt)] {
+            NO_KIND => {
+                leg.stats.count_drop(DropReason::UnknownPt);
+                return;
+            }
+            k => usize::from(k),
+        };
+        bump(&leg.stats.rx_packets, 1);
+        bump(&leg.stats.rx_bytes, data.len() as u64);
+        if leg.latched_rtp != Some(src) {
+            // Symmetric RTP: answer where the peer really is (NAT), not where its SDP said.
+            // On a secure leg only authenticated packets get here.
+            leg.latched_rtp = Some(src);
+            self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: false });
+        }
+        let stream = &mut leg.streams[k];
+        if !stream.media_up {
+            stream.media_up = true;
+            self.events.push(Event::MediaUp { leg: leg.id, kind: kind_of_index(k) });
+        }
+        // Recording tap (what the peer sends, as Janus records it: not while muted).
+        if let Some(sink) = &stream.record
+            && sink.tap() == Tap::Received
+            && !stream.mute_in
+            && sink.accepts(header.pt)
+        {
+            sink.push(self.now, data);
+        }
+        if stream.outputs.is_empty() {
+            leg.stats.count_drop(DropReason::NoRoute);
+            return;
+        }
+        let mute_in = stream.mute_in;
+        // Drops are tallied locally and booked on the source leg after the loop.
+        let mut drops = [0u64; DropReason::COUNT];
+        // Index loop: `outputs` does not change while forwarding, and each destination is a
+        // different table entry than the one borrowed above (or the same, for echo).
+        let n_outputs = stream.outputs.len();
+        let now = self.now;
+        for i in 0..n_outputs {
+            let out = self.legs[at.slot as usize]
+                .as_ref()
+                .map_or(Slot::MAX, |l| l.streams[k].outputs[i]);
+            let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let dest = dst.rtp_dest();
+            let keyless = dst.secure && dst.srtp.is_none();
+            let dst_stream = &mut dst.streams[k];
+            if mute_in || dst_stream.mute_out {
+                dst_stream.egress.skip(&header);
+                drops[DropReason::Muted as usize] += 1;
+                continue;
+            }
+            let Some(dest) = dest else {
+                drops[DropReason::NoDestination as usize] += 1;
+                continue;
+            };
+            if keyless {
+                drops[DropReason::NotSecured as usize] += 1;
+                continue;
+            }
+            let rewritten = match dst_stream.egress.forward(&header) {
+                Verdict::Send(h) => h,
+                Verdict::UnknownPt => {
+                    drops[DropReason::UnknownPt as usize] += 1;
+                    continue;
+                }
+            };
+            let via = SocketRef { slot: out, rtcp: false };
+            let srtp = &mut dst.srtp;
+            let sent = tx.push(via, dest, data, |buf, len| {
+                rewritten.write(buf);
+                match srtp {
+                    Some(s) => s.tx.protect_rtp(buf, len).ok(),
+                    None => Some(len),
+                }
+            });
+            if sent {
+                bump(&dst.stats.tx_packets, 1);
+                bump(&dst.stats.tx_bytes, data.len() as u64);
+                // Recording tap of a listener: the packet as sent, before SRTP.
+                if let Some(sink) = &dst_stream.record
+                    && sink.tap() == Tap::Sent
+                    && sink.accepts(rewritten.pt)
+                {
+                    sink.push_with(now, data, |buf| rewritten.write(buf));
+                }
+            } else {
+                drops[DropReason::SendFailed as usize] += 1;
+            }
+        }
+        if drops.iter().any(|&n| n != 0)
+            && let Some(leg) = self.leg_mut(at.slot)
+        {
+            for (counter, n) in leg.stats.drops.iter().zip(drops) {
+                bump(counter, n);
+            }
+        }
+    }
+
+    /// RTCP between plain legs of a proxy or echo passes through; towards rewritten streams
+    /// (listeners) and secure legs it is terminated here until RTCP translation exists.
+    fn forward_rtcp(&mut self, slot: Slot, data: &[u8], tx: &mut TxBatch) {
+        for k in 0..2 {
+            let n = self.legs[slot as usize]
+                .as_ref()
+                .map_or(0, |l| l.streams[k].outputs.len());
+            for i in 0..n {
+                let out = self.legs[slot as usize]
+                    .as_ref()
+                    .map_or(Slot::MAX, |l| l.streams[k].outputs[i]);
+                let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if dst.secure || dst.streams[k].egress.rewrites_ssrc() {
+                    continue;
+                }
+                let Some((rtcp_socket, dest)) = dst.rtcp_dest() else {
+                    continue;
+                };
+                let via = SocketRef { slot: out, rtcp: rtcp_socket };
+                if tx.push(via, dest, data, |_, len| Some(len)) {
+                    bump(&dst.stats.rtcp_tx_packets, 1);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Forwarding decisions without sockets: legs, routes, rewriting, drops.
+use super::*;
+use crate::api::{Pt, Rewrite, Ssrc};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn rtp(pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    RtpHeader {
+        pt,
+        seq,
+        ts: u32::from(seq) * 160,
+        ssrc,
+    }
+    .write(&mut p);
+    p.extend_from_slice(b"payload");
+    p
+}
+
+struct Pair {
+    fwd: Forwarder,
+    tx: TxBatch,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Pair {
+            fwd: Forwarder::new(),
+            tx: TxBatch::new(64),
+        }
+    }
+
+    fn leg(&mut self, n: u64, kind: MediaKind, remote_port: u16) -> (LegId, Slot) {
+        let id = LegId::new(0, n);
+        let remote = Remote {
+            rtp: Some(addr(remote_port)),
+            rtcp: Some(addr(remote_port + 1)),
+            rtcp_mux: false,
+        };
+        (id, self.fwd.add_leg(id, kind, remote, Arc::default()))
+    }
+
+    fn handle(&mut self, cmd: Command) -> Result<(), crate::api::Error> {
+        self.fwd.handle_command(cmd, &mut self.tx)
+    }
+
+    fn recv(
+        &mut self,
+        slot: Slot,
+        from: u16,
+        data: &[u8],
+    ) -> Vec<(SocketRef, SocketAddr, Vec<u8>)> {
+        self.tx.clear();
+        self.fwd.handle_datagram(
+            SocketRef { slot, rtcp: false },
+            addr(from),
+            &mut data.to_vec(),
+            &mut self.tx,
+        );
+        self.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect()
+    }
+
+    fn stats(&self, slot: Slot) -> crate::api::StatsSnapshot {
+        self.fwd.legs[slot as usize]
+            .as_ref()
+            .unwrap()
+            .stats
+            .snapshot()
+    }
+}
+
+#[test]
+fn echo_returns_payload_to_latched_source() {
+    let mut p = Pair::new();
+    let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
+    p.handle(Command::Connect {
+            from: a,
+            to: a, kind: MediaKind::Audio,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+    let pkt = rtp(0, 1, 9);
+    let out = p.recv(sa, 5555, &pkt);
+    assert_eq!(
+        out,
+        vec![(
+            SocketRef {
+                slot: sa,
+                rtcp: false
+            },
+            addr(5555),
+            pkt
+        )]
+    );
+    assert!(p.fwd.poll_event().is_some());
+}
+
+#[test]
+fn fanout_reaches_every_listener_with_own_ssrc() {
+    let mut p = Pair::new();
+    let (publ, sp) = p.leg(1, MediaKind::Video, 4000);
+    let mut slots = vec![];
+    for i in 0..3 {
+        let (l, sl) = p.leg(10 + i, MediaKind::Video, 5000 + 10 * i as u16);
+        let rewrite = Rewrite {
+            pt_map: vec![(Pt(96), Pt(100))],
+            ssrc: Some(Ssrc(1000 + i as u32)),
+        };
+        p.handle(Command::Connect {
+                from: publ,
+                to: l, kind: MediaKind::Video,
+                rewrite,
+            })
+            .unwrap();
+        slots.push(sl);
+    }
+    let out = p.recv(sp, 4000, &rtp(96, 7, 1));
+    assert_eq!(out.len(), 3);
+    for (i, (via, dest, data)) in out.iter().enumerate() {
+        assert_eq!(via.slot, slots[i]);
+        assert_eq!(*dest, addr(5000 + 10 * i as u16));
+        let h = RtpHeader::read(data).unwrap();
+        assert_eq!((h.pt, h.ssrc, h.seq), (100, 1000 + i as u32, 7));
+        assert_eq!(&data[12..], b"payload");
+    }
+}
+
+#[test]
+fn garbage_is_a_counted_drop() {
+    let mut p = Pair::new();
+    let (_, s) = p.leg(1, MediaKind::Audio, 4000);
+    for junk in [
+        &[][..],
+        &[0xff; 40],
+        &[0x80, 0],
+        &[0, 1, 0, 0],
+        &[23; 30],
+        &[0x40; 20],
+    ] {
+        assert!(p.recv(s, 1, junk).is_empty());
+    }
+    let st = p.stats(s);
+    assert_eq!(st.drops_total(), 6);
+    assert_eq!(st.drop_count(DropReason::Unclassified), 2);
+    assert_eq!(st.drop_count(DropReason::Malformed), 2);
+    assert_eq!(st.rx_packets, 0);
+}
+
+#[test]
+fn mute_in_drops_without_gap_and_counts() {
+    let mut p = Pair::new();
+    let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
+    let (b, _) = p.leg(2, MediaKind::Audio, 6000);
+    p.handle(Command::Connect {
+            from: a,
+            to: b, kind: MediaKind::Audio,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+    let mut seqs = vec![];
+    for seq in 0..30u16 {
+        let mute = (10..20).contains(&seq);
+        p.handle(Command::SetMute {
+                leg: a,
+                kind: None,
+                mute_in: mute,
+                mute_out: false,
+            })
+            .unwrap();
+        for (_, _, d) in p.recv(sa, 4000, &rtp(0, seq, 5)) {
+            seqs.push(RtpHeader::read(&d).unwrap().seq);
+        }
+    }
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+    assert_eq!(p.stats(sa).drop_count(DropReason::Muted), 10);
+}
+
+#[test]
+fn removed_leg_leaves_no_dangling_route() {
+    let mut p = Pair::new();
+    let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
+    let (b, _) = p.leg(2, MediaKind::Audio, 6000);
+    p.handle(Command::Connect {
+            from: a,
+            to: b, kind: MediaKind::Audio,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+    p.fwd.remove_leg(b).unwrap();
+    assert!(p.recv(sa, 4000, &rtp(0, 1, 1)).is_empty());
+    assert_eq!(p.stats(sa).drop_count(DropReason::NoRoute), 1);
+    let (_, sc) = p.leg(3, MediaKind::Audio, 7000);
+    assert_eq!(sc, 1, "slot is reused");
+}
+
+#[test]
+fn rtcp_passes_between_proxy_legs_but_not_to_listeners() {
+    let mut p = Pair::new();
+    let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
+    let (b, sb) = p.leg(2, MediaKind::Audio, 6000);
+    let (c, _) = p.leg(3, MediaKind::Audio, 8000);
+    p.handle(Command::Connect {
+            from: a,
+            to: b, kind: MediaKind::Audio,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+    p.tx.clear();
+    p.fwd.handle_datagram(
+        SocketRef {
+            slot: sa,
+            rtcp: true,
+        },
+        addr(4001),
+        &mut rr.clone(),
+        &mut p.tx,
+    );
+    let out: Vec<_> = p.tx.iter().map(|(s, a, _)| (s, a)).collect();
+    assert_eq!(
+        out,
+        vec![(
+            SocketRef {
+                slot: sb,
+                rtcp: true
+            },
+            addr(6001)
+        )]
+    );
+    let rewrite = Rewrite {
+        pt_map: vec![],
+        ssrc: Some(Ssrc(5)),
+    };
+    p.handle(Command::Connect {
+            from: a,
+            to: c, kind: MediaKind::Audio,
+            rewrite,
+        })
+        .unwrap();
+    p.handle(Command::Disconnect { to: b }).unwrap();
+    p.tx.clear();
+    p.fwd.handle_datagram(
+        SocketRef {
+            slot: sa,
+            rtcp: true,
+        },
+        addr(4001),
+        &mut rr.clone(),
+        &mut p.tx,
+    );
+    assert_eq!(p.tx.len(), 0);
+}
+
+
+mod secure {
+    use super::*;
+    use crate::srtp::{Profile, SessionKeys, SrtpContext};
+
+    fn keys() -> SessionKeys {
+        let len = SessionKeys::keying_material_len(Profile::AeadAes128Gcm);
+        let material: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(7)).collect();
+        SessionKeys::from_keying_material(Profile::AeadAes128Gcm, &material, false).unwrap()
+    }
+
+    /// A bundled WebRTC-style leg: opus 111 and VP8 96 on one transport, echoing both.
+    fn bundled_echo(p: &mut Pair) -> (LegId, Slot) {
+        let (id, slot) = p.leg(1, MediaKind::Audio, 4000);
+        p.fwd.set_transport(
+            slot,
+            true,
+            &[(Pt(111), MediaKind::Audio), (Pt(96), MediaKind::Video)],
+        );
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            p.handle(Command::Connect { from: id, to: id, kind, rewrite: Rewrite::default() })
+                .unwrap();
+        }
+        (id, slot)
+    }
+
+    #[test]
+    fn secure_leg_sends_stun_and_dtls_to_the_slow_path() {
+        let mut p = Pair::new();
+        let (id, slot) = bundled_echo(&mut p);
+        let stun = [0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        assert!(p.recv(slot, 5000, &stun).is_empty());
+        assert!(p.recv(slot, 5000, &[22, 254, 253, 0, 0]).is_empty());
+        let mut seen = vec![];
+        while let Some(ev) = p.fwd.poll_event() {
+            if let Event::SlowPath { leg, from, data } = ev {
+                assert_eq!((leg, from), (id, addr(5000)));
+                seen.push(data);
+            }
+        }
+        assert_eq!(seen.len(), 2);
+        assert_eq!(p.stats(slot).slow_path_packets, 2);
+        // And the answer goes out through the leg's socket.
+        p.tx.clear();
+        p.handle(Command::Transmit { leg: id, to: addr(5000), data: b"response".to_vec() }).unwrap();
+        let out: Vec<_> = p.tx.iter().map(|(s, a, d)| (s.slot, a, d.to_vec())).collect();
+        assert_eq!(out, vec![(slot, addr(5000), b"response".to_vec())]);
+    }
+
+    #[test]
+    fn rtp_before_keys_is_not_forwarded() {
+        let mut p = Pair::new();
+        let (_, slot) = bundled_echo(&mut p);
+        assert!(p.recv(slot, 5000, &rtp(111, 1, 7)).is_empty());
+        assert_eq!(p.stats(slot).drop_count(DropReason::NotSecured), 1);
+    }
+
+    #[test]
+    fn srtp_echo_decrypts_and_reencrypts_both_kinds() {
+        let mut p = Pair::new();
+        let (id, slot) = bundled_echo(&mut p);
+        p.handle(Command::SetSrtp { leg: id, keys: Box::new(keys()) }).unwrap();
+        // The peer sends with what the server calls `remote` and receives with `local`.
+        let peer_keys = keys();
+        let mut peer_tx = SrtpContext::new(&peer_keys.remote).unwrap();
+        let mut peer_rx = SrtpContext::new(&peer_keys.local).unwrap();
+        for (pt, seq) in [(111u8, 1u16), (96, 2), (111, 3)] {
+            let plain = rtp(pt, seq, 0x1234);
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + 64, 0);
+            let len = peer_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            let out = p.recv(slot, 5000, &buf[..len]);
+            assert_eq!(out.len(), 1, "pt {pt} echoed");
+            let mut back = out[0].2.clone();
+            assert_ne!(back, plain, "sent encrypted");
+            let n = peer_rx.unprotect_rtp(&mut back).unwrap();
+            assert_eq!(&back[..n], &plain[..], "decrypts to what was sent");
+        }
+        // Tampering is a counted drop, an unknown payload type too.
+        let mut bad = rtp(111, 9, 0x1234);
+        bad.resize(bad.len() + 16, 0);
+        assert!(p.recv(slot, 5000, &bad).is_empty());
+        assert_eq!(p.stats(slot).drop_count(DropReason::SrtpAuth), 1);
+        let plain = rtp(100, 10, 0x1234);
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + 64, 0);
+        let len = peer_tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        assert!(p.recv(slot, 5000, &buf[..len]).is_empty());
+        assert_eq!(p.stats(slot).drop_count(DropReason::UnknownPt), 1);
+    }
+
+    #[test]
+    fn bundled_leg_feeds_plain_legs_by_kind() {
+        let mut p = Pair::new();
+        let (web, ws) = p.leg(1, MediaKind::Audio, 4000);
+        p.fwd.set_transport(ws, false, &[(Pt(111), MediaKind::Audio), (Pt(96), MediaKind::Video)]);
+        let (a, _) = p.leg(2, MediaKind::Audio, 6000);
+        let (v, _) = p.leg(3, MediaKind::Video, 7000);
+        p.handle(Command::Connect { from: web, to: a, kind: MediaKind::Audio, rewrite: Rewrite::default() }).unwrap();
+        p.handle(Command::Connect { from: web, to: v, kind: MediaKind::Video, rewrite: Rewrite::default() }).unwrap();
+        let to_audio = p.recv(ws, 5000, &rtp(111, 1, 1));
+        let to_video = p.recv(ws, 5000, &rtp(96, 1, 2));
+        assert_eq!(to_audio[0].1, addr(6000));
+        assert_eq!(to_video[0].1, addr(7000));
+    }
+}

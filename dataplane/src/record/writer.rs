@@ -1,0 +1,415 @@
+//! The writer thread: drains every recording's ring, encodes `.mjr` frames and writes them.
+//!
+//! One pass per [`TICK`]: for each recording, pop everything queued, encode it into a reused
+//! buffer, and hand the buffer to the kernel with one `write`, so the file on disk is whole up
+//! to the last pass even if the process dies (`kill -9`). A recording whose sinks are all gone
+//! is drained a last time, synced, renamed from `NAME.mjr.tmp` to `NAME.mjr`, and its handle is
+//! signalled. The encoding ([`Encoder`]) takes times as arguments and is tested without a clock.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+
+use super::mjr::{self, MjrInfo};
+use super::spool::Spool;
+use super::{DEFAULT_CAPACITY, RecordSink, RecordSpec, RecordState, Recording, RecordingStats};
+use crate::api::{Error, MediaKind};
+
+/// How often the writer drains the rings and writes (a flush to the kernel every pass).
+pub const TICK: Duration = Duration::from_millis(20);
+/// How long the writer waits for work when nothing is being recorded.
+const IDLE: Duration = Duration::from_secs(1);
+
+enum WriterMsg {
+    Open(Box<Track>),
+    Shutdown,
+}
+
+/// Handle to the writer thread, owned by the `Dataplane`.
+pub(crate) struct Recorder {
+    msgs: Sender<WriterMsg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Recorder {
+    pub(crate) fn start() -> io::Result<Recorder> {
+        let (tx, rx) = unbounded();
+        let thread = std::thread::Builder::new()
+            .name("sluice-recorder".into())
+            .spawn(move || run(rx))?;
+        Ok(Recorder {
+            msgs: tx,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Creates `NAME.mjr.tmp` (refusing to replace `NAME.mjr` or `NAME.mjr.tmp`) and hands it
+    /// to the writer thread.
+    pub(crate) fn open(&self, spec: RecordSpec) -> Result<(RecordSink, Recording), Error> {
+        let path = spec.dir.join(format!("{}.mjr", spec.name));
+        let tmp = spec.dir.join(format!("{}.mjr.tmp", spec.name));
+        if path.exists() {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            )));
+        }
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let stats = Arc::new(RecordingStats::default());
+        let capacity = match spec.capacity {
+            0 => DEFAULT_CAPACITY,
+            n => n,
+        };
+        let (spool, sink) = Spool::new(
+            capacity,
+            spec.tap,
+            spec.pt.map(|p| p.0),
+            Arc::clone(&stats),
+        );
+        let (closed_tx, closed_rx) = bounded(1);
+        let created_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let track = Track {
+            encoder: Encoder::new(spec.kind, spec.codec, Instant::now(), created_us),
+            spool,
+            file,
+            tmp,
+            path: path.clone(),
+            buf: Vec::with_capacity(64 * 1024),
+            failed: false,
+            _closed: closed_tx,
+        };
+        self.msgs
+            .send(WriterMsg::Open(Box::new(track)))
+            .map_err(|_| Error::Io(io::Error::other("the recording writer has stopped")))?;
+        Ok((
+            sink,
+            Recording {
+                path,
+                stats,
+                closed: closed_rx,
+            },
+        ))
+    }
+
+    /// Finishes every open recording and stops the thread.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.msgs.send(WriterMsg::Shutdown);
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("the recording writer panicked");
+        }
+    }
+}
+
+fn run(rx: Receiver<WriterMsg>) {
+    let mut tracks: Vec<Track> = Vec::new();
+    loop {
+        let wait = if tracks.is_empty() { IDLE } else { TICK };
+        let mut stop = false;
+        match rx.recv_timeout(wait) {
+            Ok(WriterMsg::Open(t)) => tracks.push(*t),
+            Ok(WriterMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => stop = true,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WriterMsg::Open(t) => tracks.push(*t),
+                WriterMsg::Shutdown => stop = true,
+            }
+        }
+        let now = Instant::now();
+        if stop {
+            for mut t in tracks.drain(..) {
+                t.pass(now);
+                t.finish();
+            }
+            return;
+        }
+        let mut i = 0;
+        while i < tracks.len() {
+            // Closed is read before the last drain: every packet pushed before is then seen.
+            let closed = tracks[i].spool.is_closed();
+            tracks[i].pass(now);
+            if closed {
+                tracks.swap_remove(i).finish();
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// One open recording on the writer thread.
+struct Track {
+    encoder: Encoder,
+    spool: Arc<Spool>,
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    /// Frames of the current pass, reused.
+    buf: Vec<u8>,
+    /// A write failed: later packets are counted as dropped, not written.
+    failed: bool,
+    /// Dropped when the file is finished: wakes `Recording::wait_closed`.
+    _closed: Sender<()>,
+}
+
+impl Track {
+    /// Drains the ring and writes what it held.
+    fn pass(&mut self, now: Instant) {
+        let mut packets = 0u64;
+        while let Some(slot) = self.spool.pop() {
+            self.encoder
+                .push(slot.at.unwrap_or(now), slot.bytes(), &mut self.buf);
+            self.spool.recycle(slot);
+            packets += 1;
+        }
+        self.write_out(packets);
+    }
+
+    fn write_out(&mut self, packets: u64) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let stats = &self.spool.stats;
+        if self.failed {
+            stats.count_dropped(packets);
+        } else if let Err(e) = self.file.write_all(&self.buf) {
+            tracing::error!(path = %self.tmp.display(), "recording write failed: {e}");
+            self.failed = true;
+            stats.set_state(RecordState::Failed);
+            stats.count_dropped(packets);
+        } else {
+            stats.wrote(
+                packets,
+                self.buf.len() as u64,
+                u64::from(self.encoder.last_offset_ms),
+            );
+        }
+        self.buf.clear();
+    }
+
+    /// Writes the header if no packet ever came, syncs, renames, signals.
+    fn finish(mut self) {
+        self.encoder.finish(&mut self.buf);
+        self.write_out(0);
+        if let Err(e) = self.file.sync_data() {
+            tracing::warn!(path = %self.tmp.display(), "recording sync failed: {e}");
+        }
+        if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
+            tracing::error!(path = %self.tmp.display(), "cannot rename the recording: {e}");
+            self.spool.stats.set_state(RecordState::Failed);
+        } else if !self.failed {
+            self.spool.stats.set_state(RecordState::Done);
+        }
+        tracing::debug!(path = %self.path.display(), stats = ?self.spool.stats.snapshot(), "recording closed");
+    }
+}
+
+/// Turns packets with arrival times into `.mjr` bytes: the header on the first packet (Janus's
+/// `u` is that packet's time), then one frame each with its offset from the first packet.
+pub(crate) struct Encoder {
+    kind: MediaKind,
+    codec: String,
+    created_at: Instant,
+    created_us: u64,
+    first: Option<Instant>,
+    pub(crate) last_offset_ms: u32,
+}
+
+impl Encoder {
+    pub(crate) fn new(kind: MediaKind, codec: String, created_at: Instant, created_us: u64) -> Self {
+        Encoder {
+            kind,
+            codec,
+            created_at,
+            created_us,
+            first: None,
+            last_offset_ms: 0,
+        }
+    }
+
+    fn header(&self, first: Instant, out: &mut Vec<u8>) {
+        let since_created = first.saturating_duration_since(self.created_at).as_micros() as u64;
+        let info = MjrInfo {
+            kind: self.kind,
+            codec: self.codec.clone(),
+            created_us: self.created_us,
+            first_us: self.created_us + since_created,
+        };
+        mjr::write_header(&info, out);
+    }
+
+    /// Appends one packet (and the header before the first one). Offsets never go backwards,
+    /// even if arrival times do (several sinks).
+    pub(crate) fn push(&mut self, at: Instant, rtp: &[u8], out: &mut Vec<u8>) {
+        let first = match self.first {
+            Some(f) => f,
+            None => {
+                self.header(at, out);
+                self.first = Some(at);
+                at
+            }
+        };
+        let offset = at.saturating_duration_since(first).as_millis();
+        let offset = u32::try_from(offset)
+            .unwrap_or(u32::MAX)
+            .max(self.last_offset_ms);
+        self.last_offset_ms = offset;
+        mjr::write_frame(offset, &rtp[..rtp.len().min(mjr::MAX_FRAME)], out);
+    }
+
+    /// Makes an empty recording a valid file: the header alone, `u` = `s`.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.first.is_none() {
+            self.header(self.created_at, out);
+            self.first = Some(self.created_at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Pt;
+    use crate::record::Tap;
+    use crate::record::mjr::parse;
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(format!("payload-{seq}").as_bytes());
+        p
+    }
+
+    #[test]
+    fn mjr_round_trip_with_a_fake_clock() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(MediaKind::Audio, "pcmu".into(), t0, 1_000_000);
+        let mut out = Vec::new();
+        // Arrivals 5 ms after creation, then every 20 ms with some jitter.
+        let arrivals: Vec<u64> = (0..50u64).map(|i| 5 + i * 20 + (i * 7) % 3).collect();
+        for (i, ms) in arrivals.iter().enumerate() {
+            enc.push(t0 + Duration::from_millis(*ms), &rtp(i as u16), &mut out);
+        }
+        enc.finish(&mut out);
+        let file = parse(&out).expect("parses");
+        assert_eq!(
+            file.info_json,
+            r#"{"t":"a","c":"pcmu","s":1000000,"u":1005000}"#
+        );
+        assert_eq!(file.trailing, 0);
+        assert_eq!(file.frames.len(), 50);
+        for (i, f) in file.frames.iter().enumerate() {
+            assert_eq!(f.rtp, rtp(i as u16));
+            assert_eq!(u64::from(f.offset_ms), arrivals[i] - arrivals[0]);
+        }
+    }
+
+    #[test]
+    fn empty_recording_is_a_valid_file() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(MediaKind::Video, "vp8".into(), t0, 42);
+        let mut out = Vec::new();
+        enc.finish(&mut out);
+        let file = parse(&out).expect("parses");
+        assert_eq!(file.info_json, r#"{"t":"v","c":"vp8","s":42,"u":42}"#);
+        assert!(file.frames.is_empty());
+    }
+
+    #[test]
+    fn offsets_never_go_backwards() {
+        let t0 = Instant::now();
+        let mut enc = Encoder::new(MediaKind::Audio, "opus".into(), t0, 0);
+        let mut out = Vec::new();
+        for ms in [10, 50, 30, 70] {
+            enc.push(t0 + Duration::from_millis(ms), &rtp(1), &mut out);
+        }
+        let offsets: Vec<u32> = parse(&out)
+            .expect("parses")
+            .frames
+            .iter()
+            .map(|f| f.offset_ms)
+            .collect();
+        assert_eq!(offsets, vec![0, 40, 40, 60]);
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-dp-record-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn writer_thread_spools_closes_and_renames() {
+        let dir = temp_dir("writer");
+        let rec = Recorder::start().expect("writer thread");
+        let spec = RecordSpec {
+            dir: dir.clone(),
+            name: "call-audio".into(),
+            kind: MediaKind::Audio,
+            codec: "pcmu".into(),
+            tap: Tap::Received,
+            pt: Some(Pt(0)),
+            capacity: 64,
+        };
+        let (sink, handle) = rec.open(spec.clone()).expect("open");
+        assert!(dir.join("call-audio.mjr.tmp").exists());
+        let t0 = Instant::now();
+        for i in 0..40u16 {
+            // The ring holds 64: no drop even if the writer has not run yet.
+            assert!(sink.push(Some(t0 + Duration::from_millis(u64::from(i) * 20)), &rtp(i)));
+        }
+        // A second recording with the same name is refused while the first is open.
+        assert!(rec.open(spec).is_err());
+        drop(sink);
+        assert!(handle.wait_closed(Duration::from_secs(10)), "closed in time");
+        let snap = handle.stats.snapshot();
+        assert_eq!((snap.packets, snap.dropped, snap.state), (40, 0, RecordState::Done));
+        assert_eq!(snap.duration_ms, 780);
+        assert!(!dir.join("call-audio.mjr.tmp").exists());
+        let bytes = std::fs::read(&handle.path).expect("renamed file");
+        assert_eq!(bytes.len() as u64, snap.bytes);
+        let file = parse(&bytes).expect("parses");
+        assert_eq!(file.frames.len(), 40);
+        assert_eq!(file.frames[39].offset_ms, 780);
+        rec.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shutdown_finishes_open_recordings() {
+        let dir = temp_dir("shutdown");
+        let rec = Recorder::start().expect("writer thread");
+        let spec = RecordSpec {
+            dir: dir.clone(),
+            name: "v".into(),
+            kind: MediaKind::Video,
+            codec: "vp8".into(),
+            tap: Tap::Sent,
+            pt: None,
+            capacity: 0,
+        };
+        let (sink, handle) = rec.open(spec).expect("open");
+        assert!(sink.push(None, &rtp(1)));
+        rec.shutdown();
+        assert!(handle.wait_closed(Duration::from_secs(1)));
+        let file = parse(&std::fs::read(dir.join("v.mjr")).expect("renamed")).expect("parses");
+        assert_eq!(file.frames.len(), 1);
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,713 @@
+//! A WebRTC peer for the end-to-end scenarios, built on str0m (an independent WebRTC stack from
+//! crates.io) so that the tests play the browser: full ICE (controlling against an ICE-lite
+//! server), DTLS-SRTP, BUNDLE and rtcp-mux over one UDP socket on 127.0.0.1.
+//!
+//! Blocking and single-threaded: str0m is sans-IO, and [`WebrtcPeer::run_until`] drives its loop
+//! (`poll_output` → transmit / event / timeout, then `handle_input` with one datagram or the
+//! timeout). The socket read timeout is str0m's own next timeout, capped at [`STEP`], so nothing
+//! sleeps to synchronise and every wait is bounded by the caller's deadline. Several peers in one
+//! test thread are driven together with [`run_all`].
+//!
+//! Media is written and read at str0m's frame level (`Writer::write`, `Event::MediaData`): an
+//! audio frame is one RTP packet, a video frame is one VP8 frame (split into RTP packets and
+//! reassembled by str0m). What arrives in [`WebrtcPeer::received`] is the decrypted frame, so
+//! "intact" is a byte comparison with what was sent.
+//!
+//! Typical use against the server:
+//! ```ignore
+//! let mut p = WebrtcPeer::new();
+//! let offer = p.offer(true, true);
+//! let reply = c.session("create", json!({"type": "echo", "offer": {"sdp": offer}}))?;
+//! p.accept_answer(&sdp_in(&reply, "answer"))?;
+//! assert!(p.run_until(WAIT, |p| p.connected()), "{}", p.describe());
+//! p.send_audio(b"hello");
+//! let frame = p.send_video(b"world", true);
+//! assert!(p.run_until(WAIT, |p| p.received().len() == 2));
+//! ```
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+pub use str0m;
+pub use str0m::IceConnectionState;
+pub use str0m::media::{Direction, MediaKind, Mid};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaTime, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+/// Longest single socket wait inside the loop. Short enough that several peers driven in turn
+/// (see [`run_all`]) keep each other's handshakes moving.
+pub const STEP: Duration = Duration::from_millis(5);
+
+/// One media frame that arrived, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Payload type as negotiated (the RTP header's PT).
+    pub pt: u8,
+    /// The frame: for audio the RTP payload, for VP8 the reassembled frame (payload descriptors
+    /// removed, VP8 payload header kept). Compare with what `send_audio`/`send_video` returned.
+    pub data: Vec<u8>,
+    /// Extended RTP timestamp, in the codec's clock rate.
+    pub rtp_time: u64,
+    /// Extended sequence numbers of the first and last RTP packet of this frame.
+    pub seq: (u64, u64),
+    /// VP8 key frame (P bit clear).
+    pub keyframe: bool,
+    /// str0m saw no gap before this frame.
+    pub contiguous: bool,
+}
+
+impl Received {
+    /// The payload as given to `send_audio`/`send_video`: for video the VP8 header that
+    /// `send_video` prepends is stripped again.
+    pub fn body(&self) -> &[u8] {
+        if self.kind == MediaKind::Video && !self.data.is_empty() {
+            let skip = if self.data[0] & 1 == 0 {
+                VP8_KEY_HEADER.len()
+            } else {
+                VP8_DELTA_HEADER.len()
+            };
+            &self.data[skip.min(self.data.len())..]
+        } else {
+            &self.data
+        }
+    }
+}
+
+/// One media section as this peer knows it (its own offer or the remote offer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaInfo {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// Our direction for this media.
+    pub direction: Direction,
+}
+
+/// A VP8 key frame header (RFC 6386 §9.1): P=0, version 0, show_frame, first partition size 0,
+/// start code, 16x16. Plausible enough for any depacketizer or keyframe detector.
+const VP8_KEY_HEADER: [u8; 10] = [0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x10, 0x00, 0x10, 0x00];
+/// A VP8 inter frame header: P=1, show_frame.
+const VP8_DELTA_HEADER: [u8; 3] = [0x11, 0x00, 0x00];
+
+/// Audio frames are 20 ms apart, video frames 1/30 s.
+const AUDIO_FRAMES_PER_SEC: u64 = 50;
+const VIDEO_FRAMES_PER_SEC: u64 = 30;
+/// First RTP time of each stream: fixed, so runs are reproducible.
+const FIRST_RTP_TIME: u64 = 10_000;
+
+struct Clock {
+    mid: Mid,
+    next: u64,
+}
+
+/// A str0m `Rtc` and its UDP socket on 127.0.0.1.
+pub struct WebrtcPeer {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    candidate: String,
+    pending: Option<SdpPendingOffer>,
+    media: Vec<MediaInfo>,
+    next_timeout: Instant,
+    connected: bool,
+    ice_state: IceConnectionState,
+    failure: Option<String>,
+    received: Vec<Received>,
+    keyframe_requests: Vec<(Mid, KeyframeRequestKind)>,
+    clocks: Vec<Clock>,
+    datagrams_in: u64,
+    datagrams_out: u64,
+    buf: Vec<u8>,
+}
+
+impl Default for WebrtcPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebrtcPeer {
+    /// Opus, PCMU and PCMA for audio (in that order of preference), VP8 for video: what the
+    /// server forwards without transcoding, and what a SIP phone on the other leg can take.
+    pub fn new() -> WebrtcPeer {
+        Self::with_config(|c| c)
+    }
+
+    /// As [`WebrtcPeer::new`], with the str0m configuration adjusted by `tweak` (other codecs,
+    /// RTCP intervals...).
+    pub fn with_config(tweak: impl FnOnce(RtcConfig) -> RtcConfig) -> WebrtcPeer {
+        let config = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false)
+            .enable_vp8(true);
+        let mut rtc = tweak(config).build(Instant::now());
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP socket");
+        let local = socket.local_addr().expect("local address");
+        let host = Candidate::host(local, "udp").expect("host candidate");
+        let candidate = rtc
+            .add_local_candidate(host)
+            .expect("str0m accepts the loopback host candidate")
+            .to_sdp_string();
+        let mut peer = WebrtcPeer {
+            rtc,
+            socket,
+            local,
+            candidate,
+            pending: None,
+            media: Vec::new(),
+            next_timeout: Instant::now(),
+            connected: false,
+            ice_state: IceConnectionState::New,
+            failure: None,
+            received: Vec::new(),
+            keyframe_requests: Vec::new(),
+            clocks: Vec::new(),
+            datagrams_in: 0,
+            datagrams_out: 0,
+            buf: vec![0; 2000],
+        };
+        peer.drain();
+        peer
+    }
+
+    /// The UDP address of this peer (its only ICE candidate).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Our host candidate as an SDP attribute value (`candidate:...`), for `set_candidate`.
+    pub fn candidate(&self) -> &str {
+        &self.candidate
+    }
+
+    /// An offer with sendrecv audio and/or video (audio first), kept pending for
+    /// [`WebrtcPeer::accept_answer`].
+    pub fn offer(&mut self, audio: bool, video: bool) -> String {
+        self.offer_with(
+            audio.then_some(Direction::SendRecv),
+            video.then_some(Direction::SendRecv),
+        )
+    }
+
+    /// An offer with the given directions (`None`: no such m-line), e.g. `SendOnly` for a
+    /// publisher. Audio comes first. Panics when both are `None`.
+    pub fn offer_with(&mut self, audio: Option<Direction>, video: Option<Direction>) -> String {
+        assert!(
+            audio.is_some() || video.is_some(),
+            "an offer needs at least one m-line"
+        );
+        let mut api = self.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (kind, dir) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
+            if let Some(direction) = dir {
+                let mid = api.add_media(kind, direction, None, None, None);
+                added.push(MediaInfo {
+                    mid,
+                    kind,
+                    direction,
+                });
+            }
+        }
+        let (offer, pending) = api.apply().expect("changes to apply");
+        self.media.extend(added);
+        self.pending = Some(pending);
+        self.drain();
+        offer.to_sdp_string()
+    }
+
+    /// Trickle ICE: an offer as [`WebrtcPeer::offer_with`] but without `a=candidate` lines, and
+    /// the candidates (`candidate:...`) to send separately, all for the first m-line (BUNDLE).
+    pub fn trickle_offer(
+        &mut self,
+        audio: Option<Direction>,
+        video: Option<Direction>,
+    ) -> (String, Vec<String>) {
+        let offer = self.offer_with(audio, video);
+        strip_candidates(&offer)
+    }
+
+    /// Applies the answer to the pending offer.
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<(), String> {
+        let pending = self
+            .pending
+            .take()
+            .ok_or("accept_answer without a pending offer")?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| format!("answer SDP: {e}"))?;
+        let result = self.rtc.sdp_api().accept_answer(pending, answer);
+        self.drain();
+        result.map_err(|e| format!("accept_answer: {e}"))
+    }
+
+    /// Answers a remote offer (the server offering to a listener or a proxy slave).
+    pub fn answer(&mut self, offer_sdp: &str) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(offer_sdp).map_err(|e| format!("offer SDP: {e}"))?;
+        let result = self.rtc.sdp_api().accept_offer(offer);
+        self.drain();
+        let answer = result.map_err(|e| format!("accept_offer: {e}"))?;
+        // str0m 0.25 emits `MediaAdded` only on a later poll (after the next input), so the
+        // media list is taken from the offer's mids here; our direction is what we answered.
+        for mid in offer_sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
+            let mid = Mid::from(mid.trim());
+            let Some(media) = self.rtc.media(mid) else {
+                continue;
+            };
+            let info = MediaInfo {
+                mid,
+                kind: media.kind(),
+                direction: media.direction(),
+            };
+            match self.media.iter_mut().find(|m| m.mid == mid) {
+                Some(m) => *m = info,
+                None => self.media.push(info),
+            }
+        }
+        Ok(answer.to_sdp_string())
+    }
+
+    /// A remote candidate learnt out of band (trickle), as `candidate:...` or `a=candidate:...`.
+    pub fn add_remote_candidate(&mut self, line: &str) -> Result<(), String> {
+        let line = line.trim().trim_start_matches("a=");
+        let c = Candidate::from_sdp_string(line).map_err(|e| format!("candidate {line:?}: {e}"))?;
+        self.rtc.add_remote_candidate(c);
+        self.drain();
+        Ok(())
+    }
+
+    /// Drives the peer until `done` holds (true) or `within` has passed (false). Returns at once
+    /// with `done`'s verdict once str0m has failed (see [`WebrtcPeer::failure`]).
+    pub fn run_until<F: FnMut(&Self) -> bool>(&mut self, within: Duration, mut done: F) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.failure.is_some() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.step(deadline - now);
+        }
+    }
+
+    /// Drives the peer for exactly `within` (for "nothing more arrives" checks).
+    pub fn run_for(&mut self, within: Duration) {
+        self.run_until(within, |_| false);
+    }
+
+    /// One turn of the loop: waits at most `max_wait` (and at most [`STEP`], and no longer
+    /// than str0m's next timeout) for one datagram, feeds it or the timeout, drains the output.
+    pub fn step(&mut self, max_wait: Duration) {
+        if self.failure.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if self.next_timeout <= now {
+            self.input(Input::Timeout(now));
+            return;
+        }
+        let wait = (self.next_timeout - now).min(max_wait).min(STEP);
+        // A zero read timeout is an error for std sockets.
+        let wait = wait.max(Duration::from_micros(100));
+        self.socket
+            .set_read_timeout(Some(wait))
+            .expect("set read timeout");
+        match self.socket.recv_from(&mut self.buf) {
+            Ok((n, source)) => {
+                self.datagrams_in += 1;
+                let at = Instant::now();
+                let contents = &self.buf[..n];
+                // Anything that is not STUN, DTLS, RTP or RTCP is ignored.
+                let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, contents) else {
+                    return;
+                };
+                let result = self.rtc.handle_input(Input::Receive(at, receive));
+                self.after_input(result);
+            }
+            Err(e) => match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted => {
+                    if self.next_timeout <= Instant::now() {
+                        self.input(Input::Timeout(Instant::now()));
+                    }
+                }
+                // An ICMP port unreachable from an earlier send: not ours to handle.
+                ErrorKind::ConnectionRefused => {}
+                _ => panic!("UDP receive: {e}"),
+            },
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let result = self.rtc.handle_input(input);
+        self.after_input(result);
+    }
+
+    fn after_input(&mut self, result: Result<(), str0m::RtcError>) {
+        match result {
+            Ok(()) => self.drain(),
+            Err(e) => self.fail(format!("handle_input: {e}")),
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        if self.failure.is_none() {
+            self.failure = Some(why);
+        }
+    }
+
+    /// Polls str0m until it asks for a timeout: the "every mutation is followed by a full
+    /// drain" rule of its run loop.
+    fn drain(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    self.datagrams_out += 1;
+                    // Loopback sends do not fail for lack of a listener; a failure here is
+                    // the test's environment, not the peer's behaviour.
+                    if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
+                        panic!("UDP send to {}: {e}", t.destination);
+                    }
+                }
+                Ok(Output::Event(e)) => self.event(e),
+                Err(e) => {
+                    self.fail(format!("poll_output: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Connected => self.connected = true,
+            Event::IceConnectionStateChange(s) => self.ice_state = s,
+            Event::MediaAdded(m) => {
+                if !self.media.iter().any(|x| x.mid == m.mid) {
+                    self.media.push(MediaInfo {
+                        mid: m.mid,
+                        kind: m.kind,
+                        direction: m.direction,
+                    });
+                }
+            }
+            Event::MediaChanged(m) => {
+                if let Some(x) = self.media.iter_mut().find(|x| x.mid == m.mid) {
+                    x.direction = m.direction;
+                }
+            }
+            Event::MediaData(d) => {
+                let kind = self
+                    .media
+                    .iter()
+                    .find(|x| x.mid == d.mid)
+                    .map(|x| x.kind)
+                    .unwrap_or(if d.params.spec().codec.is_audio() {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    });
+                let keyframe = d.is_keyframe();
+                self.received.push(Received {
+                    mid: d.mid,
+                    kind,
+                    pt: *d.pt,
+                    data: d.data.to_vec(),
+                    rtp_time: d.time.numer(),
+                    seq: (**d.seq_range.start(), **d.seq_range.end()),
+                    keyframe,
+                    contiguous: d.contiguous,
+                });
+            }
+            Event::KeyframeRequest(r) => self.keyframe_requests.push((r.mid, r.kind)),
+            _ => {}
+        }
+    }
+
+    /// ICE and DTLS are up (str0m's `Event::Connected`); SRTP keys are in place.
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn ice_state(&self) -> IceConnectionState {
+        self.ice_state
+    }
+
+    /// The first error str0m returned (a DTLS fingerprint mismatch shows up here as
+    /// "remote fingerprint no match"). After it, the peer is no longer driven.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Media sections, ours and the remote's, in SDP order.
+    pub fn media(&self) -> &[MediaInfo] {
+        &self.media
+    }
+
+    pub fn mid_of(&self, kind: MediaKind) -> Option<Mid> {
+        self.media.iter().find(|m| m.kind == kind).map(|m| m.mid)
+    }
+
+    /// The payload type we send for `kind`: the remote's preferred one among those negotiated.
+    pub fn pt_of(&self, kind: MediaKind) -> Option<u8> {
+        let media = self.rtc.media(self.mid_of(kind)?)?;
+        media
+            .remote_pts()
+            .iter()
+            .find(|pt| {
+                self.rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .any(|p| p.pt() == **pt && codec_ok(p.spec().codec, kind))
+            })
+            .map(|pt| **pt)
+    }
+
+    /// Sends one 20 ms audio frame (one RTP packet) with the negotiated payload type; the RTP
+    /// time advances by 20 ms of the codec's clock. Panics unless connected: str0m silently
+    /// drops media written before that.
+    pub fn send_audio(&mut self, payload: &[u8]) {
+        self.write(MediaKind::Audio, payload.to_vec(), AUDIO_FRAMES_PER_SEC);
+    }
+
+    /// Sends one VP8 frame (1/30 s after the previous one): `payload` behind a key frame or
+    /// inter frame header. Returns the frame as written, which is what the receiver's
+    /// [`Received::data`] holds ([`Received::body`] gives `payload` back). Frames larger than
+    /// the MTU go out as several RTP packets.
+    pub fn send_video(&mut self, payload: &[u8], keyframe: bool) -> Vec<u8> {
+        let header: &[u8] = if keyframe {
+            &VP8_KEY_HEADER
+        } else {
+            &VP8_DELTA_HEADER
+        };
+        let frame = [header, payload].concat();
+        self.write(MediaKind::Video, frame.clone(), VIDEO_FRAMES_PER_SEC);
+        frame
+    }
+
+    fn write(&mut self, kind: MediaKind, frame: Vec<u8>, frames_per_sec: u64) {
+        assert!(
+            self.connected,
+            "send {kind:?} before connected: str0m would drop it ({})",
+            self.describe()
+        );
+        let mid = self
+            .mid_of(kind)
+            .unwrap_or_else(|| panic!("no {kind:?} media: {}", self.describe()));
+        let pt = self
+            .pt_of(kind)
+            .unwrap_or_else(|| panic!("no {kind:?} payload type negotiated"));
+        let clock_rate = self
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.pt() == Pt::from(pt))
+            .map(|p| p.spec().clock_rate)
+            .expect("negotiated PT is configured");
+        let step = u64::from(clock_rate.get()) / frames_per_sec;
+        let rtp_time = match self.clocks.iter_mut().find(|c| c.mid == mid) {
+            Some(c) => {
+                c.next += step;
+                c.next
+            }
+            None => {
+                self.clocks.push(Clock {
+                    mid,
+                    next: FIRST_RTP_TIME,
+                });
+                FIRST_RTP_TIME
+            }
+        };
+        let writer = self
+            .rtc
+            .writer(mid)
+            .unwrap_or_else(|| panic!("no writer for {kind:?} mid {mid}"));
+        let result = writer.write(
+            pt.into(),
+            Instant::now(),
+            MediaTime::new(rtp_time, clock_rate),
+            frame,
+        );
+        if let Err(e) = result {
+            panic!("write {kind:?}: {e}");
+        }
+        self.drain();
+    }
+
+    /// RTP time of the next frame `send_audio`/`send_video` writes for `kind`.
+    pub fn next_rtp_time(&self, kind: MediaKind) -> Option<u64> {
+        let mid = self.mid_of(kind)?;
+        Some(match self.clocks.iter().find(|c| c.mid == mid) {
+            None => FIRST_RTP_TIME,
+            Some(c) => {
+                let rate = if kind == MediaKind::Audio {
+                    AUDIO_FRAMES_PER_SEC
+                } else {
+                    VIDEO_FRAMES_PER_SEC
+                };
+                let pt = Pt::from(self.pt_of(kind)?);
+                let params = self.rtc.codec_config().params().iter().find(|p| p.pt() == pt)?;
+                c.next + u64::from(params.spec().clock_rate.get()) / rate
+            }
+        })
+    }
+
+    /// Asks the sender of our incoming video for a key frame (RTCP PLI).
+    pub fn request_keyframe(&mut self) -> Result<(), String> {
+        let mid = self.mid_of(MediaKind::Video).ok_or("no video media")?;
+        let mut writer = self.rtc.writer(mid).ok_or("no writer for video")?;
+        let result = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+        self.drain();
+        result.map_err(|e| format!("request_keyframe: {e}"))
+    }
+
+    /// Media frames received so far, in arrival order.
+    pub fn received(&self) -> &[Received] {
+        &self.received
+    }
+
+    pub fn received_of(&self, kind: MediaKind) -> impl Iterator<Item = &Received> {
+        self.received.iter().filter(move |r| r.kind == kind)
+    }
+
+    pub fn clear_received(&mut self) {
+        self.received.clear();
+    }
+
+    /// Key frame requests (PLI/FIR) the remote sent for media we send.
+    pub fn keyframe_requests(&self) -> &[(Mid, KeyframeRequestKind)] {
+        &self.keyframe_requests
+    }
+
+    /// One line of state, for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "peer {} connected={} ice={:?} failure={:?} media={:?} received={} datagrams in/out={}/{}",
+            self.local,
+            self.connected,
+            self.ice_state,
+            self.failure,
+            self.media
+                .iter()
+                .map(|m| format!("{}:{:?}:{:?}", m.mid, m.kind, m.direction))
+                .collect::<Vec<_>>(),
+            self.received.len(),
+            self.datagrams_in,
+            self.datagrams_out,
+        )
+    }
+}
+
+fn codec_ok(codec: Codec, kind: MediaKind) -> bool {
+    match kind {
+        MediaKind::Audio => codec.is_audio() && codec != Codec::Rtx,
+        MediaKind::Video => codec.is_video(),
+    }
+}
+
+/// Drives several peers in turn (each waits at most [`STEP`] per turn) until `done` holds
+/// (true) or `within` has passed (false). Peers that failed are skipped.
+pub fn run_all(
+    peers: &mut [&mut WebrtcPeer],
+    within: Duration,
+    mut done: impl FnMut(&[&mut WebrtcPeer]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done(peers) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline || peers.iter().all(|p| p.failure.is_some()) {
+            return false;
+        }
+        // Shorter turns with more peers, so one idle peer does not starve the others.
+        let turn = STEP / peers.len().max(1) as u32;
+        for p in peers.iter_mut() {
+            p.step(turn.min(deadline.saturating_duration_since(Instant::now())));
+        }
+    }
+}
+
+/// Splits an SDP into the SDP without `a=candidate` / `a=end-of-candidates` lines and the
+/// candidates (`candidate:...`), for trickle ICE.
+pub fn strip_candidates(sdp: &str) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(sdp.len());
+    let mut candidates = Vec::new();
+    for line in sdp.lines() {
+        if let Some(c) = line.strip_prefix("a=candidate:") {
+            candidates.push(format!("candidate:{c}"));
+        } else if line != "a=end-of-candidates" {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    (out, candidates)
+}
+
+/// Flips the first byte of every `a=fingerprint` in `sdp`: the DTLS peer certificate then no
+/// longer matches, so the side that verifies against this SDP must refuse the handshake.
+/// Mangle our offer to test the server's check; mangle the server's answer to test str0m's.
+pub fn mangle_fingerprint(sdp: &str) -> String {
+    map_attribute(sdp, "a=fingerprint:", |value| {
+        // "sha-256 AB:CD:...": invert the first hex byte.
+        let (hash, hex) = value.split_once(' ').expect("a=fingerprint:<hash> <hex>");
+        let byte = u8::from_str_radix(&hex[..2], 16).expect("fingerprint hex");
+        format!("{hash} {:02X}{}", !byte, &hex[2..])
+    })
+}
+
+/// Replaces every `a=ice-pwd` in `sdp` by a different password of the same length. Against an
+/// ICE-lite server, mangle the server's *answer* before [`WebrtcPeer::accept_answer`]: str0m
+/// then signs its connectivity checks with the wrong password and the server must drop them
+/// (the password in our own offer is never used by a lite agent, which sends no checks).
+pub fn mangle_ice_pwd(sdp: &str) -> String {
+    map_attribute(sdp, "a=ice-pwd:", |value| {
+        value
+            .chars()
+            .map(|c| match c {
+                'a'..='y' | 'A'..='Y' | '0'..='8' => char::from(c as u8 + 1),
+                'z' => 'a',
+                'Z' => 'A',
+                '9' => '0',
+                _ => 'x',
+            })
+            .collect()
+    })
+}
+
+fn map_attribute(sdp: &str, prefix: &str, f: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut found = false;
+    for line in sdp.lines() {
+        match line.strip_prefix(prefix) {
+            Some(value) => {
+                found = true;
+                out.push_str(prefix);
+                out.push_str(&f(value));
+            }
+            None => out.push_str(line),
+        }
+        out.push_str("\r\n");
+    }
+    assert!(found, "no {prefix} line in SDP:\n{sdp}");
+    out
+}
