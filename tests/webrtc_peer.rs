@@ -281,8 +281,8 @@ impl WebrtcPeer {
         Ok(())
     }
 
-    /// Drives the peer until `done` holds (true) or `within` has passed (false). Returns at once
-    /// with `done`'s verdict once str0m has failed (see [`WebrtcPeer::failure`]).
+    /// Drives the peer until `done` holds (true) or `within` has passed (false). Once str0m has
+    /// failed (see [`WebrtcPeer::failure`]) it returns false at once.
     pub fn run_until<F: FnMut(&Self) -> bool>(&mut self, within: Duration, mut done: F) -> bool {
         let deadline = Instant::now() + within;
         loop {
@@ -300,7 +300,8 @@ impl WebrtcPeer {
         }
     }
 
-    /// Drives the peer for exactly `within` (for "nothing more arrives" checks).
+    /// Drives the peer for `within` (for "nothing more arrives" checks); returns early only when
+    /// str0m has failed.
     pub fn run_for(&mut self, within: Duration) {
         self.run_until(within, |_| false);
     }
@@ -398,14 +399,13 @@ impl WebrtcPeer {
         match e {
             Event::Connected => self.connected = true,
             Event::IceConnectionStateChange(s) => self.ice_state = s,
-            Event::MediaAdded(m) => {
-                if !self.media.iter().any(|x| x.mid == m.mid) {
-                    self.media.push(MediaInfo {
-                        mid: m.mid,
-                        kind: m.kind,
-                        direction: m.direction,
-                    });
-                }
+            // Media added by a later remote offer (the first one is listed by `answer`).
+            Event::MediaAdded(m) if !self.media.iter().any(|x| x.mid == m.mid) => {
+                self.media.push(MediaInfo {
+                    mid: m.mid,
+                    kind: m.kind,
+                    direction: m.direction,
+                });
             }
             Event::MediaChanged(m) => {
                 if let Some(x) = self.media.iter_mut().find(|x| x.mid == m.mid) {
@@ -564,7 +564,12 @@ impl WebrtcPeer {
                     VIDEO_FRAMES_PER_SEC
                 };
                 let pt = Pt::from(self.pt_of(kind)?);
-                let params = self.rtc.codec_config().params().iter().find(|p| p.pt() == pt)?;
+                let params = self
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == pt)?;
                 c.next + u64::from(params.spec().clock_rate.get()) / rate
             }
         })

@@ -79,11 +79,19 @@ fn offer_answer_connects_and_media_arrives_intact_both_ways() {
 
     let (a_audio, a_video) = (a.pt_of(MediaKind::Audio), a.pt_of(MediaKind::Video));
     assert!(a_audio.is_some() && a_video.is_some(), "{}", a.describe());
-    assert_eq!(a_audio, b.pt_of(MediaKind::Audio), "both sides agree on the PT");
+    assert_eq!(
+        a_audio,
+        b.pt_of(MediaKind::Audio),
+        "both sides agree on the PT"
+    );
     assert_eq!(a_video, b.pt_of(MediaKind::Video));
 
     // a → b: 20 audio frames, 10 video frames (key frame first, one of ~3 RTP packets).
     let mut payloads = Payloads::new(0x5eed_0001);
+    let t0 = (
+        a.next_rtp_time(MediaKind::Audio).unwrap(),
+        a.next_rtp_time(MediaKind::Video).unwrap(),
+    );
     let audio: Vec<Vec<u8>> = (0..20).map(|i| payloads.next(60 + i)).collect();
     let mut video = Vec::new();
     for i in 0..10 {
@@ -102,24 +110,34 @@ fn offer_answer_connects_and_media_arrives_intact_both_ways() {
 
     let got_audio: Vec<&Received> = b.received_of(MediaKind::Audio).collect();
     assert_eq!(got_audio.len(), 20);
+    assert_eq!(got_audio[0].rtp_time, t0.0, "RTP time as written");
     for (i, r) in got_audio.iter().enumerate() {
         assert_eq!(r.data, audio[i], "audio frame {i}");
         assert_eq!(Some(r.pt), a_audio);
         assert_eq!(Some(r.mid), a.mid_of(MediaKind::Audio));
         if i > 0 {
-            assert_eq!(r.rtp_time - got_audio[i - 1].rtp_time, 960, "20 ms at 48 kHz");
+            assert_eq!(
+                r.rtp_time - got_audio[i - 1].rtp_time,
+                960,
+                "20 ms at 48 kHz"
+            );
             assert_eq!(r.seq.0, got_audio[i - 1].seq.1 + 1, "no sequence gap");
         }
     }
     let got_video: Vec<&Received> = b.received_of(MediaKind::Video).collect();
     assert_eq!(got_video.len(), 10);
+    assert_eq!(got_video[0].rtp_time, t0.1, "RTP time as written");
     for (i, r) in got_video.iter().enumerate() {
         assert_eq!(r.data, video[i].1, "video frame {i}");
         assert_eq!(r.body(), &video[i].0[..]);
         assert_eq!(r.keyframe, i == 0, "frame {i}");
         assert_eq!(Some(r.pt), a_video);
         if i > 0 {
-            assert_eq!(r.rtp_time - got_video[i - 1].rtp_time, 3000, "1/30 s at 90 kHz");
+            assert_eq!(
+                r.rtp_time - got_video[i - 1].rtp_time,
+                3000,
+                "1/30 s at 90 kHz"
+            );
         }
     }
     assert!(
@@ -149,14 +167,20 @@ fn sendonly_offer_gets_a_recvonly_answer_and_keyframe_requests_flow_back() {
     let key = a.send_video(b"first", true);
     a.send_audio(b"one");
     run_until_received(&mut a, &mut b, 0, 2);
-    assert_eq!(b.received_of(MediaKind::Video).next().map(|r| &r.data), Some(&key));
+    assert_eq!(
+        b.received_of(MediaKind::Video).next().map(|r| &r.data),
+        Some(&key)
+    );
 
     b.request_keyframe().expect("receiver asks for a key frame");
     let asked = run_all(&mut [&mut a, &mut b], WAIT, |p| {
         !p[0].keyframe_requests().is_empty()
     });
     assert!(asked, "PLI not seen: {}", a.describe());
-    assert_eq!(a.keyframe_requests()[0].0, a.mid_of(MediaKind::Video).unwrap());
+    assert_eq!(
+        a.keyframe_requests()[0].0,
+        a.mid_of(MediaKind::Video).unwrap()
+    );
 }
 
 #[test]
