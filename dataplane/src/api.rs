@@ -181,6 +181,9 @@ pub enum Command {
         kind: MediaKind,
         sink: Option<RecordSink>,
     },
+    /// Ask the leg's peer for a keyframe of its `kind` stream: an RTCP PLI (RFC 4585 §6.3.1)
+    /// naming the SSRC last received on that stream (SRTCP on a secure leg).
+    RequestKeyframe { leg: LegId, kind: MediaKind },
     /// Send a slow-path datagram (STUN response, DTLS record) from the leg's RTP socket.
     Transmit {
         leg: LegId,

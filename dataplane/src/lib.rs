@@ -32,8 +32,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::api::{
-    Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats,
-    RecordSink, RecordSpec, Recording,
+    Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats, RecordSink,
+    RecordSpec, Recording,
 };
 use crate::ports::PortPool;
 use crate::record::Recorder;
@@ -177,6 +177,7 @@ impl Dataplane {
             Command::SetRemote { leg, .. }
             | Command::SetMute { leg, .. }
             | Command::SetSrtp { leg, .. }
+            | Command::RequestKeyframe { leg, .. }
             | Command::Transmit { leg, .. }
             | Command::Record { leg, .. } => leg.worker(),
             Command::Disconnect { to } => to.worker(),

@@ -77,6 +77,8 @@ struct Stream {
     /// This stream's feed.
     source: Option<Slot>,
     egress: Egress,
+    /// The SSRC the peer last sent on this stream (what a keyframe request names).
+    last_in_ssrc: Option<u32>,
     media_up: bool,
     mute_in: bool,
     mute_out: bool,
@@ -90,6 +92,7 @@ impl Stream {
             outputs: Vec::new(),
             source: None,
             egress: Egress::new(&Default::default(), 0),
+            last_in_ssrc: None,
             media_up: false,
             mute_in: false,
             mute_out: false,
@@ -289,6 +292,12 @@ impl Forwarder {
                 // Dropping the previous sink closes its recording.
                 l.streams[kind_index(kind)].record = sink;
             }
+            Command::RequestKeyframe { leg, kind } => {
+                let slot = slot_of(self, leg)?;
+                if !self.request_keyframe(slot, kind_index(kind), tx) {
+                    tracing::debug!(?leg, "no keyframe request possible yet");
+                }
+            }
             Command::Transmit { leg, to, data } => {
                 let slot = slot_of(self, leg)?;
                 let via = SocketRef { slot, rtcp: false };
@@ -298,6 +307,33 @@ impl Forwarder {
             }
         }
         Ok(())
+    }
+
+    /// Queues an RTCP PLI towards the leg's peer for stream `k`. `false` when the stream has
+    /// not been heard from, the peer's address is unknown or keys are missing.
+    fn request_keyframe(&mut self, slot: Slot, k: usize, tx: &mut TxBatch) -> bool {
+        let Some(leg) = self.leg_mut(slot) else {
+            return false;
+        };
+        let (Some(media_ssrc), Some((rtcp_socket, dest))) =
+            (leg.streams[k].last_in_ssrc, leg.rtcp_dest())
+        else {
+            return false;
+        };
+        if leg.secure && leg.srtp.is_none() {
+            return false;
+        }
+        let pli = pli(media_ssrc);
+        let srtp = &mut leg.srtp;
+        let via = SocketRef { slot, rtcp: rtcp_socket };
+        let sent = tx.push(via, dest, &pli, |buf, len| match srtp {
+            Some(s) => s.tx.protect_rtcp(buf, len).ok(),
+            None => Some(len),
+        });
+        if sent {
+            bump(&leg.stats.rtcp_tx_packets, 1);
+        }
+        sent
     }
 
     /// How many datagrams one packet on `slot` can turn into (drivers keep that much room).
@@ -426,6 +462,7 @@ impl Forwarder {
             self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: false });
         }
         let stream = &mut leg.streams[k];
+        stream.last_in_ssrc = Some(header.ssrc);
         if !stream.media_up {
             stream.media_up = true;
             self.events.push(Event::MediaUp { leg: leg.id, kind: kind_of_index(k) });
@@ -538,4 +575,18 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// SSRC the server uses as the sender of the RTCP it originates ("SLCE").
+pub const SERVER_SSRC: u32 = 0x534c_4345;
+
+/// RTCP Picture Loss Indication (RFC 4585 §6.3.1): PSFB (206), FMT 1, no FCI.
+fn pli(media_ssrc: u32) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    p[0] = 0x80 | 1;
+    p[1] = 206;
+    p[2..4].copy_from_slice(&2u16.to_be_bytes());
+    p[4..8].copy_from_slice(&SERVER_SSRC.to_be_bytes());
+    p[8..12].copy_from_slice(&media_ssrc.to_be_bytes());
+    p
 }

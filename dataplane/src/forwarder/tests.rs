@@ -359,3 +359,22 @@ mod secure {
         assert_eq!(to_video[0].1, addr(7000));
     }
 }
+
+#[test]
+fn keyframe_request_is_a_pli_for_the_last_ssrc() {
+    let mut p = Pair::new();
+    let (id, slot) = p.leg(1, MediaKind::Video, 4000);
+    p.tx.clear();
+    p.handle(Command::RequestKeyframe { leg: id, kind: MediaKind::Video }).unwrap();
+    assert!(p.tx.is_empty(), "nothing heard yet: nobody to ask");
+    p.recv(slot, 4000, &rtp(96, 1, 0xfeed));
+    p.tx.clear();
+    p.handle(Command::RequestKeyframe { leg: id, kind: MediaKind::Video }).unwrap();
+    let out: Vec<_> = p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect();
+    assert_eq!(out.len(), 1);
+    let (via, dest, pli) = &out[0];
+    assert_eq!((*via, *dest), (SocketRef { slot, rtcp: true }, addr(4001)));
+    assert_eq!(crate::packet::classify(pli), crate::packet::Class::Rtcp);
+    assert_eq!(&pli[..4], &[0x81, 206, 0, 2]);
+    assert_eq!(&pli[8..12], &0xfeedu32.to_be_bytes());
+}

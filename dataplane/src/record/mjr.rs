@@ -220,7 +220,12 @@ mod tests {
         let mut out = Vec::new();
         write_header(&info(), &mut out);
         let packets: Vec<(u32, Vec<u8>)> = (0..20u32)
-            .map(|i| (i * 20, vec![0x80, 111, 0, i as u8, 1, 2, 3, 4, 5, 6, 7, 8, i as u8]))
+            .map(|i| {
+                (
+                    i * 20,
+                    vec![0x80, 111, 0, i as u8, 1, 2, 3, 4, 5, 6, 7, 8, i as u8],
+                )
+            })
             .collect();
         for (at, p) in &packets {
             write_frame(*at, p, &mut out);
@@ -247,7 +252,10 @@ mod tests {
     #[test]
     fn other_files_are_refused() {
         assert!(matches!(parse(b"MJR00001\0\0"), Err(MjrError::NotMjr)));
-        assert!(matches!(parse(b"MJR00002\0\x05ab"), Err(MjrError::ShortInfo)));
+        assert!(matches!(
+            parse(b"MJR00002\0\x05ab"),
+            Err(MjrError::ShortInfo)
+        ));
         assert!(matches!(scan(&b"hello world"[..]), Err(MjrError::NotMjr)));
     }
 }

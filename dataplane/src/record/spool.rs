@@ -127,7 +127,12 @@ impl RecordSink {
     /// Like [`push`](Self::push), then `edit`s the copy in place (e.g. the rewritten header of
     /// a sent packet).
     #[inline]
-    pub fn push_with(&self, at: Option<Instant>, packet: &[u8], edit: impl FnOnce(&mut [u8])) -> bool {
+    pub fn push_with(
+        &self,
+        at: Option<Instant>,
+        packet: &[u8],
+        edit: impl FnOnce(&mut [u8]),
+    ) -> bool {
         let spool = &*self.spool;
         if packet.len() > SLOT_BYTES {
             spool.stats.count_dropped(1);

@@ -52,7 +52,9 @@ impl Bench {
     }
 
     fn cmd(&mut self, cmd: Command) {
-        self.fwd.handle_command(cmd, &mut self.tx).expect("command applies");
+        self.fwd
+            .handle_command(cmd, &mut self.tx)
+            .expect("command applies");
     }
 
     fn recv(&mut self, slot: Slot, from: u16, packet: &[u8]) -> usize {
@@ -87,7 +89,11 @@ fn received_tap_records_every_packet_of_the_codec_even_without_route() {
     });
     let t0 = Instant::now();
     b.fwd.set_now(t0);
-    assert_eq!(b.recv(sa, 5000, &rtp(0, 1, 9)), 0, "a publisher alone: no route");
+    assert_eq!(
+        b.recv(sa, 5000, &rtp(0, 1, 9)),
+        0,
+        "a publisher alone: no route"
+    );
     b.fwd.set_now(t0 + Duration::from_millis(20));
     b.recv(sa, 5000, &rtp(0, 2, 9));
     // telephone-event is not the recorded codec.

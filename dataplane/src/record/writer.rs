@@ -65,12 +65,8 @@ impl Recorder {
             0 => DEFAULT_CAPACITY,
             n => n,
         };
-        let (spool, sink) = Spool::new(
-            capacity,
-            spec.tap,
-            spec.pt.map(|p| p.0),
-            Arc::clone(&stats),
-        );
+        let (spool, sink) =
+            Spool::new(capacity, spec.tap, spec.pt.map(|p| p.0), Arc::clone(&stats));
         let (closed_tx, closed_rx) = bounded(1);
         let created_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -227,7 +223,12 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    pub(crate) fn new(kind: MediaKind, codec: String, created_at: Instant, created_us: u64) -> Self {
+    pub(crate) fn new(
+        kind: MediaKind,
+        codec: String,
+        created_at: Instant,
+        created_us: u64,
+    ) -> Self {
         Encoder {
             kind,
             codec,
@@ -344,10 +345,8 @@ mod tests {
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-dp-record-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("sluice-dp-record-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
@@ -376,9 +375,15 @@ mod tests {
         // A second recording with the same name is refused while the first is open.
         assert!(rec.open(spec).is_err());
         drop(sink);
-        assert!(handle.wait_closed(Duration::from_secs(10)), "closed in time");
+        assert!(
+            handle.wait_closed(Duration::from_secs(10)),
+            "closed in time"
+        );
         let snap = handle.stats.snapshot();
-        assert_eq!((snap.packets, snap.dropped, snap.state), (40, 0, RecordState::Done));
+        assert_eq!(
+            (snap.packets, snap.dropped, snap.state),
+            (40, 0, RecordState::Done)
+        );
         assert_eq!(snap.duration_ms, 780);
         assert!(!dir.join("call-audio.mjr.tmp").exists());
         let bytes = std::fs::read(&handle.path).expect("renamed file");

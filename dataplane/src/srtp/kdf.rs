@@ -1,10 +1,10 @@
 //! The SRTP key derivation function: RFC 3711 §4.3 with key_derivation_rate 0, the AES-CM PRF
 //! (§4.3.3). RFC 7714 §11 keeps it for AES-GCM.
 
-use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
+use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::iv::FixedLength;
 
-use super::{MAX_SALT, MasterKey, SrtpError, wipe};
+use super::{MAX_KEY, MAX_SALT, MasterKey, SrtpError, wipe};
 
 /// RFC 3711 §4.3.2 labels.
 #[derive(Clone, Copy, Debug)]
@@ -20,7 +20,8 @@ pub(super) enum Label {
 
 /// Session keys for one of SRTP or SRTCP.
 pub(super) struct Derived {
-    pub key: [u8; 16],
+    /// The first `profile.key_len()` bytes are meaningful.
+    pub key: [u8; MAX_KEY],
     /// The first `profile.auth_key_len()` bytes are meaningful.
     pub auth: [u8; 20],
     /// The first `profile.salt_len()` bytes are meaningful.
@@ -38,8 +39,11 @@ impl Drop for Derived {
 /// The session keys for SRTP (`rtcp == false`) or SRTCP from one master key.
 pub(super) fn derive(master: &MasterKey, rtcp: bool) -> Result<Derived, SrtpError> {
     let profile = master.profile;
+    // RFC 6188 §7 / RFC 7714 §11: the PRF is AES-CM with the master key's own size.
+    let key_len = profile.key_len();
+    let cipher = if key_len == 32 { &AES_256 } else { &AES_128 };
     let prf = EncryptingKey::ctr(
-        UnboundCipherKey::new(&AES_128, &master.key).map_err(|_| SrtpError::Crypto)?,
+        UnboundCipherKey::new(cipher, &master.key[..key_len]).map_err(|_| SrtpError::Crypto)?,
     )
     .map_err(|_| SrtpError::Crypto)?;
     let (enc, auth, salt) = if rtcp {
@@ -48,11 +52,11 @@ pub(super) fn derive(master: &MasterKey, rtcp: bool) -> Result<Derived, SrtpErro
         (Label::RtpEncryption, Label::RtpAuth, Label::RtpSalt)
     };
     let mut out = Derived {
-        key: [0; 16],
+        key: [0; MAX_KEY],
         auth: [0; 20],
         salt: [0; MAX_SALT],
     };
-    prf_block(&prf, &master.salt, enc, &mut out.key)?;
+    prf_block(&prf, &master.salt, enc, &mut out.key[..key_len])?;
     prf_block(
         &prf,
         &master.salt,

@@ -32,6 +32,8 @@ pub use context::{MAX_STREAMS, SrtpContext};
 pub enum Profile {
     /// `SRTP_AEAD_AES_128_GCM`, id 0x0007.
     AeadAes128Gcm,
+    /// `SRTP_AEAD_AES_256_GCM`, id 0x0008: what DTLS stacks (dimpl, browsers) pick first.
+    AeadAes256Gcm,
     /// `SRTP_AES128_CM_HMAC_SHA1_80`, id 0x0001.
     AesCm128HmacSha1_80,
 }
@@ -41,6 +43,7 @@ impl Profile {
     pub fn from_dtls_id(id: u16) -> Option<Profile> {
         match id {
             0x0007 => Some(Profile::AeadAes128Gcm),
+            0x0008 => Some(Profile::AeadAes256Gcm),
             0x0001 => Some(Profile::AesCm128HmacSha1_80),
             _ => None,
         }
@@ -50,20 +53,24 @@ impl Profile {
     pub fn dtls_id(self) -> u16 {
         match self {
             Profile::AeadAes128Gcm => 0x0007,
+            Profile::AeadAes256Gcm => 0x0008,
             Profile::AesCm128HmacSha1_80 => 0x0001,
         }
     }
 
     /// Master (and session) encryption key length in bytes.
     pub fn key_len(self) -> usize {
-        16
+        match self {
+            Profile::AeadAes256Gcm => 32,
+            Profile::AeadAes128Gcm | Profile::AesCm128HmacSha1_80 => 16,
+        }
     }
 
     /// Master (and session) salt length in bytes: 96 bits for GCM (RFC 7714 §12), 112 bits
     /// for AES-CM (RFC 3711 §8.2).
     pub fn salt_len(self) -> usize {
         match self {
-            Profile::AeadAes128Gcm => 12,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => 12,
             Profile::AesCm128HmacSha1_80 => 14,
         }
     }
@@ -71,7 +78,7 @@ impl Profile {
     /// Authentication tag length in bytes, the same for SRTP and SRTCP.
     pub fn tag_len(self) -> usize {
         match self {
-            Profile::AeadAes128Gcm => 16,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => 16,
             Profile::AesCm128HmacSha1_80 => 10,
         }
     }
@@ -89,7 +96,7 @@ impl Profile {
     /// Session authentication key length (RFC 3711 §8.2: 160 bits for HMAC-SHA1); GCM has none.
     fn auth_key_len(self) -> usize {
         match self {
-            Profile::AeadAes128Gcm => 0,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => 0,
             Profile::AesCm128HmacSha1_80 => 20,
         }
     }
@@ -97,12 +104,15 @@ impl Profile {
 
 /// Longest salt of any supported profile.
 const MAX_SALT: usize = 14;
+/// Longest master/session key of any supported profile.
+const MAX_KEY: usize = 32;
 
 /// One direction's master key and master salt.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MasterKey {
     profile: Profile,
-    key: [u8; 16],
+    /// `profile.key_len()` bytes, zero-padded.
+    key: [u8; MAX_KEY],
     /// `profile.salt_len()` bytes, zero-padded: the KDF reads a 112-bit salt, and pads the
     /// 96-bit GCM salt with zeros as libsrtp does (RFC 7714 §11 keeps the RFC 3711 KDF).
     salt: [u8; MAX_SALT],
@@ -116,10 +126,10 @@ impl MasterKey {
         }
         let mut master = MasterKey {
             profile,
-            key: [0; 16],
+            key: [0; MAX_KEY],
             salt: [0; MAX_SALT],
         };
-        master.key.copy_from_slice(key);
+        master.key[..key.len()].copy_from_slice(key);
         master.salt[..salt.len()].copy_from_slice(salt);
         Ok(master)
     }

@@ -17,11 +17,12 @@ fn hex(s: &str) -> Vec<u8> {
 
 fn derived(key: &str, salt: &str, auth: &str) -> Derived {
     let mut d = Derived {
-        key: [0; 16],
+        key: [0; super::MAX_KEY],
         auth: [0; 20],
         salt: [0; MAX_SALT],
     };
-    d.key.copy_from_slice(&hex(key));
+    let key = hex(key);
+    d.key[..key.len()].copy_from_slice(&key);
     let auth = hex(auth);
     d.auth[..auth.len()].copy_from_slice(&auth);
     let salt = hex(salt);
@@ -100,7 +101,7 @@ fn rfc3711_b3_key_derivation() {
     )
     .expect("master");
     let d = kdf::derive(&master, false).expect("derive");
-    assert_eq!(d.key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
+    assert_eq!(d.key[..16].to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
     assert_eq!(d.salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
     assert_eq!(
         d.auth.to_vec(),
@@ -108,7 +109,7 @@ fn rfc3711_b3_key_derivation() {
     );
 
     // B.3 lists 94 bytes of the auth-key PRF output; check all of them.
-    let prf = EncryptingKey::ctr(UnboundCipherKey::new(&AES_128, &master.key).expect("key"))
+    let prf = EncryptingKey::ctr(UnboundCipherKey::new(&AES_128, &master.key[..16]).expect("key"))
         .expect("ctr");
     let mut long = [0u8; 94];
     kdf::prf_block(&prf, &master.salt, Label::RtpAuth, &mut long).expect("prf");
@@ -254,7 +255,8 @@ fn dtls_profile_ids() {
         Some(Profile::AesCm128HmacSha1_80)
     );
     assert_eq!(Profile::from_dtls_id(0x0002), None);
-    for p in [Profile::AeadAes128Gcm, Profile::AesCm128HmacSha1_80] {
+    assert_eq!(Profile::from_dtls_id(0x0008), Some(Profile::AeadAes256Gcm));
+    for p in PROFILES {
         assert_eq!(Profile::from_dtls_id(p.dtls_id()), Some(p));
     }
 }
@@ -262,7 +264,7 @@ fn dtls_profile_ids() {
 // RFC 5764 §4.2: client key, server key, client salt, server salt.
 #[test]
 fn keying_material_splits_by_dtls_role() {
-    for profile in [Profile::AeadAes128Gcm, Profile::AesCm128HmacSha1_80] {
+    for profile in PROFILES {
         let (k, s) = (profile.key_len(), profile.salt_len());
         let material: Vec<u8> = (0..SessionKeys::keying_material_len(profile) as u8).collect();
         let client_key = MasterKey::new(profile, &material[..k], &material[2 * k..2 * k + s]);
@@ -312,7 +314,11 @@ fn rtp_with_csrcs_and_extension(ssrc: u32, seq: u16, payload: usize) -> Vec<u8> 
     p
 }
 
-const PROFILES: [Profile; 2] = [Profile::AeadAes128Gcm, Profile::AesCm128HmacSha1_80];
+const PROFILES: [Profile; 3] = [
+    Profile::AeadAes128Gcm,
+    Profile::AeadAes256Gcm,
+    Profile::AesCm128HmacSha1_80,
+];
 
 #[test]
 fn rtp_round_trip_keeps_csrcs_and_extension_in_clear() {

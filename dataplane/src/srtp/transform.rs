@@ -2,7 +2,7 @@
 //! replay are the context's business; this file only encrypts, authenticates and lays out
 //! trailers.
 
-use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::cipher::{AES_128, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
@@ -32,7 +32,7 @@ pub(super) struct AesCm {
     salt: [u8; MAX_SALT],
 }
 
-/// `AEAD_AES_128_GCM` (RFC 7714).
+/// `AEAD_AES_128_GCM` and `AEAD_AES_256_GCM` (RFC 7714).
 pub(super) struct Gcm {
     aead: LessSafeKey,
     salt: [u8; 12],
@@ -48,7 +48,8 @@ impl Session {
             Profile::AesCm128HmacSha1_80 => {
                 AesCm::new(derived).map(|s| Session::AesCm(Box::new(s)))
             }
-            Profile::AeadAes128Gcm => Gcm::new(derived).map(Session::Gcm),
+            Profile::AeadAes128Gcm => Gcm::new(derived, false).map(Session::Gcm),
+            Profile::AeadAes256Gcm => Gcm::new(derived, true).map(Session::Gcm),
         }
     }
 
@@ -214,7 +215,8 @@ const TAG_GCM: usize = 16;
 
 impl AesCm {
     pub(super) fn new(derived: &Derived) -> Result<AesCm, SrtpError> {
-        let key = UnboundCipherKey::new(&AES_128, &derived.key).map_err(|_| SrtpError::Crypto)?;
+        let key =
+            UnboundCipherKey::new(&AES_128, &derived.key[..16]).map_err(|_| SrtpError::Crypto)?;
         Ok(AesCm {
             cipher: EncryptingKey::ctr(key).map_err(|_| SrtpError::Crypto)?,
             auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &derived.auth),
@@ -259,8 +261,13 @@ impl AesCm {
 }
 
 impl Gcm {
-    fn new(derived: &Derived) -> Result<Gcm, SrtpError> {
-        let key = UnboundKey::new(&AES_128_GCM, &derived.key).map_err(|_| SrtpError::Crypto)?;
+    fn new(derived: &Derived, aes256: bool) -> Result<Gcm, SrtpError> {
+        let key = if aes256 {
+            UnboundKey::new(&AES_256_GCM, &derived.key[..32])
+        } else {
+            UnboundKey::new(&AES_128_GCM, &derived.key[..16])
+        }
+        .map_err(|_| SrtpError::Crypto)?;
         let mut salt = [0u8; 12];
         salt.copy_from_slice(&derived.salt[..12]);
         Ok(Gcm {
