@@ -1,0 +1,230 @@
+//! loadgen's command line: the modes, the options and their defaults.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::traffic::{self, Load};
+
+pub const USAGE: &str = "\
+usage: loadgen <echo|fanout|reflector> [options]
+
+  echo       N echo sessions; RTP to each, echoes counted
+  fanout     one publisher, N listeners; RTP to the publisher, egress counted at the listeners
+  reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
+
+  --api URL          sluice API (default ws://127.0.0.1:9010/api/ws)
+  --spawn PATH       start this sluice binary (--api 127.0.0.1:19010 --rtp-ports 40000-49999
+                     --workers 1), measure, stop it
+  --server-arg ARG   extra argument for --spawn, repeatable (e.g. --server-arg=--io --server-arg=mmsg)
+  --pid PID          server process for CPU accounting (default: the spawned one, else the
+                     process named sluice)
+  --sessions N       echo sessions / reflector streams (default 10)
+  --listeners N      fanout listeners (default 8)
+  --rate PPS         packets/s sent in total (default 50000; fanout: 5000 into the publisher)
+  --size BYTES       RTP packet size (default 172)
+  --duration SECS    sending time (default 5)
+  --drain MS         receive time after the last send (default 500)
+  --sockets K        local UDP sockets the streams are spread over (default 4)
+  --baseline         echo: then run the reflector under the same load; print both and the ratio
+  --gen-cpu N        pin generator + receiver threads (default: the last core)
+  --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
+  --json             print JSON instead of the table";
+
+/// Settings the spawned server gets unless `--server-arg` overrides them.
+pub const SPAWN_DEFAULTS: [(&str, &str); 3] = [
+    ("--api", "127.0.0.1:19010"),
+    ("--rtp-ports", "40000-49999"),
+    ("--workers", "1"),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Echo,
+    Fanout,
+    Reflector,
+}
+
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub mode: Mode,
+    pub api: String,
+    pub spawn: Option<String>,
+    pub server_args: Vec<String>,
+    pub pid: Option<u32>,
+    pub sessions: usize,
+    pub listeners: usize,
+    pub rate: u64,
+    pub size: usize,
+    pub duration: Duration,
+    pub drain: Duration,
+    pub sockets: usize,
+    pub baseline: bool,
+    pub gen_cpu: Option<usize>,
+    pub reflector_cpu: Option<usize>,
+    pub json: bool,
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
+    v.parse()
+        .ok()
+        .with_context(|| format!("{flag}: not a number: {v:?}"))
+}
+
+impl Args {
+    pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
+        let mut it = argv.into_iter();
+        let mode = match it.next().as_deref() {
+            Some("echo") => Mode::Echo,
+            Some("fanout") => Mode::Fanout,
+            Some("reflector") => Mode::Reflector,
+            Some("-h" | "--help") | None => bail!("{USAGE}"),
+            Some(other) => bail!("unknown mode {other:?}\n{USAGE}"),
+        };
+        let mut a = Args {
+            mode,
+            api: "ws://127.0.0.1:9010/api/ws".into(),
+            spawn: None,
+            server_args: Vec::new(),
+            pid: None,
+            sessions: 10,
+            listeners: 8,
+            rate: if mode == Mode::Fanout { 5_000 } else { 50_000 },
+            size: 172,
+            duration: Duration::from_secs(5),
+            drain: Duration::from_millis(500),
+            sockets: 4,
+            baseline: false,
+            gen_cpu: None,
+            reflector_cpu: Some(0),
+            json: false,
+        };
+        while let Some(arg) = it.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .with_context(|| format!("{flag} needs a value"))
+            };
+            match flag.as_str() {
+                "--api" => a.api = value()?,
+                "--spawn" => a.spawn = Some(value()?),
+                "--server-arg" => a.server_args.push(value()?),
+                "--pid" => a.pid = Some(number(&flag, &value()?)?),
+                "--sessions" => a.sessions = number(&flag, &value()?)?,
+                "--listeners" => a.listeners = number(&flag, &value()?)?,
+                "--rate" => a.rate = number(&flag, &value()?)?,
+                "--size" => a.size = number(&flag, &value()?)?,
+                "--duration" => a.duration = Duration::from_secs_f64(number(&flag, &value()?)?),
+                "--drain" => a.drain = Duration::from_millis(number(&flag, &value()?)?),
+                "--sockets" => a.sockets = number(&flag, &value()?)?,
+                "--gen-cpu" => a.gen_cpu = Some(number(&flag, &value()?)?),
+                "--reflector-cpu" => a.reflector_cpu = Some(number(&flag, &value()?)?),
+                "--baseline" => a.baseline = true,
+                "--json" => a.json = true,
+                "-h" | "--help" => bail!("{USAGE}"),
+                _ => bail!("unknown option {arg:?}\n{USAGE}"),
+            }
+        }
+        a.validate()?;
+        Ok(a)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let size = traffic::MIN_SIZE..=traffic::MAX_SIZE;
+        if !size.contains(&self.size) {
+            bail!("--size must be within {size:?}");
+        }
+        if !(1..=10_000_000).contains(&self.rate) {
+            bail!("--rate must be 1..=10000000");
+        }
+        if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
+            bail!("--duration must be within (0, 3600] seconds");
+        }
+        if self.drain > Duration::from_secs(60) {
+            bail!("--drain must be at most 60000 ms");
+        }
+        if !(1..=10_000).contains(&self.sessions) || !(1..=10_000).contains(&self.listeners) {
+            bail!("--sessions and --listeners must be 1..=10000");
+        }
+        if !(1..=64).contains(&self.sockets) {
+            bail!("--sockets must be 1..=64");
+        }
+        if self.baseline && self.mode != Mode::Echo {
+            bail!("--baseline applies to echo mode");
+        }
+        Ok(())
+    }
+
+    pub fn load(&self, copies: u64, cpu: Option<usize>) -> Load {
+        Load {
+            rate: self.rate,
+            size: self.size,
+            duration: self.duration,
+            drain: self.drain,
+            copies,
+            cpu,
+        }
+    }
+
+    /// The spawned server's command line: our defaults unless overridden, then `--server-arg`s.
+    pub fn spawn_args(&self) -> Vec<String> {
+        let given = |flag: &str| {
+            self.server_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let mut out: Vec<String> = SPAWN_DEFAULTS
+            .iter()
+            .filter(|(flag, _)| !given(flag))
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect();
+        out.extend(self.server_args.iter().cloned());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn parse(s: &str) -> anyhow::Result<Args> {
+        Args::parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn options_and_defaults() {
+        let a = parse("echo --sessions 3 --rate=1000 --baseline --json").unwrap();
+        assert_eq!(
+            (a.mode, a.sessions, a.rate, a.baseline, a.json),
+            (Mode::Echo, 3, 1000, true, true)
+        );
+        assert_eq!(parse("fanout").unwrap().rate, 5_000);
+        assert!(parse("fanout --baseline").is_err());
+        assert!(parse("echo --size 20").is_err());
+        assert!(parse("echo --rate").is_err());
+        assert!(parse("echo --bogus 1").is_err());
+        assert!(parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn server_args_override_spawn_defaults() {
+        let a = parse("echo --server-arg --workers --server-arg 2 --server-arg=--io=mmsg").unwrap();
+        assert_eq!(
+            a.spawn_args(),
+            [
+                "--api",
+                "127.0.0.1:19010",
+                "--rtp-ports",
+                "40000-49999",
+                "--workers",
+                "2",
+                "--io=mmsg"
+            ]
+        );
+    }
+}

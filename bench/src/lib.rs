@@ -1,0 +1,21 @@
+//! Sluice's load tools. The criterion benches (`benches/`) time the sans-IO forwarding core;
+//! the `loadgen` binary drives a running `sluice` over loopback through its real WebSocket API
+//! and real UDP sockets, and measures what a deployment would see: packets per second
+//! delivered, loss, latency, and the server's CPU time per forwarded packet, next to a minimal
+//! recvmmsg/sendmmsg reflector ([`reflector`]) under the same load as the kernel baseline.
+//!
+//! Model: the generator ([`traffic`]) stamps stream, sequence and send time into each RTP
+//! payload, so any forwarding that keeps the payload can be measured the same way; CPU time
+//! comes from /proc ([`procstat`]), never from the client's own view. All `unsafe` is in
+//! [`sys`].
+
+pub mod cli;
+pub mod hist;
+pub mod procstat;
+pub mod reflector;
+pub mod report;
+pub mod sdp;
+pub mod server;
+pub mod sys;
+pub mod traffic;
+pub mod wsapi;

@@ -1,0 +1,214 @@
+//! Results: one row per measured target, printed as an aligned table or as JSON.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::procstat::Machine;
+use crate::traffic::Outcome;
+
+/// One measurement: a target under one load.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// `sluice` or `reflector`.
+    pub target: String,
+    pub mode: String,
+    /// Echo sessions, or listeners of the fanout.
+    pub streams: usize,
+    /// Requested packets per second (generator side).
+    pub rate: u64,
+    /// Packets expected back per packet sent.
+    pub copies: u64,
+    pub outcome: Outcome,
+    /// CPU time the target spent during the window, when it could be read.
+    pub cpu_ns: Option<u64>,
+    /// Wall time of the CPU window.
+    pub window: Duration,
+    /// The target's CPU per thread name during the window, busiest first (sluice only).
+    pub threads: Vec<(String, u64)>,
+}
+
+impl Row {
+    /// Target CPU time per packet it forwarded (= per packet we received back).
+    pub fn ns_per_packet(&self) -> Option<f64> {
+        let cpu = self.cpu_ns?;
+        (self.outcome.received > 0).then(|| cpu as f64 / self.outcome.received as f64)
+    }
+
+    /// Target CPU use over the window, in % of one core.
+    pub fn cpu_pct(&self) -> Option<f64> {
+        Some(100.0 * self.cpu_ns? as f64 / self.window.as_nanos().max(1) as f64)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let o = &self.outcome;
+        let us = |ns: u64| ns as f64 / 1000.0;
+        json!({
+            "target": self.target,
+            "mode": self.mode,
+            "streams": self.streams,
+            "rate": self.rate,
+            "sent": o.sent,
+            "send_failed": o.send_failed,
+            "expected": o.expected(self.copies),
+            "received": o.received,
+            "stray": o.stray,
+            "send_seconds": o.send_time.as_secs_f64(),
+            "offered_pps": o.offered_pps(),
+            "delivered_pps": o.delivered_pps(),
+            "loss_pct": o.loss_pct(self.copies),
+            "latency_p50_us": us(o.latency.quantile(0.50)),
+            "latency_p99_us": us(o.latency.quantile(0.99)),
+            "latency_max_us": us(o.latency.max()),
+            "generator_cpu_ns": o.own_cpu_ns,
+            "generator_limited": o.generator_limited(self.rate),
+            "cpu_ns": self.cpu_ns,
+            "cpu_pct": self.cpu_pct(),
+            "ns_per_packet": self.ns_per_packet(),
+            "packets_per_cpu_second": self.ns_per_packet().map(|ns| 1e9 / ns),
+            "threads_cpu_ns": self.threads.iter().map(|(n, ns)| json!({"name": n, "cpu_ns": ns})).collect::<Vec<_>>(),
+        })
+    }
+}
+
+const HEADERS: [&str; 11] = [
+    "target",
+    "mode",
+    "streams",
+    "offered/s",
+    "delivered/s",
+    "loss%",
+    "p50 µs",
+    "p99 µs",
+    "cpu%",
+    "ns/pkt",
+    "pkt/cpu-s",
+];
+
+fn cells(r: &Row) -> [String; 11] {
+    let o = &r.outcome;
+    let opt = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    [
+        r.target.clone(),
+        r.mode.clone(),
+        r.streams.to_string(),
+        format!("{:.0}", o.offered_pps()),
+        format!("{:.0}", o.delivered_pps()),
+        format!("{:.3}", o.loss_pct(r.copies)),
+        format!("{:.1}", o.latency.quantile(0.50) as f64 / 1000.0),
+        format!("{:.1}", o.latency.quantile(0.99) as f64 / 1000.0),
+        opt(r.cpu_pct(), 1),
+        opt(r.ns_per_packet(), 0),
+        opt(r.ns_per_packet().map(|ns| 1e9 / ns), 0),
+    ]
+}
+
+/// The rows as a table: text columns left-aligned, numbers right-aligned.
+pub fn table(rows: &[Row]) -> String {
+    let body: Vec<[String; 11]> = rows.iter().map(cells).collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &body {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: &[String]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            let pad = " ".repeat(w - c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if i < 2 {
+                s.push_str(c);
+                s.push_str(&pad);
+            } else {
+                s.push_str(&pad);
+                s.push_str(c);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(&HEADERS.map(String::from));
+    for row in &body {
+        out.push('\n');
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// "name 12.3%, name 0.4%": each thread's share of one core over the window.
+pub fn threads_line(r: &Row) -> Option<String> {
+    if r.threads.is_empty() {
+        return None;
+    }
+    let window = r.window.as_nanos().max(1) as f64;
+    let parts: Vec<String> = r
+        .threads
+        .iter()
+        .map(|(name, ns)| format!("{name} {:.1}%", 100.0 * *ns as f64 / window))
+        .collect();
+    Some(format!("{} threads: {}", r.target, parts.join(", ")))
+}
+
+/// Sluice's CPU per packet over the reflector's, when both rows have one.
+pub fn cpu_ratio(rows: &[Row]) -> Option<f64> {
+    let per = |t: &str| rows.iter().find(|r| r.target == t)?.ns_per_packet();
+    Some(per("sluice")? / per("reflector")?)
+}
+
+pub fn machine_json(m: &Machine) -> Value {
+    json!({"cpu_model": m.cpu_model, "cores": m.cores, "kernel": m.kernel, "loadavg_1min": m.loadavg})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(target: &str, received: u64, cpu_ns: Option<u64>) -> Row {
+        let mut outcome = Outcome {
+            sent: 1000,
+            received,
+            send_time: Duration::from_secs(1),
+            ..Outcome::default()
+        };
+        outcome.latency.record(20_000);
+        Row {
+            target: target.into(),
+            mode: "echo".into(),
+            streams: 10,
+            rate: 1000,
+            copies: 1,
+            outcome,
+            cpu_ns,
+            window: Duration::from_secs(2),
+            threads: vec![("w".into(), 1_000_000_000)],
+        }
+    }
+
+    #[test]
+    fn derived_columns() {
+        let r = row("sluice", 500, Some(1_000_000));
+        assert_eq!(r.ns_per_packet(), Some(2000.0));
+        assert_eq!(r.cpu_pct(), Some(0.05));
+        assert_eq!(r.outcome.loss_pct(1), 50.0);
+        assert_eq!(row("x", 0, Some(1)).ns_per_packet(), None);
+        let rows = [r, row("reflector", 1000, Some(1_000_000))];
+        assert_eq!(cpu_ratio(&rows), Some(2.0));
+        assert_eq!(threads_line(&rows[0]).unwrap(), "sluice threads: w 50.0%");
+        assert_eq!(rows[0].to_json()["ns_per_packet"], 2000.0);
+    }
+
+    #[test]
+    fn table_columns_line_up() {
+        let t = table(&[
+            row("sluice", 1000, None),
+            row("reflector", 1000, Some(5_000_000)),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let col = |l: &str| l.find("echo").unwrap();
+        assert_eq!(col(lines[1]), col(lines[2]));
+        assert!(lines[1].ends_with('-') && lines[2].ends_with("200000"));
+    }
+}
