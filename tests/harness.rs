@@ -592,3 +592,37 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A server on `io` writing recordings into `dir`.
+pub fn recording_server(io: IoMode, dir: &std::path::Path) -> Option<Server> {
+    let dir = dir.to_owned();
+    Server::start_with(io, move |c| c.record_dir = dir)
+}
+
+/// `recorder_action` on session `id` with `data` (`action`, `uri`).
+pub fn recorder_action(c: &mut Client, id: &str, mut data: Value) -> Result<Value, ApiError> {
+    data["session_id"] = json!(id);
+    c.session("recorder_action", data)
+}
+
+/// Creates a plain echo session for `sdp`; returns its id and where to send media.
+pub fn echo_session(c: &mut Client, sdp: &str) -> (String, SocketAddr) {
+    let r = c
+        .session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": sdp, "sdp_type": "rtp"}}),
+        )
+        .expect("create echo");
+    (
+        str_of(&r, "session_id"),
+        server_addr(&sdp_in(&r, "answer"), 0),
+    )
+}
+
+/// The info header (as JSON) and the frames of an `.mjr` recording.
+pub fn read_mjr(path: &std::path::Path) -> (Value, Vec<sluice_dataplane::record::mjr::MjrFrame>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = sluice_dataplane::record::mjr::parse(&bytes).expect("an MJR00002 file");
+    let info: Value = serde_json::from_str(&file.info_json).expect("JSON info header");
+    (info, file.frames)
+}

@@ -716,3 +716,77 @@ fn map_attribute(sdp: &str, prefix: &str, f: impl Fn(&str) -> String) -> String 
     assert!(found, "no {prefix} line in SDP:\n{sdp}");
     out
 }
+
+// ----- Helpers for scenarios against the server (tests/webrtc.rs) -----
+
+use crate::{Client, Peer, Rtp, WAIT};
+use serde_json::Value;
+
+/// Deterministic payloads (xorshift, fixed seed).
+pub struct Payloads(pub u64);
+
+impl Payloads {
+    pub fn next(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 as u8
+            })
+            .collect()
+    }
+}
+
+/// Waits for the session's `status {class:"webrtc"}` event and returns its body.
+pub fn webrtc_status(c: &mut Client, id: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ev = c.wait_event(id, "status");
+        if ev["body"]["class"] == "webrtc" {
+            return ev["body"].clone();
+        }
+        assert!(Instant::now() < deadline, "no webrtc status for {id}");
+    }
+}
+
+pub fn expect_up(c: &mut Client, id: &str) {
+    let body = webrtc_status(c, id);
+    assert_eq!(body["status"], "up", "session {id}: {body}");
+}
+
+/// An RTP packet with its payload after any CSRCs and header extension (str0m sends an
+/// empty one-byte-header extension block, RFC 8285, which the server forwards untouched).
+pub fn parse_rtp(data: &[u8]) -> Rtp {
+    let mut rtp = Rtp::parse(data).expect("an RTP packet");
+    let mut start = 12 + 4 * usize::from(data[0] & 0x0f);
+    if data[0] & 0x10 != 0 {
+        let words = u16::from_be_bytes([data[start + 2], data[start + 3]]);
+        start += 4 + 4 * usize::from(words);
+    }
+    rtp.payload = data[start..].to_vec();
+    rtp
+}
+
+/// Drives `p` (str0m sends what was written from its loop) until the plain peer `b` has
+/// received `n` RTP packets.
+pub fn drive_until_plain_receives(p: &mut WebrtcPeer, b: &Peer, n: usize) -> Vec<Rtp> {
+    b.rtp
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .expect("timeout");
+    let deadline = Instant::now() + WAIT;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        p.step(STEP);
+        while got.len() < n
+            && let Some((data, _)) = b.recv()
+        {
+            got.push(parse_rtp(&data));
+        }
+    }
+    b.rtp
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    assert_eq!(got.len(), n, "plain peer got {got:?}; {}", p.describe());
+    got
+}

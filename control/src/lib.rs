@@ -8,12 +8,16 @@
 //! `sluice_dataplane::api` (open legs, connect them, read their counters) and pushes events
 //! back into the connections' bounded outboxes. Media never passes through this crate.
 //!
-//! Transport seam: every leg has a [`manager::session::Transport`]; only plain RTP exists now,
-//! and any request that would need WebRTC (ICE + DTLS-SRTP) gets `invalid_parameters`.
+//! Transports: every leg has a [`manager::session::Transport`]: plain RTP (a port pair per
+//! m-line) or WebRTC (one bundled, secure data-plane leg per session, whose ICE-lite agent and
+//! DTLS-SRTP endpoint run on the actor's slow path: `Event::SlowPath` in, `Command::Transmit` /
+//! `SetRemote` / `SetSrtp` out; see `manager::webrtc`).
 
 pub mod config;
+pub mod demo;
 pub mod errors;
 pub mod manager;
+pub mod recordings;
 pub mod request;
 pub mod sdp;
 pub mod webrtc;
@@ -126,12 +130,18 @@ fn start_api(
         })
         .map_err(StartError::Runtime)?;
 
+    let index = Arc::new(recordings::RecordIndex::new(config.record_dir.clone()));
     let manager = Manager::new(
         dp,
         config.announced_ip(),
         config.disconnect_grace,
         inbox_tx.clone(),
-    );
+    )
+    .with_recordings(Arc::clone(&index));
+    let http = recordings::HttpState {
+        index,
+        secret: config.api_secret.as_deref().map(Arc::from),
+    };
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
     let state = ws::ApiState {
         manager: inbox_tx,
@@ -143,7 +153,9 @@ fn start_api(
     let thread = std::thread::Builder::new()
         .name("sluice-control".into())
         .spawn(move || {
-            runtime.block_on(serve(listener, manager, inbox_rx, state, alive_rx, stop_rx));
+            runtime.block_on(serve(
+                listener, manager, inbox_rx, state, http, alive_rx, stop_rx,
+            ));
             runtime.shutdown_timeout(Duration::from_secs(1));
         })
         .map_err(StartError::Runtime)?;
@@ -155,6 +167,7 @@ async fn serve(
     manager: Manager,
     inbox_rx: mpsc::Receiver<Msg>,
     state: ws::ApiState,
+    http: recordings::HttpState,
     mut alive_rx: mpsc::Receiver<()>,
     stop_rx: oneshot::Receiver<()>,
 ) {
@@ -167,7 +180,9 @@ async fn serve(
             return;
         }
     };
-    let app = ws::router(state);
+    let app = ws::router(state)
+        .merge(recordings::router(http))
+        .merge(demo::router());
     let (halt_tx, halt_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let shutdown = async {

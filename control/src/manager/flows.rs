@@ -2,11 +2,13 @@
 //! session whose offer the server made (proxy slaves, listeners).
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Remote, Rewrite};
+use sluice_dataplane::api::{Command, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite, Ssrc};
 
 use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Session, Transport};
-use super::{Manager, Outcome, WEBRTC_UNAVAILABLE, dp_kind, new_id, peer_sdp, remote_of, sdp_kind};
-use crate::errors::{ApiError, ErrorCode};
+use super::webrtc::WebrtcTransport;
+use super::webrtc_flows::cname_for;
+use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
+use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
 use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Sdp, Selected};
 
@@ -60,6 +62,8 @@ impl NewSession {
             ready_timeout: self.ready_timeout,
             timer_gen: 0,
             answer_waiters: Vec::new(),
+            recording: None,
+            webrtc: None,
         }
     }
 }
@@ -68,24 +72,29 @@ pub(super) fn negotiation_error(e: NegotiationError) -> ApiError {
     ApiError::invalid(e.to_string())
 }
 
-/// The server only generates plain RTP for now.
-pub(super) fn require_rtp(sdp_type: SdpType) -> Result<(), ApiError> {
-    match sdp_type {
-        SdpType::Rtp => Ok(()),
-        SdpType::Webrtc => Err(ApiError::invalid(WEBRTC_UNAVAILABLE)),
+/// The peer's SDP as the client sent it, kept verbatim for `get_offer`/`get_answer`.
+pub(super) fn client_sdp(obj: Option<&SdpObject>, parsed: &Sdp) -> SdpText {
+    SdpText {
+        sdp: obj.and_then(|o| o.sdp.clone()).unwrap_or_default(),
+        sdp_type: if parsed.is_webrtc() {
+            SdpType::Webrtc
+        } else {
+            SdpType::Rtp
+        },
     }
 }
 
-/// The offer as the client sent it, kept verbatim for `get_offer`/`get_info`.
-fn client_sdp(obj: Option<&SdpObject>) -> SdpText {
-    SdpText {
-        sdp: obj.and_then(|o| o.sdp.clone()).unwrap_or_default(),
-        sdp_type: SdpType::Rtp,
-    }
+/// Legs the server's side of a session opened: one per accepted m-line, sharing one bundled
+/// leg and its transport for a WebRTC peer.
+pub(super) struct Opened {
+    pub legs: Vec<Leg>,
+    /// RTP port per m-line of the peer's SDP (0 = rejected).
+    pub ports: Vec<u16>,
+    pub webrtc: Option<Box<WebrtcTransport>>,
 }
 
 /// `telephone-event` at `rate` in an answered m-line (RFC 4733 §7.1.1).
-fn answered_dtmf(m: &sdp::Media, rate: u32) -> Option<Codec> {
+pub(super) fn answered_dtmf(m: &sdp::Media, rate: u32) -> Option<Codec> {
     m.codecs
         .iter()
         .find(|c| c.is_telephone_event() && c.clock_rate == rate)
@@ -93,7 +102,10 @@ fn answered_dtmf(m: &sdp::Media, rate: u32) -> Option<Codec> {
 }
 
 /// PT translation from a leg with `(codec, dtmf)` to one with `(to, to_dtmf)`.
-fn pt_pairs(from: (&Codec, Option<&Codec>), to: (&Codec, Option<&Codec>)) -> Vec<(Pt, Pt)> {
+pub(super) fn pt_pairs(
+    from: (&Codec, Option<&Codec>),
+    to: (&Codec, Option<&Codec>),
+) -> Vec<(Pt, Pt)> {
     let mut map = vec![(Pt(from.0.pt), Pt(to.0.pt))];
     if let (Some(a), Some(b)) = (from.1, to.1) {
         map.push((Pt(a.pt), Pt(b.pt)));
@@ -125,14 +137,15 @@ impl Manager {
         }
     }
 
-    /// Opens one leg per accepted m-line of a peer's offer; returns the legs and the RTP port
-    /// of every m-line (0 = rejected).
+    /// Opens the legs for the accepted m-lines of a peer's offer: plain legs, or one bundled
+    /// secure leg for a WebRTC offer (each accepted m-line gets a fixed SSRC the answer
+    /// announces).
     pub(super) fn open_answer_legs(
         &mut self,
         group: GroupId,
         offer: &Sdp,
         selected: &[Option<Selected>],
-    ) -> Result<(Vec<Leg>, Vec<u16>), ApiError> {
+    ) -> Result<Opened, ApiError> {
         let mut accepted: Vec<(usize, MediaKind, Remote, &Selected)> = Vec::new();
         for (i, sel) in selected.iter().enumerate() {
             if let (Some(s), Some(m)) = (sel, offer.media.get(i))
@@ -141,8 +154,14 @@ impl Manager {
                 accepted.push((i, kind, remote_of(offer, m), s));
             }
         }
-        let specs: Vec<(MediaKind, Remote)> = accepted.iter().map(|a| (a.1, a.2)).collect();
-        let infos = self.open_legs(group, &specs)?;
+        let webrtc = offer.is_webrtc();
+        let (infos, transport): (Vec<LegInfo>, _) = if webrtc {
+            let (info, t) = self.open_answer_bundle(group, offer, selected)?;
+            (vec![info; accepted.len()], Some(Box::new(t)))
+        } else {
+            let specs: Vec<(MediaKind, Remote)> = accepted.iter().map(|a| (a.1, a.2)).collect();
+            (self.open_legs(group, &specs)?, None)
+        };
         let mut ports = vec![0; offer.media.len()];
         let legs = accepted
             .into_iter()
@@ -152,290 +171,153 @@ impl Manager {
                 Leg {
                     info,
                     kind,
-                    transport: Transport::Plain,
+                    transport: if webrtc {
+                        Transport::Webrtc
+                    } else {
+                        Transport::Plain
+                    },
                     mline,
                     codec: s.codec.clone(),
                     dtmf: s.dtmf.clone(),
-                    remote,
+                    remote: if webrtc { Remote::default() } else { remote },
                     latched: None,
                     offered: None,
-                    ssrc: None,
+                    ssrc: webrtc.then(random_ssrc),
                     accepted: true,
                 }
             })
             .collect();
-        Ok((legs, ports))
+        Ok(Opened {
+            legs,
+            ports,
+            webrtc: transport,
+        })
+    }
+
+    /// The server's answer to a peer's offer: WebRTC for a WebRTC offer, plain RTP otherwise.
+    pub(super) fn answer_sdp(
+        &mut self,
+        id: &str,
+        offer: &Sdp,
+        selected: &[Option<Selected>],
+        opened: &Opened,
+    ) -> SdpText {
+        match (&opened.webrtc, opened.legs.first()) {
+            (Some(t), Some(leg)) => {
+                let sdp = self.webrtc_answer_sdp(
+                    t,
+                    leg.info.rtp_port,
+                    offer,
+                    selected,
+                    &opened.legs,
+                    &cname_for(id),
+                );
+                SdpText::of(&sdp)
+            }
+            _ => {
+                let local = self.local_transport(opened.ports.clone());
+                SdpText::rtp(&sdp::build_answer(offer, selected, &local))
+            }
+        }
+    }
+
+    /// Opens the legs of an offer the server makes (`webrtc`: one bundled leg) and writes it.
+    /// Each WebRTC entry gets a fixed SSRC and `cname` (announced in the offer).
+    pub(super) fn open_offer_legs(
+        &mut self,
+        group: GroupId,
+        offered: &mut [OfferMedia],
+        webrtc: bool,
+        cname: &str,
+    ) -> Result<(Opened, SdpText), ApiError> {
+        if webrtc {
+            for om in offered.iter_mut() {
+                om.ssrc.get_or_insert_with(random_ssrc);
+                om.cname.get_or_insert_with(|| cname.to_owned());
+            }
+            let (info, t) = self.open_offer_bundle(group, offered)?;
+            let sdp = self.webrtc_offer_sdp(&t, info.rtp_port, offered);
+            let opened = Opened {
+                legs: offer_legs(offered, vec![info; offered.len()], Transport::Webrtc),
+                ports: vec![sdp.media.first().map_or(0, |m| m.port); offered.len()],
+                webrtc: Some(Box::new(t)),
+            };
+            return Ok((opened, SdpText::of(&sdp)));
+        }
+        let specs: Vec<(MediaKind, Remote)> = offered
+            .iter()
+            .map(|om| {
+                (
+                    dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
+                    Remote::default(),
+                )
+            })
+            .collect();
+        let infos = self.open_legs(group, &specs)?;
+        let ports: Vec<u16> = infos.iter().map(|i| i.rtp_port).collect();
+        let local = self.local_transport(ports.clone());
+        let offer = SdpText::rtp(&sdp::build_offer(offered, &local));
+        let opened = Opened {
+            legs: offer_legs(offered, infos, Transport::Plain),
+            ports,
+            webrtc: None,
+        };
+        Ok((opened, offer))
+    }
+
+    /// Closes the data-plane legs of `legs` (a bundled leg once).
+    pub(super) fn close_legs(&mut self, legs: &[Leg]) {
+        let mut closed: Vec<sluice_dataplane::api::LegId> = Vec::with_capacity(legs.len());
+        for l in legs {
+            if !closed.contains(&l.info.id) {
+                closed.push(l.info.id);
+                self.close_leg(l.info.id);
+            }
+        }
     }
 
     /// Closes legs opened for a session that could not be completed.
     pub(super) fn abandon_legs(&mut self, legs: &[Leg]) {
-        for l in legs {
-            self.close_leg(l.info.id);
-        }
+        self.close_legs(legs);
     }
 
     fn create_echo(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
         let offer = peer_sdp(c.offer.as_ref())?;
         let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
         let group = self.new_group();
-        let (legs, ports) = self.open_answer_legs(group, &offer, &selected)?;
-        for l in &legs {
+        let opened = self.open_answer_legs(group, &offer, &selected)?;
+        for l in &opened.legs {
+            // Towards a WebRTC peer the echo goes out with the SSRC the answer announces.
             let cmd = Command::Connect {
                 from: l.info.id,
                 to: l.info.id,
                 kind: l.kind,
-                rewrite: Rewrite::default(),
+                rewrite: Rewrite {
+                    pt_map: Vec::new(),
+                    ssrc: l.ssrc.map(Ssrc),
+                },
             };
             if let Err(e) = self.send(cmd) {
-                self.abandon_legs(&legs);
+                self.abandon_legs(&opened.legs);
                 return Err(e);
             }
         }
-        let local = self.local_transport(ports);
-        let answer = SdpText::rtp(&sdp::build_answer(&offer, &selected, &local));
         let id = new_id();
+        let answer = self.answer_sdp(&id, &offer, &selected, &opened);
         let mut s = NewSession::from_create(conn, c).build(
             id.clone(),
             Kind::Echo,
             group,
-            client_sdp(c.offer.as_ref()),
-            legs,
+            client_sdp(c.offer.as_ref(), &offer),
+            opened.legs,
         );
+        s.sdp_type = answer.sdp_type;
+        s.webrtc = opened.webrtc;
         s.answer = Some(answer.clone());
         s.peer_offer = Some(offer);
         s.selected = selected;
         self.insert_session(s, c.subscribe);
         Ok(json!({ "session_id": id, "answer": answer.to_json() }))
-    }
-
-    fn create_master(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
-        require_rtp(c.sdp_type.unwrap_or_default())?;
-        let offer = peer_sdp(c.offer.as_ref())?;
-        let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
-        let group = self.new_group();
-        let (legs, _ports) = self.open_answer_legs(group, &offer, &selected)?;
-        let id = new_id();
-        let kind = Kind::ProxyMaster { slave: None };
-        let mut s = NewSession::from_create(conn, c).build(
-            id.clone(),
-            kind,
-            group,
-            client_sdp(c.offer.as_ref()),
-            legs,
-        );
-        s.peer_offer = Some(offer);
-        s.selected = selected;
-        self.insert_session(s, c.subscribe);
-        Ok(json!({ "session_id": id }))
-    }
-
-    pub(super) fn get_proxy_offer(&mut self, conn: ConnId, master: &str) -> Outcome {
-        let m = self.session(master)?;
-        match &m.kind {
-            Kind::ProxyMaster { slave: Some(s) } => {
-                let s = self.session(s)?;
-                Ok(json!({ "session_id": s.id, "offer": s.offer.to_json() }))
-            }
-            Kind::ProxyMaster { slave: None } => {
-                let opts = NewSession {
-                    owner: conn,
-                    stop_after_peer: m.stop_after_peer,
-                    wait_timeout: m.wait_timeout,
-                    ready_timeout: m.ready_timeout,
-                    subscribe: true,
-                    media: MediaSettings::default(),
-                };
-                let sdp_type = m.sdp_type;
-                self.create_slave(master, sdp_type, opts)
-            }
-            _ => Err(ApiError::invalid(format!(
-                "session {master} is not a proxy master"
-            ))),
-        }
-    }
-
-    /// The slave S of proxy master M: S offers M's selected codecs (same PTs) from legs in M's
-    /// group; they are connected once S's answer arrives.
-    fn create_slave(&mut self, master: &str, sdp_type: SdpType, opts: NewSession) -> Outcome {
-        let m = self.session(master)?;
-        let Kind::ProxyMaster { slave: None } = &m.kind else {
-            return Err(ApiError::invalid(format!(
-                "session {master} is not a proxy master without slave"
-            )));
-        };
-        require_rtp(sdp_type)?;
-        let group = m.group;
-        let offered: Vec<OfferMedia> = m
-            .legs
-            .iter()
-            .map(|l| {
-                let peer_m = m.peer_offer.as_ref().and_then(|o| o.media.get(l.mline));
-                OfferMedia {
-                    kind: sdp_kind(l.kind),
-                    mid: peer_m.and_then(|pm| pm.mid.clone()),
-                    codec: l.codec.clone(),
-                    dtmf: l.dtmf.clone(),
-                    direction: peer_m.map(|pm| pm.direction).unwrap_or_default(),
-                    ssrc: None,
-                    cname: None,
-                }
-            })
-            .collect();
-        let specs: Vec<(MediaKind, Remote)> =
-            m.legs.iter().map(|l| (l.kind, Remote::default())).collect();
-        let infos = self.open_legs(group, &specs)?;
-        let ports = infos.iter().map(|i| i.rtp_port).collect();
-        let local = self.local_transport(ports);
-        let offer = SdpText::rtp(&sdp::build_offer(&offered, &local));
-        let legs = offered
-            .into_iter()
-            .zip(infos)
-            .enumerate()
-            .map(|(i, (om, info))| Leg {
-                info,
-                kind: dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
-                transport: Transport::Plain,
-                mline: i,
-                codec: om.codec.clone(),
-                dtmf: om.dtmf.clone(),
-                remote: Remote::default(),
-                latched: None,
-                offered: Some(om),
-                ssrc: None,
-                accepted: false,
-            })
-            .collect();
-        let id = new_id();
-        let kind = Kind::ProxySlave {
-            master: master.to_owned(),
-        };
-        let subscribe = opts.subscribe;
-        let s = opts.build(id.clone(), kind, group, offer.clone(), legs);
-        if let Some(m) = self.sessions.get_mut(master) {
-            m.kind = Kind::ProxyMaster {
-                slave: Some(id.clone()),
-            };
-        }
-        self.insert_session(s, subscribe);
-        Ok(json!({ "session_id": id, "offer": offer.to_json() }))
-    }
-
-    pub(super) fn set_answer(&mut self, id: &str, answer: &SdpObject) -> Outcome {
-        let s = self.session(id)?;
-        if s.answer.is_some() {
-            return Err(ApiError::plain(ErrorCode::AnswerAlreadySet));
-        }
-        let kind = s.kind.clone();
-        if !matches!(kind, Kind::ProxySlave { .. } | Kind::Listen { .. }) {
-            return Err(ApiError::invalid(format!(
-                "session {id} takes no answer (for a proxy, set the answer on its slave session)"
-            )));
-        }
-        let sdp = peer_sdp(Some(answer))?;
-        self.apply_answer(id, &sdp)?;
-        if let Kind::ProxySlave { master } = &kind {
-            self.connect_proxy(master, id)?;
-        }
-        let text = SdpText {
-            sdp: answer.sdp.clone().unwrap_or_default(),
-            sdp_type: SdpType::Rtp,
-        };
-        self.mark_ready(id, text, false);
-        Ok(json!({}))
-    }
-
-    /// Matches the peer's answer to what we offered on each leg and points the legs at it.
-    fn apply_answer(&mut self, id: &str, answer: &Sdp) -> Result<(), ApiError> {
-        let s = self.session(id)?;
-        let mut updates = Vec::with_capacity(s.legs.len());
-        for leg in &s.legs {
-            let m = answer.media.get(leg.mline);
-            let chosen = match (m, leg.offered.as_ref()) {
-                (Some(m), Some(ours)) => sdp::answered_codec(m, ours).map(|c| (c, m)),
-                _ => None,
-            };
-            updates.push(chosen.map(|(codec, m)| {
-                let dtmf = answered_dtmf(m, codec.clock_rate);
-                (codec, dtmf, remote_of(answer, m))
-            }));
-        }
-        if updates.iter().all(Option::is_none) {
-            return Err(ApiError::invalid(
-                "the answer accepts none of the offered media (no matching codec)",
-            ));
-        }
-        let mut commands = Vec::new();
-        if let Some(s) = self.sessions.get_mut(id) {
-            for (leg, update) in s.legs.iter_mut().zip(updates) {
-                if let Some((codec, dtmf, remote)) = update {
-                    leg.codec = codec;
-                    leg.dtmf = dtmf;
-                    leg.remote = remote;
-                    leg.accepted = true;
-                    commands.push(Command::SetRemote {
-                        leg: leg.info.id,
-                        remote,
-                    });
-                }
-            }
-        }
-        for cmd in commands {
-            self.send(cmd)?;
-        }
-        Ok(())
-    }
-
-    /// Connects master and slave legs both ways and makes the master's answer.
-    fn connect_proxy(&mut self, master: &str, slave: &str) -> Result<(), ApiError> {
-        let m = self.session(master)?;
-        let s = self.session(slave)?;
-        let mut commands = Vec::new();
-        let mut selected = m.selected.clone();
-        let mut ports = vec![0; m.peer_offer.as_ref().map_or(0, |o| o.media.len())];
-        for (ml, sl) in m.legs.iter().zip(&s.legs) {
-            if !sl.accepted {
-                if let Some(x) = selected.get_mut(ml.mline) {
-                    *x = None;
-                }
-                continue;
-            }
-            if let Some(p) = ports.get_mut(ml.mline) {
-                *p = ml.info.rtp_port;
-            }
-            let fwd = pt_pairs((&ml.codec, ml.dtmf.as_ref()), (&sl.codec, sl.dtmf.as_ref()));
-            let back = fwd.iter().map(|(a, b)| (*b, *a)).collect();
-            commands.push(Command::Connect {
-                from: ml.info.id,
-                to: sl.info.id,
-                kind: ml.kind,
-                rewrite: Rewrite {
-                    pt_map: fwd,
-                    ssrc: None,
-                },
-            });
-            commands.push(Command::Connect {
-                from: sl.info.id,
-                to: ml.info.id,
-                kind: ml.kind,
-                rewrite: Rewrite {
-                    pt_map: back,
-                    ssrc: None,
-                },
-            });
-        }
-        let Some(peer_offer) = m.peer_offer.clone() else {
-            return Err(ApiError::new(
-                ErrorCode::InternalError,
-                "proxy master without offer",
-            ));
-        };
-        for cmd in commands {
-            self.send(cmd)?;
-        }
-        let local = self.local_transport(ports);
-        let answer = SdpText::rtp(&sdp::build_answer(&peer_offer, &selected, &local));
-        self.mark_ready(master, answer, true);
-        Ok(())
     }
 
     /// The session has its answer: wake `get_answer` waiters, tell subscribers (`emit`), and
@@ -465,6 +347,29 @@ impl Manager {
     }
 }
 
+/// Legs for the m-lines of an offer the server makes, on `infos` (one each, or a shared
+/// bundled leg repeated).
+fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport) -> Vec<Leg> {
+    offered
+        .iter()
+        .zip(infos)
+        .enumerate()
+        .map(|(i, (om, info))| Leg {
+            info,
+            kind: dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
+            transport,
+            mline: i,
+            codec: om.codec.clone(),
+            dtmf: om.dtmf.clone(),
+            remote: Remote::default(),
+            latched: None,
+            offered: Some(om.clone()),
+            ssrc: om.ssrc,
+            accepted: false,
+        })
+        .collect()
+}
+
 /// The `created` event body.
 pub(super) fn created_body(s: &Session) -> Value {
     json!({ "type": s.kind.session_type().as_str() })
@@ -488,15 +393,6 @@ mod tests {
             pt_pairs((&opus, Some(&te)), (&opus2, Some(&te2))),
             vec![(Pt(111), Pt(109)), (Pt(126), Pt(101))]
         );
-    }
-
-    #[test]
-    fn server_generated_webrtc_is_refused() {
-        assert_eq!(
-            require_rtp(SdpType::Webrtc).unwrap_err().message,
-            WEBRTC_UNAVAILABLE
-        );
-        assert!(require_rtp(SdpType::Rtp).is_ok());
     }
 
     #[test]

@@ -90,10 +90,12 @@ impl Manager {
                 continue;
             };
             tracing::debug!(session = %id, %reason, "destroying session");
+            self.recording_ended(&id, &mut s);
             for leg in &s.legs {
                 self.leg_owner.remove(&leg.info.id);
-                self.close_leg(leg.info.id);
             }
+            // A bundled leg serves several m-lines: closed once.
+            self.close_legs(&s.legs);
             let gone = ApiError::new(
                 ErrorCode::SessionStop,
                 format!("session destroyed ({reason})"),
@@ -150,7 +152,8 @@ impl Manager {
             queue.push_back((peer.to_owned(), ErrorCode::PeerStopped));
             return;
         }
-        let legs: Vec<_> = p.legs.iter().map(|l| l.info.id).collect();
+        let mut legs: Vec<_> = p.legs.iter().map(|l| l.info.id).collect();
+        legs.dedup();
         for leg in legs {
             let _ = self.send(Command::Disconnect { to: leg });
         }

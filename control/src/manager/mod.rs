@@ -9,13 +9,18 @@
 
 mod flows;
 mod lifecycle;
+mod proxy;
+mod record;
 mod rooms;
 #[cfg(test)]
 mod scenarios;
 pub mod session;
+mod webrtc;
+mod webrtc_flows;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,13 +29,15 @@ use sluice_dataplane::api::{Command, Event, GroupId, LegId, LegInfo, LegSpec, Me
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{ApiError, ErrorCode};
+use crate::recordings::RecordIndex;
 use crate::request::{EventPattern, Request, SdpObject};
 use crate::sdp::{self, LocalTransport, Media, Sdp};
+use crate::webrtc::cert::Certificate;
 use rooms::Room;
 use session::{ConnId, Leg, SdpText, Session};
 
-/// Text of the error for anything that would need ICE/DTLS/SRTP.
-pub const WEBRTC_UNAVAILABLE: &str = "WebRTC transport is not available yet; use sdp_type rtp";
+/// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
+const WEBRTC_TICK: Duration = Duration::from_millis(50);
 
 /// What a connection asks of the manager.
 pub enum Msg {
@@ -91,6 +98,10 @@ pub struct Manager {
     conns: HashMap<ConnId, Conn>,
     next_group: u64,
     sdp_version: u64,
+    /// The record dir and what was recorded (shared with the HTTP handlers).
+    recordings: Arc<RecordIndex>,
+    /// The DTLS certificate of every WebRTC session, generated at start.
+    cert: Certificate,
 }
 
 impl Manager {
@@ -111,12 +122,34 @@ impl Manager {
             conns: HashMap::new(),
             next_group: 1,
             sdp_version: 1,
+            recordings: Arc::new(RecordIndex::new(crate::Config::default().record_dir)),
+            // Like the ICE credentials' RNG, certificate generation fails only when the
+            // system's crypto is broken: nothing to serve WebRTC with.
+            cert: Certificate::generate().expect("generate the DTLS certificate"),
         }
+    }
+
+    /// Where `recorder_action` writes (the default is the default `--record-dir`).
+    pub fn with_recordings(mut self, index: Arc<RecordIndex>) -> Self {
+        self.recordings = index;
+        self
     }
 
     /// Runs until [`Msg::Shutdown`] (or until every sender is gone).
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        while let Some(msg) = rx.recv().await {
+        let mut tick = tokio::time::interval(WEBRTC_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let msg = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    self.webrtc_tick();
+                    continue;
+                }
+            };
             match msg {
                 Msg::Open { conn, outbox } => {
                     self.conns.insert(
@@ -200,6 +233,9 @@ impl Manager {
                     })
                     .map(|()| {
                         self.apply_mute(&session_id);
+                        if media.mute_video == Some(false) {
+                            self.video_unmuted(&session_id);
+                        }
                         json!({})
                     }),
             ),
@@ -207,13 +243,18 @@ impl Manager {
                 session_id,
                 publisher_id,
             } => done(self.set_type(&session_id, &publisher_id)),
-            Request::RecorderAction { session_id } => done(
-                self.session(&session_id)
-                    .and_then(|_| Err(ApiError::invalid("recording not available yet"))),
-            ),
-            Request::SetCandidate { session_id } | Request::SetCandidateEnd { session_id } => {
-                done(self.session(&session_id).map(|_| json!({})))
-            }
+            Request::RecorderAction {
+                session_id,
+                action,
+                uri,
+            } => self.recorder_action(&session_id, action, uri),
+            Request::SetCandidate {
+                session_id,
+                mid,
+                mline_index,
+                candidate,
+            } => done(self.set_candidate(&session_id, mid.as_deref(), mline_index, &candidate)),
+            Request::SetCandidateEnd { session_id } => done(self.set_candidate_end(&session_id)),
             Request::RoomCreate(c) => done(self.room_create(c)),
             Request::RoomDestroy { room_id } => done(self.room_destroy(&room_id)),
             Request::RoomGetInfo { room_id } => done(self.room_info(&room_id)),
@@ -309,10 +350,7 @@ impl Manager {
 
     fn dataplane_event(&mut self, ev: Event) {
         match ev {
-            // Only secure (WebRTC) legs produce these; none are opened yet.
-            Event::SlowPath { leg, .. } => {
-                tracing::debug!(?leg, "slow-path datagram on a leg without WebRTC transport");
-            }
+            Event::SlowPath { leg, from, data } => self.slow_path(leg, from, &data),
             Event::MediaUp { leg, kind } => {
                 if let Some(id) = self.leg_owner.get(&leg).cloned() {
                     self.emit_session(
@@ -329,12 +367,11 @@ impl Manager {
                 let Some(id) = self.leg_owner.get(&leg) else {
                     return;
                 };
-                if let Some(l) = self
-                    .sessions
-                    .get_mut(id)
-                    .and_then(|s| s.legs.iter_mut().find(|l| l.info.id == leg))
-                {
-                    l.latched = Some(addr);
+                // The m-lines of a bundled leg share it.
+                if let Some(s) = self.sessions.get_mut(id) {
+                    for l in s.legs.iter_mut().filter(|l| l.info.id == leg) {
+                        l.latched = Some(addr);
+                    }
                 }
             }
         }
@@ -415,6 +452,15 @@ impl Manager {
         }
     }
 
+    /// Video resumes: a listener needs a keyframe from its publisher; a publisher's (or any
+    /// sender's) receivers need one from it.
+    fn video_unmuted(&self, id: &str) {
+        match self.sessions.get(id) {
+            Some(s) if s.is_listener() => self.request_keyframes_for(id),
+            s => self.request_own_keyframe(s),
+        }
+    }
+
     fn register_legs(&mut self, id: &str, legs: &[Leg]) {
         for l in legs {
             self.leg_owner.insert(l.info.id, id.to_owned());
@@ -459,7 +505,7 @@ pub fn random_ssrc() -> u32 {
     }
 }
 
-/// The peer's SDP from an `offer`/`answer` object: present, parsable and plain RTP.
+/// The peer's SDP from an `offer`/`answer` object: present and parsable (plain RTP or WebRTC).
 pub fn peer_sdp(obj: Option<&SdpObject>) -> Result<Sdp, ApiError> {
     let text = obj
         .and_then(|o| o.sdp.as_deref())
@@ -467,11 +513,7 @@ pub fn peer_sdp(obj: Option<&SdpObject>) -> Result<Sdp, ApiError> {
     let Some(text) = text else {
         return Err(ApiError::plain(ErrorCode::MissingSdp));
     };
-    let sdp = Sdp::parse(text).map_err(|e| ApiError::invalid(format!("invalid SDP: {e}")))?;
-    if sdp.is_webrtc() {
-        return Err(ApiError::invalid(WEBRTC_UNAVAILABLE));
-    }
-    Ok(sdp)
+    Sdp::parse(text).map_err(|e| ApiError::invalid(format!("invalid SDP: {e}")))
 }
 
 /// Where a leg sends, from the peer's m-line.
@@ -524,12 +566,10 @@ mod tests {
     }
 
     #[test]
-    fn webrtc_offers_are_refused_clearly() {
+    fn webrtc_offers_are_accepted() {
         let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AA\r\n\
             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-        let err = peer_sdp(Some(&obj(text))).unwrap_err();
-        assert_eq!(err.code, ErrorCode::InvalidParameters);
-        assert_eq!(err.message, WEBRTC_UNAVAILABLE);
+        assert!(peer_sdp(Some(&obj(text))).expect("parses").is_webrtc());
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! answered with those only, and listeners are offered them with the publisher's payload types.
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Remote, Rewrite, Ssrc};
+use sluice_dataplane::api::{Command, GroupId, Pt, Rewrite, Ssrc};
 
-use super::flows::{NewSession, negotiation_error, require_rtp};
-use super::session::{ConnId, Kind, Leg, SdpText, Transport};
-use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, sdp_kind};
+use super::flows::{NewSession, client_sdp, negotiation_error};
+use super::session::{ConnId, Kind, Leg};
+use super::webrtc_flows::cname_for;
+use super::{Manager, Outcome, new_id, peer_sdp, random_ssrc, sdp_kind};
 use crate::errors::{ApiError, ErrorCode};
-use crate::request::{CreateRoom, CreateSession};
+use crate::request::{CreateRoom, CreateSession, SdpType};
 use crate::sdp::{self, CodecName, Direction, Forced, OfferMedia};
 
 pub const DEFAULT_AUDIO: CodecName = CodecName::Opus;
@@ -184,7 +185,7 @@ impl Manager {
                 true,
             ),
         };
-        let (legs, ports) = match self.open_answer_legs(group, &offer, &selected) {
+        let opened = match self.open_answer_legs(group, &offer, &selected) {
             Ok(v) => v,
             Err(e) => {
                 if existing_group.is_none() {
@@ -194,22 +195,16 @@ impl Manager {
                 return Err(e);
             }
         };
-        let local = self.local_transport(ports);
-        let answer = SdpText::rtp(&sdp::build_answer(&offer, &selected, &local));
         let id = new_id();
+        let answer = self.answer_sdp(&id, &offer, &selected, &opened);
         let kind = Kind::Publish {
             room: room_id.clone(),
         };
-        let offer_text = SdpText {
-            sdp: c
-                .offer
-                .as_ref()
-                .and_then(|o| o.sdp.clone())
-                .unwrap_or_default(),
-            sdp_type: crate::request::SdpType::Rtp,
-        };
+        let offer_text = client_sdp(c.offer.as_ref(), &offer);
         let opts = NewSession::from_create(conn, c);
-        let mut s = opts.build(id.clone(), kind, group, offer_text, legs);
+        let mut s = opts.build(id.clone(), kind, group, offer_text, opened.legs);
+        s.sdp_type = answer.sdp_type;
+        s.webrtc = opened.webrtc;
         s.answer = Some(answer.clone());
         s.peer_offer = Some(offer);
         s.selected = selected;
@@ -240,7 +235,7 @@ impl Manager {
             .publisher_id
             .clone()
             .ok_or_else(|| ApiError::missing_field("publisher_id"))?;
-        require_rtp(c.sdp_type.unwrap_or_default())?;
+        let sdp_type = c.sdp_type.unwrap_or_default();
         let (room, pub_legs, pub_offer) = self.publisher(&publisher)?;
         if let Some(r) = &c.room_id
             && *r != room
@@ -256,8 +251,8 @@ impl Manager {
             .map(|r| r.group)
             .ok_or_else(|| ApiError::room_not_found(&room))?;
         let id = new_id();
-        let cname = format!("sluice-{}", &id[..8]);
-        let offered: Vec<OfferMedia> = pub_legs
+        let cname = cname_for(&id);
+        let mut offered: Vec<OfferMedia> = pub_legs
             .iter()
             .map(|l| OfferMedia {
                 kind: sdp_kind(l.kind),
@@ -271,32 +266,9 @@ impl Manager {
                 cname: Some(cname.clone()),
             })
             .collect();
-        let specs: Vec<(MediaKind, Remote)> = pub_legs
-            .iter()
-            .map(|l| (l.kind, Remote::default()))
-            .collect();
-        let infos = self.open_legs(group, &specs)?;
-        let ports = infos.iter().map(|i| i.rtp_port).collect();
-        let local = self.local_transport(ports);
-        let offer = SdpText::rtp(&sdp::build_offer(&offered, &local));
-        let legs: Vec<Leg> = offered
-            .into_iter()
-            .zip(infos)
-            .enumerate()
-            .map(|(i, (om, info))| Leg {
-                info,
-                kind: dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
-                transport: Transport::Plain,
-                mline: i,
-                codec: om.codec.clone(),
-                dtmf: om.dtmf.clone(),
-                remote: Remote::default(),
-                latched: None,
-                ssrc: om.ssrc,
-                offered: Some(om),
-                accepted: false,
-            })
-            .collect();
+        let webrtc = sdp_type == SdpType::Webrtc;
+        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname)?;
+        let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
             let rewrite = Rewrite {
                 pt_map: Vec::new(),
@@ -317,7 +289,9 @@ impl Manager {
             publisher: publisher.clone(),
         };
         let opts = NewSession::from_create(conn, c);
-        let s = opts.build(id.clone(), kind, group, offer.clone(), legs);
+        let mut s = opts.build(id.clone(), kind, group, offer.clone(), legs);
+        s.sdp_type = sdp_type;
+        s.webrtc = opened.webrtc;
         self.insert_session(s, c.subscribe);
         if let Some(r) = self.rooms.get_mut(&room) {
             r.listeners.push(id.clone());
@@ -345,6 +319,10 @@ impl Manager {
                 "publisher {publisher} is not in the listener's room {room}"
             )));
         }
+        // Disconnects first: on a bundled leg one cuts every kind, and the connects that
+        // follow restore the kinds the new publisher has.
+        let mut disconnects = Vec::new();
+        let mut connects = Vec::new();
         for ll in &listener_legs {
             let cmd = match pub_legs.iter().find(|p| p.kind == ll.kind) {
                 Some(pl) => {
@@ -369,6 +347,12 @@ impl Manager {
                 }
                 None => Command::Disconnect { to: ll.info.id },
             };
+            match cmd {
+                Command::Disconnect { .. } => disconnects.push(cmd),
+                _ => connects.push(cmd),
+            }
+        }
+        for cmd in disconnects.into_iter().chain(connects) {
             self.send(cmd)?;
         }
         if let Some(s) = self.sessions.get_mut(id) {
@@ -377,6 +361,7 @@ impl Manager {
                 publisher: publisher.to_owned(),
             };
         }
+        self.request_keyframes_for(id);
         self.emit_session(
             id,
             "type",

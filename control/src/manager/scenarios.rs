@@ -219,20 +219,73 @@ async fn proxy_answer_flows_from_slave_to_master_and_peers_stop_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_generated_webrtc_sdp_is_refused() {
+async fn server_generated_sdp_is_webrtc_by_default() {
     let mut h = Harness::new();
-    let err = h.session(
-        "create",
-        json!({"type": "proxy", "offer": {"sdp": phone(5000)}}),
-    );
-    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    let m = id(&h
+        .session(
+            "create",
+            json!({"type": "proxy", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("plain master"));
+    let slave = h
+        .session("get_proxy_offer", json!({"session_id": m}))
+        .expect("slave offer");
+    assert_eq!(slave["offer"]["sdp_type"], "webrtc");
+    let offer = slave["offer"]["sdp"].as_str().expect("sdp");
+    for want in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=setup:actpass",
+        "a=ice-lite",
+        "a=fingerprint:sha-256 ",
+        "a=end-of-candidates",
+        "a=rtcp-mux",
+        "a=group:BUNDLE",
+        " cname:",
+    ] {
+        assert!(offer.contains(want), "{want} missing in {offer}");
+    }
     let p = id(&h
         .session(
             "create",
             json!({"type": "publish", "offer": {"sdp": av(5000)}}),
         )
         .expect("publish"));
-    let err = h.session("create", json!({"type": "listen", "publisher_id": p}));
+    let l = h
+        .session("create", json!({"type": "listen", "publisher_id": p}))
+        .expect("listen");
+    assert_eq!(l["offer"]["sdp_type"], "webrtc");
+    // One bundled transport: both m-lines on the same port.
+    let sdp = crate::sdp::Sdp::parse(l["offer"]["sdp"].as_str().expect("sdp")).expect("parses");
+    assert_eq!(sdp.media.len(), 2);
+    assert_eq!(sdp.media[0].port, sdp.media[1].port);
+    let info = h
+        .session("get_info", json!({"session_id": id(&l)}))
+        .expect("info");
+    assert_eq!(info["webrtc"]["state"], "connecting");
+    // A plain answer to a WebRTC offer does not fit.
+    let err = h.session(
+        "set_answer",
+        json!({"session_id": id(&l), "answer": {"sdp": av(6000)}}),
+    );
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    // Candidates: validated, and only for WebRTC sessions.
+    let cand = "candidate:1 1 udp 2130706431 127.0.0.1 6000 typ host";
+    h.session(
+        "set_candidate",
+        json!({"session_id": id(&l), "sdpMid": "0", "sdpMLineIndex": 0, "candidate": cand}),
+    )
+    .expect("candidate");
+    let err = h.session(
+        "set_candidate",
+        json!({"session_id": id(&l), "sdpMLineIndex": 0, "candidate": "candidate:junk"}),
+    );
+    assert_eq!(err, Err(ErrorCode::InvalidParameters));
+    h.session("set_candidate_end", json!({"session_id": id(&l)}))
+        .expect("end");
+    let err = h.session(
+        "set_candidate",
+        json!({"session_id": p, "sdpMLineIndex": 0, "candidate": cand}),
+    );
     assert_eq!(err, Err(ErrorCode::InvalidParameters));
 }
 

@@ -15,11 +15,14 @@ use crate::sdp::{Codec, OfferMedia, Sdp, Selected};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
-/// How a leg's packets travel. Only plain RTP exists in this build; WebRTC (ICE + DTLS-SRTP)
-/// will add its own variant with its per-leg state.
+/// How a leg's packets travel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
+    /// Plain RTP/RTCP on a port pair of its own.
     Plain,
+    /// WebRTC: the session's one bundled, secure data-plane leg (shared by its m-lines), with
+    /// ICE and DTLS in the session's [`super::webrtc::WebrtcTransport`].
+    Webrtc,
 }
 
 /// A session's role and its links to other sessions and rooms.
@@ -65,6 +68,18 @@ impl SdpText {
         }
     }
 
+    /// The profile follows the SDP: WebRTC when it carries ICE/DTLS, else plain RTP.
+    pub fn of(sdp: &Sdp) -> Self {
+        SdpText {
+            sdp: sdp.to_string(),
+            sdp_type: if sdp.is_webrtc() {
+                SdpType::Webrtc
+            } else {
+                SdpType::Rtp
+            },
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({ "sdp": self.sdp, "sdp_type": self.sdp_type.as_str() })
     }
@@ -86,7 +101,8 @@ pub struct Leg {
     pub latched: Option<SocketAddr>,
     /// What the server offered on this leg (slave and listener legs).
     pub offered: Option<OfferMedia>,
-    /// The fixed SSRC a listener leg sends with.
+    /// The fixed SSRC the server sends with towards this leg's peer (listeners, WebRTC legs;
+    /// announced in the server's SDP): the `Rewrite.ssrc` of every route into the leg.
     pub ssrc: Option<u32>,
     /// False when the peer's answer rejected the m-line.
     pub accepted: bool,
@@ -149,6 +165,10 @@ pub struct Session {
     /// Bumped on every state change so that stale timers are ignored.
     pub timer_gen: u64,
     pub answer_waiters: Vec<Waiter>,
+    /// The current or last `recorder_action start`.
+    pub recording: Option<super::record::SessionRecording>,
+    /// ICE + DTLS of the session's bundled leg, when its peer speaks WebRTC.
+    pub webrtc: Option<Box<super::webrtc::WebrtcTransport>>,
 }
 
 impl Session {
@@ -178,6 +198,8 @@ impl Session {
             "bitrate": self.media.bitrate,
             "stop_after_peer": self.stop_after_peer,
             "media": self.legs.iter().map(leg_info).collect::<Vec<_>>(),
+            "recording": self.recording.as_ref().map(super::record::SessionRecording::info),
+            "webrtc": self.webrtc.as_ref().map(|t| t.info()),
         });
         let extra = match &self.kind {
             Kind::Echo => json!({}),

@@ -101,6 +101,18 @@ pub(super) struct SetAnswerData {
     pub answer: Option<SdpObject>,
 }
 
+/// `set_candidate`: a trickled ICE candidate as the browser's `RTCIceCandidate` gives it.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct CandidateData {
+    pub session_id: Option<String>,
+    #[serde(rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u32>,
+    pub candidate: Option<String>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct UpdateMediaData {
@@ -117,6 +129,14 @@ pub(super) struct SetTypeData {
     pub session_type: Option<String>,
     pub publisher_id: Option<String>,
     pub publisher: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct RecorderData {
+    pub session_id: Option<String>,
+    pub action: Option<String>,
+    pub uri: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

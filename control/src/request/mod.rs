@@ -12,8 +12,8 @@ use serde_json::Value;
 mod data;
 
 use data::{
-    IdData, LoginData, PatternData, RoomCreateData, SetAnswerData, SetTypeData, UpdateMediaData,
-    codec, data_as, parse_create, required,
+    CandidateData, IdData, LoginData, PatternData, RecorderData, RoomCreateData, SetAnswerData,
+    SetTypeData, UpdateMediaData, codec, data_as, parse_create, required,
 };
 
 use crate::errors::ApiError;
@@ -166,6 +166,37 @@ pub struct CreateRoom {
     pub bitrate: Option<u64>,
 }
 
+/// The `action` of `recorder_action`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecorderOp {
+    Start,
+    Stop,
+    GetActions,
+}
+
+impl RecorderOp {
+    pub const ALL: [RecorderOp; 3] = [RecorderOp::Start, RecorderOp::Stop, RecorderOp::GetActions];
+
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        RecorderOp::ALL
+            .into_iter()
+            .find(|op| op.as_str() == s)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "unknown recorder action '{s}' (expected start, stop or get_actions)"
+                ))
+            })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecorderOp::Start => "start",
+            RecorderOp::Stop => "stop",
+            RecorderOp::GetActions => "get_actions",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
     Login {
@@ -205,9 +236,16 @@ pub enum Request {
     },
     RecorderAction {
         session_id: String,
+        action: RecorderOp,
+        /// `file://…` naming the recording (inside the record dir).
+        uri: Option<String>,
     },
+    /// A trickled remote ICE candidate (`candidate:...`, as `RTCIceCandidate.candidate`).
     SetCandidate {
         session_id: String,
+        mid: Option<String>,
+        mline_index: Option<u32>,
+        candidate: String,
     },
     SetCandidateEnd {
         session_id: String,
@@ -356,12 +394,25 @@ fn parse_request(
                     publisher_id,
                 })
             }
-            "recorder_action" => Ok(Request::RecorderAction {
-                session_id: session_id(data)?,
-            }),
-            "set_candidate" => Ok(Request::SetCandidate {
-                session_id: session_id(data)?,
-            }),
+            "recorder_action" => {
+                let d: RecorderData = data_as(data)?;
+                let session_id = required(d.session_id, "session_id")?;
+                let action = RecorderOp::parse(&required(d.action, "action")?)?;
+                Ok(Request::RecorderAction {
+                    session_id,
+                    action,
+                    uri: d.uri,
+                })
+            }
+            "set_candidate" => {
+                let d: CandidateData = data_as(data)?;
+                Ok(Request::SetCandidate {
+                    session_id: required(d.session_id, "session_id")?,
+                    mid: d.sdp_mid,
+                    mline_index: d.sdp_mline_index,
+                    candidate: required(d.candidate, "candidate")?,
+                })
+            }
             "set_candidate_end" => Ok(Request::SetCandidateEnd {
                 session_id: session_id(data)?,
             }),

@@ -368,8 +368,8 @@ mod tests {
 
     fn check(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
         let mut buf = [0u8; 256];
-        let mut w = MessageWriter::new(&mut buf, Class::Request, Method::Binding, &TID)
-            .expect("room");
+        let mut w =
+            MessageWriter::new(&mut buf, Class::Request, Method::Binding, &TID).expect("room");
         w.username(username).expect("room");
         w.priority(1_845_501_695).expect("room");
         w.ice_controlling(42).expect("room");
@@ -408,7 +408,11 @@ mod tests {
     fn valid_check_is_answered_with_mapped_address_and_integrity() {
         let mut a = agent();
         let from = addr("192.0.2.10:54321");
-        let out = a.handle_stun(Instant::now(), from, &check("locl:rmte", &a.local.pwd, false));
+        let out = a.handle_stun(
+            Instant::now(),
+            from,
+            &check("locl:rmte", &a.local.pwd, false),
+        );
         let IceOutput::Reply(reply) = out else {
             panic!("expected a reply, got {out:?}");
         };
@@ -425,7 +429,11 @@ mod tests {
     fn first_valid_address_is_selected_before_any_nomination() {
         let mut a = agent();
         let from = addr("192.0.2.10:5000");
-        a.handle_stun(Instant::now(), from, &check("locl:rmte", &a.local.pwd, false));
+        a.handle_stun(
+            Instant::now(),
+            from,
+            &check("locl:rmte", &a.local.pwd, false),
+        );
         assert_eq!(a.poll_event(), Some(IceEvent::Nominated(from)));
         assert_eq!(a.poll_event(), None);
         assert_eq!(a.selected(), Some(from));
@@ -456,7 +464,11 @@ mod tests {
     fn wrong_password_is_dropped_and_counted() {
         let mut a = agent();
         let from = addr("192.0.2.10:5000");
-        let out = a.handle_stun(Instant::now(), from, &check("locl:rmte", "wrongpassword", true));
+        let out = a.handle_stun(
+            Instant::now(),
+            from,
+            &check("locl:rmte", "wrongpassword", true),
+        );
         assert!(matches!(
             out,
             IceOutput::Dropped {
@@ -475,9 +487,19 @@ mod tests {
         let mut a = agent();
         let pwd = a.local.pwd.clone();
         for user in ["other:rmte", "locl:other", "locl", "rmte:locl"] {
-            let out = a.handle_stun(Instant::now(), addr("192.0.2.1:1"), &check(user, &pwd, false));
+            let out = a.handle_stun(
+                Instant::now(),
+                addr("192.0.2.1:1"),
+                &check(user, &pwd, false),
+            );
             assert!(
-                matches!(out, IceOutput::Dropped { reason: IceDrop::WrongCredentials, .. }),
+                matches!(
+                    out,
+                    IceOutput::Dropped {
+                        reason: IceDrop::WrongCredentials,
+                        ..
+                    }
+                ),
                 "{user}"
             );
         }
@@ -512,12 +534,14 @@ mod tests {
         assert_eq!(m.error_code.map(|e| e.0), Some(401));
 
         let mut buf = [0u8; 64];
-        let mut w = MessageWriter::new(&mut buf, Class::Request, Method::Binding, &TID)
-            .expect("room");
+        let mut w =
+            MessageWriter::new(&mut buf, Class::Request, Method::Binding, &TID).expect("room");
         w.fingerprint().expect("room");
         let n = w.finish();
-        let IceOutput::Dropped { reason, reply: Some(r) } =
-            a.handle_stun(Instant::now(), from, &buf[..n])
+        let IceOutput::Dropped {
+            reason,
+            reply: Some(r),
+        } = a.handle_stun(Instant::now(), from, &buf[..n])
         else {
             panic!("expected an error reply");
         };
@@ -531,11 +555,23 @@ mod tests {
         let mut a = agent();
         let from = addr("192.0.2.10:5000");
         let out = a.handle_stun(Instant::now(), from, b"\x16\xfe\xfd garbage");
-        assert!(matches!(out, IceOutput::Dropped { reason: IceDrop::Malformed, .. }));
+        assert!(matches!(
+            out,
+            IceOutput::Dropped {
+                reason: IceDrop::Malformed,
+                ..
+            }
+        ));
         let mut buf = [0u8; stun::MAX_RESPONSE_LEN];
         let n = stun::binding_success(&mut buf, &TID, from, "x").expect("room");
         let out = a.handle_stun(Instant::now(), from, &buf[..n]);
-        assert!(matches!(out, IceOutput::Dropped { reason: IceDrop::NotRequest, .. }));
+        assert!(matches!(
+            out,
+            IceOutput::Dropped {
+                reason: IceDrop::NotRequest,
+                ..
+            }
+        ));
         assert_eq!((a.stats().malformed, a.stats().not_request), (1, 1));
     }
 
@@ -559,7 +595,13 @@ mod tests {
         assert_eq!(a.poll_timeout(), None);
         // Expiry is final.
         let out = a.handle_stun(t1 + CONSENT_TIMEOUT, from, &check("locl:rmte", &pwd, false));
-        assert!(matches!(out, IceOutput::Dropped { reason: IceDrop::Expired, .. }));
+        assert!(matches!(
+            out,
+            IceOutput::Dropped {
+                reason: IceDrop::Expired,
+                ..
+            }
+        ));
     }
 
     #[test]

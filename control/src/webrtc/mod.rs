@@ -6,5 +6,11 @@
 //! `now` and bytes (`handle_*`), hands back datagrams and events (`poll_*`) and says when it
 //! wants to be woken (`poll_timeout`). A driver owns the sockets and the timers.
 
+pub mod cert;
+pub mod dtls;
 pub mod ice;
+pub mod sdp;
 pub mod stun;
+
+#[cfg(test)]
+mod str0m_tests;

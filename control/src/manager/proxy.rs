@@ -1,0 +1,264 @@
+//! Proxy sessions (the gateway) and `set_answer` for every session whose offer the server made
+//! (proxy slaves, listeners).
+//!
+//! Master M answers its peer's offer (plain or WebRTC); its slave S offers the same codecs (same
+//! payload types) in the profile M's `sdp_type` asks for: `rtp` (the WebRTC→SIP gateway) or
+//! `webrtc` (the default; SIP→WebRTC for a plain master, WebRTC↔WebRTC for a WebRTC one). Once
+//! S's answer arrives the legs are connected both ways, payload types mapped; SRTP is
+//! decrypted on a secure leg and (re-)encrypted on the other, and a route into a WebRTC leg
+//! always carries the SSRC that leg's SDP announced.
+
+use serde_json::json;
+use sluice_dataplane::api::{Command, Rewrite, Ssrc};
+
+use super::flows::{NewSession, answered_dtmf, client_sdp, negotiation_error, pt_pairs};
+use super::session::{ConnId, Kind, MediaSettings, SdpText, Transport};
+use super::webrtc_flows::cname_for;
+use super::{Manager, Outcome, new_id, peer_sdp, remote_of, sdp_kind};
+use crate::errors::{ApiError, ErrorCode};
+use crate::request::{CreateSession, SdpObject, SdpType};
+use crate::sdp::{self, Forced, OfferMedia, Sdp};
+
+impl Manager {
+    pub(super) fn create_master(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
+        let offer = peer_sdp(c.offer.as_ref())?;
+        let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
+        let group = self.new_group();
+        let opened = self.open_answer_legs(group, &offer, &selected)?;
+        let id = new_id();
+        let kind = Kind::ProxyMaster { slave: None };
+        let mut s = NewSession::from_create(conn, c).build(
+            id.clone(),
+            kind,
+            group,
+            client_sdp(c.offer.as_ref(), &offer),
+            opened.legs,
+        );
+        // A master's `sdp_type` is the profile of its slave's offer.
+        s.sdp_type = c.sdp_type.unwrap_or_default();
+        s.webrtc = opened.webrtc;
+        s.peer_offer = Some(offer);
+        s.selected = selected;
+        self.insert_session(s, c.subscribe);
+        Ok(json!({ "session_id": id }))
+    }
+
+    pub(super) fn get_proxy_offer(&mut self, conn: ConnId, master: &str) -> Outcome {
+        let m = self.session(master)?;
+        match &m.kind {
+            Kind::ProxyMaster { slave: Some(s) } => {
+                let s = self.session(s)?;
+                Ok(json!({ "session_id": s.id, "offer": s.offer.to_json() }))
+            }
+            Kind::ProxyMaster { slave: None } => {
+                let opts = NewSession {
+                    owner: conn,
+                    stop_after_peer: m.stop_after_peer,
+                    wait_timeout: m.wait_timeout,
+                    ready_timeout: m.ready_timeout,
+                    subscribe: true,
+                    media: MediaSettings::default(),
+                };
+                let sdp_type = m.sdp_type;
+                self.create_slave(master, sdp_type, opts)
+            }
+            _ => Err(ApiError::invalid(format!(
+                "session {master} is not a proxy master"
+            ))),
+        }
+    }
+
+    /// The slave S of proxy master M: S offers M's selected codecs (same PTs) from legs in M's
+    /// group; they are connected once S's answer arrives.
+    pub(super) fn create_slave(
+        &mut self,
+        master: &str,
+        sdp_type: SdpType,
+        opts: NewSession,
+    ) -> Outcome {
+        let m = self.session(master)?;
+        let Kind::ProxyMaster { slave: None } = &m.kind else {
+            return Err(ApiError::invalid(format!(
+                "session {master} is not a proxy master without slave"
+            )));
+        };
+        let group = m.group;
+        let mut offered: Vec<OfferMedia> = m
+            .legs
+            .iter()
+            .map(|l| {
+                let peer_m = m.peer_offer.as_ref().and_then(|o| o.media.get(l.mline));
+                OfferMedia {
+                    kind: sdp_kind(l.kind),
+                    mid: peer_m.and_then(|pm| pm.mid.clone()),
+                    codec: l.codec.clone(),
+                    dtmf: l.dtmf.clone(),
+                    direction: peer_m.map(|pm| pm.direction).unwrap_or_default(),
+                    ssrc: None,
+                    cname: None,
+                }
+            })
+            .collect();
+        let id = new_id();
+        let webrtc = sdp_type == SdpType::Webrtc;
+        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname_for(&id))?;
+        let kind = Kind::ProxySlave {
+            master: master.to_owned(),
+        };
+        let subscribe = opts.subscribe;
+        let mut s = opts.build(id.clone(), kind, group, offer.clone(), opened.legs);
+        s.sdp_type = sdp_type;
+        s.webrtc = opened.webrtc;
+        if let Some(m) = self.sessions.get_mut(master) {
+            m.kind = Kind::ProxyMaster {
+                slave: Some(id.clone()),
+            };
+        }
+        self.insert_session(s, subscribe);
+        Ok(json!({ "session_id": id, "offer": offer.to_json() }))
+    }
+
+    pub(super) fn set_answer(&mut self, id: &str, answer: &SdpObject) -> Outcome {
+        let s = self.session(id)?;
+        if s.answer.is_some() {
+            return Err(ApiError::plain(ErrorCode::AnswerAlreadySet));
+        }
+        let kind = s.kind.clone();
+        if !matches!(kind, Kind::ProxySlave { .. } | Kind::Listen { .. }) {
+            return Err(ApiError::invalid(format!(
+                "session {id} takes no answer (for a proxy, set the answer on its slave session)"
+            )));
+        }
+        let webrtc = s.webrtc.is_some();
+        let sdp = peer_sdp(Some(answer))?;
+        if sdp.is_webrtc() != webrtc {
+            let (ours, theirs) = if webrtc {
+                ("WebRTC", "plain RTP")
+            } else {
+                ("plain RTP", "WebRTC")
+            };
+            return Err(ApiError::invalid(format!(
+                "the server offered {ours} on session {id}: a {theirs} answer does not fit"
+            )));
+        }
+        self.apply_answer(id, &sdp)?;
+        if webrtc {
+            self.webrtc_apply_answer(id, &sdp)?;
+        }
+        if let Kind::ProxySlave { master } = &kind {
+            self.connect_proxy(master, id)?;
+        }
+        self.mark_ready(id, client_sdp(Some(answer), &sdp), false);
+        if !webrtc {
+            // A WebRTC peer asks once its keys are in place (see `webrtc_flows`).
+            self.request_keyframes_for(id);
+        }
+        Ok(json!({}))
+    }
+
+    /// Matches the peer's answer to what we offered on each leg and points plain legs at it
+    /// (a WebRTC leg's remote is what ICE selects).
+    fn apply_answer(&mut self, id: &str, answer: &Sdp) -> Result<(), ApiError> {
+        let s = self.session(id)?;
+        let mut updates = Vec::with_capacity(s.legs.len());
+        for leg in &s.legs {
+            let m = answer.media.get(leg.mline);
+            let chosen = match (m, leg.offered.as_ref()) {
+                (Some(m), Some(ours)) => sdp::answered_codec(m, ours).map(|c| (c, m)),
+                _ => None,
+            };
+            updates.push(chosen.map(|(codec, m)| {
+                let dtmf = answered_dtmf(m, codec.clock_rate);
+                (codec, dtmf, remote_of(answer, m))
+            }));
+        }
+        if updates.iter().all(Option::is_none) {
+            return Err(ApiError::invalid(
+                "the answer accepts none of the offered media (no matching codec)",
+            ));
+        }
+        let mut commands = Vec::new();
+        if let Some(s) = self.sessions.get_mut(id) {
+            for (leg, update) in s.legs.iter_mut().zip(updates) {
+                if let Some((codec, dtmf, remote)) = update {
+                    leg.codec = codec;
+                    leg.dtmf = dtmf;
+                    leg.accepted = true;
+                    if leg.transport == Transport::Plain {
+                        leg.remote = remote;
+                        commands.push(Command::SetRemote {
+                            leg: leg.info.id,
+                            remote,
+                        });
+                    }
+                }
+            }
+        }
+        for cmd in commands {
+            self.send(cmd)?;
+        }
+        Ok(())
+    }
+
+    /// Connects master and slave legs both ways and makes the master's answer.
+    fn connect_proxy(&mut self, master: &str, slave: &str) -> Result<(), ApiError> {
+        let m = self.session(master)?;
+        let s = self.session(slave)?;
+        let mut commands = Vec::new();
+        let mut selected = m.selected.clone();
+        let mut ports = vec![0; m.peer_offer.as_ref().map_or(0, |o| o.media.len())];
+        for (ml, sl) in m.legs.iter().zip(&s.legs) {
+            if !sl.accepted {
+                if let Some(x) = selected.get_mut(ml.mline) {
+                    *x = None;
+                }
+                continue;
+            }
+            if let Some(p) = ports.get_mut(ml.mline) {
+                *p = ml.info.rtp_port;
+            }
+            let fwd = pt_pairs((&ml.codec, ml.dtmf.as_ref()), (&sl.codec, sl.dtmf.as_ref()));
+            let back = fwd.iter().map(|(a, b)| (*b, *a)).collect();
+            commands.push(Command::Connect {
+                from: ml.info.id,
+                to: sl.info.id,
+                kind: ml.kind,
+                rewrite: Rewrite {
+                    pt_map: fwd,
+                    ssrc: sl.ssrc.map(Ssrc),
+                },
+            });
+            commands.push(Command::Connect {
+                from: sl.info.id,
+                to: ml.info.id,
+                kind: ml.kind,
+                rewrite: Rewrite {
+                    pt_map: back,
+                    ssrc: ml.ssrc.map(Ssrc),
+                },
+            });
+        }
+        let Some(peer_offer) = m.peer_offer.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::InternalError,
+                "proxy master without offer",
+            ));
+        };
+        let master_webrtc = m.webrtc.is_some();
+        for cmd in commands {
+            self.send(cmd)?;
+        }
+        let answer = if master_webrtc {
+            self.session_webrtc_answer(master, &peer_offer, &selected)
+                .map(|sdp| SdpText::of(&sdp))
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::InternalError, "WebRTC master without legs")
+                })?
+        } else {
+            let local = self.local_transport(ports);
+            SdpText::rtp(&sdp::build_answer(&peer_offer, &selected, &local))
+        };
+        self.mark_ready(master, answer, true);
+        Ok(())
+    }
+}

@@ -1,0 +1,478 @@
+//! The WebRTC transport of a session: one bundled, secure data-plane leg driven by an ICE-lite
+//! agent and a DTLS-SRTP endpoint on the slow path.
+//!
+//! Life of a transport:
+//! - created with the session: answering a WebRTC offer ([`WebrtcTransport::answering`]: our
+//!   `a=setup:passive`, we are the DTLS server unless the offer said `passive`) or offering one
+//!   ([`WebrtcTransport::offering`]: `actpass`, role and peer fingerprint from the answer,
+//!   [`WebrtcTransport::apply_answer`]);
+//! - STUN and DTLS datagrams the data plane hands over (`Event::SlowPath`) go to
+//!   [`WebrtcTransport::handle_datagram`]; a valid check answers with `Command::Transmit`, and
+//!   the first (or a nominated) address becomes the leg's remote (`Command::SetRemote`, muxed);
+//! - a DTLS client starts its handshake once the role is known and ICE has an address; DTLS
+//!   records go to the ICE-selected address; on completion the keys go to the data plane
+//!   (`Command::SetSrtp`, *before* the last flight is sent, so that the peer's first SRTP is
+//!   already decryptable) and the session reports `status {class:"webrtc", status:"up"}`;
+//! - a failed handshake (fingerprint mismatch, protocol error) reports `status webrtc failed`
+//!   with the reason. The session is kept (documented choice): its owner sees the event and
+//!   destroys it, else the wait/ready timeouts do. Nothing is sent on the leg without keys;
+//! - the manager's periodic tick ([`WebrtcTransport::tick`]) drives DTLS retransmissions and
+//!   ICE consent: 30 s without a valid check (RFC 7675) clears the leg's remote (we stop
+//!   sending) and reports `status webrtc down`.
+//!
+//! Everything here is sans-IO: methods take `now` and push [`Effect`]s that the manager applies.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sluice_dataplane::api::{Command, LegId, Remote};
+
+use crate::errors::ApiError;
+use crate::webrtc::cert::{Certificate, Fingerprint};
+use crate::webrtc::dtls::{DtlsEndpoint, DtlsEvent, DtlsRole};
+use crate::webrtc::ice::{IceCredentials, IceEvent, IceLite, IceOutput};
+use crate::webrtc::sdp::{RemoteIce, Setup, WebrtcLocal};
+
+/// DTLS datagrams kept while our role or the peer's fingerprint is still unknown (a browser
+/// answering `active` may send its ClientHello before its answer reaches us).
+const MAX_EARLY_DTLS: usize = 8;
+/// Longest `candidate` value accepted by `set_candidate`.
+const MAX_CANDIDATE_LEN: usize = 512;
+
+/// What a transport asks of the manager.
+#[derive(Debug)]
+pub enum Effect {
+    Send(Command),
+    /// A `status` event body for the session.
+    Status(Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// ICE and/or DTLS in progress.
+    Connecting,
+    /// DTLS done, SRTP keys in the data plane.
+    Up,
+    /// The handshake failed: final.
+    Failed,
+    /// Consent expired: final.
+    Down,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Up => "up",
+            State::Failed => "failed",
+            State::Down => "down",
+        }
+    }
+}
+
+pub struct WebrtcTransport {
+    /// The bundled data-plane leg.
+    pub leg: LegId,
+    ice: IceLite,
+    /// Our `a=setup`.
+    setup: Setup,
+    role: Option<DtlsRole>,
+    remote_fingerprint: Option<Fingerprint>,
+    dtls: Option<DtlsEndpoint>,
+    early: Vec<(SocketAddr, Vec<u8>)>,
+    /// Where DTLS records go: the ICE-selected address, else where the last record came from.
+    dtls_peer: Option<SocketAddr>,
+    state: State,
+}
+
+impl std::fmt::Debug for WebrtcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebrtcTransport")
+            .field("leg", &self.leg)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn status(state: &str) -> Value {
+    json!({ "class": "webrtc", "status": state })
+}
+
+impl WebrtcTransport {
+    fn new(leg: LegId, setup: Setup) -> WebrtcTransport {
+        WebrtcTransport {
+            leg,
+            ice: IceLite::new(IceCredentials::random()),
+            setup,
+            role: None,
+            remote_fingerprint: None,
+            dtls: None,
+            early: Vec::new(),
+            dtls_peer: None,
+            state: State::Connecting,
+        }
+    }
+
+    /// Answering the peer's WebRTC offer (RFC 8842 §5.3: `passive` unless the offer is).
+    pub fn answering(leg: LegId, remote: &RemoteIce) -> WebrtcTransport {
+        let (role, setup) = DtlsRole::answering(remote.setup);
+        let mut t = WebrtcTransport::new(leg, setup);
+        t.role = Some(role);
+        t.set_remote(remote);
+        t
+    }
+
+    /// Offering (`actpass`): role and fingerprint come with the answer.
+    pub fn offering(leg: LegId) -> WebrtcTransport {
+        WebrtcTransport::new(leg, Setup::ActPass)
+    }
+
+    fn set_remote(&mut self, remote: &RemoteIce) {
+        self.ice.set_remote(&remote.ufrag, &remote.pwd);
+        for c in &remote.candidates {
+            self.ice.add_remote_candidate(c);
+        }
+        if remote.end_of_candidates {
+            self.ice.end_of_candidates();
+        }
+        self.remote_fingerprint = Some(remote.fingerprint.clone());
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Our side for the SDP writer.
+    pub fn local(&self, ip: std::net::IpAddr, port: u16, cert: &Certificate) -> WebrtcLocal {
+        WebrtcLocal {
+            ip,
+            port,
+            ice_ufrag: self.ice.local().ufrag.clone(),
+            ice_pwd: self.ice.local().pwd.clone(),
+            fingerprint: cert.fingerprint_sha256().to_owned(),
+            setup: self.setup,
+            session_id: 0,
+            session_version: 0,
+        }
+    }
+
+    /// The peer's answer to our `actpass` offer: `active` makes us the DTLS server, `passive`
+    /// the client (RFC 8842 §5.3).
+    pub fn apply_answer(
+        &mut self,
+        remote: &RemoteIce,
+        cert: &Certificate,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), ApiError> {
+        let role = DtlsRole::offered(remote.setup).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "the answer's a=setup:{} must be active or passive",
+                remote.setup.as_str()
+            ))
+        })?;
+        self.role = Some(role);
+        self.set_remote(remote);
+        self.maybe_start_dtls(cert, now, out);
+        Ok(())
+    }
+
+    /// `set_candidate`: validated and kept (an ICE-lite agent sends no checks, so trickled
+    /// candidates are informational).
+    pub fn add_candidate(&mut self, candidate: &str) -> Result<(), ApiError> {
+        let c = candidate.trim();
+        let c = c.strip_prefix("a=").unwrap_or(c);
+        let c = c.strip_prefix("candidate:").unwrap_or(c);
+        if c.len() > MAX_CANDIDATE_LEN || !valid_candidate(c) {
+            return Err(ApiError::invalid(format!(
+                "invalid ICE candidate {:?} (expected \"candidate:<foundation> <component> \
+                 <transport> <priority> <address> <port> typ <type> ...\")",
+                candidate.chars().take(80).collect::<String>()
+            )));
+        }
+        self.ice.add_remote_candidate(c);
+        Ok(())
+    }
+
+    pub fn end_of_candidates(&mut self) {
+        self.ice.end_of_candidates();
+    }
+
+    /// One STUN or DTLS datagram from the leg (RFC 7983: 0..=3 STUN, 20..=63 DTLS).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+        cert: &Certificate,
+        out: &mut Vec<Effect>,
+    ) {
+        match data.first() {
+            Some(0..=3) => {
+                let reply = match self.ice.handle_stun(now, from, data) {
+                    IceOutput::Reply(r) => Some(r),
+                    IceOutput::Dropped { reason, reply } => {
+                        tracing::debug!(leg = ?self.leg, %from, ?reason, "STUN dropped");
+                        reply
+                    }
+                };
+                if let Some(r) = reply {
+                    out.push(Effect::Send(Command::Transmit {
+                        leg: self.leg,
+                        to: r.to,
+                        data: r.bytes().to_vec(),
+                    }));
+                }
+                self.ice_events(cert, now, out);
+            }
+            Some(20..=63) => {
+                if self.state == State::Failed {
+                    return;
+                }
+                if self.ice.selected().is_none() {
+                    self.dtls_peer = Some(from);
+                }
+                match self.dtls.as_mut() {
+                    Some(d) => {
+                        d.handle_datagram(now, data);
+                        self.dtls_output(out);
+                    }
+                    None if self.early.len() < MAX_EARLY_DTLS => {
+                        self.early.push((from, data.to_vec()));
+                    }
+                    None => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Timers: DTLS retransmissions and ICE consent.
+    pub fn tick(&mut self, now: Instant, cert: &Certificate, out: &mut Vec<Effect>) {
+        if self.ice.poll_timeout().is_some_and(|t| t <= now) {
+            self.ice.handle_timeout(now);
+            self.ice_events(cert, now, out);
+        }
+        if let Some(d) = self.dtls.as_mut()
+            && d.poll_timeout().is_some_and(|t| t <= now)
+        {
+            d.handle_timeout(now);
+            self.dtls_output(out);
+        }
+    }
+
+    fn ice_events(&mut self, cert: &Certificate, now: Instant, out: &mut Vec<Effect>) {
+        while let Some(ev) = self.ice.poll_event() {
+            match ev {
+                IceEvent::Nominated(addr) => {
+                    tracing::debug!(leg = ?self.leg, %addr, "ICE selected");
+                    self.dtls_peer = Some(addr);
+                    out.push(Effect::Send(Command::SetRemote {
+                        leg: self.leg,
+                        remote: Remote {
+                            rtp: Some(addr),
+                            rtcp: Some(addr),
+                            rtcp_mux: true,
+                        },
+                    }));
+                    self.maybe_start_dtls(cert, now, out);
+                }
+                IceEvent::ConsentExpired => {
+                    out.push(Effect::Send(Command::SetRemote {
+                        leg: self.leg,
+                        remote: Remote {
+                            rtp: None,
+                            rtcp: None,
+                            rtcp_mux: true,
+                        },
+                    }));
+                    if self.state != State::Failed {
+                        self.state = State::Down;
+                        let mut body = status("down");
+                        body["reason"] = json!("ICE consent expired");
+                        out.push(Effect::Status(body));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the DTLS endpoint once the role and the peer's fingerprint are known, and, for
+    /// a client, once ICE has an address to send the ClientHello to.
+    fn maybe_start_dtls(&mut self, cert: &Certificate, now: Instant, out: &mut Vec<Effect>) {
+        if self.dtls.is_some() || self.state != State::Connecting {
+            return;
+        }
+        let (Some(role), Some(fp)) = (self.role, self.remote_fingerprint.clone()) else {
+            return;
+        };
+        if role == DtlsRole::Client && self.ice.selected().is_none() {
+            return;
+        }
+        match DtlsEndpoint::new(cert, role, fp, now) {
+            Ok(d) => self.dtls = Some(d),
+            Err(e) => {
+                self.fail(&e.to_string(), out);
+                return;
+            }
+        }
+        for (from, data) in std::mem::take(&mut self.early) {
+            if self.ice.selected().is_none() {
+                self.dtls_peer = Some(from);
+            }
+            if let Some(d) = self.dtls.as_mut() {
+                d.handle_datagram(now, &data);
+            }
+        }
+        self.dtls_output(out);
+    }
+
+    /// DTLS events first (keys reach the data plane before our last flight leaves), then the
+    /// records to send.
+    fn dtls_output(&mut self, out: &mut Vec<Effect>) {
+        let Some(d) = self.dtls.as_mut() else {
+            return;
+        };
+        let mut failed = None;
+        while let Some(ev) = d.poll_event() {
+            match ev {
+                DtlsEvent::Connected { profile, keys } => {
+                    tracing::debug!(leg = ?self.leg, ?profile, "DTLS-SRTP up");
+                    out.push(Effect::Send(Command::SetSrtp {
+                        leg: self.leg,
+                        keys: Box::new(keys),
+                    }));
+                    if self.state == State::Connecting {
+                        self.state = State::Up;
+                        out.push(Effect::Status(status("up")));
+                    }
+                }
+                DtlsEvent::Failed(e) => failed = Some(e.to_string()),
+            }
+        }
+        match self.dtls_peer {
+            Some(to) => {
+                while let Some(data) = d.poll_transmit() {
+                    out.push(Effect::Send(Command::Transmit {
+                        leg: self.leg,
+                        to,
+                        data,
+                    }));
+                }
+            }
+            // Nowhere to send yet: retransmissions will carry the flight later.
+            None => while d.poll_transmit().is_some() {},
+        }
+        if let Some(reason) = failed {
+            self.fail(&reason, out);
+        }
+    }
+
+    fn fail(&mut self, reason: &str, out: &mut Vec<Effect>) {
+        tracing::info!(leg = ?self.leg, reason, "WebRTC transport failed");
+        if matches!(self.state, State::Connecting | State::Up) {
+            self.state = State::Failed;
+            let mut body = status("failed");
+            body["reason"] = json!(reason);
+            out.push(Effect::Status(body));
+        }
+    }
+
+    /// For `get_info`.
+    pub fn info(&self) -> Value {
+        let s = self.ice.stats();
+        json!({
+            "state": self.state.as_str(),
+            "dtls_role": self.role.map(|r| match r {
+                DtlsRole::Client => "client",
+                DtlsRole::Server => "server",
+            }),
+            "ice_selected": self.ice.selected().map(|a| a.to_string()),
+            "ice_valid_checks": s.valid_checks,
+            "ice_wrong_credentials": s.wrong_credentials,
+            "remote_candidates": self.ice.remote_candidates().len(),
+            "remote_end_of_candidates": self.ice.remote_end_of_candidates(),
+        })
+    }
+}
+
+/// RFC 8839 §5.1 `candidate-attribute` (after `candidate:`): foundation, component id,
+/// transport, priority, address, port, `typ`, type, then extensions.
+fn valid_candidate(c: &str) -> bool {
+    let f: Vec<&str> = c.split_whitespace().collect();
+    if f.len() < 8 {
+        return false;
+    }
+    let ice_chars = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    };
+    ice_chars(f[0])
+        && f[1].parse::<u8>().is_ok_and(|n| n >= 1)
+        && !f[2].is_empty()
+        && f[3].parse::<u32>().is_ok()
+        && !f[4].is_empty()
+        && f[5].parse::<u16>().is_ok()
+        && f[6] == "typ"
+        && matches!(f[7], "host" | "srflx" | "prflx" | "relay")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_validated() {
+        assert!(valid_candidate(
+            "1 1 udp 2130706431 127.0.0.1 5000 typ host"
+        ));
+        assert!(valid_candidate(
+            "842163049 1 udp 1677729535 192.0.2.3 61665 typ srflx raddr 10.0.0.1 rport 5000 generation 0"
+        ));
+        assert!(!valid_candidate("1 1 udp 1 127.0.0.1 5000 typ bogus"));
+        assert!(!valid_candidate("1 1 udp x 127.0.0.1 5000 typ host"));
+        assert!(!valid_candidate("garbage"));
+        let mut t = WebrtcTransport::offering(LegId(1));
+        assert!(
+            t.add_candidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host")
+                .is_ok()
+        );
+        assert!(t.add_candidate("candidate:nonsense").is_err());
+        assert_eq!(t.ice.remote_candidates().len(), 1);
+    }
+
+    #[test]
+    fn offering_waits_for_the_answer_before_dtls() {
+        let cert = Certificate::generate().expect("cert");
+        let mut t = WebrtcTransport::offering(LegId(1));
+        let mut out = Vec::new();
+        t.maybe_start_dtls(&cert, Instant::now(), &mut out);
+        assert!(t.dtls.is_none() && out.is_empty());
+        let remote = RemoteIce {
+            ufrag: "abcd".into(),
+            pwd: "0123456789012345678901".into(),
+            fingerprint: Fingerprint::parse(&cert.sdp_fingerprint()).expect("fp"),
+            setup: Setup::ActPass,
+            ice_lite: false,
+            candidates: Vec::new(),
+            end_of_candidates: false,
+        };
+        assert!(
+            t.apply_answer(&remote, &cert, Instant::now(), &mut out)
+                .is_err()
+        );
+        let remote = RemoteIce {
+            setup: Setup::Passive,
+            ..remote
+        };
+        t.apply_answer(&remote, &cert, Instant::now(), &mut out)
+            .expect("passive answer");
+        // We are the client, but ICE has no address yet: no ClientHello.
+        assert_eq!(t.role, Some(DtlsRole::Client));
+        assert!(t.dtls.is_none());
+    }
+}

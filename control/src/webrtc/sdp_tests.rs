@@ -1,0 +1,210 @@
+use std::time::Instant;
+
+use super::*;
+use crate::sdp::{Forced, select_codecs};
+
+const CHROME_OFFER: &str = include_str!("../../../tests/data/chrome_offer.sdp");
+const FIREFOX_OFFER: &str = include_str!("../../../tests/data/firefox_offer.sdp");
+const FP: &str = "11:8F:98:37:73:B7:7B:57:51:DD:B7:48:45:3A:12:73:1A:26:34:1C:CB:EF:9C:0D:E2:91:7A:C7:21:1E:3F:7F";
+
+fn local(setup: Setup) -> WebrtcLocal {
+    WebrtcLocal {
+        ip: "203.0.113.5".parse().expect("valid"),
+        port: 20000,
+        ice_ufrag: "SlUi".into(),
+        ice_pwd: "abcdefghijklmnopqrstuvwx".into(),
+        fingerprint: FP.into(),
+        setup,
+        session_id: 42,
+        session_version: 1,
+    }
+}
+
+fn answer_to(text: &str) -> Sdp {
+    let offer = Sdp::parse(text).expect("sample parses");
+    let selected = select_codecs(&offer, &Forced::default()).expect("usable");
+    webrtc_answer(&offer, &selected, &local(Setup::Passive))
+}
+
+#[test]
+fn chrome_answer_bundles_audio_and_video_and_rejects_data() {
+    let answer = answer_to(CHROME_OFFER);
+    let text = answer.to_string();
+    let parsed = Sdp::parse(&text).expect("our answer parses");
+    assert_eq!(parsed, answer, "written answer reads back the same");
+    assert!(parsed.ice_lite);
+    assert!(text.contains("a=ice-lite\r\n"));
+    assert_eq!(parsed.bundle, ["0", "1"]);
+    assert!(text.contains("a=group:BUNDLE 0 1\r\n"));
+    let [audio, video, data] = &parsed.media[..] else {
+        panic!("three m-lines expected");
+    };
+    for m in [audio, video] {
+        assert_eq!((m.port, &m.proto), (20000, &Proto::UdpTlsRtpSavpf));
+        assert!(m.rtcp_mux);
+        assert_eq!(m.rtcp, Some((20000, None)));
+        assert_eq!(m.setup.as_deref(), Some("passive"));
+        assert_eq!(
+            m.fingerprint.as_deref(),
+            Some(format!("sha-256 {FP}").as_str())
+        );
+        assert_eq!(m.ice_ufrag.as_deref(), Some("SlUi"));
+        assert_eq!(
+            m.candidates,
+            ["1 1 udp 2130706431 203.0.113.5 20000 typ host"]
+        );
+        assert!(m.end_of_candidates);
+        assert!(m.extmaps.is_empty());
+    }
+    assert_eq!(audio.codecs[0].name, "opus");
+    assert!(audio.codecs[0].rtcp_fb.is_empty(), "transport-cc dropped");
+    assert_eq!(video.codecs[0].name, "VP8");
+    assert_eq!(
+        video.codecs[0].rtcp_fb,
+        ["goog-remb", "ccm fir", "nack", "nack pli"]
+    );
+    assert_eq!((data.port, &data.proto), (0, &Proto::UdpDtlsSctp));
+    assert_eq!(data.formats, ["webrtc-datachannel"]);
+    assert_eq!(data.mid.as_deref(), Some("2"));
+    assert!(data.candidates.is_empty());
+}
+
+#[test]
+fn firefox_answer_parses_and_is_bundled() {
+    let answer = answer_to(FIREFOX_OFFER);
+    let parsed = Sdp::parse(&answer.to_string()).expect("parses");
+    assert!(!parsed.bundle.is_empty());
+    assert!(
+        parsed
+            .media
+            .iter()
+            .filter(|m| m.port != 0)
+            .all(|m| m.port == 20000)
+    );
+}
+
+#[test]
+fn remote_ice_reads_media_level_attributes() {
+    let offer = Sdp::parse(CHROME_OFFER).expect("parses");
+    let remote = RemoteIce::from_sdp(&offer).expect("complete");
+    assert_eq!(remote.ufrag, "Qm7x");
+    assert_eq!(remote.pwd, "Vb3kJ8n2Lr5tYw0pZc4eHs9A");
+    assert_eq!(remote.fingerprint.to_string(), format!("sha-256 {FP}"));
+    assert_eq!(remote.setup, Setup::ActPass);
+    assert!(!remote.ice_lite);
+    assert!(remote.candidates.is_empty());
+}
+
+#[test]
+fn remote_ice_reads_our_own_session_and_candidates() {
+    let ours = answer_to(CHROME_OFFER);
+    let remote = RemoteIce::from_sdp(&ours).expect("complete");
+    assert_eq!(
+        (remote.ufrag.as_str(), remote.setup),
+        ("SlUi", Setup::Passive)
+    );
+    assert!(remote.ice_lite && remote.end_of_candidates);
+    assert_eq!(remote.candidates.len(), 1, "deduplicated across m-lines");
+}
+
+#[test]
+fn remote_ice_falls_back_to_session_level() {
+    let text = format!(
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=ice-ufrag:sess\r\n\
+         a=ice-pwd:sessionpasswordsessionpw\r\na=fingerprint:sha-256 {FP}\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+    );
+    let remote = RemoteIce::from_sdp(&Sdp::parse(&text).expect("parses")).expect("complete");
+    assert_eq!(remote.ufrag, "sess");
+    assert_eq!(remote.setup, Setup::Active, "RFC 4145 default");
+}
+
+#[test]
+fn remote_ice_without_fingerprint_is_an_error() {
+    let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:u\r\na=ice-pwd:p\r\n";
+    let err = RemoteIce::from_sdp(&Sdp::parse(text).expect("parses")).unwrap_err();
+    assert_eq!(err, WebrtcSdpError::MissingFingerprint);
+}
+
+fn offer_media() -> Vec<OfferMedia> {
+    vec![
+        OfferMedia {
+            kind: MediaKind::Audio,
+            mid: None,
+            codec: Codec::new(111, "opus", 48000, Some(2)),
+            dtmf: Some(Codec::new(126, "telephone-event", 8000, None)),
+            direction: Direction::SendOnly,
+            ssrc: Some(1111),
+            cname: Some("pub1".into()),
+        },
+        OfferMedia {
+            kind: MediaKind::Video,
+            mid: None,
+            codec: Codec::new(96, "VP8", 90000, None),
+            dtmf: None,
+            direction: Direction::SendOnly,
+            ssrc: Some(2222),
+            cname: Some("pub1".into()),
+        },
+    ]
+}
+
+#[test]
+fn offer_is_bundled_actpass_with_ssrc_and_msid() {
+    let offer = webrtc_offer(&offer_media(), &local(Setup::ActPass));
+    let text = offer.to_string();
+    let parsed = Sdp::parse(&text).expect("parses");
+    assert_eq!(parsed, offer);
+    assert_eq!(parsed.bundle, ["0", "1"]);
+    assert!(parsed.ice_lite);
+    let video = &parsed.media[1];
+    assert_eq!(video.setup.as_deref(), Some("actpass"));
+    assert_eq!(
+        video.ssrcs,
+        ["2222 cname:pub1", "2222 msid:pub1 video-2222"]
+    );
+    assert!(text.contains("a=msid:pub1 video-2222\r\n"));
+    assert_eq!(video.codecs[0].rtcp_fb.len(), 4);
+    assert!(parsed.media[0].codecs.iter().all(|c| c.rtcp_fb.is_empty()));
+    assert_eq!(parsed.media[0].direction, Direction::SendOnly);
+}
+
+/// str0m (a browser-grade WebRTC stack) accepts our answer to its own offer.
+#[test]
+fn str0m_accepts_our_answer_to_its_offer() {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction as SDir, MediaKind as SKind};
+
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(SKind::Audio, SDir::SendRecv, None, None, None);
+    api.add_media(SKind::Video, SDir::SendRecv, None, None, None);
+    let (offer, pending) = api.apply().expect("offer");
+    let offer_text = offer.to_sdp_string();
+
+    let answer = answer_to(&offer_text);
+    assert_eq!(answer.bundle.len(), 2, "both str0m m-lines accepted");
+    let answer = SdpAnswer::from_sdp_string(&answer.to_string()).expect("str0m parses it");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("str0m accepts it");
+}
+
+/// str0m accepts our offer and its answer reads back through our parser.
+#[test]
+fn str0m_accepts_our_offer() {
+    use str0m::change::SdpOffer;
+
+    let ours = webrtc_offer(&offer_media(), &local(Setup::ActPass)).to_string();
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let offer = SdpOffer::from_sdp_string(&ours).expect("str0m parses it");
+    let answer = rtc.sdp_api().accept_offer(offer).expect("str0m accepts it");
+    let answer = Sdp::parse(&answer.to_sdp_string()).expect("we parse str0m's answer");
+    assert_eq!(answer.media.len(), 2);
+    assert!(answer.media.iter().all(|m| m.port != 0));
+    let remote = RemoteIce::from_sdp(&answer).expect("complete");
+    // RFC 8842 §5.3 lets the answerer pick either role; str0m answers passive, so the
+    // server is then the DTLS client.
+    assert!(matches!(remote.setup, Setup::Active | Setup::Passive));
+}
