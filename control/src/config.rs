@@ -31,11 +31,14 @@ pub struct Config {
     pub disconnect_grace: Duration,
     /// Pin each data-plane worker to a core.
     pub pin_workers: bool,
+    /// io_uring batching bound (see `sluice_dataplane::api::Config::batch_wait`).
+    pub batch_wait: Duration,
 }
 
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (20000, 29999);
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(300);
 
 impl Default for Config {
     fn default() -> Self {
@@ -50,6 +53,7 @@ impl Default for Config {
             api_secret: None,
             disconnect_grace: DEFAULT_DISCONNECT_GRACE,
             pin_workers: true,
+            batch_wait: DEFAULT_BATCH_WAIT,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Layer {
     pub api_secret: Option<String>,
     /// Seconds, fractional allowed.
     pub disconnect_grace: Option<f64>,
+    pub batch_wait_us: Option<u64>,
     pub pin_workers: Option<bool>,
 }
 
@@ -132,6 +137,7 @@ impl Layer {
             record_dir: self.record_dir.or(lower.record_dir),
             api_secret: self.api_secret.or(lower.api_secret),
             disconnect_grace: self.disconnect_grace.or(lower.disconnect_grace),
+            batch_wait_us: self.batch_wait_us.or(lower.batch_wait_us),
             pin_workers: self.pin_workers.or(lower.pin_workers),
         }
     }
@@ -179,6 +185,9 @@ impl Layer {
             api_secret: self.api_secret.filter(|s| !s.is_empty()),
             disconnect_grace,
             pin_workers: self.pin_workers.unwrap_or(d.pin_workers),
+            batch_wait: self
+                .batch_wait_us
+                .map_or(d.batch_wait, Duration::from_micros),
         })
     }
 }

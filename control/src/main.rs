@@ -45,6 +45,10 @@ struct Cli {
     /// Seconds that sessions outlive the API connection that created them [default: 5]
     #[arg(long, env = "SLUICE_DISCONNECT_GRACE", value_name = "SECONDS")]
     disconnect_grace: Option<f64>,
+    /// io_uring: microseconds a busy worker may wait to gather more datagrams per round
+    /// (0 = never; bounds the added latency) [default: 300]
+    #[arg(long, env = "SLUICE_BATCH_WAIT_US", value_name = "MICROSECONDS")]
+    batch_wait_us: Option<u64>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -63,6 +67,7 @@ impl Cli {
             record_dir: self.record_dir.clone(),
             api_secret: self.api_secret.clone(),
             disconnect_grace: self.disconnect_grace,
+            batch_wait_us: self.batch_wait_us,
             pin_workers: None,
         }
     }

@@ -91,6 +91,10 @@ pub struct Config {
     pub workers: usize,
     pub io: IoMode,
     pub pin: bool,
+    /// io_uring only: once traffic arrives in bursts, wait up to this long for more datagrams
+    /// before handling a round, so one wake-up and one submit serve many packets. Zero turns
+    /// it off; it bounds the latency added.
+    pub batch_wait: std::time::Duration,
 }
 
 /// Where a leg sends, as learnt from the peer's SDP. `None` means "only after latching".

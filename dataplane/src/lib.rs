@@ -102,6 +102,8 @@ impl Dataplane {
                 event_tx.clone(),
                 Arc::clone(&lost_events),
             );
+            let mut core = core;
+            core.batch_wait = config.batch_wait;
             let pin = config.pin;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))

@@ -63,6 +63,8 @@ pub(crate) struct WorkerCore {
     /// Indexed by `SocketRef::token()`.
     pub(crate) sockets: Vec<Option<UdpSocket>>,
     pub(crate) wake: Arc<EventFd>,
+    /// See `Config::batch_wait`.
+    pub(crate) batch_wait: std::time::Duration,
     msgs: Receiver<WorkerMsg>,
     events: Sender<Event>,
     lost_events: Arc<AtomicU64>,
@@ -81,6 +83,7 @@ impl WorkerCore {
             fwd: Forwarder::new(),
             sockets: Vec::new(),
             wake,
+            batch_wait: std::time::Duration::ZERO,
             msgs,
             events,
             lost_events,

@@ -35,6 +35,7 @@ impl Harness {
             workers: 1,
             io: IoMode::Mmsg,
             pin: false,
+            batch_wait: std::time::Duration::ZERO,
         };
         let (dp, _events) = Dataplane::start(config).expect("data plane on loopback");
         let (tx, inbox) = mpsc::channel(64);

@@ -18,7 +18,7 @@ use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
@@ -40,6 +40,8 @@ const BUF_SIZE: usize = 2048;
 const BGID: u16 = 0;
 /// Datagrams queued for sending before a flush is forced (as in mmsg).
 const TX_CAPACITY: usize = 1024;
+/// Completions one batched round aims for before its bounded wait ends.
+const BATCH_TARGET: usize = 64;
 /// Receives that end in an error (other than `-ENOBUFS`) in a row before a socket is given up.
 const MAX_RECV_FAILURES: u8 = 16;
 
@@ -371,9 +373,18 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
         return Ok(());
     }
+    let mut last_round = 0usize;
     loop {
         d.submit_and_wait(usize::from(d.cqes.is_empty()))?;
         d.reap();
+        // Adaptive batching: when the previous round carried several datagrams, traffic is
+        // steady, so wait (boundedly) for more before handling this round. An isolated packet
+        // never waits: a single-datagram round turns batching off until the next burst.
+        if !core.batch_wait.is_zero() && last_round >= 2 && d.cqes.len() < BATCH_TARGET {
+            d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
+            d.reap();
+        }
+        last_round = d.cqes.len();
         // One clock read per batch: the arrival time of recorded packets.
         core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
@@ -478,6 +489,25 @@ impl Driver {
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until `want` more completions arrived or `timeout` passed, whichever is first.
+    fn wait_for_more(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        self.bufs.publish();
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
                 ) =>
             {
                 Ok(())

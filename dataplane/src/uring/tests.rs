@@ -29,6 +29,8 @@ fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<
         workers: 1,
         io: IoMode::Uring,
         pin: false,
+        // Exercise adaptive batching: bursts of datagrams make the worker wait for more.
+        batch_wait: std::time::Duration::from_micros(500),
     };
     Dataplane::start(config).expect("probe passed, so the uring backend starts")
 }
