@@ -140,7 +140,9 @@ impl Client {
                 Ok(msg) => msg,
                 // A read with a timeout reports EINTR instead of restarting; the WebSocket
                 // state survives it.
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
                 Err(e) => panic!("read a frame within the deadline: {e}"),
             };
             match msg {

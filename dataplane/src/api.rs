@@ -121,7 +121,13 @@ pub struct LegSpec {
 impl LegSpec {
     /// A plain RTP leg for one kind of media.
     pub fn plain(group: GroupId, kind: MediaKind, remote: Remote) -> Self {
-        LegSpec { group, kind, remote, secure: false, bundle: Vec::new() }
+        LegSpec {
+            group,
+            kind,
+            remote,
+            secure: false,
+            bundle: Vec::new(),
+        }
     }
 }
 

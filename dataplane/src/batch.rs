@@ -130,7 +130,10 @@ mod tests {
         };
         let dest = SocketAddr::from(([127, 0, 0, 1], 1));
         assert!(!b.push(via, dest, &[0; MAX_DATAGRAM + 1], |_, len| Some(len)));
-        assert!(!b.push(via, dest, b"x", |_, _| None), "refused by the editor");
+        assert!(
+            !b.push(via, dest, b"x", |_, _| None),
+            "refused by the editor"
+        );
         assert!(b.is_empty());
     }
 }

@@ -65,7 +65,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         }
         // Commands first: one posted before these datagrams were sent must apply to them.
         if ready[..n as usize].iter().any(|ev| ev.u64 == WAKE_TOKEN)
-            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)? == Flow::Shutdown
+            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)?
+                == Flow::Shutdown
         {
             return Ok(());
         }
@@ -78,7 +79,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             for _ in 0..ROUNDS_PER_SOCKET {
                 if core.has_msgs() {
                     sender.flush(&core, &mut tx);
-                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)? == Flow::Shutdown
+                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)?
+                        == Flow::Shutdown
                     {
                         return Ok(());
                     }

@@ -425,6 +425,8 @@ fn valid_candidate(c: &str) -> bool {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
     #[test]
     fn candidates_are_validated() {
         assert!(valid_candidate(
@@ -443,6 +445,89 @@ mod tests {
         );
         assert!(t.add_candidate("candidate:nonsense").is_err());
         assert_eq!(t.ice.remote_candidates().len(), 1);
+    }
+
+    fn remote(cert: &Certificate, setup: Setup) -> RemoteIce {
+        RemoteIce {
+            ufrag: "rmte".into(),
+            pwd: "remotepasswordremotepass".into(),
+            fingerprint: Fingerprint::parse(&cert.sdp_fingerprint()).expect("fp"),
+            setup,
+            ice_lite: false,
+            candidates: Vec::new(),
+            end_of_candidates: false,
+        }
+    }
+
+    /// A valid connectivity check for `t`.
+    fn check(t: &WebrtcTransport) -> Vec<u8> {
+        use crate::webrtc::stun::{Class, MessageWriter, Method};
+        let mut buf = [0u8; 256];
+        let mut w =
+            MessageWriter::new(&mut buf, Class::Request, Method::Binding, &[9; 12]).expect("room");
+        w.username(&format!("{}:rmte", t.ice.local().ufrag))
+            .expect("room");
+        w.priority(1).expect("room");
+        w.ice_controlling(1).expect("room");
+        w.message_integrity(t.ice.local().pwd.as_bytes())
+            .expect("room");
+        w.fingerprint().expect("room");
+        let n = w.finish();
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_valid_check_is_answered_and_selects_the_remote_until_consent_expires() {
+        let cert = Certificate::generate().expect("cert");
+        let mut t = WebrtcTransport::answering(LegId(7), &remote(&cert, Setup::ActPass));
+        assert_eq!(t.role, Some(DtlsRole::Server));
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        t.handle_datagram(t0, peer, &check(&t), &cert, &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Effect::Send(Command::Transmit { to, .. }),
+                    Effect::Send(Command::SetRemote { remote: Remote { rtp: Some(r), rtcp_mux: true, .. }, .. }),
+                ] if *to == peer && *r == peer
+            ),
+            "{out:?}"
+        );
+        // The DTLS server waits for the ClientHello: nothing to send yet.
+        assert!(t.dtls.is_some());
+        out.clear();
+        t.tick(t0 + Duration::from_secs(29), &cert, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        t.tick(t0 + Duration::from_secs(31), &cert, &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Effect::Send(Command::SetRemote { remote: Remote { rtp: None, .. }, .. }),
+                    Effect::Status(body),
+                ] if body["status"] == "down"
+            ),
+            "{out:?}"
+        );
+        assert_eq!(t.state(), State::Down);
+    }
+
+    #[test]
+    fn a_wrong_password_is_dropped_silently() {
+        let cert = Certificate::generate().expect("cert");
+        let mut t = WebrtcTransport::answering(LegId(7), &remote(&cert, Setup::ActPass));
+        let mut other = WebrtcTransport::answering(LegId(8), &remote(&cert, Setup::ActPass));
+        other.ice = IceLite::new(IceCredentials {
+            ufrag: t.ice.local().ufrag.clone(),
+            pwd: "notthepasswordnotthepass".into(),
+        });
+        let mut out = Vec::new();
+        let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
+        t.handle_datagram(Instant::now(), peer, &check(&other), &cert, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(t.ice.stats().wrong_credentials, 1);
     }
 
     #[test]

@@ -109,7 +109,9 @@ struct Srtp {
 
 impl std::fmt::Debug for Srtp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Srtp").field("profile", &self.rx.profile()).finish()
+        f.debug_struct("Srtp")
+            .field("profile", &self.rx.profile())
+            .finish()
     }
 }
 
@@ -194,7 +196,12 @@ impl Forwarder {
 
     /// Makes a leg bundled (payload types name the kind; others are dropped as `UnknownPt`)
     /// and/or secure (SRTP, with STUN and DTLS handed to the slow path).
-    pub fn set_transport(&mut self, slot: Slot, secure: bool, bundle: &[(crate::api::Pt, MediaKind)]) {
+    pub fn set_transport(
+        &mut self,
+        slot: Slot,
+        secure: bool,
+        bundle: &[(crate::api::Pt, MediaKind)],
+    ) {
         if let Some(leg) = self.leg_mut(slot) {
             leg.secure = secure;
             if !bundle.is_empty() {
@@ -235,7 +242,11 @@ impl Forwarder {
         self.by_id.len()
     }
 
-    pub fn handle_command(&mut self, cmd: Command, tx: &mut TxBatch) -> Result<(), crate::api::Error> {
+    pub fn handle_command(
+        &mut self,
+        cmd: Command,
+        tx: &mut TxBatch,
+    ) -> Result<(), crate::api::Error> {
         use crate::api::Error::UnknownLeg;
         let slot_of = |fwd: &Self, id: LegId| fwd.slot(id).ok_or(UnknownLeg(id));
         match cmd {
@@ -247,7 +258,12 @@ impl Forwarder {
                 l.latched_rtp = None;
                 l.latched_rtcp = None;
             }
-            Command::Connect { from, to, kind, rewrite } => {
+            Command::Connect {
+                from,
+                to,
+                kind,
+                rewrite,
+            } => {
                 let src = slot_of(self, from)?;
                 let dst = slot_of(self, to)?;
                 let k = kind_index(kind);
@@ -268,7 +284,12 @@ impl Forwarder {
                 let dst = slot_of(self, to)?;
                 self.disconnect(dst);
             }
-            Command::SetMute { leg, kind, mute_in, mute_out } => {
+            Command::SetMute {
+                leg,
+                kind,
+                mute_in,
+                mute_out,
+            } => {
                 let slot = slot_of(self, leg)?;
                 let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
                 for (k, stream) in l.streams.iter_mut().enumerate() {
@@ -281,7 +302,10 @@ impl Forwarder {
             Command::SetSrtp { leg, keys } => {
                 let slot = slot_of(self, leg)?;
                 let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
-                match (SrtpContext::new(&keys.remote), SrtpContext::new(&keys.local)) {
+                match (
+                    SrtpContext::new(&keys.remote),
+                    SrtpContext::new(&keys.local),
+                ) {
                     (Ok(rx), Ok(tx)) => l.srtp = Some(Box::new(Srtp { rx, tx })),
                     _ => tracing::warn!(?leg, "SRTP keys refused"),
                 }
@@ -325,7 +349,10 @@ impl Forwarder {
         }
         let pli = pli(media_ssrc);
         let srtp = &mut leg.srtp;
-        let via = SocketRef { slot, rtcp: rtcp_socket };
+        let via = SocketRef {
+            slot,
+            rtcp: rtcp_socket,
+        };
         let sent = tx.push(via, dest, &pli, |buf, len| match srtp {
             Some(s) => s.tx.protect_rtcp(buf, len).ok(),
             None => Some(len),
@@ -341,7 +368,9 @@ impl Forwarder {
         self.legs
             .get(slot as usize)
             .and_then(Option::as_ref)
-            .map_or(0, |l| l.streams.iter().map(|s| s.outputs.len()).max().unwrap_or(0))
+            .map_or(0, |l| {
+                l.streams.iter().map(|s| s.outputs.len()).max().unwrap_or(0)
+            })
             .max(1)
     }
 
@@ -395,7 +424,11 @@ impl Forwarder {
                 // The slow path (ICE-lite, DTLS) lives in control; a copy is fine off the
                 // forwarding path.
                 bump(&leg.stats.slow_path_packets, 1);
-                self.events.push(Event::SlowPath { leg: leg.id, from: src, data: data.to_vec() });
+                self.events.push(Event::SlowPath {
+                    leg: leg.id,
+                    from: src,
+                    data: data.to_vec(),
+                });
                 return;
             }
             Class::Stun => Some(DropReason::Stun),
@@ -421,7 +454,11 @@ impl Forwarder {
             }
             if at.rtcp && leg.latched_rtcp != Some(src) {
                 leg.latched_rtcp = Some(src);
-                self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: true });
+                self.events.push(Event::Latched {
+                    leg: leg.id,
+                    addr: src,
+                    rtcp: true,
+                });
             }
             self.forward_rtcp(at.slot, data, tx);
             return;
@@ -459,13 +496,20 @@ impl Forwarder {
             // Symmetric RTP: answer where the peer really is (NAT), not where its SDP said.
             // On a secure leg only authenticated packets get here.
             leg.latched_rtp = Some(src);
-            self.events.push(Event::Latched { leg: leg.id, addr: src, rtcp: false });
+            self.events.push(Event::Latched {
+                leg: leg.id,
+                addr: src,
+                rtcp: false,
+            });
         }
         let stream = &mut leg.streams[k];
         stream.last_in_ssrc = Some(header.ssrc);
         if !stream.media_up {
             stream.media_up = true;
-            self.events.push(Event::MediaUp { leg: leg.id, kind: kind_of_index(k) });
+            self.events.push(Event::MediaUp {
+                leg: leg.id,
+                kind: kind_of_index(k),
+            });
         }
         // Recording tap (what the peer sends, as Janus records it: not while muted).
         if let Some(sink) = &stream.record
@@ -516,7 +560,10 @@ impl Forwarder {
                     continue;
                 }
             };
-            let via = SocketRef { slot: out, rtcp: false };
+            let via = SocketRef {
+                slot: out,
+                rtcp: false,
+            };
             let srtp = &mut dst.srtp;
             let sent = tx.push(via, dest, data, |buf, len| {
                 rewritten.write(buf);
@@ -568,7 +615,10 @@ impl Forwarder {
                 let Some((rtcp_socket, dest)) = dst.rtcp_dest() else {
                     continue;
                 };
-                let via = SocketRef { slot: out, rtcp: rtcp_socket };
+                let via = SocketRef {
+                    slot: out,
+                    rtcp: rtcp_socket,
+                };
                 if tx.push(via, dest, data, |_, len| Some(len)) {
                     bump(&dst.stats.rtcp_tx_packets, 1);
                 }

@@ -76,11 +76,12 @@ fn echo_returns_payload_to_latched_source() {
     let mut p = Pair::new();
     let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
     p.handle(Command::Connect {
-            from: a,
-            to: a, kind: MediaKind::Audio,
-            rewrite: Rewrite::default(),
-        })
-        .unwrap();
+        from: a,
+        to: a,
+        kind: MediaKind::Audio,
+        rewrite: Rewrite::default(),
+    })
+    .unwrap();
     let pkt = rtp(0, 1, 9);
     let out = p.recv(sa, 5555, &pkt);
     assert_eq!(
@@ -109,11 +110,12 @@ fn fanout_reaches_every_listener_with_own_ssrc() {
             ssrc: Some(Ssrc(1000 + i as u32)),
         };
         p.handle(Command::Connect {
-                from: publ,
-                to: l, kind: MediaKind::Video,
-                rewrite,
-            })
-            .unwrap();
+            from: publ,
+            to: l,
+            kind: MediaKind::Video,
+            rewrite,
+        })
+        .unwrap();
         slots.push(sl);
     }
     let out = p.recv(sp, 4000, &rtp(96, 7, 1));
@@ -154,21 +156,22 @@ fn mute_in_drops_without_gap_and_counts() {
     let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
     let (b, _) = p.leg(2, MediaKind::Audio, 6000);
     p.handle(Command::Connect {
-            from: a,
-            to: b, kind: MediaKind::Audio,
-            rewrite: Rewrite::default(),
-        })
-        .unwrap();
+        from: a,
+        to: b,
+        kind: MediaKind::Audio,
+        rewrite: Rewrite::default(),
+    })
+    .unwrap();
     let mut seqs = vec![];
     for seq in 0..30u16 {
         let mute = (10..20).contains(&seq);
         p.handle(Command::SetMute {
-                leg: a,
-                kind: None,
-                mute_in: mute,
-                mute_out: false,
-            })
-            .unwrap();
+            leg: a,
+            kind: None,
+            mute_in: mute,
+            mute_out: false,
+        })
+        .unwrap();
         for (_, _, d) in p.recv(sa, 4000, &rtp(0, seq, 5)) {
             seqs.push(RtpHeader::read(&d).unwrap().seq);
         }
@@ -183,11 +186,12 @@ fn removed_leg_leaves_no_dangling_route() {
     let (a, sa) = p.leg(1, MediaKind::Audio, 4000);
     let (b, _) = p.leg(2, MediaKind::Audio, 6000);
     p.handle(Command::Connect {
-            from: a,
-            to: b, kind: MediaKind::Audio,
-            rewrite: Rewrite::default(),
-        })
-        .unwrap();
+        from: a,
+        to: b,
+        kind: MediaKind::Audio,
+        rewrite: Rewrite::default(),
+    })
+    .unwrap();
     p.fwd.remove_leg(b).unwrap();
     assert!(p.recv(sa, 4000, &rtp(0, 1, 1)).is_empty());
     assert_eq!(p.stats(sa).drop_count(DropReason::NoRoute), 1);
@@ -202,11 +206,12 @@ fn rtcp_passes_between_proxy_legs_but_not_to_listeners() {
     let (b, sb) = p.leg(2, MediaKind::Audio, 6000);
     let (c, _) = p.leg(3, MediaKind::Audio, 8000);
     p.handle(Command::Connect {
-            from: a,
-            to: b, kind: MediaKind::Audio,
-            rewrite: Rewrite::default(),
-        })
-        .unwrap();
+        from: a,
+        to: b,
+        kind: MediaKind::Audio,
+        rewrite: Rewrite::default(),
+    })
+    .unwrap();
     let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
     p.tx.clear();
     p.fwd.handle_datagram(
@@ -234,11 +239,12 @@ fn rtcp_passes_between_proxy_legs_but_not_to_listeners() {
         ssrc: Some(Ssrc(5)),
     };
     p.handle(Command::Connect {
-            from: a,
-            to: c, kind: MediaKind::Audio,
-            rewrite,
-        })
-        .unwrap();
+        from: a,
+        to: c,
+        kind: MediaKind::Audio,
+        rewrite,
+    })
+    .unwrap();
     p.handle(Command::Disconnect { to: b }).unwrap();
     p.tx.clear();
     p.fwd.handle_datagram(
@@ -252,7 +258,6 @@ fn rtcp_passes_between_proxy_legs_but_not_to_listeners() {
     );
     assert_eq!(p.tx.len(), 0);
 }
-
 
 mod secure {
     use super::*;
@@ -273,8 +278,13 @@ mod secure {
             &[(Pt(111), MediaKind::Audio), (Pt(96), MediaKind::Video)],
         );
         for kind in [MediaKind::Audio, MediaKind::Video] {
-            p.handle(Command::Connect { from: id, to: id, kind, rewrite: Rewrite::default() })
-                .unwrap();
+            p.handle(Command::Connect {
+                from: id,
+                to: id,
+                kind,
+                rewrite: Rewrite::default(),
+            })
+            .unwrap();
         }
         (id, slot)
     }
@@ -283,7 +293,9 @@ mod secure {
     fn secure_leg_sends_stun_and_dtls_to_the_slow_path() {
         let mut p = Pair::new();
         let (id, slot) = bundled_echo(&mut p);
-        let stun = [0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let stun = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
         assert!(p.recv(slot, 5000, &stun).is_empty());
         assert!(p.recv(slot, 5000, &[22, 254, 253, 0, 0]).is_empty());
         let mut seen = vec![];
@@ -297,8 +309,16 @@ mod secure {
         assert_eq!(p.stats(slot).slow_path_packets, 2);
         // And the answer goes out through the leg's socket.
         p.tx.clear();
-        p.handle(Command::Transmit { leg: id, to: addr(5000), data: b"response".to_vec() }).unwrap();
-        let out: Vec<_> = p.tx.iter().map(|(s, a, d)| (s.slot, a, d.to_vec())).collect();
+        p.handle(Command::Transmit {
+            leg: id,
+            to: addr(5000),
+            data: b"response".to_vec(),
+        })
+        .unwrap();
+        let out: Vec<_> =
+            p.tx.iter()
+                .map(|(s, a, d)| (s.slot, a, d.to_vec()))
+                .collect();
         assert_eq!(out, vec![(slot, addr(5000), b"response".to_vec())]);
     }
 
@@ -314,7 +334,11 @@ mod secure {
     fn srtp_echo_decrypts_and_reencrypts_both_kinds() {
         let mut p = Pair::new();
         let (id, slot) = bundled_echo(&mut p);
-        p.handle(Command::SetSrtp { leg: id, keys: Box::new(keys()) }).unwrap();
+        p.handle(Command::SetSrtp {
+            leg: id,
+            keys: Box::new(keys()),
+        })
+        .unwrap();
         // The peer sends with what the server calls `remote` and receives with `local`.
         let peer_keys = keys();
         let mut peer_tx = SrtpContext::new(&peer_keys.remote).unwrap();
@@ -348,11 +372,27 @@ mod secure {
     fn bundled_leg_feeds_plain_legs_by_kind() {
         let mut p = Pair::new();
         let (web, ws) = p.leg(1, MediaKind::Audio, 4000);
-        p.fwd.set_transport(ws, false, &[(Pt(111), MediaKind::Audio), (Pt(96), MediaKind::Video)]);
+        p.fwd.set_transport(
+            ws,
+            false,
+            &[(Pt(111), MediaKind::Audio), (Pt(96), MediaKind::Video)],
+        );
         let (a, _) = p.leg(2, MediaKind::Audio, 6000);
         let (v, _) = p.leg(3, MediaKind::Video, 7000);
-        p.handle(Command::Connect { from: web, to: a, kind: MediaKind::Audio, rewrite: Rewrite::default() }).unwrap();
-        p.handle(Command::Connect { from: web, to: v, kind: MediaKind::Video, rewrite: Rewrite::default() }).unwrap();
+        p.handle(Command::Connect {
+            from: web,
+            to: a,
+            kind: MediaKind::Audio,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+        p.handle(Command::Connect {
+            from: web,
+            to: v,
+            kind: MediaKind::Video,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
         let to_audio = p.recv(ws, 5000, &rtp(111, 1, 1));
         let to_video = p.recv(ws, 5000, &rtp(96, 1, 2));
         assert_eq!(to_audio[0].1, addr(6000));
@@ -365,11 +405,19 @@ fn keyframe_request_is_a_pli_for_the_last_ssrc() {
     let mut p = Pair::new();
     let (id, slot) = p.leg(1, MediaKind::Video, 4000);
     p.tx.clear();
-    p.handle(Command::RequestKeyframe { leg: id, kind: MediaKind::Video }).unwrap();
+    p.handle(Command::RequestKeyframe {
+        leg: id,
+        kind: MediaKind::Video,
+    })
+    .unwrap();
     assert!(p.tx.is_empty(), "nothing heard yet: nobody to ask");
     p.recv(slot, 4000, &rtp(96, 1, 0xfeed));
     p.tx.clear();
-    p.handle(Command::RequestKeyframe { leg: id, kind: MediaKind::Video }).unwrap();
+    p.handle(Command::RequestKeyframe {
+        leg: id,
+        kind: MediaKind::Video,
+    })
+    .unwrap();
     let out: Vec<_> = p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect();
     assert_eq!(out.len(), 1);
     let (via, dest, pli) = &out[0];

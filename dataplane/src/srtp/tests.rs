@@ -101,7 +101,10 @@ fn rfc3711_b3_key_derivation() {
     )
     .expect("master");
     let d = kdf::derive(&master, false).expect("derive");
-    assert_eq!(d.key[..16].to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
+    assert_eq!(
+        d.key[..16].to_vec(),
+        hex("C61E7A93744F39EE10734AFE3FF7A087")
+    );
     assert_eq!(d.salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
     assert_eq!(
         d.auth.to_vec(),

@@ -642,10 +642,14 @@ impl Driver {
                 // decrypts in place).
                 let parsed = types::RecvMsgOut::parse(data, &self.recv_hdr).map(|out| {
                     let payload = out.payload_data();
-                    let truncated =
-                        out.is_payload_truncated() || payload.len() > MAX_DATAGRAM;
+                    let truncated = out.is_payload_truncated() || payload.len() > MAX_DATAGRAM;
                     let src = read_sockaddr(out.name_data());
-                    (payload.as_ptr() as usize - base, payload.len(), truncated, src)
+                    (
+                        payload.as_ptr() as usize - base,
+                        payload.len(),
+                        truncated,
+                        src,
+                    )
                 });
                 match parsed {
                     Ok((_, _, true, _)) => core.fwd.count_drop(at.slot, DropReason::Truncated),

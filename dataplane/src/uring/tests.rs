@@ -37,7 +37,7 @@ fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<
 
 fn open(dp: &Dataplane, remote: Remote) -> LegInfo {
     dp.open_leg(LegSpec::plain(GROUP, MediaKind::Audio, remote))
-    .expect("a free port pair")
+        .expect("a free port pair")
 }
 
 /// Returns once the worker has applied every command sent before: `close_leg` waits for
@@ -50,7 +50,8 @@ fn barrier(dp: &Dataplane) {
 fn echo(dp: &Dataplane, leg: &LegInfo) {
     dp.send(Command::Connect {
         from: leg.id,
-        to: leg.id, kind: MediaKind::Audio,
+        to: leg.id,
+        kind: MediaKind::Audio,
         rewrite: Rewrite::default(),
     })
     .expect("worker runs");
@@ -183,14 +184,19 @@ fn closed_leg_port_is_free_for_the_next_leg() {
 fn echo_without_barrier(dp: &Dataplane, leg: &LegInfo, peer: &UdpSocket, seq: u16) {
     dp.send(Command::Connect {
         from: leg.id,
-        to: leg.id, kind: MediaKind::Audio,
+        to: leg.id,
+        kind: MediaKind::Audio,
         rewrite: Rewrite::default(),
     })
     .expect("worker runs");
     peer.send_to(&rtp(seq, 0xABCD), rtp_addr(leg))
         .expect("loopback send");
     let (data, _) = recv(peer);
-    assert_eq!(data, rtp(seq, 0xABCD), "the first packet after Connect is echoed");
+    assert_eq!(
+        data,
+        rtp(seq, 0xABCD),
+        "the first packet after Connect is echoed"
+    );
 }
 
 #[test]
@@ -213,7 +219,8 @@ fn fanout_delivers_to_both_listeners_with_their_ssrc() {
         };
         dp.send(Command::Connect {
             from: source.id,
-            to: leg.id, kind: MediaKind::Audio,
+            to: leg.id,
+            kind: MediaKind::Audio,
             rewrite,
         })
         .expect("worker runs");
