@@ -40,6 +40,14 @@ pub enum MediaKind {
 }
 
 impl MediaKind {
+    /// 0 for audio, 1 for video: the index of per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            MediaKind::Audio => 0,
+            MediaKind::Video => 1,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MediaKind::Audio => "audio",
@@ -55,6 +63,14 @@ pub struct Ssrc(pub u32);
 /// RTP payload type (7 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pt(pub u8);
+
+/// Video codecs whose keyframes the data plane recognises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
 
 /// Which I/O backend the workers run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,6 +207,15 @@ pub enum Command {
         kind: MediaKind,
         sink: Option<RecordSink>,
     },
+    /// Cap what the leg's peer sends, in bits per second (0 = unlimited): a token bucket
+    /// drops what exceeds the cap by more than a burst allowance (`DropReason::Policed`), and
+    /// an RTCP REMB (draft-alvestrand-rmcat-remb) naming the SSRCs last heard asks the sender
+    /// to stay below it. Sending the same value again re-sends the REMB without resetting the
+    /// bucket: control repeats it every second.
+    SetBitrate { leg: LegId, bps: u64 },
+    /// After a switch, drop the video going to `to` until the new source sends a keyframe
+    /// (`DropReason::WaitingKeyframe`), so the receiver never decodes a broken picture.
+    HoldForKeyframe { to: LegId, codec: VideoCodec },
     /// Ask the leg's peer for a keyframe of its `kind` stream: an RTCP PLI (RFC 4585 §6.3.1)
     /// naming the SSRC last received on that stream (SRTCP on a secure leg).
     RequestKeyframe { leg: LegId, kind: MediaKind },
@@ -249,10 +274,14 @@ pub enum DropReason {
     NotSecured,
     /// SRTP/SRTCP authentication or replay check failed.
     SrtpAuth,
+    /// Above the leg's bitrate cap (token bucket).
+    Policed,
+    /// Video held after a switch until the new source's keyframe.
+    WaitingKeyframe,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unclassified,
@@ -266,6 +295,8 @@ impl DropReason {
         DropReason::Truncated,
         DropReason::NotSecured,
         DropReason::SrtpAuth,
+        DropReason::Policed,
+        DropReason::WaitingKeyframe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -282,6 +313,8 @@ impl DropReason {
             DropReason::Truncated => "truncated",
             DropReason::NotSecured => "not_secured",
             DropReason::SrtpAuth => "srtp_auth",
+            DropReason::Policed => "policed",
+            DropReason::WaitingKeyframe => "waiting_keyframe",
         }
     }
 }
@@ -298,6 +331,8 @@ pub struct LegStats {
     pub rtcp_tx_packets: AtomicU64,
     /// STUN and DTLS datagrams handed to the slow path.
     pub slow_path_packets: AtomicU64,
+    /// RTP packets received per kind (audio, video): a bundled leg carries both.
+    pub rx_kind_packets: [AtomicU64; 2],
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
@@ -311,6 +346,8 @@ pub struct StatsSnapshot {
     pub tx_bytes: u64,
     pub rtcp_tx_packets: u64,
     pub slow_path_packets: u64,
+    /// Indexed by `MediaKind::index()`.
+    pub rx_kind_packets: [u64; 2],
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -335,6 +372,7 @@ impl LegStats {
             tx_bytes: l(&self.tx_bytes),
             rtcp_tx_packets: l(&self.rtcp_tx_packets),
             slow_path_packets: l(&self.slow_path_packets),
+            rx_kind_packets: [l(&self.rx_kind_packets[0]), l(&self.rx_kind_packets[1])],
             drops: std::array::from_fn(|i| l(&self.drops[i])),
         }
     }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod batch;
 mod egress;
 pub mod forwarder;
+pub mod keyframe;
 mod mmsg;
 pub mod packet;
 mod ports;
@@ -180,9 +181,10 @@ impl Dataplane {
             | Command::SetMute { leg, .. }
             | Command::SetSrtp { leg, .. }
             | Command::RequestKeyframe { leg, .. }
+            | Command::SetBitrate { leg, .. }
             | Command::Transmit { leg, .. }
             | Command::Record { leg, .. } => leg.worker(),
-            Command::Disconnect { to } => to.worker(),
+            Command::Disconnect { to } | Command::HoldForKeyframe { to, .. } => to.worker(),
             Command::Connect { from, to, .. } => {
                 if from.worker() != to.worker() {
                     return Err(Error::CrossWorker(*from, *to));

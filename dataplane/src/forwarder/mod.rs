@@ -11,17 +11,24 @@
 //! on the way in and protected per destination on the way out; STUN and DTLS go to the slow
 //! path (`Event::SlowPath`) and come back as `Command::Transmit`.
 
+mod police;
+mod rtcp;
 #[cfg(test)]
 mod tests;
+
+pub use rtcp::SERVER_SSRC;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Remote, bump};
+use crate::api::{
+    Command, DropReason, Event, LegId, LegStats, MediaKind, Remote, VideoCodec, bump,
+};
 use crate::batch::TxBatch;
 use crate::egress::{Egress, Verdict};
+use crate::keyframe::{rtp_payload, starts_keyframe};
 use crate::packet::{Class, RtpHeader, classify};
 use crate::record::{RecordSink, Tap};
 use crate::srtp::{SrtpContext, SrtpError};
@@ -49,6 +56,11 @@ impl SocketRef {
         }
     }
 }
+
+/// At most one keyframe request per source stream within this interval.
+const KEYFRAME_COALESCE: std::time::Duration = std::time::Duration::from_millis(500);
+/// What a REMB announces when a cap is lifted (10 Mbit/s).
+const UNCAPPED_REMB: u64 = 10_000_000;
 
 /// Sentinel in a leg's payload-type → kind table.
 const NO_KIND: u8 = 0xff;
@@ -84,6 +96,10 @@ struct Stream {
     mute_out: bool,
     /// Recording of this stream (`Command::Record`): what the peer sends, or what it is sent.
     record: Option<RecordSink>,
+    /// Video towards this leg waits for the new source's keyframe (after a switch).
+    hold: Option<VideoCodec>,
+    /// When a keyframe was last asked of this stream's peer (requests are coalesced).
+    last_keyframe_request: Option<Instant>,
 }
 
 impl Stream {
@@ -97,6 +113,8 @@ impl Stream {
             mute_in: false,
             mute_out: false,
             record: None,
+            hold: None,
+            last_keyframe_request: None,
         }
     }
 }
@@ -128,6 +146,8 @@ struct Leg {
     /// Speaks SRTP with ICE/DTLS on the slow path.
     secure: bool,
     srtp: Option<Box<Srtp>>,
+    /// The `bitrate` cap on what the peer sends.
+    police: Option<police::TokenBucket>,
     stats: Arc<LegStats>,
 }
 
@@ -178,6 +198,7 @@ impl Forwarder {
             streams: [Stream::new(), Stream::new()],
             secure: false,
             srtp: None,
+            police: None,
             stats,
         };
         let slot = match self.free.pop() {
@@ -316,6 +337,16 @@ impl Forwarder {
                 // Dropping the previous sink closes its recording.
                 l.streams[kind_index(kind)].record = sink;
             }
+            Command::SetBitrate { leg, bps } => {
+                let slot = slot_of(self, leg)?;
+                self.set_bitrate(slot, bps, tx);
+            }
+            Command::HoldForKeyframe { to, codec } => {
+                let slot = slot_of(self, to)?;
+                if let Some(l) = self.leg_mut(slot) {
+                    l.streams[1].hold = Some(codec);
+                }
+            }
             Command::RequestKeyframe { leg, kind } => {
                 let slot = slot_of(self, leg)?;
                 if !self.request_keyframe(slot, kind_index(kind), tx) {
@@ -336,24 +367,73 @@ impl Forwarder {
     /// Queues an RTCP PLI towards the leg's peer for stream `k`. `false` when the stream has
     /// not been heard from, the peer's address is unknown or keys are missing.
     fn request_keyframe(&mut self, slot: Slot, k: usize, tx: &mut TxBatch) -> bool {
+        let now = self.now;
         let Some(leg) = self.leg_mut(slot) else {
             return false;
         };
-        let (Some(media_ssrc), Some((rtcp_socket, dest))) =
-            (leg.streams[k].last_in_ssrc, leg.rtcp_dest())
-        else {
+        let Some(media_ssrc) = leg.streams[k].last_in_ssrc else {
+            return false;
+        };
+        if Self::send_rtcp(leg, slot, &rtcp::pli(media_ssrc), tx) {
+            leg.streams[k].last_keyframe_request = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Asks for a keyframe on behalf of a receiver, at most once per `KEYFRAME_COALESCE` per
+    /// source stream: many listeners losing a picture make one request (RFC 4585 §3.4).
+    fn forward_keyframe_request(&mut self, source: Slot, k: usize, tx: &mut TxBatch) {
+        let now = self.now;
+        let recent = self
+            .legs
+            .get(source as usize)
+            .and_then(Option::as_ref)
+            .and_then(|l| {
+                let last = l.streams[k].last_keyframe_request?;
+                Some(now?.saturating_duration_since(last) < KEYFRAME_COALESCE)
+            });
+        if recent != Some(true) {
+            self.request_keyframe(source, k, tx);
+        }
+    }
+
+    /// Applies a bitrate cap and tells the sender with a REMB (secure legs get it as SRTCP).
+    fn set_bitrate(&mut self, slot: Slot, bps: u64, tx: &mut TxBatch) {
+        let Some(leg) = self.leg_mut(slot) else {
+            return;
+        };
+        match (&leg.police, bps) {
+            (_, 0) => leg.police = None,
+            (Some(b), _) if b.rate() == bps => {}
+            _ => leg.police = Some(police::TokenBucket::new(bps)),
+        }
+        let ssrcs: Vec<u32> = leg.streams.iter().filter_map(|s| s.last_in_ssrc).collect();
+        if ssrcs.is_empty() {
+            return;
+        }
+        // Lifting the cap announces a generous ceiling so the sender ramps up again.
+        let announce = if bps == 0 { UNCAPPED_REMB } else { bps };
+        let mut buf = [0u8; rtcp::REMB_MAX];
+        let n = rtcp::remb(announce, &ssrcs, &mut buf);
+        Self::send_rtcp(leg, slot, &buf[..n], tx);
+    }
+
+    /// Queues RTCP the server originates towards the leg's peer (SRTCP on a secure leg).
+    fn send_rtcp(leg: &mut Leg, slot: Slot, packet: &[u8], tx: &mut TxBatch) -> bool {
+        let Some((rtcp_socket, dest)) = leg.rtcp_dest() else {
             return false;
         };
         if leg.secure && leg.srtp.is_none() {
             return false;
         }
-        let pli = pli(media_ssrc);
         let srtp = &mut leg.srtp;
         let via = SocketRef {
             slot,
             rtcp: rtcp_socket,
         };
-        let sent = tx.push(via, dest, &pli, |buf, len| match srtp {
+        let sent = tx.push(via, dest, packet, |buf, len| match srtp {
             Some(s) => s.tx.protect_rtcp(buf, len).ok(),
             None => Some(len),
         });
@@ -443,13 +523,28 @@ impl Forwarder {
         if class == Class::Rtcp {
             bump(&leg.stats.rtcp_rx_packets, 1);
             if leg.secure {
-                // SRTCP is authenticated and terminated here until RTCP translation exists.
-                let reason = match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtcp(data)) {
-                    None => DropReason::NotSecured,
-                    Some(Ok(_)) => return,
-                    Some(Err(_)) => DropReason::SrtpAuth,
+                // SRTCP is authenticated and terminated here (no RTCP translation yet), except
+                // that keyframe requests reach the stream's source.
+                let len = match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtcp(data)) {
+                    Some(Ok(len)) => len,
+                    None => return leg.stats.count_drop(DropReason::NotSecured),
+                    Some(Err(_)) => return leg.stats.count_drop(DropReason::SrtpAuth),
                 };
-                leg.stats.count_drop(reason);
+                let source = leg.streams[1].source;
+                if let Some(source) = source
+                    && rtcp::requests_keyframe(&data[..len])
+                {
+                    self.forward_keyframe_request(source, 1, tx);
+                }
+                return;
+            }
+            // A listener's PLI/FIR cannot pass through (its SSRCs are rewritten): ask the
+            // publisher ourselves.
+            if leg.streams[1].egress.rewrites_ssrc()
+                && let Some(source) = leg.streams[1].source
+                && rtcp::requests_keyframe(data)
+            {
+                self.forward_keyframe_request(source, 1, tx);
                 return;
             }
             if at.rtcp && leg.latched_rtcp != Some(src) {
@@ -490,8 +585,15 @@ impl Forwarder {
             }
             k => usize::from(k),
         };
+        if let (Some(bucket), Some(now)) = (&mut leg.police, self.now)
+            && !bucket.admit(now, 8 * data.len() as u64)
+        {
+            leg.stats.count_drop(DropReason::Policed);
+            return;
+        }
         bump(&leg.stats.rx_packets, 1);
         bump(&leg.stats.rx_bytes, data.len() as u64);
+        bump(&leg.stats.rx_kind_packets[k], 1);
         if leg.latched_rtp != Some(src) {
             // Symmetric RTP: answer where the peer really is (NAT), not where its SDP said.
             // On a secure leg only authenticated packets get here.
@@ -544,6 +646,16 @@ impl Forwarder {
                 dst_stream.egress.skip(&header);
                 drops[DropReason::Muted as usize] += 1;
                 continue;
+            }
+            if let Some(codec) = dst_stream.hold {
+                if rtp_payload(data).is_some_and(|p| starts_keyframe(codec, p)) {
+                    dst_stream.hold = None;
+                } else {
+                    // Skipped like a muted packet: the receiver sees no sequence gap.
+                    dst_stream.egress.skip(&header);
+                    drops[DropReason::WaitingKeyframe as usize] += 1;
+                    continue;
+                }
             }
             let Some(dest) = dest else {
                 drops[DropReason::NoDestination as usize] += 1;
@@ -625,18 +737,4 @@ impl Forwarder {
             }
         }
     }
-}
-
-/// SSRC the server uses as the sender of the RTCP it originates ("SLCE").
-pub const SERVER_SSRC: u32 = 0x534c_4345;
-
-/// RTCP Picture Loss Indication (RFC 4585 §6.3.1): PSFB (206), FMT 1, no FCI.
-fn pli(media_ssrc: u32) -> [u8; 12] {
-    let mut p = [0u8; 12];
-    p[0] = 0x80 | 1;
-    p[1] = 206;
-    p[2..4].copy_from_slice(&2u16.to_be_bytes());
-    p[4..8].copy_from_slice(&SERVER_SSRC.to_be_bytes());
-    p[8..12].copy_from_slice(&media_ssrc.to_be_bytes());
-    p
 }

@@ -426,3 +426,185 @@ fn keyframe_request_is_a_pli_for_the_last_ssrc() {
     assert_eq!(&pli[..4], &[0x81, 206, 0, 2]);
     assert_eq!(&pli[8..12], &0xfeedu32.to_be_bytes());
 }
+
+mod quality {
+    use super::*;
+    use crate::api::VideoCodec;
+    use std::time::{Duration, Instant};
+
+    fn big(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = rtp(96, seq, ssrc);
+        p.resize(1000, 0xab);
+        p
+    }
+
+    #[test]
+    fn bitrate_cap_polices_a_burst_and_sends_remb() {
+        let mut p = Pair::new();
+        let (a, sa) = p.leg(1, MediaKind::Video, 4000);
+        p.handle(Command::Connect {
+            from: a,
+            to: a,
+            kind: MediaKind::Video,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        p.recv(sa, 4000, &big(0, 0x77));
+        p.tx.clear();
+        p.handle(Command::SetBitrate {
+            leg: a,
+            bps: 64_000,
+        })
+        .unwrap();
+        let remb: Vec<_> = p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect();
+        assert_eq!(remb.len(), 1, "a REMB at once");
+        let (via, dest, pkt) = &remb[0];
+        assert_eq!(
+            (*via, *dest),
+            (
+                SocketRef {
+                    slot: sa,
+                    rtcp: true
+                },
+                addr(4001)
+            )
+        );
+        assert_eq!(&pkt[12..16], b"REMB");
+        assert_eq!(&pkt[20..24], &0x77u32.to_be_bytes());
+        // 100 kB in one instant: only the burst allowance (64 kbit = 8 packets) passes.
+        let passed: usize = (1..=100)
+            .map(|i| p.recv(sa, 4000, &big(i, 0x77)).len())
+            .sum();
+        assert_eq!(passed, 8);
+        assert_eq!(p.stats(sa).drop_count(DropReason::Policed), 92);
+        // A second later, another second's worth passes.
+        p.fwd.set_now(t0 + Duration::from_secs(1));
+        let passed: usize = (101..=200)
+            .map(|i| p.recv(sa, 4000, &big(i, 0x77)).len())
+            .sum();
+        assert_eq!(passed, 8);
+        // Lifted: everything passes.
+        p.handle(Command::SetBitrate { leg: a, bps: 0 }).unwrap();
+        let passed: usize = (201..=300)
+            .map(|i| p.recv(sa, 4000, &big(i, 0x77)).len())
+            .sum();
+        assert_eq!(passed, 100);
+    }
+
+    #[test]
+    fn switched_listener_waits_for_a_keyframe_without_seq_gap() {
+        let mut p = Pair::new();
+        let (p1, s1) = p.leg(1, MediaKind::Video, 4000);
+        let (p2, s2) = p.leg(2, MediaKind::Video, 5000);
+        let (l, _) = p.leg(3, MediaKind::Video, 6000);
+        let rw = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(42)),
+        };
+        p.handle(Command::Connect {
+            from: p1,
+            to: l,
+            kind: MediaKind::Video,
+            rewrite: rw.clone(),
+        })
+        .unwrap();
+        let mut seqs = vec![];
+        let vp8 = |seq: u16, ssrc: u32, key: bool| {
+            let mut pkt = rtp(96, seq, ssrc);
+            pkt.truncate(12);
+            pkt.extend_from_slice(&[0x10, if key { 0x00 } else { 0x01 }, 0, 0]);
+            pkt
+        };
+        for seq in 0..5 {
+            for (_, _, d) in p.recv(s1, 4000, &vp8(seq, 1, false)) {
+                seqs.push(RtpHeader::read(&d).unwrap().seq);
+            }
+        }
+        p.handle(Command::Connect {
+            from: p2,
+            to: l,
+            kind: MediaKind::Video,
+            rewrite: rw,
+        })
+        .unwrap();
+        p.handle(Command::HoldForKeyframe {
+            to: l,
+            codec: VideoCodec::Vp8,
+        })
+        .unwrap();
+        let mut after = 0;
+        for (i, key) in [false, false, false, true, false].into_iter().enumerate() {
+            for (_, _, d) in p.recv(s2, 5000, &vp8(900 + i as u16, 2, key)) {
+                seqs.push(RtpHeader::read(&d).unwrap().seq);
+                after += 1;
+            }
+        }
+        assert_eq!(after, 2, "held until the keyframe");
+        assert_eq!(seqs, (0..7).collect::<Vec<_>>());
+        assert_eq!(p.stats(s2).drop_count(DropReason::WaitingKeyframe), 3);
+    }
+
+    #[test]
+    fn listener_plis_reach_the_publisher_coalesced() {
+        let mut p = Pair::new();
+        let (publ, sp) = p.leg(1, MediaKind::Video, 4000);
+        let mut listeners = vec![];
+        for i in 0..3u64 {
+            let (l, sl) = p.leg(10 + i, MediaKind::Video, 6000 + 10 * i as u16);
+            let rewrite = Rewrite {
+                pt_map: vec![],
+                ssrc: Some(Ssrc(100 + i as u32)),
+            };
+            p.handle(Command::Connect {
+                from: publ,
+                to: l,
+                kind: MediaKind::Video,
+                rewrite,
+            })
+            .unwrap();
+            listeners.push(sl);
+        }
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        p.recv(sp, 4000, &rtp(96, 1, 0xabc));
+        let pli_from_listener = rtcp::pli(100);
+        let mut plis = 0;
+        for (n, &sl) in listeners.iter().enumerate() {
+            p.fwd.set_now(t0 + Duration::from_millis(10 * n as u64));
+            p.tx.clear();
+            p.fwd.handle_datagram(
+                SocketRef {
+                    slot: sl,
+                    rtcp: true,
+                },
+                addr(6001),
+                &mut pli_from_listener.to_vec(),
+                &mut p.tx,
+            );
+            for (via, dest, d) in p.tx.iter() {
+                assert_eq!((via.slot, dest), (sp, addr(4001)));
+                assert_eq!(
+                    &d[8..12],
+                    &0xabcu32.to_be_bytes(),
+                    "names the publisher's SSRC"
+                );
+                plis += 1;
+            }
+        }
+        assert_eq!(plis, 1, "three listeners, one request");
+        p.fwd.set_now(t0 + Duration::from_millis(600));
+        p.tx.clear();
+        p.fwd.handle_datagram(
+            SocketRef {
+                slot: listeners[0],
+                rtcp: true,
+            },
+            addr(6001),
+            &mut pli_from_listener.to_vec(),
+            &mut p.tx,
+        );
+        assert_eq!(p.tx.len(), 1, "a new request after the coalescing window");
+    }
+}

@@ -1,0 +1,97 @@
+//! Token-bucket policing of what a peer sends (the `bitrate` cap).
+
+use std::time::Instant;
+
+/// A token bucket in bits: refills at `rate` bits per second up to `burst` bits; a packet
+/// passes when the bucket holds its size. Never admits more than `burst + rate·t` over any
+/// interval `t`.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenBucket {
+    rate: u64,
+    burst: u64,
+    tokens: u64,
+    last: Option<Instant>,
+}
+
+/// Smallest burst allowance: a few full-size packets must always fit.
+const MIN_BURST_BITS: u64 = 64_000;
+
+impl TokenBucket {
+    /// A bucket for `rate` bits per second with half a second of burst allowance, full.
+    pub(crate) fn new(rate: u64) -> Self {
+        let burst = (rate / 2).max(MIN_BURST_BITS);
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
+    pub(crate) fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Takes `bits` from the bucket if they are there.
+    pub(crate) fn admit(&mut self, now: Instant, bits: u64) -> bool {
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_nanos();
+            let refill = (u128::from(self.rate) * elapsed / 1_000_000_000) as u64;
+            if refill > 0 {
+                self.tokens = self.tokens.saturating_add(refill).min(self.burst);
+                self.last = Some(now);
+            }
+        } else {
+            self.last = Some(now);
+        }
+        if self.tokens >= bits {
+            self.tokens -= bits;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn never_admits_more_than_burst_plus_rate_times_t() {
+        let start = Instant::now();
+        for (seed, rate) in [(1u64, 64_000u64), (7, 500_000), (13, 2_000_000)] {
+            let mut b = TokenBucket::new(rate);
+            let mut x = seed;
+            let mut admitted = 0u64;
+            let mut t = Duration::ZERO;
+            for _ in 0..20_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += Duration::from_micros(x % 2_000);
+                let bits = 8 * (100 + x % 1_300);
+                if b.admit(start + t, bits) {
+                    admitted += bits;
+                }
+                let bound = b.burst + (u128::from(rate) * t.as_nanos() / 1_000_000_000) as u64;
+                assert!(admitted <= bound, "rate {rate}: {admitted} > {bound}");
+            }
+            // And it does let traffic through at about the rate.
+            let expected = (u128::from(rate) * t.as_nanos() / 1_000_000_000) as u64;
+            assert!(
+                admitted + 8 * 1_400 * 10 >= expected.min(admitted + 1),
+                "starved"
+            );
+        }
+    }
+
+    #[test]
+    fn a_burst_above_the_allowance_is_cut() {
+        let now = Instant::now();
+        let mut b = TokenBucket::new(64_000);
+        let passed = (0..100).filter(|_| b.admit(now, 8_000)).count();
+        assert_eq!(passed, 8, "64 kbit of burst holds eight 1000-byte packets");
+    }
+}
