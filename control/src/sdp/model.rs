@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// A session description (RFC 8866 §5). Fields the server acts on are typed; every other
 /// attribute is kept verbatim so that nothing a peer sent is silently lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sdp {
     pub origin: Origin,
     pub session_name: String,
@@ -375,14 +375,9 @@ mod tests {
             origin: Origin::default(),
             session_name: "-".to_owned(),
             connection,
-            bundle: Vec::new(),
-            ice_lite: false,
-            ice_ufrag: None,
-            ice_pwd: None,
-            fingerprint: None,
-            setup: None,
             attributes: Vec::new(),
             media: vec![media],
+            ..Default::default()
         }
     }
 

@@ -217,14 +217,9 @@ impl LocalTransport {
             },
             session_name: "-".to_owned(),
             connection: Some(self.ip),
-            bundle: Vec::new(),
-            ice_lite: false,
-            ice_ufrag: None,
-            ice_pwd: None,
-            fingerprint: None,
-            setup: None,
             attributes: Vec::new(),
             media: Vec::new(),
+            ..Default::default()
         }
     }
 }

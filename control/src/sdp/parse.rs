@@ -126,14 +126,9 @@ impl Default for SessionBuilder {
                 origin: Origin::default(),
                 session_name: "-".to_owned(),
                 connection: None,
-                bundle: Vec::new(),
-                ice_lite: false,
-                ice_ufrag: None,
-                ice_pwd: None,
-                fingerprint: None,
-                setup: None,
                 attributes: Vec::new(),
                 media: Vec::new(),
+                ..Default::default()
             },
             direction: None,
         }

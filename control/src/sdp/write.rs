@@ -160,14 +160,9 @@ mod tests {
             },
             session_name: String::new(),
             connection: Some("2001:db8::1".parse().expect("valid")),
-            bundle: Vec::new(),
-            ice_lite: false,
-            ice_ufrag: None,
-            ice_pwd: None,
-            fingerprint: None,
-            setup: None,
             attributes: vec![Attribute::new("tool", Some("sluice"))],
             media: vec![audio],
+            ..Default::default()
         }
     }
 
