@@ -181,7 +181,6 @@ fn echo_video_decodes_again_after_unmute_in_chromium() {
 
 /// `update_media {bitrate}` reaches the browser's encoder (RTCP REMB).
 #[test]
-#[ignore = "needs RTCP REMB towards WebRTC senders (update_media bitrate), not implemented yet"]
 fn echo_bitrate_cap_reaches_chromium() {
     let Some(chromium) = chromium() else { return };
     let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());

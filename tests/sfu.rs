@@ -149,6 +149,12 @@ fn listener_switch_keeps_one_continuous_stream(server: &Server) {
     assert_eq!(ev["body"]["publisher_id"], p2.id.as_str());
     // The old publisher no longer reaches this listener.
     blast(&p1.video, p1.to_video, 96, 1, 115, 5);
+    // Video from the new publisher is held until its keyframe (VP8 descriptor S=1 PID 0,
+    // payload header P=0): send one first.
+    let key = Rtp::new(96, 39999, 39999 * 160, 2, &[0x10, 0x00, 0x00, 0x00]);
+    p2.video.send(p2.to_video, &key.to_bytes());
+    let key_got = l.video.recv_n(1);
+    assert_eq!(key_got[0].payload, key.payload);
     let after = blast(&p2.video, p2.to_video, 96, 2, 40000, 15);
     let got2 = l.video.recv_n(15);
     assert_eq!(
@@ -156,7 +162,7 @@ fn listener_switch_keeps_one_continuous_stream(server: &Server) {
         after.iter().map(|r| &r.payload).collect::<Vec<_>>()
     );
 
-    let all: Vec<Rtp> = got1.into_iter().chain(got2).collect();
+    let all: Vec<Rtp> = got1.into_iter().chain(key_got).chain(got2).collect();
     assert_contiguous(&all);
     assert!(
         all.iter().all(|r| r.ssrc == all[0].ssrc),

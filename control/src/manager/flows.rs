@@ -55,7 +55,6 @@ impl NewSession {
             answer: None,
             peer_offer: None,
             selected: Vec::new(),
-            legs,
             media: self.media,
             stop_after_peer: self.stop_after_peer,
             wait_timeout: self.wait_timeout,
@@ -64,6 +63,9 @@ impl NewSession {
             answer_waiters: Vec::new(),
             recording: None,
             webrtc: None,
+            bitrate_sent: 0,
+            rx: super::quality::watches_for(&legs),
+            legs,
         }
     }
 }

@@ -41,6 +41,7 @@ impl Manager {
         }
         self.emit_session(&id, "created", body);
         self.apply_mute(&id);
+        self.push_bitrate(&id, false);
         self.schedule(after, timer);
     }
 

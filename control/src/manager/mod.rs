@@ -10,6 +10,7 @@
 mod flows;
 mod lifecycle;
 mod proxy;
+mod quality;
 mod record;
 mod rooms;
 #[cfg(test)]
@@ -36,7 +37,8 @@ use crate::webrtc::cert::Certificate;
 use rooms::Room;
 use session::{ConnId, Leg, SdpText, Session};
 
-/// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
+/// How often WebRTC timers (DTLS retransmissions, ICE consent) and the quality work (bitrate
+/// repeats, media up/down) are looked at.
 const WEBRTC_TICK: Duration = Duration::from_millis(50);
 
 /// What a connection asks of the manager.
@@ -102,6 +104,8 @@ pub struct Manager {
     recordings: Arc<RecordIndex>,
     /// The DTLS certificate of every WebRTC session, generated at start.
     cert: Certificate,
+    /// When bitrate repeats and the media up/down watch are next due.
+    quality: quality::QualityClock,
 }
 
 impl Manager {
@@ -126,6 +130,7 @@ impl Manager {
             // Like the ICE credentials' RNG, certificate generation fails only when the
             // system's crypto is broken: nothing to serve WebRTC with.
             cert: Certificate::generate().expect("generate the DTLS certificate"),
+            quality: quality::QualityClock::new(std::time::Instant::now()),
         }
     }
 
@@ -147,6 +152,7 @@ impl Manager {
                 },
                 _ = tick.tick() => {
                     self.webrtc_tick();
+                    self.quality_tick();
                     continue;
                 }
             };
@@ -216,7 +222,7 @@ impl Manager {
             ),
             Request::GetAnswer { session_id } => self.get_answer(&session_id),
             Request::GetProxyOffer { session_id } => done(self.get_proxy_offer(conn, &session_id)),
-            Request::GetInfo { session_id } => done(self.session(&session_id).map(Session::info)),
+            Request::GetInfo { session_id } => done(self.session_info(&session_id)),
             Request::GetList => {
                 let mut list: Vec<(&String, &Session)> = self.sessions.iter().collect();
                 list.sort_by_key(|(id, _)| *id);
@@ -233,6 +239,10 @@ impl Manager {
                     })
                     .map(|()| {
                         self.apply_mute(&session_id);
+                        if media.bitrate.is_some() {
+                            // At once, even when unchanged: the REMB goes out again.
+                            self.push_bitrate(&session_id, true);
+                        }
                         if media.mute_video == Some(false) {
                             self.video_unmuted(&session_id);
                         }
@@ -351,15 +361,7 @@ impl Manager {
     fn dataplane_event(&mut self, ev: Event) {
         match ev {
             Event::SlowPath { leg, from, data } => self.slow_path(leg, from, &data),
-            Event::MediaUp { leg, kind } => {
-                if let Some(id) = self.leg_owner.get(&leg).cloned() {
-                    self.emit_session(
-                        &id,
-                        "status",
-                        json!({"class": "media", "media": kind.as_str(), "status": "up"}),
-                    );
-                }
-            }
+            Event::MediaUp { leg, kind } => self.media_up(leg, kind),
             Event::Latched { leg, addr, rtcp } => {
                 if rtcp {
                     return;

@@ -5,7 +5,7 @@
 //! answered with those only, and listeners are offered them with the publisher's payload types.
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, Pt, Rewrite, Ssrc};
+use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite, Ssrc};
 
 use super::flows::{NewSession, client_sdp, negotiation_error};
 use super::session::{ConnId, Kind, Leg};
@@ -305,7 +305,8 @@ impl Manager {
     }
 
     /// Switches a listener to another publisher of its room, without renegotiation: the
-    /// listener keeps its SSRC and payload types; the data plane keeps seq/ts continuous.
+    /// listener keeps its SSRC and payload types; the data plane keeps seq/ts continuous,
+    /// switches audio at once and holds video until the new publisher's keyframe.
     pub(super) fn set_type(&mut self, id: &str, publisher: &str) -> Outcome {
         let l = self.session(id)?;
         let Kind::Listen { room, .. } = &l.kind else {
@@ -352,7 +353,27 @@ impl Manager {
                 _ => connects.push(cmd),
             }
         }
-        for cmd in disconnects.into_iter().chain(connects) {
+        // Video from the new publisher waits for its first keyframe (requested below), so
+        // the listener never decodes a picture predicted from the old one.
+        let codec = self
+            .rooms
+            .get(&room)
+            .and_then(|r| super::quality::video_codec(r.video_codec));
+        let holds: Vec<Command> = connects
+            .iter()
+            .filter_map(|cmd| match (cmd, codec) {
+                (
+                    Command::Connect {
+                        to,
+                        kind: MediaKind::Video,
+                        ..
+                    },
+                    Some(codec),
+                ) => Some(Command::HoldForKeyframe { to: *to, codec }),
+                _ => None,
+            })
+            .collect();
+        for cmd in disconnects.into_iter().chain(connects).chain(holds) {
             self.send(cmd)?;
         }
         if let Some(s) = self.sessions.get_mut(id) {

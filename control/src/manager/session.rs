@@ -114,7 +114,8 @@ pub struct MediaSettings {
     pub mute_audio: bool,
     pub mute_video: bool,
     pub mute_data: bool,
-    /// bps, 0 = none (stored; policing comes with the bitrate work).
+    /// bps, 0 = none: caps what the session's peer sends (REMB and policing, see
+    /// `quality.rs`; a publisher's room may cap it lower).
     pub bitrate: u64,
 }
 
@@ -169,6 +170,10 @@ pub struct Session {
     pub recording: Option<super::record::SessionRecording>,
     /// ICE + DTLS of the session's bundled leg, when its peer speaks WebRTC.
     pub webrtc: Option<Box<super::webrtc::WebrtcTransport>>,
+    /// The cap (bps) last sent to the data plane with `SetBitrate` (0 = none).
+    pub bitrate_sent: u64,
+    /// Media up/down watch of each stream the session's peer sends.
+    pub rx: Vec<super::quality::RxWatch>,
 }
 
 impl Session {

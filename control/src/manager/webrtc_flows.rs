@@ -233,6 +233,11 @@ impl Manager {
                     // now that SRTP keys are in place.
                     if body["status"] == "up" {
                         self.request_keyframes_for(id);
+                        // SRTCP keys are in place: the REMB can go out without waiting for
+                        // the next repeat.
+                        if self.sessions.get(id).is_some_and(|s| s.bitrate_sent != 0) {
+                            self.push_bitrate(id, true);
+                        }
                     }
                     self.emit_session(id, "status", body);
                 }
