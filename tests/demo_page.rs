@@ -154,6 +154,26 @@ fn echo_plays_in_chromium() {
     );
 }
 
+/// The same echo test on the io_uring backend (skipped where the kernel refuses io_uring).
+#[test]
+fn echo_plays_in_chromium_on_io_uring() {
+    let Some(chromium) = chromium() else { return };
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(server) = Server::start(IoMode::Uring) else {
+        return;
+    };
+    let EchoPage {
+        browser: _browser,
+        page: _page,
+        id,
+    } = echo_page(&chromium, &server);
+    let mut c = server.client();
+    let info = c.info_until(&id, |i| {
+        packets(i, "rx_packets") > 0 && packets(i, "tx_packets") > 0
+    });
+    assert_eq!(info["state"], "ready", "{info}");
+}
+
 /// Unmuting video asks the sender for a keyframe (RTCP PLI), so the picture moves again at once
 /// rather than staying frozen on a broken reference.
 #[test]
