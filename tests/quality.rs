@@ -189,6 +189,12 @@ fn vp8(seq: u16, ssrc: u32, key: bool, tag: &[u8]) -> Rtp {
 }
 
 fn plain_listener(c: &mut Client, publisher: &str) -> (String, Peer, Peer) {
+    let (id, audio, video, _) = plain_listener_at(c, publisher);
+    (id, audio, video)
+}
+
+/// A plain listener, and where the server sends its video from.
+fn plain_listener_at(c: &mut Client, publisher: &str) -> (String, Peer, Peer, SocketAddr) {
     let r = c
         .session(
             "create",
@@ -216,7 +222,8 @@ fn plain_listener(c: &mut Client, publisher: &str) -> (String, Peer, Peer) {
         json!({"session_id": id, "answer": {"sdp": answer, "sdp_type": "rtp"}}),
     )
     .expect("listener set_answer");
-    (id, audio, video)
+    let video_at = server_addr(&sdp_in(&r, "offer"), 1);
+    (id, audio, video, video_at)
 }
 
 fn switch_holds_video_until_the_new_publishers_keyframe(server: &Server) {
@@ -491,3 +498,94 @@ fn webrtc_publisher_receives_remb_at_the_cap(server: &Server) {
     assert_eq!(c.info(&id)["bitrate"], 80_000);
 }
 both_backends!(webrtc_publisher_receives_remb_at_the_cap);
+
+/// The RTCP port of a plain (non-muxed) leg whose RTP port is `rtp`.
+fn rtcp_of(rtp: SocketAddr) -> SocketAddr {
+    SocketAddr::new(rtp.ip(), rtp.port() + 1)
+}
+
+/// A generic NACK (RFC 4585 §6.2.1) for `seqs` of `media`: one FCI entry per number.
+fn generic_nack(media: u32, seqs: &[u16]) -> Vec<u8> {
+    let mut p = vec![0x81, 205];
+    p.extend_from_slice(&(2 + seqs.len() as u16).to_be_bytes());
+    p.extend_from_slice(&0x1111_2222u32.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    for s in seqs {
+        p.extend_from_slice(&s.to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+    }
+    p
+}
+
+/// The next datagram of `peer` that is not one of the server's RTCP reports (SR/RR), raw;
+/// panics when none comes within a bounded number of reads.
+fn next_non_report(peer: &Peer) -> Vec<u8> {
+    for _ in 0..20 {
+        let (data, _) = peer.recv().expect("a datagram");
+        if !matches!(data.get(1), Some(200 | 201)) {
+            return data;
+        }
+    }
+    panic!("only reports arrived");
+}
+
+fn listener_nack_is_served_from_the_cache_and_asked_upstream(server: &Server) {
+    let mut c = server.client();
+    let (p1, _room, _a1, v1, _, to_v1) = publish_plain(&mut c, None, json!({}));
+    let (lid, _la, lv, l_video) = plain_listener_at(&mut c, &p1);
+
+    let send = |p: &Rtp| v1.send(to_v1, &p.to_bytes());
+    for seq in 0..5 {
+        send(&vp8(seq, 7, seq == 0, b"first"));
+    }
+    let got: Vec<Vec<u8>> = (0..5).map(|_| next_non_report(&lv)).collect();
+    let listener_ssrc = Rtp::parse(&got[0]).expect("RTP").ssrc;
+    // The publisher's RTCP comes from its video socket: the server latches it there, which
+    // is where it asks for what it lacks.
+    let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 7];
+    sr.extend_from_slice(&[0; 20]);
+    v1.send(rtcp_of(to_v1), &sr);
+    c.info_until(&p1, |i| count(i, 1, "rtcp_rx_packets") >= 1);
+
+    // The listener asks for a packet it did receive: the copy is byte for byte the same.
+    let asked = Rtp::parse(&got[2]).expect("RTP").seq;
+    lv.send(rtcp_of(l_video), &generic_nack(listener_ssrc, &[asked]));
+    assert_eq!(next_non_report(&lv), got[2], "identical retransmission");
+
+    // The publisher "loses" its seq 7: the listener's number for it is asked of the publisher
+    // under the publisher's own SSRC and numbering.
+    send(&vp8(5, 7, false, b"five"));
+    send(&vp8(6, 7, false, b"six"));
+    send(&vp8(8, 7, false, b"eight"));
+    let after: Vec<Rtp> = (0..3)
+        .map(|_| Rtp::parse(&next_non_report(&lv)).expect("RTP"))
+        .collect();
+    let missing = after[1].seq.wrapping_add(1);
+    assert_eq!(
+        after[2].seq,
+        missing.wrapping_add(1),
+        "the gap passes through"
+    );
+    lv.send(rtcp_of(l_video), &generic_nack(listener_ssrc, &[missing]));
+    let upstream = (0..20)
+        .find_map(|_| {
+            let (d, _) = v1.recv().expect("RTCP to the publisher");
+            (d.get(1) == Some(&205)).then_some(d)
+        })
+        .expect("a NACK upstream");
+    assert_eq!(
+        &upstream[8..12],
+        &7u32.to_be_bytes(),
+        "the publisher's SSRC"
+    );
+    assert_eq!(
+        &upstream[12..14],
+        &7u16.to_be_bytes(),
+        "the publisher's number"
+    );
+
+    let info = c.info_until(&lid, |i| count(i, 1, "nack_forwarded") == 1);
+    assert_eq!(count(&info, 1, "nack_received"), 2, "{info}");
+    assert_eq!(count(&info, 1, "retransmitted"), 1, "{info}");
+}
+both_backends!(listener_nack_is_served_from_the_cache_and_asked_upstream);

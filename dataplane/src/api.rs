@@ -219,6 +219,14 @@ pub enum Command {
     /// Ask the leg's peer for a keyframe of its `kind` stream: an RTCP PLI (RFC 4585 §6.3.1)
     /// naming the SSRC last received on that stream (SRTCP on a secure leg).
     RequestKeyframe { leg: LegId, kind: MediaKind },
+    /// Periodic RTCP of one worker (control sends it about every second to each worker):
+    /// receiver reports towards publishers, translated sender reports towards listeners, and
+    /// the NACK-rate check behind `Event::SlowLink`. `wallclock` is the NTP time base of the
+    /// sender reports.
+    RtcpTick {
+        worker: usize,
+        wallclock: std::time::SystemTime,
+    },
     /// Send a slow-path datagram (STUN response, DTLS record) from the leg's RTP socket.
     Transmit {
         leg: LegId,
@@ -237,6 +245,13 @@ pub enum Event {
         leg: LegId,
         addr: SocketAddr,
         rtcp: bool,
+    },
+    /// Since the previous `RtcpTick`, the leg's peer asked for more than 5 % of the packets
+    /// it was sent to be retransmitted (`nacks` sequence numbers for `packets` sent).
+    SlowLink {
+        leg: LegId,
+        nacks: u64,
+        packets: u64,
     },
     /// A STUN or DTLS datagram on a secure leg, for the slow path.
     SlowPath {
@@ -334,6 +349,12 @@ pub struct LegStats {
     /// RTP packets received per kind (audio, video): a bundled leg carries both.
     pub rx_kind_packets: [AtomicU64; 2],
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// Sequence numbers the peer asked to be retransmitted (RTCP generic NACK).
+    pub nack_received: AtomicU64,
+    /// Packets resent to the peer from the source's retransmission cache.
+    pub retransmitted: AtomicU64,
+    /// Sequence numbers the cache lacked, asked of the source (translated) instead.
+    pub nack_forwarded: AtomicU64,
 }
 
 /// A point-in-time copy of [`LegStats`].
@@ -349,6 +370,9 @@ pub struct StatsSnapshot {
     /// Indexed by `MediaKind::index()`.
     pub rx_kind_packets: [u64; 2],
     pub drops: [u64; DropReason::COUNT],
+    pub nack_received: u64,
+    pub retransmitted: u64,
+    pub nack_forwarded: u64,
 }
 
 impl StatsSnapshot {
@@ -374,6 +398,9 @@ impl LegStats {
             slow_path_packets: l(&self.slow_path_packets),
             rx_kind_packets: [l(&self.rx_kind_packets[0]), l(&self.rx_kind_packets[1])],
             drops: std::array::from_fn(|i| l(&self.drops[i])),
+            nack_received: l(&self.nack_received),
+            retransmitted: l(&self.retransmitted),
+            nack_forwarded: l(&self.nack_forwarded),
         }
     }
 

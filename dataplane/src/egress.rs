@@ -24,6 +24,9 @@ pub(crate) struct Egress {
     last_in_ssrc: Option<u32>,
     last_out_seq: u16,
     last_out_ts: u32,
+    /// First output sequence number sent under the current offsets: outputs from here to
+    /// `last_out_seq` map back to the source one to one (what a NACK may name).
+    valid_from: u16,
 }
 
 /// What the egress decided for one packet.
@@ -45,6 +48,8 @@ impl Egress {
             last_in_ssrc: None,
             last_out_seq: 0,
             last_out_ts: 0,
+            // Empty range: nothing sent yet.
+            valid_from: 1,
         };
         egress.reconfigure(rewrite, clock_rate);
         egress
@@ -61,6 +66,55 @@ impl Egress {
         self.ts_gap = (clock_rate / 50).max(1);
         // Force a re-base on the next packet even if the new source reuses the old SSRC.
         self.last_in_ssrc = self.last_in_ssrc.map(|s| !s);
+        self.valid_from = self.last_out_seq.wrapping_add(1);
+    }
+
+    /// The SSRC the destination sees on this stream, once something was sent.
+    pub(crate) fn out_ssrc(&self) -> Option<u32> {
+        self.ssrc.or(self.last_in_ssrc)
+    }
+
+    /// Maps a sequence number the destination saw back to the source's `(ssrc, seq)`: only
+    /// for packets sent under the current offsets (not before a switch, a mute or a
+    /// reconfiguration), so a retransmission is always the packet that carried that number.
+    pub(crate) fn source_seq(&self, out_seq: u16) -> Option<(u32, u16)> {
+        let ssrc = self.last_in_ssrc?;
+        let span = self
+            .last_out_seq
+            .wrapping_add(1)
+            .wrapping_sub(self.valid_from);
+        if span >= 0x8000 || out_seq.wrapping_sub(self.valid_from) >= span {
+            return None;
+        }
+        Some((ssrc, out_seq.wrapping_sub(self.seq_off)))
+    }
+
+    /// The header a packet of the current source got (or would get) when forwarded, without
+    /// changing any state: what a retransmission carries. `None` for another source or an
+    /// unmapped payload type.
+    pub(crate) fn rewrite_again(&self, h: &RtpHeader) -> Option<RtpHeader> {
+        if self.last_in_ssrc != Some(h.ssrc) {
+            return None;
+        }
+        let pt = if self.pt_passthrough {
+            h.pt
+        } else {
+            match self.pt_table[usize::from(h.pt)] {
+                NO_PT => return None,
+                pt => pt,
+            }
+        };
+        Some(RtpHeader {
+            pt,
+            seq: h.seq.wrapping_add(self.seq_off),
+            ts: h.ts.wrapping_add(self.ts_off),
+            ssrc: self.ssrc.unwrap_or(h.ssrc),
+        })
+    }
+
+    /// The destination's timestamp for a source timestamp of source `ssrc` (SR translation).
+    pub(crate) fn out_ts(&self, ssrc: u32, ts: u32) -> Option<u32> {
+        (self.last_in_ssrc == Some(ssrc)).then(|| ts.wrapping_add(self.ts_off))
     }
 
     /// Whether the destination sees its own SSRC (a listener) rather than the sender's.
@@ -103,6 +157,7 @@ impl Egress {
             // Keep the timestamp moving with real time, but not the sequence number.
             self.last_out_ts = h.ts.wrapping_add(self.ts_off);
             self.seq_off = self.seq_off.wrapping_sub(1);
+            self.valid_from = self.last_out_seq.wrapping_add(1);
         }
     }
 
@@ -114,6 +169,7 @@ impl Egress {
                 self.last_in_ssrc = Some(h.ssrc);
                 self.last_out_seq = h.seq.wrapping_sub(1);
                 self.last_out_ts = h.ts;
+                self.valid_from = h.seq;
             }
             Some(_) => {
                 self.last_in_ssrc = Some(h.ssrc);
@@ -124,6 +180,7 @@ impl Egress {
                     .wrapping_sub(h.ts);
                 // The next packet is exactly last + 1.
                 self.last_out_seq = h.seq.wrapping_add(self.seq_off).wrapping_sub(1);
+                self.valid_from = self.last_out_seq.wrapping_add(1);
             }
         }
     }
@@ -239,6 +296,30 @@ mod tests {
         let late = sent(e.forward(&h(1, 11, 160)));
         assert_eq!(late.seq, 11);
         assert_eq!(sent(e.forward(&h(1, 13, 480))).seq, 13);
+    }
+
+    #[test]
+    fn nacked_numbers_map_back_only_under_current_offsets() {
+        let rw = Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(42)),
+        };
+        let mut e = Egress::new(&rw, 90000);
+        assert_eq!(e.source_seq(0), None, "nothing sent");
+        for seq in 100..110 {
+            sent(e.forward(&h(1, seq, 0)));
+        }
+        assert_eq!(e.source_seq(105), Some((1, 105)));
+        assert_eq!(e.source_seq(110), None, "not sent yet");
+        e.skip(&h(1, 110, 0));
+        let out = sent(e.forward(&h(1, 111, 0)));
+        assert_eq!(out.seq, 110);
+        assert_eq!(e.source_seq(110), Some((1, 111)));
+        assert_eq!(e.source_seq(105), None, "before the mute: offsets changed");
+        e.reconfigure(&rw, 90000);
+        assert_eq!(e.source_seq(110), None, "after a switch");
+        let again = e.rewrite_again(&h(1, 111, 0));
+        assert_eq!(again, None, "another source now (re-base pending)");
     }
 
     /// Fixed-seed xorshift: property-style checks without a proptest dependency.

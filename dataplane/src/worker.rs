@@ -158,6 +158,10 @@ impl WorkerCore {
                     }
                 }
                 WorkerMsg::Cmd(cmd) => {
+                    if matches!(cmd, Command::RtcpTick { .. }) {
+                        // Reports carry times: the tick's, not the last batch's.
+                        self.fwd.set_now(std::time::Instant::now());
+                    }
                     if let Err(e) = self.fwd.handle_command(cmd, tx) {
                         tracing::debug!(worker = self.index, "command ignored: {e}");
                     }

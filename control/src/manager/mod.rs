@@ -362,6 +362,11 @@ impl Manager {
         match ev {
             Event::SlowPath { leg, from, data } => self.slow_path(leg, from, &data),
             Event::MediaUp { leg, kind } => self.media_up(leg, kind),
+            Event::SlowLink {
+                leg,
+                nacks,
+                packets,
+            } => self.slow_link(leg, nacks, packets),
             Event::Latched { leg, addr, rtcp } => {
                 if rtcp {
                     return;

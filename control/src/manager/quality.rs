@@ -11,6 +11,10 @@
 //!   packet) is reported `status {class:"media", media, status:"down"}`; the first
 //!   packet after that reports `up` again. `Event::MediaUp` (the data plane's first packet) and
 //!   the counters feed the same state, so each transition is reported exactly once.
+//! - RTCP: every [`RTCP_TICK`] each worker gets `Command::RtcpTick` (receiver reports to
+//!   publishers, translated sender reports to listeners, the NACK-rate check); a listener
+//!   whose NACKs named more than 5 % of what it was sent in that second is reported
+//!   `status {class:"slow_link", media, nacks, packets}` (`Event::SlowLink`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,6 +30,8 @@ use crate::sdp::CodecName;
 
 /// How often a non-zero cap is sent again (REMB "every second").
 pub const BITRATE_REPEAT: Duration = Duration::from_secs(1);
+/// How often the data plane's RTCP reports (and slow-link checks) run.
+pub const RTCP_TICK: Duration = Duration::from_secs(1);
 /// How often receive counters are looked at.
 pub const MEDIA_CHECK: Duration = Duration::from_millis(500);
 /// Silence after which a stream that was up is reported down.
@@ -36,6 +42,7 @@ pub const MEDIA_SILENCE: Duration = Duration::from_secs(2);
 pub struct QualityClock {
     next_bitrate: Instant,
     next_media: Instant,
+    next_rtcp: Instant,
 }
 
 impl QualityClock {
@@ -43,6 +50,7 @@ impl QualityClock {
         QualityClock {
             next_bitrate: now + BITRATE_REPEAT,
             next_media: now + MEDIA_CHECK,
+            next_rtcp: now + RTCP_TICK,
         }
     }
 }
@@ -213,6 +221,27 @@ impl Manager {
         }
     }
 
+    /// `Event::SlowLink`: the session's peer asks for many retransmissions.
+    pub(super) fn slow_link(&mut self, leg: LegId, nacks: u64, packets: u64) {
+        let Some(id) = self.leg_owner.get(&leg).cloned() else {
+            return;
+        };
+        let media: Vec<&str> = self
+            .sessions
+            .get(&id)
+            .map(|s| {
+                s.legs
+                    .iter()
+                    .filter(|l| l.info.id == leg)
+                    .map(|l| l.kind.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body =
+            json!({"class": "slow_link", "media": media, "nacks": nacks, "packets": packets});
+        self.emit_session(&id, "status", body);
+    }
+
     /// The actor's periodic quality work: bitrate repeats and the media up/down watch.
     pub(super) fn quality_tick(&mut self) {
         let now = Instant::now();
@@ -227,6 +256,14 @@ impl Manager {
             capped.sort();
             for id in capped {
                 self.push_bitrate(&id, true);
+            }
+        }
+        if now >= self.quality.next_rtcp {
+            self.quality.next_rtcp = now + RTCP_TICK;
+            let wallclock = std::time::SystemTime::now();
+            for worker in 0..self.dp.workers() {
+                // A failure is logged by `send`; the next tick tries again.
+                let _ = self.send(Command::RtcpTick { worker, wallclock });
             }
         }
         if now >= self.quality.next_media {

@@ -251,6 +251,9 @@ fn leg_info(leg: &Leg) -> Value {
         "tx_bytes": s.tx_bytes,
         "rtcp_rx_packets": s.rtcp_rx_packets,
         "rtcp_tx_packets": s.rtcp_tx_packets,
+        "nack_received": s.nack_received,
+        "retransmitted": s.retransmitted,
+        "nack_forwarded": s.nack_forwarded,
         "drops": drops,
         "drops_total": s.drops_total(),
     })

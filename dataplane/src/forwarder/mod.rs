@@ -11,7 +11,9 @@
 //! on the way in and protected per destination on the way out; STUN and DTLS go to the slow
 //! path (`Event::SlowPath`) and come back as `Command::Transmit`.
 
+mod nack;
 mod police;
+mod reports;
 mod rtcp;
 #[cfg(test)]
 mod tests;
@@ -100,6 +102,12 @@ struct Stream {
     hold: Option<VideoCodec>,
     /// When a keyframe was last asked of this stream's peer (requests are coalesced).
     last_keyframe_request: Option<Instant>,
+    /// The last packets the peer sent, for listeners' NACKs (once the stream has an output).
+    rtx: Option<Box<nack::RtxCache>>,
+    /// What the server receives from the peer (receiver reports).
+    rx: reports::RxStats,
+    /// What the server sends the peer (sender reports towards a listener).
+    tx_report: reports::TxReport,
 }
 
 impl Stream {
@@ -115,6 +123,9 @@ impl Stream {
             record: None,
             hold: None,
             last_keyframe_request: None,
+            rtx: None,
+            rx: reports::RxStats::default(),
+            tx_report: reports::TxReport::default(),
         }
     }
 }
@@ -148,6 +159,7 @@ struct Leg {
     srtp: Option<Box<Srtp>>,
     /// The `bitrate` cap on what the peer sends.
     police: Option<police::TokenBucket>,
+    reports: reports::LegReports,
     stats: Arc<LegStats>,
 }
 
@@ -174,6 +186,8 @@ pub struct Forwarder {
     events: Vec<Event>,
     /// The driver's clock, set once per batch: arrival time of recorded packets.
     now: Option<Instant>,
+    /// The first `now`: the time base of jitter estimates.
+    epoch: Option<Instant>,
 }
 
 impl Forwarder {
@@ -199,6 +213,7 @@ impl Forwarder {
             secure: false,
             srtp: None,
             police: None,
+            reports: reports::LegReports::default(),
             stats,
         };
         let slot = match self.free.pop() {
@@ -253,6 +268,7 @@ impl Forwarder {
     /// The time of the batch about to be handled (drivers call this; nothing here reads a clock).
     pub fn set_now(&mut self, now: Instant) {
         self.now = Some(now);
+        self.epoch.get_or_insert(now);
     }
 
     pub fn slot(&self, id: LegId) -> Option<Slot> {
@@ -293,12 +309,18 @@ impl Forwarder {
                     MediaKind::Video => 90_000,
                     MediaKind::Audio => 48_000,
                 };
+                let mut terminated = rewrite.ssrc.is_some();
                 if let Some(d) = self.leg_mut(dst) {
                     d.streams[k].source = Some(src);
                     d.streams[k].egress.reconfigure(&rewrite, clock_rate);
+                    terminated |= d.secure;
                 }
                 if let Some(s) = self.leg_mut(src) {
                     s.streams[k].outputs.push(dst);
+                }
+                // Only a destination whose RTCP stops here has its NACKs answered here.
+                if terminated {
+                    self.ensure_rtx_cache(src, k);
                 }
             }
             Command::Disconnect { to } => {
@@ -353,6 +375,7 @@ impl Forwarder {
                     tracing::debug!(?leg, "no keyframe request possible yet");
                 }
             }
+            Command::RtcpTick { wallclock, .. } => self.rtcp_tick(wallclock, tx),
             Command::Transmit { leg, to, data } => {
                 let slot = slot_of(self, leg)?;
                 let via = SocketRef { slot, rtcp: false };
@@ -523,28 +546,14 @@ impl Forwarder {
         if class == Class::Rtcp {
             bump(&leg.stats.rtcp_rx_packets, 1);
             if leg.secure {
-                // SRTCP is authenticated and terminated here (no RTCP translation yet), except
-                // that keyframe requests reach the stream's source.
+                // SRTCP is authenticated and terminated here: sender reports are noted,
+                // NACKs answered, keyframe requests reach the stream's source.
                 let len = match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtcp(data)) {
                     Some(Ok(len)) => len,
                     None => return leg.stats.count_drop(DropReason::NotSecured),
                     Some(Err(_)) => return leg.stats.count_drop(DropReason::SrtpAuth),
                 };
-                let source = leg.streams[1].source;
-                if let Some(source) = source
-                    && rtcp::requests_keyframe(&data[..len])
-                {
-                    self.forward_keyframe_request(source, 1, tx);
-                }
-                return;
-            }
-            // A listener's PLI/FIR cannot pass through (its SSRCs are rewritten): ask the
-            // publisher ourselves.
-            if leg.streams[1].egress.rewrites_ssrc()
-                && let Some(source) = leg.streams[1].source
-                && rtcp::requests_keyframe(data)
-            {
-                self.forward_keyframe_request(source, 1, tx);
+                self.terminated_rtcp(at.slot, &data[..len], tx);
                 return;
             }
             if at.rtcp && leg.latched_rtcp != Some(src) {
@@ -555,6 +564,13 @@ impl Forwarder {
                     rtcp: true,
                 });
             }
+            // A listener's feedback cannot pass through (its SSRCs are rewritten): it is
+            // answered or translated here.
+            if leg.streams.iter().any(|s| s.egress.rewrites_ssrc()) {
+                self.terminated_rtcp(at.slot, data, tx);
+                return;
+            }
+            self.note_sender_reports(at.slot, data);
             self.forward_rtcp(at.slot, data, tx);
             return;
         }
@@ -606,6 +622,9 @@ impl Forwarder {
         }
         let stream = &mut leg.streams[k];
         stream.last_in_ssrc = Some(header.ssrc);
+        stream
+            .rx
+            .on_packet(&header, Self::arrival_units(self.now, self.epoch, k));
         if !stream.media_up {
             stream.media_up = true;
             self.events.push(Event::MediaUp {
@@ -624,6 +643,9 @@ impl Forwarder {
         if stream.outputs.is_empty() {
             leg.stats.count_drop(DropReason::NoRoute);
             return;
+        }
+        if let Some(cache) = &mut stream.rtx {
+            cache.insert(self.now, &header, data);
         }
         let mute_in = stream.mute_in;
         // Drops are tallied locally and booked on the source leg after the loop.
@@ -687,6 +709,7 @@ impl Forwarder {
             if sent {
                 bump(&dst.stats.tx_packets, 1);
                 bump(&dst.stats.tx_bytes, data.len() as u64);
+                reports::count_sent(&mut dst_stream.tx_report, data.len());
                 // Recording tap of a listener: the packet as sent, before SRTP.
                 if let Some(sink) = &dst_stream.record
                     && sink.tap() == Tap::Sent
@@ -707,8 +730,21 @@ impl Forwarder {
         }
     }
 
+    /// RTCP from a peer whose RTCP stops here (secure legs, listeners): sender reports are
+    /// noted, NACKs answered from the cache, keyframe requests passed on coalesced.
+    fn terminated_rtcp(&mut self, slot: Slot, data: &[u8], tx: &mut TxBatch) {
+        self.note_sender_reports(slot, data);
+        self.handle_nacks(slot, data, tx);
+        let source = self.leg_mut(slot).and_then(|l| l.streams[1].source);
+        if let Some(source) = source
+            && rtcp::requests_keyframe(data)
+        {
+            self.forward_keyframe_request(source, 1, tx);
+        }
+    }
+
     /// RTCP between plain legs of a proxy or echo passes through; towards rewritten streams
-    /// (listeners) and secure legs it is terminated here until RTCP translation exists.
+    /// (listeners) and secure legs it is terminated here (`reports` regenerates SR/RR).
     fn forward_rtcp(&mut self, slot: Slot, data: &[u8], tx: &mut TxBatch) {
         for k in 0..2 {
             let n = self.legs[slot as usize]

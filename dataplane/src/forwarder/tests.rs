@@ -608,3 +608,407 @@ mod quality {
         assert_eq!(p.tx.len(), 1, "a new request after the coalescing window");
     }
 }
+
+/// NACKs answered from the cache, asked upstream, and the reports of `RtcpTick`.
+mod feedback {
+    use super::*;
+    use crate::srtp::{Profile, SessionKeys, SrtpContext};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    type Sent = Vec<(SocketRef, SocketAddr, Vec<u8>)>;
+
+    fn rtcp_in(p: &mut Pair, slot: Slot, from: u16, data: &[u8]) -> Sent {
+        p.tx.clear();
+        p.fwd.handle_datagram(
+            SocketRef { slot, rtcp: true },
+            addr(from),
+            &mut data.to_vec(),
+            &mut p.tx,
+        );
+        p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect()
+    }
+
+    fn nack_for(media: u32, seqs: &[u16]) -> Vec<u8> {
+        let mut buf = [0u8; nack::NACK_MAX];
+        let n = nack::nack(media, seqs, &mut buf);
+        buf[..n].to_vec()
+    }
+
+    fn video_rtp(seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = rtp(96, seq, ssrc);
+        RtpHeader {
+            pt: 96,
+            seq,
+            ts,
+            ssrc,
+        }
+        .write(&mut p);
+        p.extend_from_slice(&seq.to_be_bytes());
+        p
+    }
+
+    fn listener_rewrite() -> Rewrite {
+        Rewrite {
+            pt_map: vec![],
+            ssrc: Some(Ssrc(42)),
+        }
+    }
+
+    /// Publisher p0 (seq 1000..1004), then publisher p1 (seq 10..20 without 16): the
+    /// listener's numbers differ from p1's. Returns (p1 slot, listener id, listener slot,
+    /// what the listener got from p1, keyed by p1's seq).
+    fn switched_listener(p: &mut Pair, secure: bool) -> (Slot, LegId, Slot, Vec<(u16, Vec<u8>)>) {
+        let (p0, s0) = p.leg(1, MediaKind::Video, 3000);
+        let (p1, s1) = p.leg(2, MediaKind::Video, 4000);
+        let (l, sl) = p.leg(3, MediaKind::Video, 6000);
+        if secure {
+            p.fwd.set_transport(sl, true, &[]);
+            p.handle(Command::SetSrtp {
+                leg: l,
+                keys: Box::new(keys()),
+            })
+            .unwrap();
+        }
+        for (from, slot, seqs) in [(p0, s0, 1000..1005u16), (p1, s1, 10..21)] {
+            p.handle(Command::Connect {
+                from,
+                to: l,
+                kind: MediaKind::Video,
+                rewrite: listener_rewrite(),
+            })
+            .unwrap();
+            let mut got = vec![];
+            for seq in seqs.filter(|&s| s != 16) {
+                let out = p.recv(
+                    slot,
+                    if slot == s0 { 3000 } else { 4000 },
+                    &video_rtp(seq, u32::from(seq) * 3000, slot + 100),
+                );
+                assert_eq!(out.len(), 1);
+                got.push((seq, out[0].2.clone()));
+            }
+            if slot == s1 {
+                return (s1, l, sl, got);
+            }
+        }
+        unreachable!()
+    }
+
+    fn keys() -> SessionKeys {
+        let len = SessionKeys::keying_material_len(Profile::AeadAes128Gcm);
+        let material: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(5)).collect();
+        SessionKeys::from_keying_material(Profile::AeadAes128Gcm, &material, false).unwrap()
+    }
+
+    #[test]
+    fn plain_listener_nack_gets_an_identical_retransmission() {
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let (_, _, sl, got) = switched_listener(&mut p, false);
+        // p1's seq 12 reached the listener as its own number 1005 + 2.
+        let (_, original) = &got[2];
+        let out_seq = RtpHeader::read(original).unwrap().seq;
+        assert_eq!(out_seq, 1007);
+        let sent = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[out_seq]));
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(
+            sent[0].0,
+            SocketRef {
+                slot: sl,
+                rtcp: false
+            }
+        );
+        assert_eq!(sent[0].1, addr(6000));
+        assert_eq!(&sent[0].2, original, "byte-identical retransmission");
+        let st = p.stats(sl);
+        assert_eq!(
+            (st.nack_received, st.retransmitted, st.nack_forwarded),
+            (1, 1, 0)
+        );
+        // A NACK for another SSRC, or for numbers from before the switch, is not served.
+        assert!(rtcp_in(&mut p, sl, 6001, &nack_for(43, &[out_seq])).is_empty());
+        assert!(rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1003])).is_empty());
+        // Nor once the cached packet is older than the cache keeps packets.
+        p.fwd.set_now(t0 + nack::MAX_AGE + Duration::from_millis(1));
+        let late = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[out_seq]));
+        assert!(
+            late.iter().all(|(via, _, _)| via.slot != sl),
+            "not resent: {late:?}"
+        );
+    }
+
+    #[test]
+    fn srtp_listener_nack_gets_an_identical_retransmission() {
+        let mut p = Pair::new();
+        p.fwd.set_now(Instant::now());
+        let (s1, _, sl, got) = switched_listener(&mut p, true);
+        let peer = keys();
+        let mut peer_tx = SrtpContext::new(&peer.remote).unwrap();
+        let mut peer_rx = SrtpContext::new(&peer.local).unwrap();
+        let (_, original) = &got[4];
+        // The listener can read what it got...
+        let mut copy = original.clone();
+        let n = peer_rx.unprotect_rtp(&mut copy).unwrap();
+        let out_seq = RtpHeader::read(&copy[..n]).unwrap().seq;
+        // ...and asks for it again over SRTCP.
+        let mut nack = nack_for(42, &[out_seq]);
+        let len = nack.len();
+        nack.resize(len + 64, 0);
+        let len = peer_tx.protect_rtcp(&mut nack, len).unwrap();
+        let sent = rtcp_in(&mut p, sl, 6000, &nack[..len]);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(&sent[0].2, original, "same index, same bytes");
+        assert_eq!(p.stats(sl).retransmitted, 1);
+        // Forwarding still refuses a repeated index with other contents: a publisher's
+        // conflicting duplicate of seq 14 is not sent, and poisons the cache entry.
+        let out = p.recv(s1, 4000, &{
+            let mut d = video_rtp(14, 14 * 3000, s1 + 100);
+            d.push(0xee);
+            d
+        });
+        assert!(out.is_empty(), "replayed index refused");
+        let again = rtcp_in(&mut p, sl, 6000, &{
+            let mut nack = nack_for(42, &[out_seq]);
+            let len = nack.len();
+            nack.resize(len + 64, 0);
+            let len = peer_tx.protect_rtcp(&mut nack, len).unwrap();
+            nack.truncate(len);
+            nack
+        });
+        assert!(again.iter().all(|(via, _, _)| via.slot != sl), "{again:?}");
+    }
+
+    #[test]
+    fn uncached_numbers_are_asked_upstream_translated() {
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let (s1, _, sl, _) = switched_listener(&mut p, false);
+        // p1 never sent 16: the listener's 1011 maps to it; 1007 (p1's 12) is cached.
+        let sent = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1007, 1011]));
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        let upstream: Vec<_> = sent.iter().filter(|(via, _, _)| via.slot == s1).collect();
+        assert_eq!(upstream.len(), 1);
+        let (via, dest, pkt) = upstream[0];
+        assert_eq!(
+            (*via, *dest),
+            (
+                SocketRef {
+                    slot: s1,
+                    rtcp: true
+                },
+                addr(4001)
+            )
+        );
+        let mut named = [(0, 0); 4];
+        assert_eq!(nack::nacked(pkt, &mut named), 1);
+        assert_eq!(named[0], (s1 + 100, 16), "the publisher's SSRC and number");
+        let st = p.stats(sl);
+        assert_eq!(
+            (st.nack_received, st.retransmitted, st.nack_forwarded),
+            (2, 1, 1)
+        );
+        // A second listener missing it within 100 ms does not ask again.
+        let sent = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1011]));
+        assert!(sent.is_empty(), "coalesced: {sent:?}");
+        p.fwd.set_now(t0 + Duration::from_millis(150));
+        assert_eq!(rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1011])).len(), 1);
+    }
+
+    fn ntp_of(t: SystemTime) -> u64 {
+        reports::ntp(t)
+    }
+
+    fn sr(ssrc: u32, ntp: u64, rtp: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 200, 0, 6];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&ntp.to_be_bytes());
+        p.extend_from_slice(&rtp.to_be_bytes());
+        p.extend_from_slice(&[0; 8]);
+        p
+    }
+
+    fn tick(p: &mut Pair, now: Instant, wall: SystemTime) -> Sent {
+        p.fwd.set_now(now);
+        p.tx.clear();
+        p.handle(Command::RtcpTick {
+            worker: 0,
+            wallclock: wall,
+        })
+        .unwrap();
+        p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect()
+    }
+
+    /// The (NTP, RTP) of the sender report sent to `dest`.
+    fn sr_to(sent: &Sent, dest: SocketAddr) -> (u32, u64, u32) {
+        let (_, _, d) = sent
+            .iter()
+            .find(|(_, a, d)| *a == dest && d[1] == 200)
+            .unwrap_or_else(|| panic!("no SR to {dest}: {sent:?}"));
+        let w = |i: usize| u32::from_be_bytes([d[i], d[i + 1], d[i + 2], d[i + 3]]);
+        (w(4), (u64::from(w(8)) << 32) | u64::from(w(12)), w(16))
+    }
+
+    #[test]
+    fn listener_sender_reports_stay_monotonic_across_a_switch() {
+        let mut p = Pair::new();
+        let (p1, s1) = p.leg(1, MediaKind::Video, 4000);
+        let (p2, s2) = p.leg(2, MediaKind::Video, 5000);
+        let (l, _) = p.leg(3, MediaKind::Video, 6000);
+        let t0 = Instant::now();
+        let wall0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let wall = |ms: u64| wall0 + Duration::from_millis(ms);
+        let connect = |p: &mut Pair, from| {
+            p.handle(Command::Connect {
+                from,
+                to: l,
+                kind: MediaKind::Video,
+                rewrite: listener_rewrite(),
+            })
+            .unwrap()
+        };
+        connect(&mut p, p1);
+        for i in 0..5u16 {
+            p.fwd.set_now(at(33 * u64::from(i)));
+            p.recv(s1, 4000, &video_rtp(i, 1000 + u32::from(i) * 3000, 1));
+        }
+        // p1's clock is 5 s ahead of the server's.
+        p.fwd.set_now(at(100));
+        rtcp_in(&mut p, s1, 4001, &sr(1, ntp_of(wall(5_100)), 10_000));
+        let first = tick(&mut p, at(200), wall(200));
+        let (ssrc, ntp1, rtp1) = sr_to(&first, addr(6001));
+        assert_eq!(ssrc, 42, "the listener's SSRC");
+        assert_eq!(ntp1, ntp_of(wall(200)), "server time");
+        assert!(
+            rtp1.abs_diff(19_000) <= 1,
+            "p1's RTP clock at that time: {rtp1}"
+        );
+        // Switch to p2, whose NTP clock is 1000 s behind and RTP clock elsewhere.
+        connect(&mut p, p2);
+        for i in 0..3u16 {
+            p.fwd.set_now(at(300 + 33 * u64::from(i)));
+            p.recv(
+                s2,
+                5000,
+                &video_rtp(100 + i, 500_000 + u32::from(i) * 3000, 2),
+            );
+        }
+        p.fwd.set_now(at(400));
+        rtcp_in(
+            &mut p,
+            s2,
+            5001,
+            &sr(2, ntp_of(wall(400)) - (1000 << 32), 509_000),
+        );
+        let second = tick(&mut p, at(1_200), wall(1_200));
+        let (ssrc, ntp2, rtp2) = sr_to(&second, addr(6001));
+        assert_eq!(ssrc, 42);
+        assert!(ntp2 > ntp1);
+        // The listener's p2 timestamps continue after p1's last (13000) + 1800.
+        let expected = 14_800 + (581_000 - 500_000);
+        assert!(rtp2.abs_diff(expected) <= 1, "{rtp2} vs {expected}");
+        assert!((rtp2.wrapping_sub(rtp1) as i32) > 0, "RTP time goes on");
+        // A report from p2 that would put the listener back in time is clamped.
+        p.fwd.set_now(at(1_300));
+        rtcp_in(
+            &mut p,
+            s2,
+            5001,
+            &sr(2, ntp_of(wall(1_300)) - (1000 << 32), 0),
+        );
+        let third = tick(&mut p, at(2_200), wall(2_200));
+        let (_, ntp3, rtp3) = sr_to(&third, addr(6001));
+        assert!(ntp3 > ntp2);
+        assert!(
+            rtp3.wrapping_sub(rtp2).abs_diff(90_000) <= 1,
+            "{rtp3} after {rtp2}"
+        );
+    }
+
+    #[test]
+    fn publishers_get_receiver_reports_of_what_arrived() {
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let (s1, _, _, _) = switched_listener(&mut p, false);
+        let sr_ntp = 0x1234_5678_9abc_def0u64;
+        rtcp_in(&mut p, s1, 4001, &sr(s1 + 100, sr_ntp, 0));
+        let sent = tick(
+            &mut p,
+            t0 + Duration::from_millis(500),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        );
+        let (_, _, rr) = sent
+            .iter()
+            .find(|(via, a, d)| via.slot == s1 && *a == addr(4001) && d[1] == 201)
+            .expect("an RR to p1");
+        assert_eq!(rr.len(), 32);
+        assert_eq!(&rr[4..8], &rtcp::SERVER_SSRC.to_be_bytes());
+        let w = |i: usize| u32::from_be_bytes([rr[i], rr[i + 1], rr[i + 2], rr[i + 3]]);
+        assert_eq!(w(8), s1 + 100, "about p1's stream");
+        assert_eq!(rr[12], (256 / 11) as u8, "1 of 11 lost");
+        assert_eq!(w(12) & 0xff_ffff, 1, "cumulative");
+        assert_eq!(w(16), 20, "extended highest sequence number");
+        assert_eq!(w(24), (sr_ntp >> 16) as u32, "LSR");
+        assert_eq!(w(28), 65_536 / 2, "DLSR: half a second");
+        // A fraction of 0 next time: nothing new was lost.
+        let sent = tick(
+            &mut p,
+            t0 + Duration::from_millis(1500),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_001),
+        );
+        let (_, _, rr) = sent
+            .iter()
+            .find(|(via, _, d)| via.slot == s1 && d[1] == 201)
+            .unwrap();
+        assert_eq!(rr[12], 0);
+    }
+
+    #[test]
+    fn many_nacks_report_a_slow_link() {
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let (s1, l, sl, _) = switched_listener(&mut p, false);
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        tick(&mut p, t0, wall);
+        while p.fwd.poll_event().is_some() {}
+        for seq in 30..70u16 {
+            p.recv(s1, 4000, &video_rtp(seq, u32::from(seq) * 3000, s1 + 100));
+        }
+        // 40 packets sent; 3 NACKed numbers is 7.5 %.
+        rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1030, 1031, 1032]));
+        tick(
+            &mut p,
+            t0 + Duration::from_secs(1),
+            wall + Duration::from_secs(1),
+        );
+        let mut events = vec![];
+        while let Some(e) = p.fwd.poll_event() {
+            events.push(e);
+        }
+        assert!(
+            events.contains(&Event::SlowLink {
+                leg: l,
+                nacks: 3,
+                packets: 40
+            }),
+            "{events:?}"
+        );
+        // One NACKed number in the next 40 is below 5 %: nothing.
+        for seq in 70..110u16 {
+            p.recv(s1, 4000, &video_rtp(seq, u32::from(seq) * 3000, s1 + 100));
+        }
+        rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1080]));
+        tick(
+            &mut p,
+            t0 + Duration::from_secs(2),
+            wall + Duration::from_secs(2),
+        );
+        while let Some(e) = p.fwd.poll_event() {
+            assert!(!matches!(e, Event::SlowLink { .. }), "{e:?}");
+        }
+    }
+}
