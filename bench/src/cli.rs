@@ -7,9 +7,11 @@ use anyhow::{Context, bail};
 use crate::traffic::{self, Load};
 
 pub const USAGE: &str = "\
-usage: loadgen <echo|fanout|reflector> [options]
+usage: loadgen <echo|srtp-echo|fanout|reflector> [options]
 
   echo       N echo sessions; RTP to each, echoes counted
+  srtp-echo  N WebRTC echo sessions (ICE, DTLS-SRTP, one socket each); SRTP to each,
+             echoes unprotected and counted
   fanout     one publisher, N listeners; RTP to the publisher, egress counted at the listeners
   reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
 
@@ -25,11 +27,16 @@ usage: loadgen <echo|fanout|reflector> [options]
   --size BYTES       RTP packet size (default 172)
   --duration SECS    sending time (default 5)
   --drain MS         receive time after the last send (default 500)
-  --sockets K        local UDP sockets the streams are spread over (default 4)
+  --sockets K        local UDP sockets the streams are spread over (default 4; srtp-echo:
+                     always one per session)
   --baseline         echo: then run the reflector under the same load; print both and the ratio
+                     srtp-echo: then plain echo and the reflector under the same load
   --gen-cpu N        pin generator + receiver threads (default: the last core)
   --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
   --json             print JSON instead of the table";
+
+/// srtp-echo binds one socket per session and polls them all every tick.
+pub const MAX_SRTP_SESSIONS: usize = 1000;
 
 /// Settings the spawned server gets unless `--server-arg` overrides them.
 pub const SPAWN_DEFAULTS: [(&str, &str); 3] = [
@@ -41,6 +48,7 @@ pub const SPAWN_DEFAULTS: [(&str, &str); 3] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Echo,
+    SrtpEcho,
     Fanout,
     Reflector,
 }
@@ -76,6 +84,7 @@ impl Args {
         let mut it = argv.into_iter();
         let mode = match it.next().as_deref() {
             Some("echo") => Mode::Echo,
+            Some("srtp-echo") => Mode::SrtpEcho,
             Some("fanout") => Mode::Fanout,
             Some("reflector") => Mode::Reflector,
             Some("-h" | "--help") | None => bail!("{USAGE}"),
@@ -154,8 +163,11 @@ impl Args {
         if !(1..=64).contains(&self.sockets) {
             bail!("--sockets must be 1..=64");
         }
-        if self.baseline && self.mode != Mode::Echo {
-            bail!("--baseline applies to echo mode");
+        if self.baseline && !matches!(self.mode, Mode::Echo | Mode::SrtpEcho) {
+            bail!("--baseline applies to echo and srtp-echo");
+        }
+        if self.mode == Mode::SrtpEcho && self.sessions > MAX_SRTP_SESSIONS {
+            bail!("srtp-echo: --sessions must be at most {MAX_SRTP_SESSIONS} (one socket each)");
         }
         Ok(())
     }
@@ -205,6 +217,9 @@ mod tests {
         );
         assert_eq!(parse("fanout").unwrap().rate, 5_000);
         assert!(parse("fanout --baseline").is_err());
+        let a = parse("srtp-echo --baseline --sessions 50").unwrap();
+        assert_eq!((a.mode, a.sessions, a.baseline), (Mode::SrtpEcho, 50, true));
+        assert!(parse("srtp-echo --sessions 1001").is_err());
         assert!(parse("echo --size 20").is_err());
         assert!(parse("echo --rate").is_err());
         assert!(parse("echo --bogus 1").is_err());

@@ -7,7 +7,8 @@
 //! Model: the generator ([`traffic`]) stamps stream, sequence and send time into each RTP
 //! payload, so any forwarding that keeps the payload can be measured the same way; CPU time
 //! comes from /proc ([`procstat`]), never from the client's own view. All `unsafe` is in
-//! [`sys`].
+//! [`sys`]. `srtp-echo` plays a WebRTC peer ([`webrtc`]): ICE, DTLS-SRTP, then the same load
+//! with every packet SRTP-protected and every echo unprotected.
 
 pub mod cli;
 pub mod hist;
@@ -18,4 +19,5 @@ pub mod sdp;
 pub mod server;
 pub mod sys;
 pub mod traffic;
+pub mod webrtc;
 pub mod wsapi;

@@ -53,6 +53,8 @@ impl Row {
             "expected": o.expected(self.copies),
             "received": o.received,
             "stray": o.stray,
+            "protect_failed": o.protect_failed,
+            "unprotect_failed": o.unprotect_failed,
             "send_seconds": o.send_time.as_secs_f64(),
             "offered_pps": o.offered_pps(),
             "delivered_pps": o.delivered_pps(),
@@ -151,10 +153,23 @@ pub fn threads_line(r: &Row) -> Option<String> {
     Some(format!("{} threads: {}", r.target, parts.join(", ")))
 }
 
+fn ns_of(rows: &[Row], target: &str) -> Option<f64> {
+    rows.iter().find(|r| r.target == target)?.ns_per_packet()
+}
+
+/// `num`'s CPU per packet over `den`'s, when both rows have one.
+pub fn ratio_of(rows: &[Row], num: &str, den: &str) -> Option<f64> {
+    Some(ns_of(rows, num)? / ns_of(rows, den)?)
+}
+
+/// `more`'s CPU per packet minus `less`'s (e.g. what SRTP adds to plain echo).
+pub fn extra_ns(rows: &[Row], more: &str, less: &str) -> Option<f64> {
+    Some(ns_of(rows, more)? - ns_of(rows, less)?)
+}
+
 /// Sluice's CPU per packet over the reflector's, when both rows have one.
 pub fn cpu_ratio(rows: &[Row]) -> Option<f64> {
-    let per = |t: &str| rows.iter().find(|r| r.target == t)?.ns_per_packet();
-    Some(per("sluice")? / per("reflector")?)
+    ratio_of(rows, "sluice", "reflector")
 }
 
 pub fn machine_json(m: &Machine) -> Value {
@@ -195,6 +210,8 @@ mod tests {
         assert_eq!(row("x", 0, Some(1)).ns_per_packet(), None);
         let rows = [r, row("reflector", 1000, Some(1_000_000))];
         assert_eq!(cpu_ratio(&rows), Some(2.0));
+        assert_eq!(extra_ns(&rows, "sluice", "reflector"), Some(1000.0));
+        assert_eq!(ratio_of(&rows, "sluice-srtp", "reflector"), None);
         assert_eq!(threads_line(&rows[0]).unwrap(), "sluice threads: w 50.0%");
         assert_eq!(rows[0].to_json()["ns_per_packet"], 2000.0);
     }

@@ -1,5 +1,6 @@
 //! Just enough SDP (RFC 8866) for plain-RTP load: a PCMU offer from a local port, an answer to
-//! the server's offer, and where the server's audio stream lives.
+//! the server's offer, and where the server's audio stream lives; and the WebRTC offer of
+//! `srtp-echo` ([`webrtc_offer`]).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +31,69 @@ pub fn offer(addr: SocketAddr, id: u64) -> String {
         addr.port()
     );
     s
+}
+
+/// Opus's dynamic payload type, as browsers number it.
+pub const OPUS: u8 = 111;
+/// RFC 8445 §5.1.2.1: host type preference 126, local preference 65535, component 1.
+pub const HOST_PRIORITY: u32 = 2_130_706_431;
+
+/// What a WebRTC offer announces about our side.
+#[derive(Clone, Debug)]
+pub struct WebrtcOffer<'a> {
+    /// The one socket of the session: RTP, RTCP (muxed), STUN and DTLS.
+    pub addr: SocketAddr,
+    pub id: u64,
+    pub ice_ufrag: &'a str,
+    pub ice_pwd: &'a str,
+    /// SHA-256 of our DTLS certificate, `AB:CD:…`.
+    pub fingerprint: &'a str,
+    pub ssrc: u32,
+}
+
+/// A browser-like WebRTC offer (JSEP, RFC 8829): one bundled audio m-line, Opus,
+/// `UDP/TLS/RTP/SAVPF`, rtcp-mux, full ICE (no `a=ice-lite`) with one host candidate,
+/// `a=setup:actpass` (RFC 8842: the answerer picks the DTLS role).
+pub fn webrtc_offer(o: &WebrtcOffer<'_>) -> String {
+    let mut s = header(o.addr, o.id);
+    let (ip, port) = (o.addr.ip(), o.addr.port());
+    let family = if o.addr.is_ipv4() { "IP4" } else { "IP6" };
+    let _ = write!(
+        s,
+        "a=group:BUNDLE 0\r\n\
+         m=audio {port} UDP/TLS/RTP/SAVPF {OPUS}\r\n\
+         a=rtcp:{port} IN {family} {ip}\r\n\
+         a=ice-ufrag:{ufrag}\r\n\
+         a=ice-pwd:{pwd}\r\n\
+         a=fingerprint:sha-256 {fp}\r\n\
+         a=setup:actpass\r\n\
+         a=mid:0\r\n\
+         a=sendrecv\r\n\
+         a=rtcp-mux\r\n\
+         a=rtpmap:{OPUS} opus/48000/2\r\n\
+         a=fmtp:{OPUS} minptime=10;useinbandfec=1\r\n\
+         a=ssrc:{ssrc} cname:loadgen\r\n\
+         a=candidate:1 1 udp {HOST_PRIORITY} {ip} {port} typ host\r\n\
+         a=end-of-candidates\r\n",
+        ufrag = o.ice_ufrag,
+        pwd = o.ice_pwd,
+        fp = o.fingerprint,
+        ssrc = o.ssrc,
+    );
+    s
+}
+
+/// The address of the first UDP host candidate among `candidates` (`a=candidate` values
+/// without the `candidate:` prefix: `foundation component udp priority ip port typ host`).
+pub fn host_candidate<'a>(candidates: impl IntoIterator<Item = &'a str>) -> Option<SocketAddr> {
+    candidates.into_iter().find_map(|c| {
+        let f: Vec<&str> = c.split_whitespace().collect();
+        let udp = f.get(2)?.eq_ignore_ascii_case("udp");
+        let host = f.get(6..8)? == ["typ", "host"];
+        let ip: IpAddr = f.get(4)?.parse().ok()?;
+        let port: u16 = f.get(5)?.parse().ok()?;
+        (udp && host && f[1] == "1").then_some(SocketAddr::new(ip, port))
+    })
 }
 
 /// One `m=` section of a parsed SDP.
@@ -195,6 +259,49 @@ mod tests {
         assert_eq!(m[0].rtpmaps, vec!["rtpmap:0 PCMU/8000".to_string()]);
         assert_eq!((m[1].kind.as_str(), m[1].port), ("video", 0));
         assert_eq!(audio_addr(&ans).unwrap(), a("127.0.0.1:41000"));
+    }
+
+    #[test]
+    fn webrtc_offer_parses_as_webrtc() {
+        let o = WebrtcOffer {
+            addr: a("127.0.0.1:41234"),
+            id: 3,
+            ice_ufrag: "uFrG",
+            ice_pwd: "0123456789abcdefghijkl",
+            fingerprint: "AB:CD",
+            ssrc: 0x5100_0001,
+        };
+        let text = webrtc_offer(&o);
+        let m = &media(&text).unwrap()[0];
+        assert_eq!(
+            (m.proto.as_str(), m.formats.as_slice()),
+            ("UDP/TLS/RTP/SAVPF", &[OPUS][..])
+        );
+        assert_eq!(audio_addr(&text).unwrap(), o.addr);
+        for want in [
+            "a=ice-ufrag:uFrG\r\n",
+            "a=ice-pwd:0123456789abcdefghijkl\r\n",
+            "a=fingerprint:sha-256 AB:CD\r\n",
+            "a=setup:actpass\r\n",
+            "a=rtcp-mux\r\n",
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 41234 typ host\r\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing in {text}");
+        }
+        assert!(!text.contains("ice-lite"), "we are a full ICE agent");
+    }
+
+    #[test]
+    fn host_candidate_skips_other_types_and_components() {
+        let cands = [
+            "2 1 udp 1694498815 198.51.100.1 5000 typ srflx raddr 0.0.0.0 rport 0",
+            "1 2 udp 2130706430 127.0.0.1 5001 typ host",
+            "1 1 tcp 2130706431 127.0.0.1 5002 typ host tcptype passive",
+            "1 1 UDP 2130706431 127.0.0.1 5003 typ host",
+        ];
+        assert_eq!(host_candidate(cands), Some(a("127.0.0.1:5003")));
+        assert_eq!(host_candidate(["garbage"]), None);
     }
 
     #[test]

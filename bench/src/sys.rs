@@ -256,6 +256,23 @@ impl MmsgBatch {
         )
     }
 
+    /// Slot `i`'s bytes, writable (to decrypt a received datagram in place).
+    pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        let start = i * SLOT;
+        &mut self.bufs[start..start + self.lens[i]]
+    }
+
+    /// Changes the length of the datagram queued last (e.g. after protecting it in place).
+    pub fn set_last_len(&mut self, len: usize) {
+        assert!(self.len > 0 && len <= SLOT, "a datagram is queued");
+        self.lens[self.len - 1] = len;
+    }
+
+    /// Drops the datagram queued last.
+    pub fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
     /// Queues a datagram of `len` bytes for `dest`; the caller writes it into the returned slot.
     /// The caller checks `is_full` first.
     pub fn push(&mut self, dest: SocketAddr, len: usize) -> &mut [u8] {

@@ -1,7 +1,9 @@
 //! The load itself: one thread, pinned, that sends paced RTP (small bursts every 100 µs,
 //! sendmmsg) and between bursts receives (ppoll + recvmmsg) what comes back. Each packet
 //! carries its run, stream, sequence number and send time in the payload, so any forwarding
-//! that keeps the payload (echo, SFU fanout, a reflector) is measured the same way.
+//! that keeps the payload (echo, SFU fanout, a reflector) is measured the same way. A
+//! [`Transform`] (SRTP in `srtp-echo`) protects each packet after the probe is written and
+//! unprotects each reply before it is read.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -35,6 +37,33 @@ const RECV_ROUNDS: usize = 32;
 const POLL_IDLE: Duration = Duration::from_millis(10);
 /// RTP timestamp step per packet: 20 ms at 8 kHz.
 const TS_STEP: u32 = 160;
+
+/// What [`Transform::unprotect`] made of a received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unprotected {
+    /// A media packet, now `len` bytes of plain RTP at the start of the buffer.
+    Media(usize),
+    /// Not media (STUN, DTLS, RTCP): counted as stray.
+    Other,
+    /// Media that failed to authenticate or was refused (replay).
+    Failed,
+}
+
+/// Per-stream packet protection applied by the generator thread, e.g. SRTP with one context
+/// per stream and direction.
+pub trait Transform: Send {
+    /// Bytes `protect` appends to each packet.
+    fn overhead(&self) -> usize;
+    /// Protects the RTP packet `buf[..len]` of `stream` in place (`buf` holds `overhead`
+    /// more bytes); returns the wire length, `None` if it cannot be sent.
+    ///
+    /// The transform owns the RTP sequence number: it rewrites bytes 2..4 so that a stream's
+    /// numbers keep increasing across runs (the warm-up, then the measurement), as SRTP's
+    /// replay protection requires on both ends.
+    fn protect(&mut self, stream: usize, buf: &mut [u8], len: usize) -> Option<usize>;
+    /// Unprotects a datagram received on `socket` (an index into `recv`) in place.
+    fn unprotect(&mut self, socket: usize, buf: &mut [u8]) -> Unprotected;
+}
 
 /// One stream: where its packets go and which of our sockets sends them.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +100,10 @@ pub struct Outcome {
     pub latency: Histogram,
     /// CPU time of the generator thread itself.
     pub own_cpu_ns: Option<u64>,
+    /// Packets the transform would not protect (never sent, not counted as sent).
+    pub protect_failed: u64,
+    /// Received media that failed to unprotect (not counted as received).
+    pub unprotect_failed: u64,
 }
 
 impl Outcome {
@@ -150,6 +183,18 @@ pub fn read_probe(data: &[u8]) -> Option<Probe> {
 /// replies, so a reply is stamped as soon as it arrives and no second thread competes for
 /// the core.
 pub fn run(send: &[UdpSocket], recv: &[UdpSocket], targets: &[Target], load: &Load) -> Outcome {
+    run_with(send, recv, targets, load, None)
+}
+
+/// [`run`] with every packet going through `transform` (protect before sending, unprotect
+/// after receiving). Its cost lands on the generator's own CPU, not the target's.
+pub fn run_with(
+    send: &[UdpSocket],
+    recv: &[UdpSocket],
+    targets: &[Target],
+    load: &Load,
+    transform: Option<&mut dyn Transform>,
+) -> Outcome {
     assert!(!targets.is_empty() && targets.iter().all(|t| t.socket < send.len()));
     assert!((MIN_SIZE..=MAX_SIZE).contains(&load.size));
     thread::scope(|s| {
@@ -162,7 +207,7 @@ pub fn run(send: &[UdpSocket], recv: &[UdpSocket], targets: &[Target], load: &Lo
             let _ = sys::set_timer_slack(1_000);
             let clock = CpuSource::OwnThread(sys::gettid());
             let cpu0 = clock.cpu_ns().ok();
-            let mut out = Run::new(send, recv, targets, load).go();
+            let mut out = Run::new(send, recv, targets, load, transform).go();
             out.own_cpu_ns = cpu0
                 .zip(clock.cpu_ns().ok())
                 .map(|(a, b)| b.saturating_sub(a));
@@ -174,11 +219,12 @@ pub fn run(send: &[UdpSocket], recv: &[UdpSocket], targets: &[Target], load: &Lo
 }
 
 /// The state of one `run`.
-struct Run<'a> {
+struct Run<'a, 't> {
     send: &'a [UdpSocket],
     recv: Vec<&'a UdpSocket>,
     targets: &'a [Target],
     load: &'a Load,
+    transform: Option<&'t mut dyn Transform>,
     tx: Vec<MmsgBatch>,
     rx: MmsgBatch,
     rtp_seq: Vec<u16>,
@@ -190,18 +236,20 @@ struct Run<'a> {
     out: Outcome,
 }
 
-impl<'a> Run<'a> {
+impl<'a, 't> Run<'a, 't> {
     fn new(
         send: &'a [UdpSocket],
         recv: &'a [UdpSocket],
         targets: &'a [Target],
         load: &'a Load,
+        transform: Option<&'t mut dyn Transform>,
     ) -> Self {
         Run {
             send,
             recv: recv.iter().collect(),
             targets,
             load,
+            transform,
             tx: send.iter().map(|_| MmsgBatch::new()).collect(),
             rx: MmsgBatch::new(),
             rtp_seq: vec![0; targets.len()],
@@ -280,14 +328,21 @@ impl<'a> Run<'a> {
                 sent_ns: self.now_ns(),
             };
             let ssrc = 0x5100_0000 + stream as u32;
-            write_probe(
-                self.tx[t.socket].push(t.dest, self.load.size),
-                self.rtp_seq[stream],
-                ssrc,
-                probe,
-            );
+            let size = self.load.size;
+            let overhead = self.transform.as_ref().map_or(0, |t| t.overhead());
+            let slot = self.tx[t.socket].push(t.dest, size + overhead);
+            write_probe(slot, self.rtp_seq[stream], ssrc, probe);
             self.rtp_seq[stream] = self.rtp_seq[stream].wrapping_add(1);
             self.attempted += 1;
+            if let Some(tr) = self.transform.as_deref_mut() {
+                match tr.protect(stream, slot, size) {
+                    Some(n) => self.tx[t.socket].set_last_len(n),
+                    None => {
+                        self.tx[t.socket].pop();
+                        self.out.protect_failed += 1;
+                    }
+                }
+            }
         }
         for socket in 0..self.send.len() {
             if !self.tx[socket].is_empty() {
@@ -307,7 +362,22 @@ impl<'a> Run<'a> {
             let n = self.rx.recv(self.recv[socket], false).unwrap_or(0);
             let now = self.now_ns();
             for i in 0..n {
-                match read_probe(self.rx.get(i).1) {
+                let data = self.rx.get_mut(i);
+                let data = match self.transform.as_deref_mut() {
+                    None => data,
+                    Some(tr) => match tr.unprotect(socket, data) {
+                        Unprotected::Media(len) => &data[..len],
+                        Unprotected::Other => {
+                            self.out.stray += 1;
+                            continue;
+                        }
+                        Unprotected::Failed => {
+                            self.out.unprotect_failed += 1;
+                            continue;
+                        }
+                    },
+                };
+                match read_probe(data) {
                     Some(p) if p.run == self.id => {
                         self.out.received += 1;
                         self.out.latency.record(now.saturating_sub(p.sent_ns));

@@ -134,6 +134,21 @@ impl Api {
         })
     }
 
+    /// An echo session for a WebRTC offer; the answer is WebRTC too (ICE-lite, DTLS passive).
+    pub fn create_echo_webrtc(&mut self, offer: &str) -> anyhow::Result<Created> {
+        let d = self.request(
+            "session",
+            "create",
+            json!({"type": "echo", "sdp_type": "webrtc",
+                   "offer": {"sdp": offer, "sdp_type": "webrtc"}}),
+        )?;
+        Ok(Created {
+            session_id: str_field(&d, "session_id")?,
+            sdp: sdp_field(&d, "answer")?,
+            room_id: None,
+        })
+    }
+
     pub fn create_publish(&mut self, offer: &str) -> anyhow::Result<Created> {
         let d = self.request(
             "session",

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,13 +15,21 @@ use sluice_bench::procstat::{CpuSource, Machine, find_pids, thread_delta, thread
 use sluice_bench::reflector::Reflector;
 use sluice_bench::report::{self, Row};
 use sluice_bench::server::Server;
-use sluice_bench::traffic::{self, Load, Target};
+use sluice_bench::traffic::{self, Load, Target, Transform};
+use sluice_bench::webrtc::{self, Peer, ServerTransport, SrtpStreams};
 use sluice_bench::wsapi::Api;
 use sluice_bench::{sdp, sys};
+use sluice_control::webrtc::cert::Certificate;
+use sluice_control::webrtc::ice::IceCredentials;
+use sluice_dataplane::srtp::{Profile, SessionKeys};
 
 /// Kernel buffer per socket: a few thousand queued datagrams.
 const SOCKET_BUFFER: usize = 8 << 20;
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Budget of one session's ICE + DTLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consent checks during the load: RFC 7675 expires consent after 30 s without one.
+const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 
 fn bind_sockets(n: usize) -> anyhow::Result<Vec<UdpSocket>> {
     (0..n)
@@ -45,6 +55,7 @@ fn warm_up(
     targets: &[Target],
     copies: u64,
     cpu: Option<usize>,
+    transform: Option<&mut dyn Transform>,
 ) -> anyhow::Result<()> {
     let load = Load {
         rate: (targets.len() as u64 * 20).clamp(1_000, 20_000),
@@ -54,11 +65,14 @@ fn warm_up(
         copies,
         cpu,
     };
-    let out = traffic::run(send, recv, targets, &load);
+    let out = traffic::run_with(send, recv, targets, &load, transform);
     if out.received == 0 {
         bail!(
-            "warm-up: none of {} packets came back; is the media path up?",
-            out.sent
+            "warm-up: none of {} packets came back ({} stray datagrams, {} failed to unprotect); \
+             is the media path up?",
+            out.sent,
+            out.stray,
+            out.unprotect_failed
         );
     }
     Ok(())
@@ -75,8 +89,19 @@ fn measure(
     targets: &[Target],
     cpu: Option<&CpuSource>,
     gen_cpu: Option<usize>,
+    mut transform: Option<&mut dyn Transform>,
 ) -> anyhow::Result<Row> {
-    warm_up(send, recv, targets, copies, gen_cpu)?;
+    warm_up(
+        send,
+        recv,
+        targets,
+        copies,
+        gen_cpu,
+        match &mut transform {
+            Some(t) => Some(&mut **t),
+            None => None,
+        },
+    )?;
     eprintln!(
         "loadgen: {target}: {} pkt/s for {:.1} s over {streams} streams",
         args.rate,
@@ -89,14 +114,17 @@ fn measure(
     let start = Instant::now();
     let t0 = pid.map(thread_times).unwrap_or_default();
     let c0 = cpu_now(cpu);
-    let outcome = traffic::run(send, recv, targets, &args.load(copies, gen_cpu));
+    let srtp = transform.is_some();
+    let load = args.load(copies, gen_cpu);
+    let outcome = traffic::run_with(send, recv, targets, &load, transform);
     let c1 = cpu_now(cpu);
     let t1 = pid.map(thread_times).unwrap_or_default();
     Ok(Row {
         target: target.into(),
         mode: match args.mode {
+            _ if srtp => "srtp-echo".into(),
             Mode::Fanout => "fanout".into(),
-            Mode::Echo | Mode::Reflector => "echo".into(),
+            Mode::Echo | Mode::SrtpEcho | Mode::Reflector => "echo".into(),
         },
         streams,
         rate: args.rate,
@@ -113,8 +141,9 @@ fn echo_sluice(
     api_url: &str,
     cpu: Option<&CpuSource>,
     gen_cpu: Option<usize>,
+    sockets: usize,
 ) -> anyhow::Result<Row> {
-    let socks = bind_sockets(args.sockets.min(args.sessions))?;
+    let socks = bind_sockets(sockets.min(args.sessions))?;
     let mut api = Api::connect(api_url)?;
     eprintln!("loadgen: creating {} echo sessions", args.sessions);
     let mut ids = Vec::with_capacity(args.sessions);
@@ -129,6 +158,7 @@ fn echo_sluice(
             &targets,
             cpu,
             gen_cpu,
+            None,
         )
     });
     let failed = api.destroy_all(&ids);
@@ -137,6 +167,224 @@ fn echo_sluice(
         eprintln!("loadgen: {failed} sessions could not be destroyed");
     }
     result
+}
+
+/// One connected WebRTC echo session.
+struct SrtpSession {
+    creds: IceCredentials,
+    tie_breaker: u64,
+    server: ServerTransport,
+    profile: Profile,
+    keys: SessionKeys,
+    ice: Duration,
+    dtls: Duration,
+}
+
+/// How the WebRTC sessions came up.
+#[derive(Debug)]
+struct SrtpInfo {
+    profiles: Vec<Profile>,
+    /// Per-session ICE and DTLS handshake times.
+    ice: Vec<Duration>,
+    dtls: Vec<Duration>,
+    /// Creating, connecting and keying every session, one after the other.
+    setup: Duration,
+}
+
+impl SrtpInfo {
+    fn new(sessions: &[SrtpSession], setup: Duration) -> SrtpInfo {
+        let mut profiles: Vec<Profile> = sessions.iter().map(|s| s.profile).collect();
+        profiles.dedup();
+        let sorted = |f: fn(&SrtpSession) -> Duration| {
+            let mut v: Vec<Duration> = sessions.iter().map(f).collect();
+            v.sort_unstable();
+            v
+        };
+        SrtpInfo {
+            profiles,
+            ice: sorted(|s| s.ice),
+            dtls: sorted(|s| s.dtls),
+            setup,
+        }
+    }
+
+    fn ms(v: &[Duration], q: f64) -> f64 {
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+
+    fn profiles(&self) -> String {
+        let names: Vec<String> = self.profiles.iter().map(|p| format!("{p:?}")).collect();
+        names.join(",")
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "profiles": self.profiles(),
+            "sessions": self.ice.len(),
+            "ice_ms_p50": Self::ms(&self.ice, 0.5), "ice_ms_max": Self::ms(&self.ice, 1.0),
+            "dtls_ms_p50": Self::ms(&self.dtls, 0.5), "dtls_ms_max": Self::ms(&self.dtls, 1.0),
+            "setup_seconds": self.setup.as_secs_f64(),
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "srtp:    {} sessions, profile {}, ICE p50 {:.2} ms (max {:.2}), DTLS p50 {:.2} ms (max {:.2}), {:.1} s to set all up",
+            self.ice.len(),
+            self.profiles(),
+            Self::ms(&self.ice, 0.5),
+            Self::ms(&self.ice, 1.0),
+            Self::ms(&self.dtls, 0.5),
+            Self::ms(&self.dtls, 1.0),
+            self.setup.as_secs_f64()
+        )
+    }
+}
+
+fn srtp_echo_sluice(
+    args: &Args,
+    api_url: &str,
+    cpu: Option<&CpuSource>,
+    gen_cpu: Option<usize>,
+) -> anyhow::Result<(Row, SrtpInfo)> {
+    let cert = Certificate::generate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // One socket per session: ICE latches one 5-tuple per session.
+    let socks = bind_sockets(args.sessions)?;
+    let mut api = Api::connect(api_url)?;
+    eprintln!(
+        "loadgen: creating {} WebRTC echo sessions (ICE + DTLS each)",
+        args.sessions
+    );
+    let mut ids = Vec::with_capacity(args.sessions);
+    let start = Instant::now();
+    let result = open_srtp_echo(&mut api, &socks, &cert, &mut ids).and_then(|sessions| {
+        let info = SrtpInfo::new(&sessions, start.elapsed());
+        eprintln!("loadgen: {}", info.line());
+        let mut streams = SrtpStreams::new(sessions.iter().map(|s| &s.keys))?;
+        let targets: Vec<Target> = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Target {
+                dest: s.server.addr,
+                socket: i,
+            })
+            .collect();
+        let peers: Vec<(Peer, &ServerTransport)> = sessions
+            .iter()
+            .zip(&socks)
+            .map(|(s, sock)| {
+                let peer = Peer {
+                    sock,
+                    cert: &cert,
+                    creds: &s.creds,
+                    tie_breaker: s.tie_breaker,
+                };
+                (peer, &s.server)
+            })
+            .collect();
+        let row = with_consent(&peers, gen_cpu, || {
+            measure(
+                "sluice-srtp",
+                args,
+                args.sessions,
+                1,
+                &socks,
+                &socks,
+                &targets,
+                cpu,
+                gen_cpu,
+                Some(&mut streams),
+            )
+        })?;
+        Ok((row, info))
+    });
+    let failed = api.destroy_all(&ids);
+    api.close();
+    if failed > 0 {
+        eprintln!("loadgen: {failed} sessions could not be destroyed");
+    }
+    result
+}
+
+/// Creates and connects one WebRTC echo session per socket, one after the other.
+fn open_srtp_echo(
+    api: &mut Api,
+    socks: &[UdpSocket],
+    cert: &Certificate,
+    ids: &mut Vec<String>,
+) -> anyhow::Result<Vec<SrtpSession>> {
+    let mut sessions = Vec::with_capacity(socks.len());
+    for (i, sock) in socks.iter().enumerate() {
+        let creds = IceCredentials::random();
+        let offer = sdp::webrtc_offer(&sdp::WebrtcOffer {
+            addr: sock.local_addr()?,
+            id: i as u64 + 1,
+            ice_ufrag: &creds.ufrag,
+            ice_pwd: &creds.pwd,
+            fingerprint: cert.fingerprint_sha256(),
+            ssrc: 0x5100_0000 + i as u32,
+        });
+        let created = api
+            .create_echo_webrtc(&offer)
+            .with_context(|| format!("creating WebRTC echo session {i}"))?;
+        ids.push(created.session_id);
+        let server = ServerTransport::from_answer(&created.sdp)
+            .with_context(|| format!("the answer of session {i}"))?;
+        let peer = Peer {
+            sock,
+            cert,
+            creds: &creds,
+            tie_breaker: webrtc::random_u64(),
+        };
+        let c = peer
+            .connect(&server, HANDSHAKE_TIMEOUT)
+            .with_context(|| format!("connecting session {i}"))?;
+        let tie_breaker = peer.tie_breaker;
+        sessions.push(SrtpSession {
+            creds,
+            tie_breaker,
+            server,
+            profile: c.profile,
+            keys: c.keys,
+            ice: c.ice,
+            dtls: c.dtls,
+        });
+    }
+    Ok(sessions)
+}
+
+/// Runs `f` while a thread (on the generator's core) sends every peer a consent check
+/// every `CONSENT_INTERVAL`, so that runs longer than 30 s keep their media flowing.
+fn with_consent<T: Send>(
+    peers: &[(Peer<'_>, &ServerTransport)],
+    cpu: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> T {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(cpu) = cpu {
+                let _ = sys::pin_current_thread(cpu);
+            }
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+                if last.elapsed() < CONSENT_INTERVAL {
+                    continue;
+                }
+                last = Instant::now();
+                for (peer, server) in peers {
+                    if let Err(e) = peer.consent_check(server) {
+                        eprintln!("loadgen: consent check to {}: {e:#}", server.addr);
+                    }
+                }
+            }
+        });
+        let out = f();
+        stop.store(true, Ordering::Relaxed);
+        out
+    })
 }
 
 fn open_echo(
@@ -191,6 +439,7 @@ fn fanout_sluice(
             &targets,
             cpu,
             gen_cpu,
+            None,
         )
     });
     // Listeners first, so none is torn down as a side effect of the publisher leaving.
@@ -258,6 +507,7 @@ fn reflector_row(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Row> {
         &targets,
         Some(&cpu),
         gen_cpu,
+        None,
     );
     reflector.stop();
     row
@@ -303,9 +553,31 @@ fn run() -> anyhow::Result<()> {
     });
     let cpu = pid.map(CpuSource::Process);
     let mut rows = Vec::new();
+    let mut srtp = None;
     let result = (|| -> anyhow::Result<()> {
         match args.mode {
-            Mode::Echo => rows.push(echo_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?),
+            Mode::Echo => rows.push(echo_sluice(
+                &args,
+                &api_url,
+                cpu.as_ref(),
+                gen_cpu,
+                args.sockets,
+            )?),
+            Mode::SrtpEcho => {
+                let (row, info) = srtp_echo_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?;
+                rows.push(row);
+                srtp = Some(info);
+                if args.baseline {
+                    // Plain RTP under the same load, with as many sockets as sessions.
+                    rows.push(echo_sluice(
+                        &args,
+                        &api_url,
+                        cpu.as_ref(),
+                        gen_cpu,
+                        args.sessions,
+                    )?);
+                }
+            }
             Mode::Fanout => rows.push(fanout_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?),
             Mode::Reflector => {}
         }
@@ -326,7 +598,15 @@ fn run() -> anyhow::Result<()> {
         }
     }
     result?;
-    print(&args, &machine, pid, server_io, gen_cpu, &rows);
+    print(
+        &args,
+        &machine,
+        pid,
+        server_io,
+        gen_cpu,
+        &rows,
+        srtp.as_ref(),
+    );
     Ok(())
 }
 
@@ -337,8 +617,11 @@ fn print(
     io: Option<(String, usize)>,
     gen_cpu: Option<usize>,
     rows: &[Row],
+    srtp: Option<&SrtpInfo>,
 ) {
     let ratio = report::cpu_ratio(rows);
+    let srtp_ratio = report::ratio_of(rows, "sluice-srtp", "reflector");
+    let srtp_extra = report::extra_ns(rows, "sluice-srtp", "sluice");
     let (io_name, workers) = io.unwrap_or_else(|| ("?".into(), 0));
     if args.json {
         let out = json!({
@@ -350,6 +633,9 @@ fn print(
                      "reflector_cpu": args.reflector_cpu},
             "runs": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
             "cpu_ratio_sluice_over_reflector": ratio,
+            "cpu_ratio_sluice_srtp_over_reflector": srtp_ratio,
+            "srtp_extra_ns_per_packet": srtp_extra,
+            "srtp": srtp.map(SrtpInfo::to_json),
         });
         println!("{out:#}");
         return;
@@ -363,6 +649,9 @@ fn print(
         println!("server:  pid {pid}, io={io_name}, workers={workers}");
     }
     let cpu = |c: Option<usize>| c.map_or("any".into(), |c| c.to_string());
+    if let Some(info) = srtp {
+        println!("{}", info.line());
+    }
     println!(
         "load:    {} B RTP, {} pkt/s for {:.1} s, generator on cpu {}, reflector on cpu {}",
         args.size,
@@ -384,6 +673,12 @@ fn print(
                 r.target, o.send_failed, o.stray
             );
         }
+        if o.protect_failed > 0 || o.unprotect_failed > 0 {
+            println!(
+                "{}: {} packets failed to protect, {} echoes failed to unprotect",
+                r.target, o.protect_failed, o.unprotect_failed
+            );
+        }
         if o.generator_limited(r.rate) {
             let busy = o.own_cpu_ns.map_or("?".into(), |ns| {
                 format!(
@@ -399,7 +694,18 @@ fn print(
             );
         }
     }
+    if ratio.or(srtp_ratio).or(srtp_extra).is_some() {
+        println!();
+    }
     if let Some(ratio) = ratio {
-        println!("\nsluice / reflector CPU per packet: {ratio:.2}x");
+        println!("sluice / reflector CPU per packet: {ratio:.2}x");
+    }
+    if let Some(ratio) = srtp_ratio {
+        println!("sluice-srtp / reflector CPU per packet: {ratio:.2}x");
+    }
+    if let Some(extra) = srtp_extra {
+        println!(
+            "sluice-srtp - sluice: {extra:.0} ns/pkt (the server's SRTP unprotect + protect per echo)"
+        );
     }
 }
