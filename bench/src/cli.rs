@@ -30,6 +30,8 @@ usage: loadgen <echo|srtp-echo|fanout|reflector> [options]
   --sockets K        local UDP sockets the streams are spread over (default 4; srtp-echo:
                      always one per session)
   --baseline         echo: then run the reflector under the same load; print both and the ratio
+  --record           echo: then the same load with recording started on every session
+                     (recorder_action start), printed as sluice+rec with the on/off ratio
                      srtp-echo: then plain echo and the reflector under the same load
   --gen-cpu N        pin generator + receiver threads (default: the last core)
   --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
@@ -68,6 +70,7 @@ pub struct Args {
     pub drain: Duration,
     pub sockets: usize,
     pub baseline: bool,
+    pub record: bool,
     pub gen_cpu: Option<usize>,
     pub reflector_cpu: Option<usize>,
     pub json: bool,
@@ -104,6 +107,7 @@ impl Args {
             drain: Duration::from_millis(500),
             sockets: 4,
             baseline: false,
+            record: false,
             gen_cpu: None,
             reflector_cpu: Some(0),
             json: false,
@@ -134,6 +138,7 @@ impl Args {
                 "--gen-cpu" => a.gen_cpu = Some(number(&flag, &value()?)?),
                 "--reflector-cpu" => a.reflector_cpu = Some(number(&flag, &value()?)?),
                 "--baseline" => a.baseline = true,
+                "--record" => a.record = true,
                 "--json" => a.json = true,
                 "-h" | "--help" => bail!("{USAGE}"),
                 _ => bail!("unknown option {arg:?}\n{USAGE}"),
@@ -162,6 +167,9 @@ impl Args {
         }
         if !(1..=64).contains(&self.sockets) {
             bail!("--sockets must be 1..=64");
+        }
+        if self.record && self.mode != Mode::Echo {
+            bail!("--record applies to echo");
         }
         if self.baseline && !matches!(self.mode, Mode::Echo | Mode::SrtpEcho) {
             bail!("--baseline applies to echo and srtp-echo");
@@ -217,6 +225,8 @@ mod tests {
         );
         assert_eq!(parse("fanout").unwrap().rate, 5_000);
         assert!(parse("fanout --baseline").is_err());
+        assert!(parse("echo --record").unwrap().record);
+        assert!(parse("fanout --record").is_err());
         let a = parse("srtp-echo --baseline --sessions 50").unwrap();
         assert_eq!((a.mode, a.sessions, a.baseline), (Mode::SrtpEcho, 50, true));
         assert!(parse("srtp-echo --sessions 1001").is_err());

@@ -143,13 +143,39 @@ fn echo_sluice(
     gen_cpu: Option<usize>,
     sockets: usize,
 ) -> anyhow::Result<Row> {
+    echo_sluice_with(args, api_url, cpu, gen_cpu, sockets, false)
+}
+
+/// Plain echo sessions; with `record`, every session records (recorder_action start) while
+/// the load runs, so the row shows what spooling to disk costs per forwarded packet.
+fn echo_sluice_with(
+    args: &Args,
+    api_url: &str,
+    cpu: Option<&CpuSource>,
+    gen_cpu: Option<usize>,
+    sockets: usize,
+    record: bool,
+) -> anyhow::Result<Row> {
     let socks = bind_sockets(sockets.min(args.sessions))?;
     let mut api = Api::connect(api_url)?;
     eprintln!("loadgen: creating {} echo sessions", args.sessions);
     let mut ids = Vec::with_capacity(args.sessions);
-    let result = open_echo(&mut api, &socks, args.sessions, &mut ids).and_then(|targets| {
+    let opened = open_echo(&mut api, &socks, args.sessions, &mut ids).and_then(|targets| {
+        if record {
+            for id in &ids {
+                api.request(
+                    "session",
+                    "recorder_action",
+                    json!({"session_id": id, "action": "start"}),
+                )?;
+            }
+        }
+        Ok(targets)
+    });
+    let target = if record { "sluice+rec" } else { "sluice" };
+    let result = opened.and_then(|targets| {
         measure(
-            "sluice",
+            target,
             args,
             args.sessions,
             1,
@@ -556,13 +582,25 @@ fn run() -> anyhow::Result<()> {
     let mut srtp = None;
     let result = (|| -> anyhow::Result<()> {
         match args.mode {
-            Mode::Echo => rows.push(echo_sluice(
-                &args,
-                &api_url,
-                cpu.as_ref(),
-                gen_cpu,
-                args.sockets,
-            )?),
+            Mode::Echo => {
+                rows.push(echo_sluice(
+                    &args,
+                    &api_url,
+                    cpu.as_ref(),
+                    gen_cpu,
+                    args.sockets,
+                )?);
+                if args.record {
+                    rows.push(echo_sluice_with(
+                        &args,
+                        &api_url,
+                        cpu.as_ref(),
+                        gen_cpu,
+                        args.sockets,
+                        true,
+                    )?);
+                }
+            }
             Mode::SrtpEcho => {
                 let (row, info) = srtp_echo_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?;
                 rows.push(row);
@@ -622,6 +660,7 @@ fn print(
     let ratio = report::cpu_ratio(rows);
     let srtp_ratio = report::ratio_of(rows, "sluice-srtp", "reflector");
     let srtp_extra = report::extra_ns(rows, "sluice-srtp", "sluice");
+    let record_ratio = report::ratio_of(rows, "sluice+rec", "sluice");
     let (io_name, workers) = io.unwrap_or_else(|| ("?".into(), 0));
     if args.json {
         let out = json!({
@@ -635,6 +674,7 @@ fn print(
             "cpu_ratio_sluice_over_reflector": ratio,
             "cpu_ratio_sluice_srtp_over_reflector": srtp_ratio,
             "srtp_extra_ns_per_packet": srtp_extra,
+            "cpu_ratio_recording_on_over_off": record_ratio,
             "srtp": srtp.map(SrtpInfo::to_json),
         });
         println!("{out:#}");
@@ -662,6 +702,9 @@ fn print(
     );
     println!();
     println!("{}", report::table(rows));
+    if let Some(r) = record_ratio {
+        println!("recording on / off CPU per packet: {r:.2}x");
+    }
     for r in rows {
         if let Some(line) = report::threads_line(r) {
             println!("{line}");
