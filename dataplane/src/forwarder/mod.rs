@@ -633,7 +633,7 @@ impl Forwarder {
             });
         }
         // Recording tap (what the peer sends, as Janus records it: not while muted).
-        if let Some(sink) = &stream.record
+        if let Some(sink) = &mut stream.record
             && sink.tap() == Tap::Received
             && !stream.mute_in
             && sink.accepts(header.pt)
@@ -711,7 +711,7 @@ impl Forwarder {
                 bump(&dst.stats.tx_bytes, data.len() as u64);
                 reports::count_sent(&mut dst_stream.tx_report, data.len());
                 // Recording tap of a listener: the packet as sent, before SRTP.
-                if let Some(sink) = &dst_stream.record
+                if let Some(sink) = &mut dst_stream.record
                     && sink.tap() == Tap::Sent
                     && sink.accepts(rewritten.pt)
                 {

@@ -68,13 +68,9 @@ impl Bench {
 
 /// Everything queued in the ring: (arrival, bytes).
 fn drain(spool: &Spool) -> Vec<(Option<Instant>, Vec<u8>)> {
-    std::iter::from_fn(|| spool.pop())
-        .map(|s| {
-            let v = (s.at, s.bytes().to_vec());
-            spool.recycle(s);
-            v
-        })
-        .collect()
+    let mut out = Vec::new();
+    spool.drain(|s| out.push((s.at, s.bytes().to_vec())));
+    out
 }
 
 #[test]

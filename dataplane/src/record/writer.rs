@@ -162,14 +162,11 @@ struct Track {
 impl Track {
     /// Drains the ring and writes what it held.
     fn pass(&mut self, now: Instant) {
-        let mut packets = 0u64;
-        while let Some(slot) = self.spool.pop() {
-            self.encoder
-                .push(slot.at.unwrap_or(now), slot.bytes(), &mut self.buf);
-            self.spool.recycle(slot);
-            packets += 1;
-        }
-        self.write_out(packets);
+        let (encoder, buf) = (&mut self.encoder, &mut self.buf);
+        let packets = self
+            .spool
+            .drain(|slot| encoder.push(slot.at.unwrap_or(now), slot.bytes(), buf));
+        self.write_out(packets as u64);
     }
 
     fn write_out(&mut self, packets: u64) {
@@ -365,7 +362,7 @@ mod tests {
             pt: Some(Pt(0)),
             capacity: 64,
         };
-        let (sink, handle) = rec.open(spec.clone()).expect("open");
+        let (mut sink, handle) = rec.open(spec.clone()).expect("open");
         assert!(dir.join("call-audio.mjr.tmp").exists());
         let t0 = Instant::now();
         for i in 0..40u16 {
@@ -408,7 +405,7 @@ mod tests {
             pt: None,
             capacity: 0,
         };
-        let (sink, handle) = rec.open(spec).expect("open");
+        let (mut sink, handle) = rec.open(spec).expect("open");
         assert!(sink.push(None, &rtp(1)));
         rec.shutdown();
         assert!(handle.wait_closed(Duration::from_secs(1)));
