@@ -628,3 +628,50 @@ pub fn read_mjr(path: &std::path::Path) -> (Value, Vec<sluice_dataplane::record:
     let info: Value = serde_json::from_str(&file.info_json).expect("JSON info header");
     (info, file.frames)
 }
+
+/// A plain-RTP listener: its session, its audio and video peers, and the server's offer.
+pub struct PlainListener {
+    pub id: String,
+    pub audio: Peer,
+    pub video: Peer,
+    pub offer: String,
+}
+
+/// Creates a `listen` session with `sdp_type:"rtp"` and answers the server's offer with an
+/// opus + VP8 `recvonly` answer from two fresh peers.
+pub fn listen_plain(c: &mut Client, publisher: &str) -> PlainListener {
+    let r = c
+        .session(
+            "create",
+            json!({"type": "listen", "publisher_id": publisher, "sdp_type": "rtp"}),
+        )
+        .expect("listen");
+    let id = str_of(&r, "session_id");
+    let offer = sdp_in(&r, "offer");
+    let (audio, video) = (Peer::new(), Peer::new());
+    let answer = plain_sdp(&[
+        (
+            "audio",
+            audio.port(),
+            "111",
+            &["rtpmap:111 opus/48000/2", "recvonly"],
+        ),
+        (
+            "video",
+            video.port(),
+            "96",
+            &["rtpmap:96 VP8/90000", "recvonly"],
+        ),
+    ]);
+    c.session(
+        "set_answer",
+        json!({"session_id": id, "answer": {"sdp": answer, "sdp_type": "rtp"}}),
+    )
+    .expect("listener set_answer");
+    PlainListener {
+        id,
+        audio,
+        video,
+        offer,
+    }
+}

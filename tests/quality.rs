@@ -188,49 +188,16 @@ fn vp8(seq: u16, ssrc: u32, key: bool, tag: &[u8]) -> Rtp {
     Rtp::new(96, seq, u32::from(seq) * 3000, ssrc, &payload)
 }
 
-fn plain_listener(c: &mut Client, publisher: &str) -> (String, Peer, Peer) {
-    let (id, audio, video, _) = plain_listener_at(c, publisher);
-    (id, audio, video)
-}
-
-/// A plain listener, and where the server sends its video from.
-fn plain_listener_at(c: &mut Client, publisher: &str) -> (String, Peer, Peer, SocketAddr) {
-    let r = c
-        .session(
-            "create",
-            json!({"type": "listen", "publisher_id": publisher, "sdp_type": "rtp"}),
-        )
-        .expect("listen");
-    let id = str_of(&r, "session_id");
-    let (audio, video) = (Peer::new(), Peer::new());
-    let answer = plain_sdp(&[
-        (
-            "audio",
-            audio.port(),
-            "111",
-            &["rtpmap:111 opus/48000/2", "recvonly"],
-        ),
-        (
-            "video",
-            video.port(),
-            "96",
-            &["rtpmap:96 VP8/90000", "recvonly"],
-        ),
-    ]);
-    c.session(
-        "set_answer",
-        json!({"session_id": id, "answer": {"sdp": answer, "sdp_type": "rtp"}}),
-    )
-    .expect("listener set_answer");
-    let video_at = server_addr(&sdp_in(&r, "offer"), 1);
-    (id, audio, video, video_at)
-}
-
 fn switch_holds_video_until_the_new_publishers_keyframe(server: &Server) {
     let mut c = server.client();
     let (p1, room, _a1, v1, _, to_v1) = publish_plain(&mut c, None, json!({}));
     let (p2, _, a2, v2, to_a2, to_v2) = publish_plain(&mut c, Some(&room), json!({}));
-    let (lid, la, lv) = plain_listener(&mut c, &p1);
+    let PlainListener {
+        id: lid,
+        audio: la,
+        video: lv,
+        ..
+    } = listen_plain(&mut c, &p1);
 
     let send = |peer: &Peer, to: SocketAddr, p: &Rtp| peer.send(to, &p.to_bytes());
     for seq in 0..3 {
@@ -532,7 +499,14 @@ fn next_non_report(peer: &Peer) -> Vec<u8> {
 fn listener_nack_is_served_from_the_cache_and_asked_upstream(server: &Server) {
     let mut c = server.client();
     let (p1, _room, _a1, v1, _, to_v1) = publish_plain(&mut c, None, json!({}));
-    let (lid, _la, lv, l_video) = plain_listener_at(&mut c, &p1);
+    let PlainListener {
+        id: lid,
+        video: lv,
+        offer,
+        ..
+    } = listen_plain(&mut c, &p1);
+    // Where the server sends the listener's video from.
+    let l_video = server_addr(&offer, 1);
 
     let send = |p: &Rtp| v1.send(to_v1, &p.to_bytes());
     for seq in 0..5 {

@@ -32,63 +32,26 @@ fn publish(c: &mut Client, room: Option<&str>) -> Publisher {
     }
 }
 
-struct Listener {
-    id: String,
-    audio: Peer,
-    video: Peer,
-    offer: String,
-}
-
-fn listen(c: &mut Client, publisher: &str) -> Listener {
-    let r = c
-        .session(
-            "create",
-            json!({"type": "listen", "publisher_id": publisher, "sdp_type": "rtp"}),
-        )
-        .expect("listen");
-    let id = str_of(&r, "session_id");
-    let offer = sdp_in(&r, "offer");
-    let media = media_of(&offer);
+/// A listener whose offer must carry audio and video, sendonly.
+fn listen(c: &mut Client, publisher: &str) -> PlainListener {
+    let l = listen_plain(c, publisher);
+    let media = media_of(&l.offer);
     assert_eq!(
         media.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
         vec!["audio", "video"]
     );
     assert!(
-        offer.contains("a=sendonly"),
-        "listener offer is sendonly: {offer}"
+        l.offer.contains("a=sendonly"),
+        "listener offer is sendonly: {}",
+        l.offer
     );
-    let (audio, video) = (Peer::new(), Peer::new());
-    let answer = plain_sdp(&[
-        (
-            "audio",
-            audio.port(),
-            "111",
-            &["rtpmap:111 opus/48000/2", "recvonly"],
-        ),
-        (
-            "video",
-            video.port(),
-            "96",
-            &["rtpmap:96 VP8/90000", "recvonly"],
-        ),
-    ]);
-    c.session(
-        "set_answer",
-        json!({"session_id": id, "answer": {"sdp": answer, "sdp_type": "rtp"}}),
-    )
-    .expect("listener set_answer");
-    Listener {
-        id,
-        audio,
-        video,
-        offer,
-    }
+    l
 }
 
 fn publish_reaches_three_listeners(server: &Server) {
     let mut c = server.client();
     let p = publish(&mut c, None);
-    let listeners: Vec<Listener> = (0..3).map(|_| listen(&mut c, &p.id)).collect();
+    let listeners: Vec<PlainListener> = (0..3).map(|_| listen(&mut c, &p.id)).collect();
 
     let sent_a = blast(&p.audio, p.to_audio, 111, 0xa0, 10, 20);
     let sent_v = blast(&p.video, p.to_video, 96, 0xb0, 20, 20);

@@ -33,7 +33,7 @@ use crate::egress::{Egress, Verdict};
 use crate::keyframe::{rtp_payload, starts_keyframe};
 use crate::packet::{Class, RtpHeader, classify};
 use crate::record::{RecordSink, Tap};
-use crate::srtp::{SrtpContext, SrtpError};
+use crate::srtp::SrtpContext;
 
 /// Index of a leg in the worker's table; the driver maps sockets to `(Slot, is_rtcp_socket)`.
 pub type Slot = u32;
@@ -432,14 +432,19 @@ impl Forwarder {
             (Some(b), _) if b.rate() == bps => {}
             _ => leg.police = Some(police::TokenBucket::new(bps)),
         }
-        let ssrcs: Vec<u32> = leg.streams.iter().filter_map(|s| s.last_in_ssrc).collect();
-        if ssrcs.is_empty() {
+        let mut ssrcs = [0u32; 2];
+        let mut n_ssrcs = 0;
+        for ssrc in leg.streams.iter().filter_map(|s| s.last_in_ssrc) {
+            ssrcs[n_ssrcs] = ssrc;
+            n_ssrcs += 1;
+        }
+        if n_ssrcs == 0 {
             return;
         }
         // Lifting the cap announces a generous ceiling so the sender ramps up again.
         let announce = if bps == 0 { UNCAPPED_REMB } else { bps };
         let mut buf = [0u8; rtcp::REMB_MAX];
-        let n = rtcp::remb(announce, &ssrcs, &mut buf);
+        let n = rtcp::remb(announce, &ssrcs[..n_ssrcs], &mut buf);
         Self::send_rtcp(leg, slot, &buf[..n], tx);
     }
 
@@ -577,7 +582,7 @@ impl Forwarder {
         let len = if leg.secure {
             match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtp(data)) {
                 Some(Ok(len)) => len,
-                Some(Err(SrtpError::Replayed)) | Some(Err(_)) => {
+                Some(Err(_)) => {
                     leg.stats.count_drop(DropReason::SrtpAuth);
                     return;
                 }
