@@ -169,6 +169,22 @@ pub struct Rewrite {
     pub ssrc: Option<Ssrc>,
 }
 
+/// RTCP feedback and retransmission as negotiated with a leg's peer for one kind of media.
+/// The default (nothing negotiated) is what a plain RTP/AVP peer gets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// The peer negotiated generic NACK (`a=rtcp-fb:PT nack`, RFC 4585 §4.2): its NACKs are
+    /// answered from the source's retransmission cache, which exists only while some
+    /// destination of the source stream negotiated this.
+    pub nack: bool,
+    /// RTX (RFC 4588) as the peer's SDP numbers it: `(media PT, RTX PT)` pairs
+    /// (`a=fmtp:RTX apt=MEDIA`). The peer's RTX packets are unwrapped to its media stream.
+    pub rtx_pts: Vec<(Pt, Pt)>,
+    /// The RTX SSRC the server announced towards the peer (`a=ssrc-group:FID`): with it,
+    /// the peer's NACKs are answered as RTX packets from this SSRC.
+    pub rtx_ssrc: Option<Ssrc>,
+}
+
 /// Commands from control to the worker owning the leg(s). Connected legs must share a group.
 #[derive(Debug)]
 pub enum Command {
@@ -185,6 +201,13 @@ pub enum Command {
     },
     /// Stop feeding `to`.
     Disconnect { to: LegId },
+    /// What the leg's peer negotiated for its `kind` stream (NACK, RTX). Sent once the
+    /// peer's SDP is known, before or after the stream's routes are connected.
+    SetFeedback {
+        leg: LegId,
+        kind: MediaKind,
+        feedback: Feedback,
+    },
     /// `mute_in`: drop media coming from this leg's peer; `mute_out`: drop media going to it.
     /// Receivers see contiguous sequence numbers either way.
     SetMute {
@@ -293,10 +316,12 @@ pub enum DropReason {
     Policed,
     /// Video held after a switch until the new source's keyframe.
     WaitingKeyframe,
+    /// An RTX packet without an original packet in it (padding, e.g. a bandwidth probe).
+    RtxPadding,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unclassified,
@@ -312,6 +337,7 @@ impl DropReason {
         DropReason::SrtpAuth,
         DropReason::Policed,
         DropReason::WaitingKeyframe,
+        DropReason::RtxPadding,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -330,6 +356,7 @@ impl DropReason {
             DropReason::SrtpAuth => "srtp_auth",
             DropReason::Policed => "policed",
             DropReason::WaitingKeyframe => "waiting_keyframe",
+            DropReason::RtxPadding => "rtx_padding",
         }
     }
 }

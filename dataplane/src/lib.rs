@@ -87,6 +87,9 @@ impl Dataplane {
             return Err(Error::Config("at least one worker is needed".into()));
         }
         let ports = PortPool::new(config.port_lo, config.port_hi)?;
+        if let Err(e) = sys::raise_fd_limit() {
+            tracing::warn!("could not raise the open-file limit: {e}");
+        }
         let backend = choose_backend(config.io)?;
         let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);
@@ -182,6 +185,7 @@ impl Dataplane {
             | Command::SetSrtp { leg, .. }
             | Command::RequestKeyframe { leg, .. }
             | Command::SetBitrate { leg, .. }
+            | Command::SetFeedback { leg, .. }
             | Command::Transmit { leg, .. }
             | Command::Record { leg, .. } => leg.worker(),
             Command::Disconnect { to } | Command::HoldForKeyframe { to, .. } => to.worker(),

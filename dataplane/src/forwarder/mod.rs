@@ -15,6 +15,7 @@ mod nack;
 mod police;
 mod reports;
 mod rtcp;
+mod rtx;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::api::{
-    Command, DropReason, Event, LegId, LegStats, MediaKind, Remote, VideoCodec, bump,
+    Command, DropReason, Event, Feedback, LegId, LegStats, MediaKind, Remote, VideoCodec, bump,
 };
 use crate::batch::TxBatch;
 use crate::egress::{Egress, Verdict};
@@ -102,8 +103,13 @@ struct Stream {
     hold: Option<VideoCodec>,
     /// When a keyframe was last asked of this stream's peer (requests are coalesced).
     last_keyframe_request: Option<Instant>,
-    /// The last packets the peer sent, for listeners' NACKs (once the stream has an output).
+    /// The last packets the peer sent, for listeners' NACKs: only while some output of this
+    /// stream negotiated NACK (`nack` below), so plain legs neither pay for it nor copy.
     rtx: Option<Box<nack::RtxCache>>,
+    /// The peer negotiated generic NACK for this stream (`Command::SetFeedback`).
+    nack: bool,
+    /// The peer negotiated RTX (RFC 4588) for this stream.
+    repair: Option<Box<rtx::Repair>>,
     /// What the server receives from the peer (receiver reports).
     rx: reports::RxStats,
     /// What the server sends the peer (sender reports towards a listener).
@@ -124,6 +130,8 @@ impl Stream {
             hold: None,
             last_keyframe_request: None,
             rtx: None,
+            nack: false,
+            repair: None,
             rx: reports::RxStats::default(),
             tx_report: reports::TxReport::default(),
         }
@@ -309,23 +317,27 @@ impl Forwarder {
                     MediaKind::Video => 90_000,
                     MediaKind::Audio => 48_000,
                 };
-                let mut terminated = rewrite.ssrc.is_some();
                 if let Some(d) = self.leg_mut(dst) {
                     d.streams[k].source = Some(src);
                     d.streams[k].egress.reconfigure(&rewrite, clock_rate);
-                    terminated |= d.secure;
                 }
                 if let Some(s) = self.leg_mut(src) {
                     s.streams[k].outputs.push(dst);
                 }
-                // Only a destination whose RTCP stops here has its NACKs answered here.
-                if terminated {
-                    self.ensure_rtx_cache(src, k);
-                }
+                self.refresh_rtx_cache(src, k);
             }
             Command::Disconnect { to } => {
                 let dst = slot_of(self, to)?;
                 self.disconnect(dst);
+            }
+            Command::SetFeedback {
+                leg,
+                kind,
+                feedback,
+            } => {
+                let slot = slot_of(self, leg)?;
+                let k = kind_index(kind);
+                self.set_feedback(slot, k, &feedback);
             }
             Command::SetMute {
                 leg,
@@ -506,6 +518,7 @@ impl Forwarder {
         if let Some(s) = self.leg_mut(src) {
             s.streams[k].outputs.retain(|&o| o != dst);
         }
+        self.refresh_rtx_cache(src, k);
     }
 
     fn leg_mut(&mut self, slot: Slot) -> Option<&mut Leg> {
@@ -579,7 +592,7 @@ impl Forwarder {
             self.forward_rtcp(at.slot, data, tx);
             return;
         }
-        let len = if leg.secure {
+        let mut len = if leg.secure {
             match leg.srtp.as_mut().map(|s| s.rx.unprotect_rtp(data)) {
                 Some(Ok(len)) => len,
                 Some(Err(_)) => {
@@ -594,8 +607,7 @@ impl Forwarder {
         } else {
             data.len()
         };
-        let data = &data[..len];
-        let Some(header) = RtpHeader::read(data) else {
+        let Some(mut header) = RtpHeader::read(&data[..len]) else {
             leg.stats.count_drop(DropReason::Malformed);
             return;
         };
@@ -606,6 +618,25 @@ impl Forwarder {
             }
             k => usize::from(k),
         };
+        // RFC 4588: a retransmission the peer sent on its RTX stream becomes the original
+        // packet again (its media SSRC is the one last heard on the stream).
+        if let Some(repair) = &leg.streams[k].repair
+            && let Some(pt) = repair.repaired_pt(header.pt)
+        {
+            let unwrapped = leg.streams[k]
+                .last_in_ssrc
+                .and_then(|ssrc| rtx::unwrap(data, len, pt, ssrc));
+            let Some(n) = unwrapped else {
+                leg.stats.count_drop(DropReason::RtxPadding);
+                return;
+            };
+            len = n;
+            header = match RtpHeader::read(&data[..len]) {
+                Some(h) => h,
+                None => return leg.stats.count_drop(DropReason::Malformed),
+            };
+        }
+        let data = &data[..len];
         if let (Some(bucket), Some(now)) = (&mut leg.police, self.now)
             && !bucket.admit(now, 8 * data.len() as u64)
         {

@@ -2,10 +2,13 @@
 //! listeners' NACKs from it, and NACKs upstream for what it lacks.
 //!
 //! The cache keeps the plaintext packets as received (before any rewrite) in fixed slots
-//! indexed by sequence number, allocated once when the stream gets its first output. A
+//! indexed by sequence number. It exists only while at least one output of the stream
+//! negotiated NACK (`Command::SetFeedback`): a plain RTP/AVP route (echo, SIP proxy) costs
+//! neither its memory nor the per-packet copy. A
 //! listener's NACK names *its* sequence numbers; its `Egress` maps them back to the source's
 //! (only for packets sent under the current offsets), and the cached packet goes out again
-//! through the same rewrite and SRTP protection, so it is byte-identical to the original.
+//! through the same rewrite and SRTP protection, so it is byte-identical to the original —
+//! or, towards a listener that negotiated RTX, as an RTX packet (see `rtx.rs`).
 //!
 //! Why re-protecting is safe: SRTP refuses to protect an index twice by default, because
 //! under AES-GCM the same index (nonce) with a *different* plaintext leaks the
@@ -17,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Forwarder, Slot, SocketRef, rtcp};
+use super::{Feedback, Forwarder, Slot, SocketRef, rtcp, rtx};
 use crate::api::bump;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::packet::RtpHeader;
@@ -221,12 +224,48 @@ pub(crate) fn nack(media_ssrc: u32, seqs: &[u16], out: &mut [u8; NACK_MAX]) -> u
 }
 
 impl Forwarder {
-    /// Allocates the retransmission cache of a source stream when it gets its first output.
-    pub(super) fn ensure_rtx_cache(&mut self, src: Slot, k: usize) {
-        if let Some(s) = self.leg_mut(src)
-            && s.streams[k].rtx.is_none()
-        {
-            s.streams[k].rtx = Some(RtxCache::for_kind(k));
+    /// Gives the source stream `(src, k)` a retransmission cache while some output of it
+    /// negotiated NACK, and frees it when none does any more.
+    pub(super) fn refresh_rtx_cache(&mut self, src: Slot, k: usize) {
+        let Some(s) = self.legs.get(src as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        let wanted = s.streams[k].outputs.iter().any(|&o| {
+            self.legs
+                .get(o as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|d| d.streams[k].nack)
+        });
+        if let Some(s) = self.leg_mut(src) {
+            let cache = &mut s.streams[k].rtx;
+            match (wanted, cache.is_some()) {
+                (true, false) => *cache = Some(RtxCache::for_kind(k)),
+                (false, true) => *cache = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// What the peer of `slot` negotiated for stream `k` (`Command::SetFeedback`).
+    pub(super) fn set_feedback(&mut self, slot: Slot, k: usize, f: &Feedback) {
+        let Some(leg) = self.leg_mut(slot) else {
+            return;
+        };
+        let pairs: Vec<(u8, u8)> = f.rtx_pts.iter().map(|(m, r)| (m.0, r.0)).collect();
+        // The RTX stream starts at an unpredictable number (RFC 3550 §5.1), from its SSRC.
+        let seq0 = f.rtx_ssrc.map_or(0, |s| (s.0 >> 16) as u16 ^ s.0 as u16);
+        let repair = rtx::Repair::new(&pairs, f.rtx_ssrc.map(|s| s.0), seq0);
+        if let Some(r) = &repair {
+            // RTX payload types belong to the stream they repair (BUNDLE demultiplexing).
+            for pt in r.rtx_pts() {
+                leg.pt_kind[usize::from(pt)] = k as u8;
+            }
+        }
+        let stream = &mut leg.streams[k];
+        stream.nack = f.nack;
+        stream.repair = repair;
+        if let Some(src) = stream.source {
+            self.refresh_rtx_cache(src, k);
         }
     }
 
@@ -268,8 +307,14 @@ impl Forwarder {
     /// `src` for the rest.
     fn serve_nack(&mut self, slot: Slot, k: usize, src: Slot, seqs: &[u16], tx: &mut TxBatch) {
         let now = self.now;
+        // Counted whether or not they can be served: the NACK rate is what `SlowLink` reads.
+        if let Some(dst) = self.leg_mut(slot) {
+            bump(&dst.stats.nack_received, seqs.len() as u64);
+            dst.reports.nacks_window += seqs.len() as u64;
+        }
         // Taken out for the loop so the source and the listener can be borrowed together
-        // (they are the same leg for an echo); put back below.
+        // (they are the same leg for an echo); put back below. No cache: the listener did
+        // not negotiate NACK.
         let Some(mut cache) = self.leg_mut(src).and_then(|s| s.streams[k].rtx.take()) else {
             return;
         };
@@ -277,8 +322,6 @@ impl Forwarder {
         let mut n_missing = 0;
         let mut src_ssrc = None;
         if let Some(dst) = self.leg_mut(slot) {
-            bump(&dst.stats.nack_received, seqs.len() as u64);
-            dst.reports.nacks_window += seqs.len() as u64;
             let dest = dst.rtp_dest();
             let keyless = dst.secure && dst.srtp.is_none();
             for &seq in seqs {
@@ -299,14 +342,22 @@ impl Forwarder {
                 let Some(h) = RtpHeader::read(packet) else {
                     continue;
                 };
-                let Some(rewritten) = dst.streams[k].egress.rewrite_again(&h) else {
+                let stream = &mut dst.streams[k];
+                let Some(rewritten) = stream.egress.rewrite_again(&h) else {
                     continue;
                 };
+                // Towards a listener that negotiated RTX: an RTX packet, with a fresh index.
+                let as_rtx = stream.repair.as_mut().and_then(|r| r.next(rewritten.pt));
                 let via = SocketRef { slot, rtcp: false };
                 let srtp = &mut dst.srtp;
                 let sent = tx.push(via, dest, packet, |buf, len| {
                     rewritten.write(buf);
+                    let len = match as_rtx {
+                        Some(rtx) => rtx::wrap(buf, len, rtx)?,
+                        None => len,
+                    };
                     match srtp {
+                        Some(s) if as_rtx.is_some() => s.tx.protect_rtp(buf, len).ok(),
                         Some(s) => {
                             // Same index, same plaintext: see the module comment.
                             s.tx.set_allow_repeat_tx(true);

@@ -1,6 +1,6 @@
 //! Forwarding decisions without sockets: legs, routes, rewriting, drops.
 use super::*;
-use crate::api::{Pt, Rewrite, Ssrc};
+use crate::api::{Feedback, Pt, Rewrite, Ssrc};
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -661,6 +661,15 @@ mod feedback {
         let (p0, s0) = p.leg(1, MediaKind::Video, 3000);
         let (p1, s1) = p.leg(2, MediaKind::Video, 4000);
         let (l, sl) = p.leg(3, MediaKind::Video, 6000);
+        p.handle(Command::SetFeedback {
+            leg: l,
+            kind: MediaKind::Video,
+            feedback: Feedback {
+                nack: true,
+                ..Feedback::default()
+            },
+        })
+        .unwrap();
         if secure {
             p.fwd.set_transport(sl, true, &[]);
             p.handle(Command::SetSrtp {
@@ -814,6 +823,158 @@ mod feedback {
         assert!(sent.is_empty(), "coalesced: {sent:?}");
         p.fwd.set_now(t0 + Duration::from_millis(150));
         assert_eq!(rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1011])).len(), 1);
+    }
+
+    fn has_cache(p: &Pair, slot: Slot, k: usize) -> bool {
+        p.fwd.legs[slot as usize].as_ref().unwrap().streams[k]
+            .rtx
+            .is_some()
+    }
+
+    #[test]
+    fn only_streams_feeding_a_nack_capable_leg_keep_a_cache() {
+        let mut p = Pair::new();
+        // A plain echo and a plain proxy pair: nobody negotiated NACK, nothing is cached.
+        let (e, se) = p.leg(1, MediaKind::Audio, 3000);
+        let (a, sa) = p.leg(2, MediaKind::Video, 4000);
+        let (b, sb) = p.leg(3, MediaKind::Video, 5000);
+        for (from, to, kind) in [
+            (e, e, MediaKind::Audio),
+            (a, b, MediaKind::Video),
+            (b, a, MediaKind::Video),
+        ] {
+            let rewrite = Rewrite::default();
+            p.handle(Command::Connect {
+                from,
+                to,
+                kind,
+                rewrite,
+            })
+            .unwrap();
+        }
+        assert_eq!(p.recv(se, 3000, &rtp(0, 1, 7)).len(), 1);
+        assert_eq!(p.recv(sa, 4000, &video_rtp(1, 0, 8)).len(), 1);
+        assert!(!has_cache(&p, se, 0) && !has_cache(&p, sa, 1) && !has_cache(&p, sb, 1));
+        // What a plain leg costs the data plane: the leg with its two streams and counters.
+        let plain = std::mem::size_of::<Leg>() + std::mem::size_of::<LegStats>();
+        assert!(plain < 2048, "a plain leg takes {plain} bytes");
+
+        // b's peer negotiates NACK: a's video is cached from now on, until b leaves.
+        let nack = Feedback {
+            nack: true,
+            ..Feedback::default()
+        };
+        p.handle(Command::SetFeedback {
+            leg: b,
+            kind: MediaKind::Video,
+            feedback: nack,
+        })
+        .unwrap();
+        assert!(has_cache(&p, sa, 1) && !has_cache(&p, sb, 1));
+        p.handle(Command::Disconnect { to: b }).unwrap();
+        assert!(
+            !has_cache(&p, sa, 1),
+            "freed with its last NACK-capable output"
+        );
+    }
+
+    #[test]
+    fn nack_from_a_leg_without_nack_is_counted_not_served() {
+        let mut p = Pair::new();
+        let (pb, sp) = p.leg(1, MediaKind::Video, 3000);
+        let (l, sl) = p.leg(2, MediaKind::Video, 6000);
+        p.handle(Command::Connect {
+            from: pb,
+            to: l,
+            kind: MediaKind::Video,
+            rewrite: listener_rewrite(),
+        })
+        .unwrap();
+        let got = p.recv(sp, 3000, &video_rtp(5, 0, 9));
+        let out_seq = RtpHeader::read(&got[0].2).unwrap().seq;
+        assert!(rtcp_in(&mut p, sl, 6001, &nack_for(42, &[out_seq])).is_empty());
+        let st = p.stats(sl);
+        assert_eq!((st.nack_received, st.retransmitted), (1, 0));
+    }
+
+    #[test]
+    fn rtx_listener_gets_retransmissions_as_rtx() {
+        let mut p = Pair::new();
+        p.fwd.set_now(Instant::now());
+        let (_, l, sl, got) = switched_listener(&mut p, false);
+        p.handle(Command::SetFeedback {
+            leg: l,
+            kind: MediaKind::Video,
+            feedback: Feedback {
+                nack: true,
+                rtx_pts: vec![(Pt(96), Pt(97))],
+                rtx_ssrc: Some(Ssrc(0x4242)),
+            },
+        })
+        .unwrap();
+        let (_, original) = &got[2];
+        let out_seq = RtpHeader::read(original).unwrap().seq;
+        let mut rtx_seqs = vec![];
+        for _ in 0..2 {
+            let sent = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[out_seq]));
+            assert_eq!(sent.len(), 1, "{sent:?}");
+            let rtx = &sent[0].2;
+            let h = RtpHeader::read(rtx).unwrap();
+            assert_eq!((h.pt, h.ssrc), (97, 0x4242), "RTX payload type and SSRC");
+            assert_eq!(h.ts, RtpHeader::read(original).unwrap().ts);
+            assert_eq!(
+                &rtx[12..14],
+                &out_seq.to_be_bytes(),
+                "OSN: the listener's number"
+            );
+            assert_eq!(&rtx[14..], &original[12..], "original payload");
+            rtx_seqs.push(h.seq);
+        }
+        assert_eq!(rtx_seqs[1], rtx_seqs[0].wrapping_add(1), "own RTX sequence");
+        assert_eq!(p.stats(sl).retransmitted, 2);
+    }
+
+    #[test]
+    fn publisher_rtx_is_unwrapped_forwarded_and_cached() {
+        let mut p = Pair::new();
+        p.fwd.set_now(Instant::now());
+        let (s1, _, sl, _) = switched_listener(&mut p, false);
+        let publisher = p.fwd.legs[s1 as usize].as_ref().unwrap().id;
+        p.handle(Command::SetFeedback {
+            leg: publisher,
+            kind: MediaKind::Video,
+            feedback: Feedback {
+                nack: true,
+                rtx_pts: vec![(Pt(96), Pt(97))],
+                rtx_ssrc: None,
+            },
+        })
+        .unwrap();
+        // p1 never sent its 16 (the listener's 1011): asked upstream...
+        let sent = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1011]));
+        assert!(sent.iter().any(|(via, _, _)| via.slot == s1), "{sent:?}");
+        // ...and it answers on its RTX stream: OSN 16, RTX PT, SSRC and numbering.
+        let original = video_rtp(16, 16 * 3000, s1 + 100);
+        let mut rtx = original.clone();
+        rtx.resize(original.len() + 2, 0);
+        let len = rtx::wrap(&mut rtx, original.len(), (97, 0x9999, 3)).unwrap();
+        rtx.truncate(len);
+        let out = p.recv(s1, 4000, &rtx);
+        assert_eq!(out.len(), 1, "forwarded as the original packet");
+        let h = RtpHeader::read(&out[0].2).unwrap();
+        assert_eq!((h.pt, h.seq, h.ssrc), (96, 1011, 42));
+        assert_eq!(&out[0].2[12..], &original[12..]);
+        // The cache has it now: the next NACK for it is served locally.
+        let again = rtcp_in(&mut p, sl, 6001, &nack_for(42, &[1011]));
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(again[0].2, out[0].2);
+        // Padding-only RTX (a bandwidth probe) carries nothing to forward.
+        let mut probe = rtp(97, 4, 0x9999);
+        probe.truncate(12);
+        probe[0] |= 0x20;
+        probe.extend_from_slice(&[0, 0, 0, 4]);
+        assert!(p.recv(s1, 4000, &probe).is_empty());
+        assert_eq!(p.stats(s1).drop_count(DropReason::RtxPadding), 1);
     }
 
     fn ntp_of(t: SystemTime) -> u64 {
