@@ -2,7 +2,9 @@
 //! session whose offer the server made (proxy slaves, listeners).
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite, Ssrc};
+use sluice_dataplane::api::{
+    Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite, Ssrc,
+};
 
 use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Session, Transport};
 use super::webrtc::WebrtcTransport;
@@ -10,7 +12,7 @@ use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
-use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Sdp, Selected};
+use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Proto, Sdp, Selected};
 
 /// Settings a new session takes from its `create` (or, for a slave made by
 /// `get_proxy_offer`, from its master).
@@ -170,6 +172,19 @@ impl Manager {
             .zip(infos)
             .map(|((mline, kind, remote, s), info)| {
                 ports[mline] = info.rtp_port;
+                // NACK where the answer keeps the offer's `rtcp-fb nack` (WebRTC, RTP/AVPF);
+                // RTX where a WebRTC offer has it for the codec.
+                let avpf = offer
+                    .media
+                    .get(mline)
+                    .is_some_and(|m| m.proto == Proto::RtpAvpf);
+                let rtx = s.rtx.as_ref().filter(|_| webrtc);
+                let rtx_ssrc = rtx.map(|_| random_ssrc());
+                let feedback = Feedback {
+                    nack: s.codec.has_nack() && (webrtc || avpf),
+                    rtx_pts: rtx.map_or(Vec::new(), |r| vec![(Pt(s.codec.pt), Pt(r.pt))]),
+                    rtx_ssrc: rtx_ssrc.map(Ssrc),
+                };
                 Leg {
                     info,
                     kind,
@@ -185,15 +200,34 @@ impl Manager {
                     latched: None,
                     offered: None,
                     ssrc: webrtc.then(random_ssrc),
+                    rtx_ssrc,
+                    feedback,
                     accepted: true,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        if let Err(e) = self.send_feedback(&legs) {
+            self.abandon_legs(&legs);
+            return Err(e);
+        }
         Ok(Opened {
             legs,
             ports,
             webrtc: transport,
         })
+    }
+
+    /// Tells the data plane what each leg's peer negotiated (NACK, RTX), where it is more
+    /// than nothing.
+    pub(super) fn send_feedback(&mut self, legs: &[Leg]) -> Result<(), ApiError> {
+        for l in legs.iter().filter(|l| l.feedback != Feedback::default()) {
+            self.send(Command::SetFeedback {
+                leg: l.info.id,
+                kind: l.kind,
+                feedback: l.feedback.clone(),
+            })?;
+        }
+        Ok(())
     }
 
     /// The server's answer to a peer's offer: WebRTC for a WebRTC offer, plain RTP otherwise.
@@ -233,9 +267,22 @@ impl Manager {
         cname: &str,
     ) -> Result<(Opened, SdpText), ApiError> {
         if webrtc {
+            let mut used: Vec<u8> = offered
+                .iter()
+                .flat_map(|om| std::iter::once(om.codec.pt).chain(om.dtmf.as_ref().map(|d| d.pt)))
+                .collect();
             for om in offered.iter_mut() {
                 om.ssrc.get_or_insert_with(random_ssrc);
                 om.cname.get_or_insert_with(|| cname.to_owned());
+                // Video is offered with RTX (RFC 4588) on a payload type of its own.
+                if om.kind == sdp::MediaKind::Video
+                    && om.rtx.is_none()
+                    && let Some(pt) = (96..=127u8).find(|pt| !used.contains(pt))
+                {
+                    used.push(pt);
+                    om.rtx = Some(Codec::rtx(pt, om.codec.pt, om.codec.clock_rate));
+                    om.rtx_ssrc = Some(random_ssrc());
+                }
             }
             let (info, t) = self.open_offer_bundle(group, offered)?;
             let sdp = self.webrtc_offer_sdp(&t, info.rtp_port, offered);
@@ -367,6 +414,8 @@ fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport)
             latched: None,
             offered: Some(om.clone()),
             ssrc: om.ssrc,
+            rtx_ssrc: om.rtx_ssrc.filter(|_| om.rtx.is_some()),
+            feedback: Feedback::default(),
             accepted: false,
         })
         .collect()

@@ -9,15 +9,31 @@
 //! always carries the SSRC that leg's SDP announced.
 
 use serde_json::json;
-use sluice_dataplane::api::{Command, Rewrite, Ssrc};
+use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite, Ssrc};
 
 use super::flows::{NewSession, answered_dtmf, client_sdp, negotiation_error, pt_pairs};
-use super::session::{ConnId, Kind, MediaSettings, SdpText, Transport};
+use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Transport};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, remote_of, sdp_kind};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request::{CreateSession, SdpObject, SdpType};
-use crate::sdp::{self, Forced, OfferMedia, Sdp};
+use crate::sdp::{self, Codec, Forced, OfferMedia, Proto, Sdp};
+
+/// What the peer's answer kept of the feedback the server offered on `leg`: NACK when the
+/// answered codec has `rtcp-fb nack` (WebRTC or RTP/AVPF), RTX when the answer has an RTX
+/// format for it. RTX keeps the payload types the server offered: they are what it sends.
+fn answered_feedback(leg: &Leg, m: &sdp::Media, codec: &Codec) -> Feedback {
+    let webrtc = leg.transport == Transport::Webrtc;
+    let ours = leg.offered.as_ref();
+    let rtx = ours
+        .and_then(|o| Some((o.codec.pt, o.rtx.as_ref()?.pt)))
+        .filter(|_| webrtc && m.codecs.iter().any(|c| c.apt() == Some(codec.pt)));
+    Feedback {
+        nack: codec.has_nack() && (webrtc || m.proto == Proto::RtpAvpf),
+        rtx_pts: rtx.map_or(Vec::new(), |(media, rtx)| vec![(Pt(media), Pt(rtx))]),
+        rtx_ssrc: rtx.and(leg.rtx_ssrc).map(Ssrc),
+    }
+}
 
 impl Manager {
     pub(super) fn create_master(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
@@ -96,6 +112,8 @@ impl Manager {
                     direction: peer_m.map(|pm| pm.direction).unwrap_or_default(),
                     ssrc: None,
                     cname: None,
+                    rtx: None,
+                    rtx_ssrc: None,
                 }
             })
             .collect();
@@ -169,7 +187,8 @@ impl Manager {
             };
             updates.push(chosen.map(|(codec, m)| {
                 let dtmf = answered_dtmf(m, codec.clock_rate);
-                (codec, dtmf, remote_of(answer, m))
+                let feedback = answered_feedback(leg, m, &codec);
+                (codec, dtmf, remote_of(answer, m), feedback)
             }));
         }
         if updates.iter().all(Option::is_none) {
@@ -180,10 +199,18 @@ impl Manager {
         let mut commands = Vec::new();
         if let Some(s) = self.sessions.get_mut(id) {
             for (leg, update) in s.legs.iter_mut().zip(updates) {
-                if let Some((codec, dtmf, remote)) = update {
+                if let Some((codec, dtmf, remote, feedback)) = update {
                     leg.codec = codec;
                     leg.dtmf = dtmf;
                     leg.accepted = true;
+                    if feedback != Feedback::default() {
+                        commands.push(Command::SetFeedback {
+                            leg: leg.info.id,
+                            kind: leg.kind,
+                            feedback: feedback.clone(),
+                        });
+                    }
+                    leg.feedback = feedback;
                     if leg.transport == Transport::Plain {
                         leg.remote = remote;
                         commands.push(Command::SetRemote {

@@ -264,6 +264,8 @@ impl Manager {
                 direction: Direction::SendOnly,
                 ssrc: Some(random_ssrc()),
                 cname: Some(cname.clone()),
+                rtx: None,
+                rtx_ssrc: None,
             })
             .collect();
         let webrtc = sdp_type == SdpType::Webrtc;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{DropReason, GroupId, LegInfo, MediaKind, Remote};
+use sluice_dataplane::api::{DropReason, Feedback, GroupId, LegInfo, MediaKind, Remote};
 use tokio::sync::oneshot;
 
 use crate::errors::ApiError;
@@ -104,6 +104,11 @@ pub struct Leg {
     /// The fixed SSRC the server sends with towards this leg's peer (listeners, WebRTC legs;
     /// announced in the server's SDP): the `Rewrite.ssrc` of every route into the leg.
     pub ssrc: Option<u32>,
+    /// The SSRC of the server's RTX stream towards this leg's peer (WebRTC video; announced
+    /// as `a=ssrc-group:FID ssrc rtx_ssrc`).
+    pub rtx_ssrc: Option<u32>,
+    /// NACK and RTX as negotiated with the peer (`Command::SetFeedback`).
+    pub feedback: Feedback,
     /// False when the peer's answer rejected the m-line.
     pub accepted: bool,
 }

@@ -12,8 +12,8 @@ use super::session::{Kind, Leg, Session};
 use super::webrtc::{Effect, WebrtcTransport};
 use super::{Manager, Outcome, random_u64};
 use crate::errors::{ApiError, ErrorCode};
-use crate::sdp::{Attribute, Codec, Direction, OfferMedia, Sdp, Selected};
-use crate::webrtc::sdp::{RemoteIce, WebrtcLocal, webrtc_answer, webrtc_offer};
+use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};
+use crate::webrtc::sdp::{RemoteIce, WebrtcLocal, announce_ssrc, webrtc_answer, webrtc_offer};
 
 /// `cname` of the streams the server sends (RFC 7022 allows any per-session value).
 pub(super) fn cname_for(session: &str) -> String {
@@ -50,10 +50,7 @@ pub(super) fn announce_ssrcs(sdp: &mut Sdp, legs: &[Leg], cname: &str) {
         if m.port == 0 || !matches!(m.direction, Direction::SendRecv | Direction::SendOnly) {
             continue;
         }
-        let msid = format!("{cname} {}-{ssrc}", leg.kind.as_str());
-        m.ssrcs.push(format!("{ssrc} cname:{cname}"));
-        m.ssrcs.push(format!("{ssrc} msid:{msid}"));
-        m.attributes.push(Attribute::new("msid", Some(&msid)));
+        announce_ssrc(m, ssrc, leg.rtx_ssrc, cname);
     }
 }
 

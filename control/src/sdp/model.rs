@@ -364,6 +364,32 @@ impl Codec {
     pub fn is_telephone_event(&self) -> bool {
         self.name.eq_ignore_ascii_case("telephone-event")
     }
+
+    /// An RTX payload format (RFC 4588 §8.1): `rtx/RATE` with `a=fmtp:PT apt=MEDIA`.
+    pub fn rtx(pt: u8, apt: u8, clock_rate: u32) -> Self {
+        let mut c = Codec::new(pt, "rtx", clock_rate, None);
+        c.fmtp = Some(format!("apt={apt}"));
+        c
+    }
+
+    /// The payload type this RTX format repairs (`apt=`), if it is one.
+    pub fn apt(&self) -> Option<u8> {
+        if !self.name.eq_ignore_ascii_case("rtx") {
+            return None;
+        }
+        self.fmtp
+            .as_deref()?
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("apt="))?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Generic NACK among this format's `a=rtcp-fb` values (RFC 4585 §4.2).
+    pub fn has_nack(&self) -> bool {
+        self.rtcp_fb.iter().any(|fb| fb == "nack")
+    }
 }
 
 #[cfg(test)]

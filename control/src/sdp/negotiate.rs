@@ -122,6 +122,8 @@ pub struct Selected {
     pub codec: Codec,
     /// `telephone-event` at the codec's clock rate, if offered (RFC 4733 §7.1.1).
     pub dtmf: Option<Codec>,
+    /// RTX for the codec, if offered (RFC 4588 §8.1: `apt` names the codec's payload type).
+    pub rtx: Option<Codec>,
     /// The direction of the answer: the offer's, reversed (RFC 3264 §6.1). A session may
     /// narrow it further (e.g. `recvonly` for a publisher) before building the answer.
     pub direction: Direction,
@@ -183,11 +185,13 @@ fn select_one(m: &Media, forced: &Forced) -> Result<Option<Selected>, Negotiatio
         .codecs
         .iter()
         .find(|c| c.is_telephone_event() && c.clock_rate == codec.clock_rate);
+    let rtx = m.codecs.iter().find(|c| c.apt() == Some(codec.pt));
     Ok(Some(Selected {
         kind: m.kind.clone(),
         mid: m.mid.clone(),
         codec: codec.clone(),
         dtmf: dtmf.cloned(),
+        rtx: rtx.cloned(),
         direction: m.direction.reversed(),
     }))
 }
@@ -279,6 +283,9 @@ pub struct OfferMedia {
     pub direction: Direction,
     pub ssrc: Option<u32>,
     pub cname: Option<String>,
+    /// RTX for the codec (WebRTC video), with the SSRC it is sent from (`a=ssrc-group:FID`).
+    pub rtx: Option<Codec>,
+    pub rtx_ssrc: Option<u32>,
 }
 
 /// A plain `RTP/AVP` offer (RFC 3264 §5), one m-line per entry of `media`.
@@ -532,6 +539,8 @@ mod tests {
                 direction: Direction::SendRecv,
                 ssrc: Some(1234),
                 cname: Some("leg-1".into()),
+                rtx: None,
+                rtx_ssrc: None,
             },
             OfferMedia {
                 kind: MediaKind::Video,
@@ -541,6 +550,8 @@ mod tests {
                 direction: Direction::SendOnly,
                 ssrc: Some(5678),
                 cname: None,
+                rtx: None,
+                rtx_ssrc: None,
             },
         ]
     }

@@ -131,6 +131,10 @@ pub fn webrtc_answer(offer: &Sdp, selected: &[Option<Selected>], local: &WebrtcL
                         .collect()
                 };
                 add_codecs(&mut m, &s.codec, s.dtmf.as_ref(), fb);
+                // RTX as offered (RFC 4588 §8.1): the forwarder unwraps and sends it.
+                if let Some(rtx) = &s.rtx {
+                    add_rtx(&mut m, rtx);
+                }
                 m.mid = offered.mid.clone();
                 m.direction = s.direction;
                 local.transport(&mut m);
@@ -176,6 +180,30 @@ fn add_codecs(
     }
 }
 
+fn add_rtx(m: &mut Media, rtx: &Codec) {
+    let mut rtx = rtx.clone();
+    rtx.rtcp_fb.clear();
+    m.formats.push(rtx.pt.to_string());
+    m.codecs.push(rtx);
+}
+
+/// Announces a stream the server sends on `m` (RFC 8830 `msid`, RFC 5576 `a=ssrc`), and its
+/// RTX stream as `a=ssrc-group:FID MEDIA RTX` (RFC 4588 §8.3).
+pub fn announce_ssrc(m: &mut Media, ssrc: u32, rtx_ssrc: Option<u32>, cname: &str) {
+    let msid = format!("{cname} {}-{ssrc}", m.kind.as_str());
+    if let Some(rtx) = rtx_ssrc {
+        m.attributes.push(Attribute::new(
+            "ssrc-group",
+            Some(&format!("FID {ssrc} {rtx}")),
+        ));
+    }
+    for s in std::iter::once(ssrc).chain(rtx_ssrc) {
+        m.ssrcs.push(format!("{s} cname:{cname}"));
+        m.ssrcs.push(format!("{s} msid:{msid}"));
+    }
+    m.attributes.push(Attribute::new("msid", Some(&msid)));
+}
+
 /// A WebRTC offer (RFC 8829 §5.2), e.g. to a listener or the WebRTC leg of a proxy: one
 /// bundled m-line per entry, `a=setup` from `local` (normally `actpass`), and for each
 /// stream with an SSRC `a=ssrc:N cname:…`, `a=ssrc:N msid:…` and `a=msid` (RFC 8830).
@@ -193,6 +221,9 @@ pub fn webrtc_offer(media: &[OfferMedia], local: &WebrtcLocal) -> Sdp {
             }
         };
         add_codecs(&mut m, &om.codec, om.dtmf.as_ref(), fb);
+        if let Some(rtx) = &om.rtx {
+            add_rtx(&mut m, rtx);
+        }
         let mid = om.mid.clone().unwrap_or_else(|| i.to_string());
         offer.bundle.push(mid.clone());
         m.mid = Some(mid);
@@ -200,10 +231,12 @@ pub fn webrtc_offer(media: &[OfferMedia], local: &WebrtcLocal) -> Sdp {
         local.transport(&mut m);
         if let Some(ssrc) = om.ssrc {
             let cname = om.cname.as_deref().unwrap_or("sluice");
-            let msid = format!("{cname} {}-{ssrc}", om.kind);
-            m.ssrcs.push(format!("{ssrc} cname:{cname}"));
-            m.ssrcs.push(format!("{ssrc} msid:{msid}"));
-            m.attributes.push(Attribute::new("msid", Some(&msid)));
+            announce_ssrc(
+                &mut m,
+                ssrc,
+                om.rtx_ssrc.filter(|_| om.rtx.is_some()),
+                cname,
+            );
         }
         offer.media.push(m);
     }

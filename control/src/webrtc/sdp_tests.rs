@@ -137,6 +137,8 @@ fn offer_media() -> Vec<OfferMedia> {
             direction: Direction::SendOnly,
             ssrc: Some(1111),
             cname: Some("pub1".into()),
+            rtx: None,
+            rtx_ssrc: None,
         },
         OfferMedia {
             kind: MediaKind::Video,
@@ -146,6 +148,8 @@ fn offer_media() -> Vec<OfferMedia> {
             direction: Direction::SendOnly,
             ssrc: Some(2222),
             cname: Some("pub1".into()),
+            rtx: None,
+            rtx_ssrc: None,
         },
     ]
 }
@@ -207,4 +211,38 @@ fn str0m_accepts_our_offer() {
     // RFC 8842 §5.3 lets the answerer pick either role; str0m answers passive, so the
     // server is then the DTLS client.
     assert!(matches!(remote.setup, Setup::Active | Setup::Passive));
+}
+
+#[test]
+fn rtx_is_answered_for_the_chosen_codec_and_offered_with_an_fid_group() {
+    // Chrome offers VP8 96 with RTX 97 (apt=96): the answer keeps exactly that pair.
+    let answer = answer_to(CHROME_OFFER);
+    let video = &answer.media[1];
+    let rtx: Vec<_> = video.codecs.iter().filter_map(|c| c.apt()).collect();
+    assert_eq!(rtx, [96]);
+    assert!(video.formats.contains(&"97".to_owned()));
+    assert!(
+        video
+            .codecs
+            .iter()
+            .all(|c| c.apt().is_none() || c.rtcp_fb.is_empty())
+    );
+
+    // Our own offer: the RTX format, and its SSRC grouped with the media one (RFC 4588 §8).
+    let mut media = offer_media();
+    media[1].rtx = Some(Codec::rtx(97, 96, 90000));
+    media[1].rtx_ssrc = Some(3333);
+    let text = webrtc_offer(&media, &local(Setup::ActPass)).to_string();
+    for line in [
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=ssrc-group:FID 2222 3333",
+        "a=ssrc:3333 cname:pub1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(
+        !text.contains("a=rtcp-fb:97"),
+        "no feedback on RTX:\n{text}"
+    );
 }
