@@ -3,7 +3,9 @@
 //! drops chosen packets on their way to the listener. str0m notices the gaps and NACKs them;
 //! the server answers from its retransmission cache, as RTX (RFC 4588) because the listener
 //! negotiated it, and asks the publisher for the one packet it never got itself. The
-//! listener must end up with every frame, in order.
+//! listener must end up with every frame, in order. A second scenario drops a str0m
+//! publisher's packets before the server: str0m repairs them on its RTX stream, which the
+//! server unwraps for the listener.
 //!
 //! The relay is honest about ICE: the server is ICE-lite, so it answers checks wherever they
 //! come from, and str0m is only told the relay's address as the server's candidate. The test
@@ -15,7 +17,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-use sluice_tests::webrtc_peer::{MediaKind, STEP, WebrtcPeer};
+use sluice_tests::webrtc_peer::{Direction, MediaKind, STEP, WebrtcPeer};
 use sluice_tests::*;
 
 /// Frames the publisher sends (one RTP packet each), and which are lost where.
@@ -30,9 +32,10 @@ const LOST_UPSTREAM: u16 = FIRST_SEQ + 20;
 const LOST_DOWNSTREAM: [u16; 3] = [9, 10, 15];
 
 /// A UDP relay between str0m (`front`) and the server (`back`) that drops chosen RTP
-/// packets towards str0m once. SRTP leaves the RTP header in the clear, so it can tell
-/// media from RTX by payload type.
+/// packets once, towards str0m or (`upstream`) towards the server. SRTP leaves the RTP
+/// header in the clear, so it can tell media from RTX by payload type.
 struct Relay {
+    upstream: bool,
     front: UdpSocket,
     back: UdpSocket,
     server: SocketAddr,
@@ -45,13 +48,14 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(server: SocketAddr, video_pt: u8, rtx_pt: u8) -> Relay {
+    fn new(server: SocketAddr, video_pt: u8, rtx_pt: u8, upstream: bool) -> Relay {
         let bind = || {
             let s = UdpSocket::bind("127.0.0.1:0").expect("bind relay socket");
             s.set_nonblocking(true).expect("non-blocking");
             s
         };
         Relay {
+            upstream,
             front: bind(),
             back: bind(),
             server,
@@ -74,15 +78,18 @@ impl Relay {
         let mut buf = [0u8; 2048];
         while let Some((n, from)) = recv_now(&self.front, &mut buf) {
             self.client = Some(from);
+            moved += 1;
+            if self.upstream && self.drops(&buf[..n]) {
+                continue;
+            }
             self.back
                 .send_to(&buf[..n], self.server)
                 .expect("to server");
-            moved += 1;
         }
         while let Some((n, _)) = recv_now(&self.back, &mut buf) {
             moved += 1;
             let Some(client) = self.client else { continue };
-            if self.drops(&buf[..n]) {
+            if !self.upstream && self.drops(&buf[..n]) {
                 continue;
             }
             self.front.send_to(&buf[..n], client).expect("to str0m");
@@ -216,7 +223,7 @@ fn listener_recovers_dropped_packets_through_nack_and_rtx(server: &Server) {
     })
     .expect("server candidate");
 
-    let mut relay = Relay::new(candidate, 96, rtx_pt);
+    let mut relay = Relay::new(candidate, 96, rtx_pt, false);
     let front = relay.front_addr();
     let relayed = offer.replace(
         &format!("{} {} typ host", candidate.ip(), candidate.port()),
@@ -310,3 +317,131 @@ fn listener_recovers_dropped_packets_through_nack_and_rtx(server: &Server) {
     );
 }
 both_backends!(listener_recovers_dropped_packets_through_nack_and_rtx);
+
+/// `(PT, RTX PT)` of VP8 in an SDP (`a=rtpmap:N VP8/90000`, `a=fmtp:M apt=N`).
+fn vp8_pts(sdp: &str) -> (u8, u8) {
+    let vp8: u8 = attribute(sdp, "rtpmap:", |v| {
+        let (pt, codec) = v.split_once(' ')?;
+        (codec == "VP8/90000").then(|| pt.parse().ok())?
+    })
+    .unwrap_or_else(|| panic!("no VP8 in\n{sdp}"));
+    let rtx = attribute(sdp, "fmtp:", |v| {
+        let (pt, params) = v.split_once(' ')?;
+        (params.trim() == format!("apt={vp8}")).then(|| pt.parse().ok())?
+    })
+    .unwrap_or_else(|| panic!("no RTX for VP8 in\n{sdp}"));
+    (vp8, rtx)
+}
+
+/// Where an SDP's first host candidate points.
+fn candidate_of(sdp: &str) -> SocketAddr {
+    attribute(sdp, "candidate:", |v| {
+        let f: Vec<&str> = v.split_whitespace().collect();
+        format!("{}:{}", f.get(4)?, f.get(5)?).parse().ok()
+    })
+    .expect("a host candidate")
+}
+
+/// The same loss, upstream: a str0m publisher's packets are dropped on their way to the
+/// server, whose cache therefore lacks them when the (str0m) listener NACKs. The server asks
+/// the publisher, str0m resends on its RTX stream, and the server unwraps that to the
+/// original packet for the listener.
+fn publisher_rtx_repairs_what_the_server_lost(server: &Server) {
+    let mut c = server.client();
+    let mut publisher = WebrtcPeer::new();
+    let offer = publisher.offer_with(None, Some(Direction::SendOnly));
+    let r = c
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("publish");
+    let pid = str_of(&r, "session_id");
+    let answer = sdp_in(&r, "answer");
+    let (vp8, rtx) = vp8_pts(&answer);
+    let at = candidate_of(&answer);
+    let mut relay = Relay::new(at, vp8, rtx, true);
+    let front = relay.front_addr();
+    let relayed = answer.replace(
+        &format!("{} {} typ host", at.ip(), at.port()),
+        &format!("{} {} typ host", front.ip(), front.port()),
+    );
+    publisher.accept_answer(&relayed).expect("str0m accepts");
+
+    let r = c
+        .session("create", json!({"type": "listen", "publisher_id": pid}))
+        .expect("listen");
+    let lid = str_of(&r, "session_id");
+    let mut listener = WebrtcPeer::new();
+    let answer = listener
+        .answer(&sdp_in(&r, "offer"))
+        .expect("str0m answers");
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+
+    let deadline = Instant::now() + WAIT;
+    let mut up = false;
+    while !up && Instant::now() < deadline {
+        relay.pump();
+        publisher.step(STEP / 2);
+        relay.pump();
+        listener.step(STEP / 2);
+        up = publisher.connected()
+            && listener.connected()
+            && c.info(&pid)["webrtc"]["state"] == "up"
+            && c.info(&lid)["webrtc"]["state"] == "up";
+    }
+    assert!(
+        up,
+        "{}; {}; {}",
+        publisher.describe(),
+        listener.describe(),
+        c.info(&lid)
+    );
+
+    let mut sent = Vec::new();
+    for i in 0..FRAMES {
+        let tag = format!("frame-{i:03}").into_bytes();
+        publisher.send_video(&tag, i == 0);
+        sent.push(tag);
+        relay.pump();
+    }
+    let have_all = |p: &WebrtcPeer| p.received_of(MediaKind::Video).count() >= sent.len();
+    while !have_all(&listener) && Instant::now() < deadline {
+        relay.pump();
+        publisher.step(STEP / 2);
+        relay.pump();
+        listener.step(STEP / 2);
+    }
+    let got: Vec<&[u8]> = listener
+        .received_of(MediaKind::Video)
+        .map(|r| r.body())
+        .collect();
+    let diag = format!(
+        "relay dropped {:?}, RTX passed {}; {}; {}; listener {}; publisher {}",
+        relay.dropped,
+        relay.rtx_passed,
+        publisher.describe(),
+        listener.describe(),
+        c.info(&lid)["media"],
+        c.info(&pid)["media"],
+    );
+    assert_eq!(relay.dropped.len(), LOST_DOWNSTREAM.len(), "{diag}");
+    assert_eq!(got, sent, "every frame, in order: {diag}");
+    assert!(
+        relay.rtx_passed >= LOST_DOWNSTREAM.len(),
+        "str0m repaired with RTX: {diag}"
+    );
+    let info = c.info_until(&lid, |i| {
+        count(i, "nack_forwarded") >= LOST_DOWNSTREAM.len() as u64
+    });
+    assert_eq!(
+        count(&info, "retransmitted"),
+        0,
+        "nothing was cached: {info}"
+    );
+}
+both_backends!(publisher_rtx_repairs_what_the_server_lost);
