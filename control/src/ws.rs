@@ -1,9 +1,10 @@
 //! The WebSocket API edge: `/api/ws`, one JSON object per text frame.
 //!
 //! Each connection has a reader (this task: parse, authenticate, forward to the manager) and a
-//! writer task that owns the socket's sink and merges command replies with events. Replies that
-//! must wait (`get_answer` on a session still in `wait`) are awaited in their own small task
-//! after an `{ack: tid}`, so one slow command never blocks the next.
+//! writer task that owns the socket's sink and merges command replies with events, flushing
+//! what is queued together. Every reply is awaited in its own small task, so one slow command
+//! never blocks the next; one that waits (`get_answer` on a session still in `wait`) gets an
+//! `{ack: tid}` first if it has not finished within [`ACK_AFTER`].
 //!
 //! Frames over [`MAX_FRAME`] (1 MiB) get an `invalid_parameters` error; the socket accepts up
 //! to [`SOCKET_LIMIT`] so that such frames can be answered; beyond that the connection is closed
@@ -32,6 +33,10 @@ pub const SOCKET_LIMIT: usize = 16 << 20;
 pub const OUTBOX: usize = 1024;
 /// Server-initiated transaction ids start here, far from typical client tids.
 const FIRST_EVENT_TID: u64 = 1_000_000;
+/// A reply that must wait gets an `{ack: tid}` once it has waited this long.
+const ACK_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+/// Frames written behind the first before the writer flushes.
+const WRITE_BATCH: usize = 64;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -161,11 +166,17 @@ async fn connection(socket: WebSocket, state: ApiState) {
         tokio::spawn(async move {
             let outcome = match rx.await {
                 Ok(Reply::Done(outcome)) => outcome,
-                Ok(Reply::Wait(later)) => {
-                    let _ = replies.send(json!({ "ack": tid }).to_string());
-                    later
-                        .await
-                        .unwrap_or_else(|_| Err(ApiError::plain(ErrorCode::SessionStop)))
+                Ok(Reply::Wait(mut later)) => {
+                    let gone = |_| Err(ApiError::plain(ErrorCode::SessionStop));
+                    // Most waits end at once (a destroy waiting for its ports): only a
+                    // slow one is worth an `{ack}` frame.
+                    match tokio::time::timeout(ACK_AFTER, &mut later).await {
+                        Ok(outcome) => outcome.unwrap_or_else(gone),
+                        Err(_) => {
+                            let _ = replies.send(json!({ "ack": tid }).to_string());
+                            later.await.unwrap_or_else(gone)
+                        }
+                    }
                 }
                 Err(_) => Err(ApiError::new(ErrorCode::ProcessDown, "server stopping")),
             };
@@ -194,7 +205,7 @@ async fn writer(
             e = events.recv() => match e {
                 Some(Outgoing::Event(data)) => {
                     tid += 1;
-                    json!({ "class": "core", "cmd": "event", "data": data, "tid": tid }).to_string()
+                    event_frame(&data, tid)
                 }
                 None => {
                     while let Ok(t) = replies.try_recv() {
@@ -205,10 +216,34 @@ async fn writer(
                 }
             },
         };
-        if sink.send(Message::Text(text.into())).await.is_err() {
+        // Whatever else is already queued goes out in the same flush: one write for a
+        // reply and the event it caused, or for a pipelining client's replies.
+        if sink.feed(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+        for _ in 0..WRITE_BATCH {
+            let text = match replies.try_recv() {
+                Ok(t) => t,
+                Err(_) => match events.try_recv() {
+                    Ok(Outgoing::Event(data)) => {
+                        tid += 1;
+                        event_frame(&data, tid)
+                    }
+                    Err(_) => break,
+                },
+            };
+            if sink.feed(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
             return;
         }
     }
+}
+
+fn event_frame(data: &Value, tid: u64) -> String {
+    json!({ "class": "core", "cmd": "event", "data": data, "tid": tid }).to_string()
 }
 
 #[cfg(test)]

@@ -207,12 +207,7 @@ impl Manager {
                 done(Ok(json!({})))
             }
             Request::Create(c) => done(self.create(conn, *c)),
-            Request::Destroy { session_id } => {
-                done(self.session(&session_id).map(|_| ()).map(|()| {
-                    self.destroy(&session_id, ErrorCode::UserStop);
-                    json!({})
-                }))
-            }
+            Request::Destroy { session_id } => self.destroy_request(&session_id),
             Request::SetAnswer { session_id, answer } => {
                 done(self.set_answer(&session_id, &answer))
             }

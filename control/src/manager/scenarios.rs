@@ -74,7 +74,10 @@ impl Harness {
     fn request(&mut self, request: Request) -> Result<Value, ErrorCode> {
         match self.m.handle(CONN, request) {
             Reply::Done(r) => r.map_err(|e| e.code),
-            Reply::Wait(_) => Err(ErrorCode::Timeout),
+            // A destroy answers once its ports are closed, off the actor: a moment.
+            Reply::Wait(later) => tokio::task::block_in_place(|| later.blocking_recv())
+                .map_err(|_| ErrorCode::Timeout)?
+                .map_err(|e| e.code),
         }
     }
 
