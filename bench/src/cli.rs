@@ -7,13 +7,15 @@ use anyhow::{Context, bail};
 use crate::traffic::{self, Load};
 
 pub const USAGE: &str = "\
-usage: loadgen <echo|srtp-echo|fanout|reflector> [options]
+usage: loadgen <echo|srtp-echo|fanout|reflector|churn> [options]
 
   echo       N echo sessions; RTP to each, echoes counted
   srtp-echo  N WebRTC echo sessions (ICE, DTLS-SRTP, one socket each); SRTP to each,
              echoes unprotected and counted
   fanout     one publisher, N listeners; RTP to the publisher, egress counted at the listeners
   reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
+  churn      control plane: plain echo sessions created and destroyed over and over
+             by --connections connections, --pipeline pairs in flight on each
 
   --api URL          sluice API (default ws://127.0.0.1:9010/api/ws)
   --spawn PATH       start this sluice binary (--api 127.0.0.1:19010 --rtp-ports 40000-49999
@@ -35,7 +37,10 @@ usage: loadgen <echo|srtp-echo|fanout|reflector> [options]
                      srtp-echo: then plain echo and the reflector under the same load
   --gen-cpu N        pin generator + receiver threads (default: the last core)
   --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
-  --json             print JSON instead of the table";
+  --json             print JSON instead of the table
+  --connections N    churn: parallel API connections (default 4)
+  --pipeline K       churn: create+destroy pairs in flight per connection (default 1)
+  --pairs N          churn: stop after N pairs in total (default: run for --duration)";
 
 /// srtp-echo binds one socket per session and polls them all every tick.
 pub const MAX_SRTP_SESSIONS: usize = 1000;
@@ -53,6 +58,7 @@ pub enum Mode {
     SrtpEcho,
     Fanout,
     Reflector,
+    Churn,
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +80,9 @@ pub struct Args {
     pub gen_cpu: Option<usize>,
     pub reflector_cpu: Option<usize>,
     pub json: bool,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub pairs: Option<u64>,
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
@@ -90,6 +99,7 @@ impl Args {
             Some("srtp-echo") => Mode::SrtpEcho,
             Some("fanout") => Mode::Fanout,
             Some("reflector") => Mode::Reflector,
+            Some("churn") => Mode::Churn,
             Some("-h" | "--help") | None => bail!("{USAGE}"),
             Some(other) => bail!("unknown mode {other:?}\n{USAGE}"),
         };
@@ -111,6 +121,9 @@ impl Args {
             gen_cpu: None,
             reflector_cpu: Some(0),
             json: false,
+            connections: 4,
+            pipeline: 1,
+            pairs: None,
         };
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -140,6 +153,9 @@ impl Args {
                 "--baseline" => a.baseline = true,
                 "--record" => a.record = true,
                 "--json" => a.json = true,
+                "--connections" => a.connections = number(&flag, &value()?)?,
+                "--pipeline" => a.pipeline = number(&flag, &value()?)?,
+                "--pairs" => a.pairs = Some(number(&flag, &value()?)?),
                 "-h" | "--help" => bail!("{USAGE}"),
                 _ => bail!("unknown option {arg:?}\n{USAGE}"),
             }
@@ -164,6 +180,9 @@ impl Args {
         }
         if !(1..=10_000).contains(&self.sessions) || !(1..=10_000).contains(&self.listeners) {
             bail!("--sessions and --listeners must be 1..=10000");
+        }
+        if !(1..=256).contains(&self.connections) || !(1..=64).contains(&self.pipeline) {
+            bail!("--connections must be 1..=256 and --pipeline 1..=64");
         }
         if !(1..=64).contains(&self.sockets) {
             bail!("--sockets must be 1..=64");
@@ -234,6 +253,19 @@ mod tests {
         assert!(parse("echo --rate").is_err());
         assert!(parse("echo --bogus 1").is_err());
         assert!(parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn churn_options() {
+        let a = parse("churn").unwrap();
+        assert_eq!(
+            (a.mode, a.connections, a.pipeline, a.pairs),
+            (Mode::Churn, 4, 1, None)
+        );
+        let a = parse("churn --connections 8 --pipeline=4 --pairs 1000").unwrap();
+        assert_eq!((a.connections, a.pipeline, a.pairs), (8, 4, Some(1000)));
+        assert!(parse("churn --connections 0").is_err());
+        assert!(parse("churn --pipeline 65").is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! [`sys`]. `srtp-echo` plays a WebRTC peer ([`webrtc`]): ICE, DTLS-SRTP, then the same load
 //! with every packet SRTP-protected and every echo unprotected.
 
+pub mod churn;
 pub mod cli;
 pub mod hist;
 pub mod procstat;

@@ -18,7 +18,7 @@ use sluice_bench::server::Server;
 use sluice_bench::traffic::{self, Load, Target, Transform};
 use sluice_bench::webrtc::{self, Peer, ServerTransport, SrtpStreams};
 use sluice_bench::wsapi::Api;
-use sluice_bench::{sdp, sys};
+use sluice_bench::{churn, sdp, sys};
 use sluice_control::webrtc::cert::Certificate;
 use sluice_control::webrtc::ice::IceCredentials;
 use sluice_dataplane::srtp::{Profile, SessionKeys};
@@ -125,6 +125,7 @@ fn measure(
             _ if srtp => "srtp-echo".into(),
             Mode::Fanout => "fanout".into(),
             Mode::Echo | Mode::SrtpEcho | Mode::Reflector => "echo".into(),
+            Mode::Churn => "churn".into(),
         },
         streams,
         rate: args.rate,
@@ -580,6 +581,7 @@ fn run() -> anyhow::Result<()> {
     let cpu = pid.map(CpuSource::Process);
     let mut rows = Vec::new();
     let mut srtp = None;
+    let mut churned = None;
     let result = (|| -> anyhow::Result<()> {
         match args.mode {
             Mode::Echo => {
@@ -618,6 +620,10 @@ fn run() -> anyhow::Result<()> {
             }
             Mode::Fanout => rows.push(fanout_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?),
             Mode::Reflector => {}
+            Mode::Churn => {
+                let opts = churn::Options::from_args(&args, &api_url);
+                churned = Some(churn::run(&opts, cpu.as_ref())?);
+            }
         }
         if args.mode == Mode::Reflector || args.baseline {
             rows.push(reflector_row(&args, gen_cpu)?);
@@ -636,6 +642,10 @@ fn run() -> anyhow::Result<()> {
         }
     }
     result?;
+    if let Some(report) = churned {
+        churn::print(&report, &machine, pid, server_io, args.json);
+        return Ok(());
+    }
     print(
         &args,
         &machine,
