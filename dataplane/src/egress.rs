@@ -4,6 +4,9 @@
 //! numbers and timestamps onto its own by adding offsets. A dropped packet (mute) shifts the
 //! sequence offset back by one, so receivers never see a gap; a new source SSRC (a listener
 //! switch, a phone restarting its stream) re-bases both offsets right after what was last sent.
+//!
+//! Public only so that the criterion benches can time the rewrite alone; the forwarder is its
+//! one user.
 
 use crate::api::{Pt, Rewrite};
 use crate::packet::RtpHeader;
@@ -12,7 +15,7 @@ use crate::packet::RtpHeader;
 const NO_PT: u8 = 0xff;
 
 #[derive(Debug)]
-pub(crate) struct Egress {
+pub struct Egress {
     /// `pt_table[source pt]` = destination pt, or `NO_PT`. Unused when `pt_passthrough`.
     pt_table: [u8; 128],
     pt_passthrough: bool,
@@ -31,13 +34,13 @@ pub(crate) struct Egress {
 
 /// What the egress decided for one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     Send(RtpHeader),
     UnknownPt,
 }
 
 impl Egress {
-    pub(crate) fn new(rewrite: &Rewrite, clock_rate: u32) -> Self {
+    pub fn new(rewrite: &Rewrite, clock_rate: u32) -> Self {
         let mut egress = Egress {
             pt_table: [NO_PT; 128],
             pt_passthrough: true,
@@ -124,7 +127,7 @@ impl Egress {
 
     /// Rewrites the header of a packet to be sent.
     #[inline]
-    pub(crate) fn forward(&mut self, h: &RtpHeader) -> Verdict {
+    pub fn forward(&mut self, h: &RtpHeader) -> Verdict {
         let pt = if self.pt_passthrough {
             h.pt
         } else {

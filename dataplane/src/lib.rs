@@ -11,7 +11,7 @@
 
 pub mod api;
 pub mod batch;
-mod egress;
+pub mod egress;
 pub mod forwarder;
 pub mod keyframe;
 mod mmsg;
