@@ -4,7 +4,7 @@
 //! writer task that owns the socket's sink and merges command replies with events, flushing
 //! what is queued together. Every reply is awaited in its own small task, so one slow command
 //! never blocks the next; one that waits (`get_answer` on a session still in `wait`) gets an
-//! `{ack: tid}` first if it has not finished within [`ACK_AFTER`].
+//! `{ack: tid}` first if it has not finished within `ACK_AFTER`.
 //!
 //! Frames over [`MAX_FRAME`] (1 MiB) get an `invalid_parameters` error; the socket accepts up
 //! to [`SOCKET_LIMIT`] so that such frames can be answered; beyond that the connection is closed
