@@ -87,6 +87,9 @@ impl Dataplane {
             return Err(Error::Config("at least one worker is needed".into()));
         }
         let ports = PortPool::new(config.port_lo, config.port_hi)?;
+        if let Err(e) = sys::raise_fd_limit() {
+            tracing::warn!("could not raise the open-file limit: {e}");
+        }
         let backend = choose_backend(config.io)?;
         let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);

@@ -131,9 +131,43 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every leg holds two sockets, and
+/// the usual soft default (1024) would cap a server at a few hundred calls. Returns the limit
+/// now in force.
+pub(crate) fn raise_fd_limit() -> io::Result<u64> {
+    // SAFETY: rlimit is plain data, filled in by getrlimit.
+    let mut lim: libc::rlimit = unsafe { mem::zeroed() };
+    // SAFETY: passes a valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: passes a valid pointer to an rlimit; raising soft up to hard needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok(lim.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fd_limit_is_raised_to_the_hard_limit() {
+        let now = raise_fd_limit().unwrap();
+        // SAFETY: as in raise_fd_limit.
+        let mut lim: libc::rlimit = unsafe { mem::zeroed() };
+        // SAFETY: valid pointer.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!((now, lim.rlim_cur), (lim.rlim_max, lim.rlim_max));
+    }
 
     #[test]
     fn sockaddr_round_trips_v4_and_v6() {
