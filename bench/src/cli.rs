@@ -7,13 +7,16 @@ use anyhow::{Context, bail};
 use crate::traffic::{self, Load};
 
 pub const USAGE: &str = "\
-usage: loadgen <echo|srtp-echo|fanout|reflector|churn> [options]
+usage: loadgen <echo|srtp-echo|fanout|reflector|churn|proxy> [options]
 
   echo       N echo sessions; RTP to each, echoes counted
   srtp-echo  N WebRTC echo sessions (ICE, DTLS-SRTP, one socket each); SRTP to each,
              echoes unprotected and counted
   fanout     one publisher, N listeners; RTP to the publisher, egress counted at the listeners
   reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
+  proxy      N plain-RTP proxy calls (caller A -> server -> callee B), one-way RTP from A,
+             counted at B, on each of --targets: sluice (proxy sessions over its API),
+             rtpengine (offer/answer over NG; spawned), reflector (echo, the kernel baseline)
   churn      control plane: plain echo sessions created and destroyed over and over
              by --connections connections, --pipeline pairs in flight on each
 
@@ -38,6 +41,14 @@ usage: loadgen <echo|srtp-echo|fanout|reflector|churn> [options]
   --gen-cpu N        pin generator + receiver threads (default: the last core)
   --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
   --json             print JSON instead of the table
+  --targets LIST     proxy: comma list of sluice, rtpengine, reflector (default sluice)
+  --rtpengine PATH   proxy: rtpengine binary (default: rtpengine on PATH), started with
+                     --table=-1 --num-threads=1, pinned to --reflector-cpu
+  --saturate         proxy: per target, search the highest rate with loss <= --loss-free
+                     (steps of --step s), measure it for --duration, then offer --overload
+                     times it and check that every stream still delivers afterwards
+  --overload X       (default 2)   --loss-free PCT (default 0.1)   --step SECS (default 2)
+  --max-rate PPS     --saturate's upper bound (default 2000000)
   --connections N    churn: parallel API connections (default 4)
   --pipeline K       churn: create+destroy pairs in flight per connection (default 1)
   --pairs N          churn: stop after N pairs in total (default: run for --duration)";
@@ -59,6 +70,7 @@ pub enum Mode {
     Fanout,
     Reflector,
     Churn,
+    Proxy,
 }
 
 #[derive(Clone, Debug)]
@@ -83,12 +95,58 @@ pub struct Args {
     pub connections: usize,
     pub pipeline: usize,
     pub pairs: Option<u64>,
+    /// proxy: which forwarders to measure, in order (sluice, rtpengine, reflector).
+    pub targets: Vec<Target>,
+    /// proxy: the rtpengine binary.
+    pub rtpengine: String,
+    /// proxy: search each target's loss-free maximum, then offer `overload` times it.
+    pub saturate: bool,
+    pub overload: f64,
+    /// Loss (%) still counted as loss-free by `--saturate`.
+    pub loss_free_pct: f64,
+    /// Length of each `--saturate` search step.
+    pub step: Duration,
+    pub max_rate: u64,
+}
+
+/// A forwarder `proxy` mode measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Sluice,
+    Rtpengine,
+    Reflector,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Sluice => "sluice",
+            Target::Rtpengine => "rtpengine",
+            Target::Reflector => "reflector",
+        }
+    }
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
     v.parse()
         .ok()
         .with_context(|| format!("{flag}: not a number: {v:?}"))
+}
+
+fn parse_targets(list: &str) -> anyhow::Result<Vec<Target>> {
+    let targets = list
+        .split(',')
+        .map(|t| match t.trim() {
+            "sluice" => Ok(Target::Sluice),
+            "rtpengine" => Ok(Target::Rtpengine),
+            "reflector" => Ok(Target::Reflector),
+            other => bail!("--targets: unknown target {other:?} (sluice, rtpengine, reflector)"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("--targets: empty list");
+    }
+    Ok(targets)
 }
 
 impl Args {
@@ -100,6 +158,7 @@ impl Args {
             Some("fanout") => Mode::Fanout,
             Some("reflector") => Mode::Reflector,
             Some("churn") => Mode::Churn,
+            Some("proxy") => Mode::Proxy,
             Some("-h" | "--help") | None => bail!("{USAGE}"),
             Some(other) => bail!("unknown mode {other:?}\n{USAGE}"),
         };
@@ -124,6 +183,13 @@ impl Args {
             connections: 4,
             pipeline: 1,
             pairs: None,
+            targets: vec![Target::Sluice],
+            rtpengine: "rtpengine".into(),
+            saturate: false,
+            overload: 2.0,
+            loss_free_pct: 0.1,
+            step: Duration::from_secs(2),
+            max_rate: 2_000_000,
         };
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -156,6 +222,13 @@ impl Args {
                 "--connections" => a.connections = number(&flag, &value()?)?,
                 "--pipeline" => a.pipeline = number(&flag, &value()?)?,
                 "--pairs" => a.pairs = Some(number(&flag, &value()?)?),
+                "--targets" => a.targets = parse_targets(&value()?)?,
+                "--rtpengine" => a.rtpengine = value()?,
+                "--saturate" => a.saturate = true,
+                "--overload" => a.overload = number(&flag, &value()?)?,
+                "--loss-free" => a.loss_free_pct = number(&flag, &value()?)?,
+                "--step" => a.step = Duration::from_secs_f64(number(&flag, &value()?)?),
+                "--max-rate" => a.max_rate = number(&flag, &value()?)?,
                 "-h" | "--help" => bail!("{USAGE}"),
                 _ => bail!("unknown option {arg:?}\n{USAGE}"),
             }
@@ -192,6 +265,15 @@ impl Args {
         }
         if self.baseline && !matches!(self.mode, Mode::Echo | Mode::SrtpEcho) {
             bail!("--baseline applies to echo and srtp-echo");
+        }
+        if self.saturate && self.mode != Mode::Proxy {
+            bail!("--saturate applies to proxy");
+        }
+        if !(1.0..=10.0).contains(&self.overload) || !(0.0..=10.0).contains(&self.loss_free_pct) {
+            bail!("--overload must be 1..=10 and --loss-free 0..=10 (%)");
+        }
+        if self.step < Duration::from_millis(200) || self.step > Duration::from_secs(60) {
+            bail!("--step must be 0.2..=60 seconds");
         }
         if self.mode == Mode::SrtpEcho && self.sessions > MAX_SRTP_SESSIONS {
             bail!("srtp-echo: --sessions must be at most {MAX_SRTP_SESSIONS} (one socket each)");
@@ -233,6 +315,25 @@ mod tests {
 
     pub fn parse(s: &str) -> anyhow::Result<Args> {
         Args::parse(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn proxy_targets_and_saturation_options() {
+        let a =
+            parse("proxy --targets sluice,rtpengine,reflector --saturate --overload 3 --step 0.5")
+                .unwrap();
+        assert_eq!(a.mode, Mode::Proxy);
+        assert_eq!(
+            a.targets,
+            vec![Target::Sluice, Target::Rtpengine, Target::Reflector]
+        );
+        assert!(a.saturate);
+        assert_eq!((a.overload, a.step), (3.0, Duration::from_millis(500)));
+        assert_eq!(parse("proxy").unwrap().targets, vec![Target::Sluice]);
+        assert!(parse("proxy --targets janus").is_err());
+        assert!(parse("echo --saturate").is_err());
+        assert!(parse("proxy --overload 0.5").is_err());
+        assert!(parse("proxy --step 0.01").is_err());
     }
 
     #[test]

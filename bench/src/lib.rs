@@ -13,9 +13,11 @@
 pub mod churn;
 pub mod cli;
 pub mod hist;
+pub mod ng;
 pub mod procstat;
 pub mod reflector;
 pub mod report;
+pub mod rtpengine;
 pub mod sdp;
 pub mod server;
 pub mod sys;

@@ -24,6 +24,18 @@ pub fn parse_stat_name(stat: &str) -> Option<&str> {
     stat.get(stat.find('(')? + 1..stat.rfind(')')?)
 }
 
+/// Resident set size (bytes) from the text of /proc/PID/status (`VmRSS:  1234 kB`).
+pub fn parse_status_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    parse_status_rss(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 /// CPU time (ns) of every thread of `pid`, summed per thread name (`sluice-worker-0`,
 /// `tokio-runtime-w`, ...), sorted by name. Threads that exit meanwhile are skipped.
 pub fn thread_times(pid: u32) -> Vec<(String, u64)> {
@@ -163,6 +175,14 @@ mod tests {
         assert_eq!(parse_stat_ticks("1 (x) S 1 2"), None);
         assert_eq!(parse_stat_ticks("no parenthesis"), None);
         assert_eq!(parse_stat_name(stat), Some("sl uice) w"));
+    }
+
+    #[test]
+    fn rss_is_read_in_bytes() {
+        let status = "Name:\tsluice\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
+        assert_eq!(parse_status_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_status_rss("Name:\tx\n"), None);
+        assert!(rss_bytes(std::process::id()).unwrap() > 0);
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct Row {
     pub window: Duration,
     /// The target's CPU per thread name during the window, busiest first (sluice only).
     pub threads: Vec<(String, u64)>,
+    /// Growth of the target's resident memory per stream while its sessions were created.
+    pub mem_per_stream: Option<f64>,
+    /// After an overload row: streams that still delivered in a gentle pass afterwards.
+    pub alive: Option<usize>,
 }
 
 impl Row {
@@ -68,6 +72,8 @@ impl Row {
             "cpu_pct": self.cpu_pct(),
             "ns_per_packet": self.ns_per_packet(),
             "packets_per_cpu_second": self.ns_per_packet().map(|ns| 1e9 / ns),
+            "mem_per_stream_bytes": self.mem_per_stream,
+            "streams_alive_after": self.alive,
             "threads_cpu_ns": self.threads.iter().map(|(n, ns)| json!({"name": n, "cpu_ns": ns})).collect::<Vec<_>>(),
         })
     }
@@ -172,6 +178,63 @@ pub fn cpu_ratio(rows: &[Row]) -> Option<f64> {
     ratio_of(rows, "sluice", "reflector")
 }
 
+/// What `proxy` mode adds under the table: CPU-per-packet and loss-free-throughput ratios of
+/// sluice against the other targets, memory per stream, and which streams survived overload.
+pub fn proxy_lines(rows: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for other in ["rtpengine", "reflector"] {
+        // sluice / reflector is printed for every mode already.
+        if other != "reflector"
+            && let Some(r) = ratio_of(rows, "sluice", other)
+        {
+            out.push(format!("sluice / {other} CPU per packet: {r:.2}x"));
+        }
+        let max = |t: &str| {
+            rows.iter()
+                .find(|r| r.target == format!("{t}@max"))
+                .map(|r| r.outcome.delivered_pps())
+        };
+        if let (Some(s), Some(o)) = (max("sluice"), max(other))
+            && o > 0.0
+        {
+            out.push(format!(
+                "sluice / {other} loss-free throughput: {:.2}x ({s:.0} vs {o:.0} pkt/s)",
+                s / o
+            ));
+            if let Some(r) = ratio_of(rows, "sluice@max", &format!("{other}@max")) {
+                out.push(format!(
+                    "sluice / {other} CPU per packet at saturation: {r:.2}x"
+                ));
+            }
+        }
+    }
+    for r in rows {
+        // Each target's calls were set up once: report it on its first row only.
+        let first = rows
+            .iter()
+            .find(|x| x.target.split('@').next() == r.target.split('@').next());
+        if let Some(m) = r.mem_per_stream
+            && first.is_some_and(|f| std::ptr::eq(f, r))
+        {
+            out.push(format!(
+                "{}: resident memory grew {m:.0} B per call while {} calls were set up",
+                r.target.split('@').next().unwrap_or(&r.target),
+                r.streams
+            ));
+        }
+        if let Some(alive) = r.alive {
+            out.push(format!(
+                "{}: offered {:.0} pkt/s, delivered {:.0}; afterwards {alive} of {} streams delivered",
+                r.target,
+                r.outcome.offered_pps(),
+                r.outcome.delivered_pps(),
+                r.streams
+            ));
+        }
+    }
+    out
+}
+
 pub fn machine_json(m: &Machine) -> Value {
     json!({"cpu_model": m.cpu_model, "cores": m.cores, "kernel": m.kernel, "loadavg_1min": m.loadavg})
 }
@@ -198,6 +261,8 @@ mod tests {
             cpu_ns,
             window: Duration::from_secs(2),
             threads: vec![("w".into(), 1_000_000_000)],
+            mem_per_stream: None,
+            alive: None,
         }
     }
 

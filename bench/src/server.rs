@@ -82,19 +82,12 @@ fn drain(from: impl Read + Send + 'static, tail: Tail, ready: Option<mpsc::Sende
 impl Server {
     /// Starts `path args...` and waits for its ready line.
     pub fn spawn(path: &str, args: &[String]) -> anyhow::Result<Server> {
-        let mut child = Command::new(path)
-            .args(args)
+        let mut cmd = Command::new(path);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {path}"))?;
-        let tail: Tail = Arc::default();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().context("stdout is piped")?;
-        let stderr = child.stderr.take().context("stderr is piped")?;
-        drain(stdout, Arc::clone(&tail), Some(tx.clone()));
-        drain(stderr, Arc::clone(&tail), Some(tx));
+            .stderr(Stdio::piped());
+        let (mut child, tail, rx) = start(cmd, path)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         let ready = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
@@ -122,6 +115,24 @@ impl Server {
             }
         };
         Ok(Server { child, ready, tail })
+    }
+
+    /// Starts another kind of server (stdout and stderr piped), without waiting for anything:
+    /// the caller knows how to tell when it is ready. `ready` names it.
+    pub fn spawn_command(cmd: Command, name: &str) -> anyhow::Result<Server> {
+        let (child, tail, _) = start(cmd, name)?;
+        let ready = Ready {
+            api: String::new(),
+            media: String::new(),
+            io: name.rsplit('/').next().unwrap_or(name).to_string(),
+            workers: 1,
+        };
+        Ok(Server { child, ready, tail })
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {
@@ -157,6 +168,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Spawns `cmd` (stdout and stderr piped) and drains both into a tail; ready lines of sluice
+/// arrive on the returned channel.
+fn start(mut cmd: Command, name: &str) -> anyhow::Result<(Child, Tail, mpsc::Receiver<Ready>)> {
+    let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let tail: Tail = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().context("stdout is piped")?;
+    let stderr = child.stderr.take().context("stderr is piped")?;
+    drain(stdout, Arc::clone(&tail), Some(tx.clone()));
+    drain(stderr, Arc::clone(&tail), Some(tx));
+    Ok((child, tail, rx))
 }
 
 fn tail_text(tail: &Tail) -> String {

@@ -104,6 +104,8 @@ pub struct Outcome {
     pub protect_failed: u64,
     /// Received media that failed to unprotect (not counted as received).
     pub unprotect_failed: u64,
+    /// Streams (targets) of which at least one probe came back.
+    pub streams_seen: usize,
 }
 
 impl Outcome {
@@ -228,6 +230,8 @@ struct Run<'a, 't> {
     tx: Vec<MmsgBatch>,
     rx: MmsgBatch,
     rtp_seq: Vec<u16>,
+    /// Per stream: whether any of its probes came back.
+    seen: Vec<bool>,
     /// This run's tag in every probe.
     id: u32,
     /// Packets handed to the kernel or refused by it.
@@ -253,6 +257,7 @@ impl<'a, 't> Run<'a, 't> {
             tx: send.iter().map(|_| MmsgBatch::new()).collect(),
             rx: MmsgBatch::new(),
             rtp_seq: vec![0; targets.len()],
+            seen: vec![false; targets.len()],
             id: NEXT_RUN.fetch_add(1, Ordering::Relaxed),
             attempted: 0,
             start: Instant::now(),
@@ -380,6 +385,12 @@ impl<'a, 't> Run<'a, 't> {
                 match read_probe(data) {
                     Some(p) if p.run == self.id => {
                         self.out.received += 1;
+                        if let Some(seen) = self.seen.get_mut(p.stream as usize)
+                            && !*seen
+                        {
+                            *seen = true;
+                            self.out.streams_seen += 1;
+                        }
                         self.out.latency.record(now.saturating_sub(p.sent_ns));
                     }
                     _ => self.out.stray += 1,
@@ -444,5 +455,6 @@ mod tests {
         assert_eq!(out.latency.count(), out.received);
         assert!(out.latency.quantile(0.5) > 0);
         assert_eq!(out.loss_pct(1), 0.0);
+        assert_eq!(out.streams_seen, 1);
     }
 }

@@ -176,6 +176,39 @@ impl Api {
         })
     }
 
+    /// A plain-RTP proxy call: the master leg for `offer` (caller A), the slave leg's offer
+    /// (for callee B) answered with `answer_for(slave_offer)`; returns the master and slave
+    /// ids, the master's answer (where A sends) and the slave's offer (where B sends).
+    pub fn create_proxy(
+        &mut self,
+        offer: &str,
+        answer_for: impl FnOnce(&str) -> anyhow::Result<String>,
+    ) -> anyhow::Result<(Created, Created)> {
+        let m = self.request(
+            "session",
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "offer": {"sdp": offer, "sdp_type": "rtp"}}),
+        )?;
+        let master = str_field(&m, "session_id")?;
+        let p = self.request("session", "get_proxy_offer", json!({"session_id": master}))?;
+        let slave = str_field(&p, "session_id")?;
+        let slave_offer = sdp_field(&p, "offer")?;
+        self.set_answer(&slave, &answer_for(&slave_offer)?)?;
+        let a = self.request("session", "get_answer", json!({"session_id": master}))?;
+        Ok((
+            Created {
+                session_id: master,
+                sdp: sdp_field(&a, "answer")?,
+                room_id: None,
+            },
+            Created {
+                session_id: slave,
+                sdp: slave_offer,
+                room_id: None,
+            },
+        ))
+    }
+
     pub fn set_answer(&mut self, session_id: &str, sdp: &str) -> anyhow::Result<()> {
         self.request(
             "session",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use sluice_bench::cli::{Args, Mode};
+use sluice_bench::cli::{Args, Mode, Target as Forwarder};
 use sluice_bench::procstat::{CpuSource, Machine, find_pids, thread_delta, thread_times};
 use sluice_bench::reflector::Reflector;
 use sluice_bench::report::{self, Row};
@@ -22,6 +22,9 @@ use sluice_bench::{churn, sdp, sys};
 use sluice_control::webrtc::cert::Certificate;
 use sluice_control::webrtc::ice::IceCredentials;
 use sluice_dataplane::srtp::{Profile, SessionKeys};
+
+#[path = "loadgen/proxy.rs"]
+mod proxy;
 
 /// Kernel buffer per socket: a few thousand queued datagrams.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -126,6 +129,7 @@ fn measure(
             Mode::Fanout => "fanout".into(),
             Mode::Echo | Mode::SrtpEcho | Mode::Reflector => "echo".into(),
             Mode::Churn => "churn".into(),
+            Mode::Proxy => "proxy".into(),
         },
         streams,
         rate: args.rate,
@@ -134,6 +138,8 @@ fn measure(
         cpu_ns: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
         window: start.elapsed(),
         threads: thread_delta(&t0, &t1),
+        mem_per_stream: None,
+        alive: None,
     })
 }
 
@@ -562,7 +568,10 @@ fn run() -> anyhow::Result<()> {
         .gen_cpu
         .or((machine.cores > 1).then(|| machine.cores - 1));
     let mut server = match &args.spawn {
-        Some(path) if args.mode != Mode::Reflector => {
+        Some(path)
+            if args.mode != Mode::Reflector
+                && (args.mode != Mode::Proxy || args.targets.contains(&Forwarder::Sluice)) =>
+        {
             Some(Server::spawn(path, &args.spawn_args())?)
         }
         _ => None,
@@ -620,6 +629,13 @@ fn run() -> anyhow::Result<()> {
             }
             Mode::Fanout => rows.push(fanout_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?),
             Mode::Reflector => {}
+            Mode::Proxy => {
+                let sluice = args
+                    .targets
+                    .contains(&Forwarder::Sluice)
+                    .then_some((api_url.as_str(), cpu.as_ref()));
+                rows.extend(proxy::run(&args, sluice, gen_cpu)?);
+            }
             Mode::Churn => {
                 let opts = churn::Options::from_args(&args, &api_url);
                 churned = Some(churn::run(&opts, cpu.as_ref())?);
@@ -686,6 +702,7 @@ fn print(
             "srtp_extra_ns_per_packet": srtp_extra,
             "cpu_ratio_recording_on_over_off": record_ratio,
             "srtp": srtp.map(SrtpInfo::to_json),
+            "comparisons": report::proxy_lines(rows),
         });
         println!("{out:#}");
         return;
@@ -694,7 +711,12 @@ fn print(
         "machine: {} ({} cores), kernel {}, load average {:.2} before the run",
         m.cpu_model, m.cores, m.kernel, m.loadavg
     );
-    if args.mode != Mode::Reflector {
+    let sluice_measured = match args.mode {
+        Mode::Reflector => false,
+        Mode::Proxy => args.targets.contains(&Forwarder::Sluice),
+        _ => true,
+    };
+    if sluice_measured {
         let pid = pid.map_or("unknown (no CPU accounting)".into(), |p| p.to_string());
         println!("server:  pid {pid}, io={io_name}, workers={workers}");
     }
@@ -752,6 +774,9 @@ fn print(
     }
     if let Some(ratio) = ratio {
         println!("sluice / reflector CPU per packet: {ratio:.2}x");
+    }
+    for line in report::proxy_lines(rows) {
+        println!("{line}");
     }
     if let Some(ratio) = srtp_ratio {
         println!("sluice-srtp / reflector CPU per packet: {ratio:.2}x");

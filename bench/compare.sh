@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Sluice (io_uring and recvmmsg backends) next to rtpengine and the minimal recvmmsg/sendmmsg
+# reflector, with one generator (loadgen) and the same loads, on this machine:
+#
+#   1 stream and 100 streams at saturation (loss-free maximum, then 2x overload),
+#   100 streams at 100k pkt/s, 1 -> 10,000 streams at 100k pkt/s in total (the plot),
+#   SFU fanout 1->64 against the reflector, control-plane create+destroy per second.
+#
+# Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run)
+# Prints a table, writes OUT_DIR/table.md, OUT_DIR/streams.png and every run's JSON.
+# rtpengine comes from Debian's rtpengine-daemon (userspace: --table=-1, one thread), which
+# this script installs with apt-get where it is missing and it can; otherwise its rows are
+# left out and the script says so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-target/compare}
+QUICK=${QUICK:-0}
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+say "building sluice and loadgen (release)"
+cargo build --release -p sluice-control -p sluice-bench >&2
+SLUICE=target/release/sluice
+LOADGEN=target/release/loadgen
+
+if ! command -v rtpengine >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing Debian's rtpengine-daemon"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y rtpengine-daemon >&2 ||
+            (apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y rtpengine-daemon >&2) ||
+            echo "compare.sh: could not install rtpengine-daemon" >&2
+    else
+        echo "compare.sh: rtpengine is missing and cannot be installed here (needs root + apt-get)" >&2
+    fi
+fi
+# Debian's package may start its own service; it would hold ports and CPU.
+if command -v systemctl >/dev/null && systemctl is-active --quiet rtpengine-daemon 2>/dev/null; then
+    systemctl stop rtpengine-daemon || true
+fi
+RTPE=""
+command -v rtpengine >/dev/null && RTPE=rtpengine
+OTHERS=reflector
+[ -n "$RTPE" ] && OTHERS=rtpengine,reflector
+[ -z "$RTPE" ] && echo "compare.sh: rtpengine not available: its rows are left out" >&2
+
+# Every call holds 4 sockets on each forwarder (RTP + RTCP, both legs).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FDS=$(ulimit -n)
+MAX_CALLS=$(( (FDS - 400) / 4 ))
+[ "$MAX_CALLS" -gt 10000 ] && MAX_CALLS=10000
+if [ "$MAX_CALLS" -lt 10000 ]; then
+    echo "compare.sh: open-file limit $FDS allows $MAX_CALLS calls, not 10,000 (raise 'ulimit -Hn' to 41000 as root for the full sweep)" >&2
+fi
+
+DUR=5; STEP=2; SWEEP="1 10 100 1000"
+[ "$MAX_CALLS" -ge 2000 ] && SWEEP="$SWEEP $(( MAX_CALLS / 1000 * 1000 ))"
+if [ "$QUICK" = 1 ]; then DUR=1; STEP=0.5; SWEEP="1 100"; fi
+
+SPAWN=(--spawn "$SLUICE" --server-arg=--rtp-ports --server-arg=20000-61999)
+URING=("${SPAWN[@]}" --server-arg=--io --server-arg=uring)
+MMSG=("${SPAWN[@]}" --server-arg=--io --server-arg=mmsg)
+RTPE_ARGS=()
+[ -n "$RTPE" ] && RTPE_ARGS=(--rtpengine "$RTPE")
+
+run() { # NAME ARGS...: one loadgen run, JSON kept as OUT/NAME.json
+    local name=$1; shift
+    say "$name: loadgen $*"
+    if ! "$LOADGEN" "$@" --json >"$OUT/$name.json"; then
+        echo "compare.sh: run $name failed" >&2
+        rm -f "$OUT/$name.json"
+    fi
+}
+
+run sat1-uring proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+    --sessions 1 --saturate --rate 50000 --duration "$DUR" --step "$STEP"
+run sat1-mmsg proxy "${MMSG[@]}" --targets sluice --sessions 1 --saturate --rate 50000 \
+    --duration "$DUR" --step "$STEP"
+run sat100-uring proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+    --sessions 100 --saturate --rate 50000 --duration "$DUR" --step "$STEP"
+run sat100-mmsg proxy "${MMSG[@]}" --targets sluice --sessions 100 --saturate --rate 50000 \
+    --duration "$DUR" --step "$STEP"
+for n in $SWEEP; do
+    run "streams$n-uring" proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+        --sessions "$n" --rate 100000 --duration "$DUR"
+    run "streams$n-mmsg" proxy "${MMSG[@]}" --targets sluice --sessions "$n" --rate 100000 \
+        --duration "$DUR"
+done
+run fanout64-uring fanout "${URING[@]}" --listeners 64 --rate 1562 --duration "$DUR"
+run fanout64-reflector reflector --sessions 64 --rate 100000 --duration "$DUR"
+run churn-uring churn "${URING[@]}"
+
+say "report"
+PY=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    # The plot needs matplotlib: a private venv under target/, left in place for the next run.
+    if [ -x target/bench-venv/bin/python3 ] && target/bench-venv/bin/python3 -c 'import matplotlib' 2>/dev/null ||
+        { python3 -m venv target/bench-venv >&2 && target/bench-venv/bin/pip install -q matplotlib >&2; }; then
+        PY=target/bench-venv/bin/python3
+    else
+        echo "compare.sh: matplotlib unavailable: table only, no plot" >&2
+    fi
+fi
+"$PY" bench/compare.py "$OUT"
