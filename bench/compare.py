@@ -47,17 +47,21 @@ def collect(runs):
     def put(lbl, key, value):
         table.setdefault(lbl, {})[key] = value
 
+    # The loss-free maximum is the rate the search settled on (the @max row's rate); the
+    # @max row itself is a longer run at that rate, whose loss is shown if it had any.
     for lbl, suffix, row in rows_of(runs, "sat1"):
         if suffix == "max":
-            put(lbl, "sat1_pps", row["delivered_pps"])
+            put(lbl, "sat1_pps", row["rate"])
             put(lbl, "sat1_ns", row["ns_per_packet"])
+            put(lbl, "sat1_loss", row["loss_pct"])
     for lbl, suffix, row in rows_of(runs, "streams100"):
         put(lbl, "r100_ns", row["ns_per_packet"])
         put(lbl, "r100_loss", row["loss_pct"])
         put(lbl, "r100_p99", row["latency_p99_us"])
     for lbl, suffix, row in rows_of(runs, "sat100"):
         if suffix == "max":
-            put(lbl, "sat100_pps", row["delivered_pps"])
+            put(lbl, "sat100_pps", row["rate"])
+            put(lbl, "sat100_loss", row["loss_pct"])
         elif suffix.endswith("x"):
             put(lbl, "over_offered", row["offered_pps"])
             put(lbl, "over_delivered", row["delivered_pps"])
@@ -69,6 +73,11 @@ def collect(runs):
                 if row.get("mem_per_stream_bytes") is not None:
                     put(lbl, "mem", (row["mem_per_stream_bytes"], row["streams"]))
     return table
+
+
+def relapse(loss):
+    """A note when the longer run at the searched maximum was not loss-free after all."""
+    return "" if loss is None or loss <= 0.1 else f", then {loss:.1f} % loss over the full run"
 
 
 def fmt(v, spec="{:,.0f}"):
@@ -84,7 +93,8 @@ def markdown(runs, table):
     for lbl in order:
         t = table[lbl]
         sat1 = t.get("sat1_pps")
-        sat1_s = "–" if sat1 is None else f"{sat1:,.0f} pkt/s ({fmt(t.get('sat1_ns'))} ns/pkt)"
+        sat1_s = "–" if sat1 is None else f"{sat1:,.0f} pkt/s ({fmt(t.get('sat1_ns'))} ns/pkt){relapse(t.get('sat1_loss'))}"
+        sat100_s = "–" if t.get("sat100_pps") is None else f"{t['sat100_pps']:,.0f} pkt/s{relapse(t.get('sat100_loss'))}"
         over = "–"
         if "over_delivered" in t:
             pct = ""
@@ -97,7 +107,7 @@ def markdown(runs, table):
             mem = f"{b / 1024:.1f} KiB ({n} calls)"
         lines.append(
             f"| {lbl} | {sat1_s} | {fmt(t.get('r100_ns'))} ns/pkt | {fmt(t.get('r100_loss'), '{:.3f} %')} "
-            f"| {fmt(t.get('r100_p99'), '{:,.0f} µs')} | {fmt(t.get('sat100_pps'))} pkt/s | {over} | {mem} |"
+            f"| {fmt(t.get('r100_p99'), '{:,.0f} µs')} | {sat100_s} | {over} | {mem} |"
         )
 
     def ratio(a, b, key):

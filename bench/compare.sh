@@ -6,7 +6,8 @@
 #   100 streams at 100k pkt/s, 1 -> 10,000 streams at 100k pkt/s in total (the plot),
 #   SFU fanout 1->64 against the reflector, control-plane create+destroy per second.
 #
-# Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run)
+# Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run;
+#        ONLY="sat1-uring churn-uring" re-runs those runs and keeps the other results)
 # Prints a table, writes OUT_DIR/table.md, OUT_DIR/streams.png and every run's JSON.
 # rtpengine comes from Debian's rtpengine-daemon (userspace: --table=-1, one thread), which
 # this script installs with apt-get where it is missing and it can; otherwise its rows are
@@ -15,8 +16,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/compare}
 QUICK=${QUICK:-0}
+ONLY=${ONLY:-}
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+[ -z "$ONLY" ] && rm -f "$OUT"/*.json
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -66,6 +68,7 @@ RTPE_ARGS=()
 
 run() { # NAME ARGS...: one loadgen run, JSON kept as OUT/NAME.json
     local name=$1; shift
+    if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
     say "$name: loadgen $*"
     if ! "$LOADGEN" "$@" --json >"$OUT/$name.json"; then
         echo "compare.sh: run $name failed" >&2

@@ -11,8 +11,11 @@
 
 use std::time::Duration;
 
+use std::net::UdpSocket;
+
 use anyhow::Context;
 use sluice_bench::cli::{Args, Target as Forwarder};
+use sluice_bench::ng::NgClient;
 use sluice_bench::procstat::{CpuSource, rss_bytes};
 use sluice_bench::reflector::Reflector;
 use sluice_bench::report::Row;
@@ -29,10 +32,13 @@ const RTPENGINE_NG_PORT: u16 = 22_999;
 const RTPENGINE_PORTS: (u16, u16) = (10_000, 59_999);
 /// Bisection stops when the bracket is this close (relative).
 const SEARCH_PRECISION: f64 = 0.05;
-const SEARCH_STEPS: usize = 12;
+const SEARCH_STEPS: usize = 10;
 
-/// A measurement at one rate and duration of an already set-up target.
-type MeasureAt<'a> = dyn FnMut(&Args) -> anyhow::Result<Row> + 'a;
+/// A measurement at one rate and duration of an already set-up target. With `fresh`, a
+/// target whose previous measurement was lossy measures on new calls (rtpengine stops
+/// reading a flooded socket for good); without it (the survival check after an overload), on
+/// the same calls.
+type MeasureAt<'a> = dyn FnMut(&Args, bool) -> anyhow::Result<Row> + 'a;
 
 /// Runs every target in `args.targets`; `sluice` is the API URL and CPU source of a running
 /// (or spawned) sluice.
@@ -109,7 +115,7 @@ fn with_sluice(
     })();
     let mem = memory_per_stream(pid, rss0, args.sessions);
     let result = opened.and_then(|targets| {
-        let mut at = |a2: &Args| {
+        let mut at = |a2: &Args, _fresh: bool| {
             measure(
                 "sluice",
                 a2,
@@ -154,27 +160,21 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
         args.sessions
     );
     let mut calls = Vec::with_capacity(args.sessions);
-    let opened = (|| -> anyhow::Result<Vec<Target>> {
-        let mut targets = Vec::with_capacity(args.sessions);
-        for i in 0..args.sessions {
-            let socket = i % a.len();
-            let call = format!("loadgen-{i}");
-            let offer = sdp::offer(a[socket].local_addr()?, i as u64 + 1);
-            let to_b = ng.offer(&call, "caller", &offer)?;
-            calls.push(call.clone());
-            let answer = sdp::answer(&to_b, b[socket].local_addr()?, i as u64 + 1)?;
-            let to_a = ng.answer(&call, "caller", "callee", &answer)?;
-            targets.push(Target {
-                dest: rtpengine::media_addr(&to_a)?,
-                socket,
-            });
-        }
-        Ok(targets)
-    })();
+    let opened = open_rtpengine_calls(&mut ng, &a, &b, args.sessions, 0, &mut calls);
     let mem = memory_per_stream(Some(pid), rss0, args.sessions);
     let result = opened.and_then(|targets| {
-        let mut at = |a2: &Args| {
-            measure(
+        let mut targets = targets;
+        let mut generation = 0;
+        let mut dirty = false;
+        let mut at = |a2: &Args, fresh: bool| {
+            if fresh && dirty {
+                generation += 1;
+                eprintln!("loadgen: rtpengine: fresh calls after a lossy step");
+                delete_calls(&mut ng, &mut calls);
+                targets =
+                    open_rtpengine_calls(&mut ng, &a, &b, a2.sessions, generation, &mut calls)?;
+            }
+            let row = measure(
                 "rtpengine",
                 a2,
                 a2.sessions,
@@ -185,14 +185,15 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
                 Some(&cpu),
                 gen_cpu,
                 None,
-            )
+            );
+            dirty = row
+                .as_ref()
+                .map_or(true, |r| r.outcome.loss_pct(r.copies) > a2.loss_free_pct);
+            row
         };
         rows_for("rtpengine", args, &mut at)
     });
-    let failed = calls.iter().filter(|c| ng.delete(c).is_err()).count();
-    if failed > 0 {
-        eprintln!("loadgen: {failed} rtpengine calls could not be deleted");
-    }
+    delete_calls(&mut ng, &mut calls);
     if result.is_err() {
         eprintln!("loadgen: rtpengine output:\n{}", server.output());
     }
@@ -200,6 +201,39 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
     let mut rows = result?;
     rows.iter_mut().for_each(|r| r.mem_per_stream = mem);
     Ok(rows)
+}
+
+/// `n` calls through rtpengine, caller on `a`, callee on `b`; their call-ids go to `calls`.
+fn open_rtpengine_calls(
+    ng: &mut NgClient,
+    a: &[UdpSocket],
+    b: &[UdpSocket],
+    n: usize,
+    generation: usize,
+    calls: &mut Vec<String>,
+) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::with_capacity(n);
+    for i in 0..n {
+        let socket = i % a.len();
+        let call = format!("loadgen-{generation}-{i}");
+        let offer = sdp::offer(a[socket].local_addr()?, i as u64 + 1);
+        let to_b = ng.offer(&call, "caller", &offer)?;
+        calls.push(call.clone());
+        let answer = sdp::answer(&to_b, b[socket].local_addr()?, i as u64 + 1)?;
+        let to_a = ng.answer(&call, "caller", "callee", &answer)?;
+        targets.push(Target {
+            dest: rtpengine::media_addr(&to_a)?,
+            socket,
+        });
+    }
+    Ok(targets)
+}
+
+fn delete_calls(ng: &mut NgClient, calls: &mut Vec<String>) {
+    let failed = calls.drain(..).filter(|c| ng.delete(c).is_err()).count();
+    if failed > 0 {
+        eprintln!("loadgen: {failed} rtpengine calls could not be deleted");
+    }
 }
 
 fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row>> {
@@ -212,7 +246,7 @@ fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
         })
         .collect();
     let cpu = reflector.cpu();
-    let mut at = |a2: &Args| {
+    let mut at = |a2: &Args, _fresh: bool| {
         measure(
             "reflector",
             a2,
@@ -234,23 +268,23 @@ fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
 /// One row at `--rate`, or with `--saturate` the loss-free maximum and the overload rows.
 fn rows_for(name: &str, args: &Args, at: &mut MeasureAt<'_>) -> anyhow::Result<Vec<Row>> {
     if !args.saturate {
-        return Ok(vec![at(args)?]);
+        return Ok(vec![at(args, true)?]);
     }
     let max = search_max(name, args, at)?;
     let mut full = args.clone();
     full.rate = max;
-    let mut sat = at(&full)?;
+    let mut sat = at(&full, true)?;
     sat.target = format!("{name}@max");
     full.rate = ((max as f64) * args.overload) as u64;
-    let mut over = at(&full)?;
+    let mut over = at(&full, true)?;
     over.target = format!("{name}@{}x", args.overload);
     // Afterwards, a gentle pass that visits every stream a few times.
     let mut check = args.clone();
     check.rate = (args.sessions as u64 * 4).clamp(2_000, 100_000);
     check.duration =
         Duration::from_secs_f64((3.0 * args.sessions as f64 / check.rate as f64).max(1.0));
-    let after = at(&check)?;
-    over.alive = Some(after.outcome.streams_seen);
+    // A target that lost every stream fails the warm-up of this pass: none alive.
+    over.alive = Some(at(&check, false).map_or(0, |after| after.outcome.streams_seen));
     Ok(vec![sat, over])
 }
 
@@ -269,7 +303,28 @@ fn search_max(name: &str, args: &Args, at: &mut MeasureAt<'_>) -> anyhow::Result
     let mut rate = args.rate.min(args.max_rate);
     for _ in 0..SEARCH_STEPS {
         step.rate = rate;
-        let row = at(&step)?;
+        let row = match at(&step, true) {
+            Ok(row) => row,
+            Err(e) => {
+                // Nothing came back at all (a dead target): as lossy as it gets.
+                eprintln!("loadgen: {name} search: {rate} pkt/s -> dead ({e:#})");
+                bad = Some(bad.map_or(rate, |b| b.min(rate)));
+                let next = (good + bad.unwrap_or(rate)) / 2;
+                if next == rate || next == 0 {
+                    break;
+                }
+                rate = next;
+                continue;
+            }
+        };
+        // One lossy step on a busy machine may be a hiccup: a rate is lossy only if a
+        // second try is lossy too.
+        let row = if loss_free(&row, args.loss_free_pct) {
+            row
+        } else {
+            eprintln!("loadgen: {name} search: {rate} pkt/s lossy, trying it once more");
+            at(&step, true).unwrap_or(row)
+        };
         let ok = loss_free(&row, args.loss_free_pct);
         let limited = row.outcome.generator_limited(rate);
         eprintln!(
@@ -319,8 +374,8 @@ mod tests {
         capacity: u64,
         generator: u64,
         rates: &mut Vec<u64>,
-    ) -> impl FnMut(&Args) -> anyhow::Result<Row> + '_ {
-        move |a: &Args| {
+    ) -> impl FnMut(&Args, bool) -> anyhow::Result<Row> + '_ {
+        move |a: &Args, _| {
             rates.push(a.rate);
             let offered = a.rate.min(generator);
             let out = Outcome {
@@ -362,7 +417,21 @@ mod tests {
         .unwrap();
         assert!((220_000..=230_000).contains(&max), "{max} after {rates:?}");
         assert_eq!(&rates[..3], &[50_000, 100_000, 200_000]);
-        assert!(rates.len() <= SEARCH_STEPS);
+        assert!(rates.len() <= 2 * SEARCH_STEPS, "each lossy step is tried twice at most");
+    }
+
+    #[test]
+    fn a_dead_step_counts_as_lossy() {
+        let mut rates = Vec::new();
+        let mut inner = fake(60_000, u64::MAX, &mut rates);
+        let mut dying = |a: &Args, fresh: bool| {
+            if a.rate > 90_000 {
+                anyhow::bail!("warm-up: none came back");
+            }
+            inner(a, fresh)
+        };
+        let max = search_max("fake", &args(50_000), &mut dying).unwrap();
+        assert!((57_000..=60_000).contains(&max), "{max}");
     }
 
     #[test]
