@@ -262,3 +262,20 @@ fn fanout_delivers_to_both_listeners_with_their_ssrc() {
     }
     dp.shutdown();
 }
+
+/// Kernel 6.0 added destinations to IORING_OP_SEND; the driver uses them where the probe
+/// says so (and sendmsg otherwise, which the other tests here exercise on older kernels).
+#[test]
+fn send_with_destination_is_detected_on_kernels_that_have_it() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let mut ring = super::new_ring(8, 16).expect("io_uring is available where these tests run");
+    let found = super::probe_send_to(&mut ring);
+    if major >= 6 {
+        assert!(
+            found,
+            "kernel {release} takes a destination on IORING_OP_SEND"
+        );
+    }
+}
