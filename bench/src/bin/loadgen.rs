@@ -12,7 +12,6 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use sluice_bench::cli::{Args, Mode, Target as Forwarder};
 use sluice_bench::procstat::{CpuSource, Machine, find_pids, thread_delta, thread_times};
-use sluice_bench::reflector::Reflector;
 use sluice_bench::report::{self, Row};
 use sluice_bench::server::Server;
 use sluice_bench::traffic::{self, Load, Target, Transform};
@@ -520,30 +519,14 @@ fn open_fanout(
     Ok(dest)
 }
 
+/// The reflector under `args`' load: one row (the proxy mode's reflector target, which is
+/// the same echo).
 fn reflector_row(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Row> {
-    let reflector = Reflector::start(LOOPBACK, args.reflector_cpu, SOCKET_BUFFER)?;
-    let socks = bind_sockets(args.sockets.min(args.sessions))?;
-    let targets: Vec<Target> = (0..args.sessions)
-        .map(|i| Target {
-            dest: reflector.addr(),
-            socket: i % socks.len(),
-        })
-        .collect();
-    let cpu = reflector.cpu();
-    let row = measure(
-        "reflector",
-        args,
-        args.sessions,
-        1,
-        &socks,
-        &socks,
-        &targets,
-        Some(&cpu),
-        gen_cpu,
-        None,
-    );
-    reflector.stop();
-    row
+    let mut plain = args.clone();
+    plain.saturate = false;
+    proxy::with_reflector(&plain, gen_cpu)?
+        .pop()
+        .context("the reflector measured nothing")
 }
 
 fn main() -> ExitCode {

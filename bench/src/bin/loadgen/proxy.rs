@@ -236,7 +236,7 @@ fn delete_calls(ng: &mut NgClient, calls: &mut Vec<String>) {
     }
 }
 
-fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row>> {
+pub(super) fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row>> {
     let reflector = Reflector::start(LOOPBACK, args.reflector_cpu, SOCKET_BUFFER)?;
     let socks = bind_sockets(args.sockets.min(args.sessions))?;
     let targets: Vec<Target> = (0..args.sessions)
@@ -417,7 +417,10 @@ mod tests {
         .unwrap();
         assert!((220_000..=230_000).contains(&max), "{max} after {rates:?}");
         assert_eq!(&rates[..3], &[50_000, 100_000, 200_000]);
-        assert!(rates.len() <= 2 * SEARCH_STEPS, "each lossy step is tried twice at most");
+        assert!(
+            rates.len() <= 2 * SEARCH_STEPS,
+            "each lossy step is tried twice at most"
+        );
     }
 
     #[test]
