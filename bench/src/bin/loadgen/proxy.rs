@@ -9,9 +9,8 @@
 //! measured for `--duration`, then `--overload` times that rate is offered and every stream is
 //! checked to still deliver afterwards.
 
-use std::time::Duration;
-
 use std::net::UdpSocket;
+use std::time::Duration;
 
 use anyhow::Context;
 use sluice_bench::cli::{Args, Target as Forwarder};
