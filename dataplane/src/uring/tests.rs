@@ -279,3 +279,34 @@ fn send_with_destination_is_detected_on_kernels_that_have_it() {
         );
     }
 }
+
+/// The send path writes an IPv6 destination too (sockaddr_in6, whichever send opcode the
+/// probe chose): an echo leg on ::1 returns a packet to an IPv6 peer unchanged.
+#[test]
+fn echo_over_ipv6_loopback() {
+    require_uring!();
+    let Ok(peer) = UdpSocket::bind("[::1]:0") else {
+        eprintln!("skipping: no IPv6 loopback here");
+        return;
+    };
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("valid timeout");
+    let config = Config {
+        media_ip: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        port_lo: 31500,
+        port_hi: 31599,
+        workers: 1,
+        io: IoMode::Uring,
+        pin: false,
+        batch_wait: Duration::ZERO,
+    };
+    let (dp, _events) = Dataplane::start(config).expect("the uring backend starts");
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    let packet = rtp(7, 0x0bad_cafe);
+    peer.send_to(&packet, rtp_addr(&leg))
+        .expect("send to the leg");
+    let (got, from) = recv(&peer);
+    assert_eq!(got, packet);
+    assert_eq!(from, rtp_addr(&leg));
+}
