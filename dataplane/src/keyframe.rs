@@ -5,13 +5,7 @@ use crate::api::VideoCodec;
 /// The RTP payload of a packet: after the fixed header, CSRCs and any header extension
 /// (RFC 3550 §5.1, §5.3.1). `None` when the lengths do not fit.
 pub fn rtp_payload(packet: &[u8]) -> Option<&[u8]> {
-    let cc = usize::from(packet.first()? & 0x0f);
-    let mut at = 12 + 4 * cc;
-    if packet.first()? & 0x10 != 0 {
-        let ext = packet.get(at + 2..at + 4)?;
-        at += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-    }
-    packet.get(at..)
+    packet.get(crate::packet::rtp_header_len(packet)?..)
 }
 
 /// Whether this RTP payload starts a keyframe of `codec`.

@@ -41,6 +41,19 @@ pub fn classify(data: &[u8]) -> Class {
     }
 }
 
+/// Length of an RTP packet's header: the fixed part, CSRCs and any header extension
+/// (RFC 3550 §5.1, §5.3.1). `None` when it would run past the packet.
+#[inline]
+pub fn rtp_header_len(packet: &[u8]) -> Option<usize> {
+    let b0 = *packet.first()?;
+    let mut at = RTP_HEADER_LEN + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let ext = packet.get(at + 2..at + 4)?;
+        at += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    (at <= packet.len()).then_some(at)
+}
+
 /// Read-only view of a fixed RTP header (RFC 3550 §5.1). The caller has classified it as RTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtpHeader {

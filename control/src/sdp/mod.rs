@@ -16,6 +16,7 @@ mod write;
 mod samples;
 
 pub use model::{Attribute, Codec, Direction, Media, MediaKind, Origin, Proto, Sdp};
+pub(crate) use negotiate::rejected;
 pub use negotiate::{
     CodecName, Forced, LocalTransport, NegotiationError, OfferMedia, Selected, answered_codec,
     build_answer, build_offer, pt_map, select_codecs,

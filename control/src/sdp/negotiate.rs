@@ -256,14 +256,15 @@ pub fn build_answer(offer: &Sdp, selected: &[Option<Selected>], local: &LocalTra
     answer
 }
 
-/// RFC 3264 §6: a rejected stream keeps its media type and transport, with port 0 and
-/// at least one format.
-fn rejected(offered: &Media) -> Media {
+/// RFC 3264 §6 (and RFC 8843 §7.3.3 for bundled WebRTC answers): a rejected stream keeps
+/// its media type, transport and mid, with port 0 and at least one format (with its rtpmap
+/// on RTP transports).
+pub(crate) fn rejected(offered: &Media) -> Media {
     let mut m = Media::new(offered.kind.clone(), 0, offered.proto.clone());
     if let Some(format) = offered.formats.first() {
         m.formats.push(format.clone());
         let codec = format.parse::<u8>().ok().and_then(|pt| offered.codec(pt));
-        if let Some(c) = codec {
+        if let Some(c) = codec.filter(|_| offered.proto.is_rtp()) {
             m.codecs
                 .push(Codec::new(c.pt, &c.name, c.clock_rate, c.channels));
         }

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use crate::sdp::{
-    Attribute, Codec, Direction, Media, MediaKind, OfferMedia, Origin, Proto, Sdp, Selected,
+    Attribute, Codec, Media, MediaKind, OfferMedia, Origin, Proto, Sdp, Selected, rejected,
 };
 
 use super::cert::{CertError, Fingerprint};
@@ -148,22 +148,6 @@ pub fn webrtc_answer(offer: &Sdp, selected: &[Option<Selected>], local: &WebrtcL
         answer.media.push(m);
     }
     answer
-}
-
-/// RFC 8843 §7.3.3 / RFC 3264 §6: port 0, the offer's transport and first format.
-fn rejected(offered: &Media) -> Media {
-    let mut m = Media::new(offered.kind.clone(), 0, offered.proto.clone());
-    if let Some(format) = offered.formats.first() {
-        m.formats.push(format.clone());
-        let codec = format.parse::<u8>().ok().and_then(|pt| offered.codec(pt));
-        if let Some(c) = codec.filter(|_| offered.proto.is_rtp()) {
-            m.codecs
-                .push(Codec::new(c.pt, &c.name, c.clock_rate, c.channels));
-        }
-    }
-    m.mid = offered.mid.clone();
-    m.direction = Direction::Inactive;
-    m
 }
 
 fn add_codecs(

@@ -1,7 +1,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::sdp::{Forced, select_codecs};
+use crate::sdp::{Direction, Forced, select_codecs};
 
 const CHROME_OFFER: &str = include_str!("../../../tests/data/chrome_offer.sdp");
 const FIREFOX_OFFER: &str = include_str!("../../../tests/data/firefox_offer.sdp");

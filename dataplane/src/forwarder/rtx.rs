@@ -9,6 +9,8 @@
 //! - [`wrap`]: a cached packet served to a listener that negotiated RTX goes out as RTX, so
 //!   its SRTP index is fresh and its receiver can tell a repair from a duplicate.
 
+use crate::packet::rtp_header_len;
+
 /// Sentinel in the payload-type tables: no RTX for this payload type.
 const NO_PT: u8 = 0xff;
 
@@ -72,23 +74,12 @@ impl Repair {
     }
 }
 
-/// Length of the RTP header with CSRCs and extension (RFC 3550 §5.1, §5.3.1).
-fn header_len(packet: &[u8]) -> Option<usize> {
-    let b0 = *packet.first()?;
-    let mut at = 12 + 4 * usize::from(b0 & 0x0f);
-    if b0 & 0x10 != 0 {
-        let ext = packet.get(at + 2..at + 4)?;
-        at += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
-    }
-    (at <= packet.len()).then_some(at)
-}
-
 /// Turns the RTX packet in `buf[..len]` back into the packet it repairs, in place: the OSN
 /// becomes the sequence number, `pt` and `ssrc` the media stream's. Returns the new length,
 /// `None` when the packet holds no OSN (padding only) or does not parse.
 pub(crate) fn unwrap(buf: &mut [u8], len: usize, pt: u8, ssrc: u32) -> Option<usize> {
     let packet = buf.get(..len)?;
-    let at = header_len(packet)?;
+    let at = rtp_header_len(packet)?;
     let padding = if packet[0] & 0x20 != 0 {
         usize::from(*packet.last()?)
     } else {
@@ -109,7 +100,7 @@ pub(crate) fn unwrap(buf: &mut [u8], len: usize, pt: u8, ssrc: u32) -> Option<us
 /// bytes): the OSN is its current sequence number; payload type, SSRC and sequence number
 /// become the RTX stream's. Returns the new length.
 pub(crate) fn wrap(buf: &mut [u8], len: usize, rtx: (u8, u32, u16)) -> Option<usize> {
-    let at = header_len(buf.get(..len)?)?;
+    let at = rtp_header_len(buf.get(..len)?)?;
     if len + 2 > buf.len() {
         return None;
     }

@@ -239,15 +239,7 @@ fn rtp_header_len(packet: &[u8]) -> Result<usize, SrtpError> {
     if packet[0] >> 6 != 2 {
         return Err(SrtpError::Malformed);
     }
-    let mut len = RTP_FIXED + 4 * usize::from(packet[0] & 0x0f);
-    if packet[0] & 0x10 != 0 {
-        let ext = packet.get(len..len + 4).ok_or(SrtpError::Malformed)?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
-    }
-    if len > packet.len() {
-        return Err(SrtpError::Malformed);
-    }
-    Ok(len)
+    crate::packet::rtp_header_len(packet).ok_or(SrtpError::Malformed)
 }
 
 /// Sequence number and SSRC of a packet at least `RTP_FIXED` long.
