@@ -22,7 +22,7 @@ use crate::cli::Args;
 use crate::procstat::{CpuSource, Machine, thread_delta, thread_times};
 use crate::report::machine_json;
 use crate::sdp;
-use crate::wsapi::{TIMEOUT, authority};
+use crate::wsapi::{TIMEOUT, authority, read_reply};
 
 /// Socket read timeout: how often a connection re-checks its deadlines while waiting.
 const POLL: Duration = Duration::from_millis(100);
@@ -386,36 +386,13 @@ impl Conn {
             if pairs_in_flight == 0 {
                 return Ok(tally);
             }
-            let msg = match self.ws.read() {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if last_progress.elapsed() > TIMEOUT {
-                        bail!("no reply within {TIMEOUT:?} ({pairs_in_flight} pairs in flight)");
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e).context("reading from the API"),
-            };
-            let text = match msg {
-                Message::Text(t) => t,
-                Message::Close(c) => bail!("the server closed the API connection: {c:?}"),
-                _ => continue,
-            };
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| format!("bad JSON from server: {text}"))?;
-            if v.get("cmd").is_some() {
-                // An event (created, destroyed): acknowledged like any well-behaved client.
-                if let Some(t) = v.get("tid") {
-                    self.ws
-                        .send(Message::text(json!({"result": "ok", "tid": t}).to_string()))?;
+            // Events (created, destroyed) are acknowledged inside, like any client should.
+            let Some(v) = read_reply(&mut self.ws)? else {
+                if last_progress.elapsed() > TIMEOUT {
+                    bail!("no reply within {TIMEOUT:?} ({pairs_in_flight} pairs in flight)");
                 }
                 continue;
-            }
+            };
             let Some(pending) = v
                 .get("tid")
                 .and_then(Value::as_u64)

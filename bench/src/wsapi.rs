@@ -54,6 +54,38 @@ fn sdp_field(v: &Value, key: &str) -> anyhow::Result<String> {
         .with_context(|| format!("reply has no {key}.sdp: {v}"))
 }
 
+/// Reads one frame: `Some` of a reply (a frame without `cmd`, `{ack}` included), `None` when
+/// the read timed out or the frame was something else. Events and other server requests are
+/// acknowledged here, as a client must.
+pub fn read_reply(ws: &mut WebSocket<TcpStream>) -> anyhow::Result<Option<Value>> {
+    let msg = match ws.read() {
+        Ok(m) => m,
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e).context("reading from the API"),
+    };
+    let text = match msg {
+        Message::Text(t) => t,
+        Message::Close(c) => bail!("the server closed the API connection: {c:?}"),
+        _ => return Ok(None),
+    };
+    let v: Value =
+        serde_json::from_str(&text).with_context(|| format!("bad JSON from server: {text}"))?;
+    if v.get("cmd").is_some() {
+        if let Some(t) = v.get("tid") {
+            ws.send(Message::text(json!({"result": "ok", "tid": t}).to_string()))?;
+        }
+        return Ok(None);
+    }
+    Ok(Some(v))
+}
+
 impl Api {
     pub fn connect(url: &str) -> anyhow::Result<Api> {
         let host = authority(url)?;
@@ -83,32 +115,9 @@ impl Api {
         self.ws.send(Message::text(req.to_string()))?;
         let deadline = Instant::now() + TIMEOUT;
         while Instant::now() < deadline {
-            let msg = match self.ws.read() {
-                Ok(m) => m,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e).context("reading from the API"),
-            };
-            let text = match msg {
-                Message::Text(t) => t,
-                Message::Close(c) => bail!("the server closed the API connection: {c:?}"),
-                _ => continue,
-            };
-            let v: Value = serde_json::from_str(&text)
-                .with_context(|| format!("bad JSON from server: {text}"))?;
-            if v.get("cmd").is_some() {
-                if let Some(t) = v.get("tid") {
-                    self.ws
-                        .send(Message::text(json!({"result": "ok", "tid": t}).to_string()))?;
-                }
+            let Some(v) = read_reply(&mut self.ws)? else {
                 continue;
-            }
+            };
             if v.get("tid").and_then(Value::as_u64) != Some(tid) {
                 continue;
             }
