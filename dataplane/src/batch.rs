@@ -9,6 +9,11 @@ pub const MAX_DATAGRAM: usize = 1500;
 /// Room per transmit slot: a forwarded datagram plus what SRTP protection appends (tag, and
 /// the SRTCP index).
 pub const TX_SLOT: usize = MAX_DATAGRAM + 32;
+/// Largest datagram sent with UDP GSO: every segment must fit the path MTU, and 1,200 bytes
+/// plus IPv6 and UDP headers fits the smallest IPv6 MTU (1,280). Larger ones leave singly.
+pub const GSO_MAX_SEGMENT: usize = 1200;
+/// Most datagrams in one UDP GSO send (the kernel accepts 64 at least).
+pub const GSO_MAX_SEGMENTS: usize = 64;
 
 #[derive(Clone, Copy, Debug)]
 struct Meta {
@@ -89,6 +94,34 @@ impl TxBatch {
         })
     }
 
+    /// How many datagrams from slot `first` on can leave as one UDP GSO send: those after it
+    /// go through the same socket to the same destination with the same length, except that
+    /// the last may be shorter (the kernel cuts the payload at every `len` bytes). 1 when
+    /// `first` is larger than `GSO_MAX_SEGMENT`.
+    #[inline]
+    pub fn gso_run(&self, first: usize) -> usize {
+        let head = self.meta[first];
+        if head.len > GSO_MAX_SEGMENT {
+            return 1;
+        }
+        let mut n = 1;
+        for next in &self.meta[first + 1..] {
+            if n == GSO_MAX_SEGMENTS
+                || next.via != head.via
+                || next.dest != head.dest
+                || next.len > head.len
+                || next.len == 0
+            {
+                break;
+            }
+            n += 1;
+            if next.len < head.len {
+                break;
+            }
+        }
+        n
+    }
+
     /// Slot `i`'s buffer, for drivers that hand pointers to the kernel.
     pub fn get(&self, i: usize) -> (SocketRef, SocketAddr, &[u8]) {
         let m = self.meta[i];
@@ -119,6 +152,44 @@ mod tests {
         assert_eq!(got, vec![b"a".to_vec(), b"cb".to_vec()]);
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn gso_runs_group_one_socket_destination_and_size() {
+        let a = SocketRef {
+            slot: 0,
+            rtcp: false,
+        };
+        let b = SocketRef { slot: 1, ..a };
+        let x = SocketAddr::from(([127, 0, 0, 1], 1));
+        let y = SocketAddr::from(([127, 0, 0, 1], 2));
+        let mut t = TxBatch::new(200);
+        let push = |t: &mut TxBatch, via, dest, len: usize| {
+            assert!(t.push(via, dest, &vec![0; len], |_, l| Some(l)))
+        };
+        // 0..3: a→x 100 B, the third shorter (ends the run); 3: a→x again; 4: b→x; 5: a→y;
+        // 6..8: a→y 100 then 120 (longer: a new run); 8: a→y 1300 (too large for GSO).
+        for (via, dest, len) in [
+            (a, x, 100),
+            (a, x, 100),
+            (a, x, 40),
+            (a, x, 100),
+            (b, x, 100),
+            (a, y, 100),
+            (a, y, 120),
+            (a, y, 120),
+            (a, y, 1300),
+        ] {
+            push(&mut t, via, dest, len);
+        }
+        let runs: Vec<usize> = (0..t.len()).map(|i| t.gso_run(i)).collect();
+        assert_eq!(runs, vec![3, 2, 1, 1, 1, 1, 2, 1, 1]);
+        t.clear();
+        for _ in 0..GSO_MAX_SEGMENTS + 5 {
+            push(&mut t, a, x, 100);
+        }
+        assert_eq!(t.gso_run(0), GSO_MAX_SEGMENTS);
+        assert_eq!(t.gso_run(GSO_MAX_SEGMENTS), 5);
     }
 
     #[test]

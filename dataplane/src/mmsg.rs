@@ -2,7 +2,8 @@
 //!
 //! Each round: wait for readiness, drain every ready socket in batches of `BATCH` datagrams
 //! (bounded rounds per socket, for fairness), forward into the transmit batch, send it with
-//! one sendmmsg per run of datagrams leaving the same socket, then apply queued commands.
+//! one sendmmsg per run of datagrams leaving the same socket (UDP GSO for runs to one
+//! destination), then apply queued commands.
 
 use std::io;
 use std::mem;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::SocketRef;
-use crate::sys::{read_sockaddr, write_sockaddr};
+use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
 
 /// Datagrams per recvmmsg call.
@@ -234,11 +235,18 @@ impl RxBatch {
     }
 }
 
-/// Send-side arrays for sendmmsg, allocated once.
+/// Send-side arrays for sendmmsg, allocated once. `names`/`iovs` are per transmit slot;
+/// `hdrs`, `cmsgs` and `segments` per send (one slot, or a GSO run of several).
 struct Sender {
     names: Vec<libc::sockaddr_storage>,
+    namelens: Vec<libc::socklen_t>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    cmsgs: Vec<SegmentCmsg>,
+    /// Datagrams each header carries.
+    segments: Vec<usize>,
+    /// The kernel takes UDP GSO sends: runs of datagrams for one destination leave as one.
+    gso: bool,
 }
 
 impl Sender {
@@ -247,6 +255,7 @@ impl Sender {
         let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
         Sender {
             names: vec![zero_name; capacity],
+            namelens: vec![0; capacity],
             iovs: vec![
                 libc::iovec {
                     iov_base: ptr::null_mut(),
@@ -258,41 +267,54 @@ impl Sender {
             hdrs: (0..capacity)
                 .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
                 .collect(),
+            cmsgs: vec![SegmentCmsg::new(); capacity],
+            segments: vec![1; capacity],
+            gso: udp_gso_supported(),
         }
     }
 
-    /// Sends everything queued, one sendmmsg per run of datagrams from the same socket.
+    /// Sends everything queued, one sendmmsg per run of datagrams from the same socket; with
+    /// GSO, one header per run of datagrams for the same destination within it.
     fn flush(&mut self, core: &WorkerCore, tx: &mut TxBatch) {
         let n = tx.len();
         for i in 0..n {
             let (_, dest, data) = tx.get(i);
-            let namelen = write_sockaddr(&dest, &mut self.names[i]);
+            self.namelens[i] = write_sockaddr(&dest, &mut self.names[i]);
             self.iovs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
                 iov_len: data.len(),
             };
-            let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = namelen;
-            h.msg_iov = &mut self.iovs[i];
-            h.msg_iovlen = 1;
         }
-        let mut start = 0;
-        while start < n {
-            let via = tx.get(start).0;
-            let mut end = start + 1;
-            while end < n && tx.get(end).0 == via {
-                end += 1;
+        let mut i = 0;
+        let mut h = 0;
+        while i < n {
+            let via = tx.get(i).0;
+            let first = h;
+            while i < n && tx.get(i).0 == via {
+                let k = if self.gso { tx.gso_run(i) } else { 1 };
+                let hdr = &mut self.hdrs[h].msg_hdr;
+                hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+                hdr.msg_namelen = self.namelens[i];
+                hdr.msg_iov = &mut self.iovs[i];
+                hdr.msg_iovlen = k;
+                if k > 1 {
+                    self.cmsgs[h].attach(hdr, tx.get(i).2.len());
+                } else {
+                    hdr.msg_control = ptr::null_mut();
+                    hdr.msg_controllen = 0;
+                }
+                self.segments[h] = k;
+                h += 1;
+                i += k;
             }
             match core.fd(via.token()) {
-                Some(fd) => self.send_run(core, fd, via, start, end),
+                Some(fd) => self.send_run(core, fd, via, first, h),
                 None => {
-                    for _ in start..end {
+                    for _ in 0..self.segments[first..h].iter().sum::<usize>() {
                         core.fwd.count_drop(via.slot, DropReason::SendFailed);
                     }
                 }
             }
-            start = end;
         }
         tx.clear();
     }
@@ -306,8 +328,8 @@ impl Sender {
         end: usize,
     ) {
         while start < end {
-            // SAFETY: headers start..end point at `names`/`iovs` entries filled above and at
-            // transmit buffers that live until `tx.clear()`.
+            // SAFETY: headers start..end point at `names`/`iovs`/`cmsgs` entries filled above
+            // and at transmit buffers that live until `tx.clear()`.
             let rc = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -324,14 +346,14 @@ impl Sender {
             if err.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            // A full socket buffer drops the rest of the run; any other error drops one
-            // datagram and moves on (e.g. an unreachable destination).
+            // A full socket buffer drops the rest of the run; any other error drops one send
+            // and moves on (e.g. an unreachable destination).
             let lost = if err.kind() == io::ErrorKind::WouldBlock {
                 end - start
             } else {
                 1
             };
-            for _ in 0..lost {
+            for _ in 0..self.segments[start..start + lost].iter().sum::<usize>() {
                 core.fwd.count_drop(via.slot, DropReason::SendFailed);
             }
             start += lost;

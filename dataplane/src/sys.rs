@@ -40,6 +40,58 @@ impl EventFd {
     }
 }
 
+/// A control message carrying `UDP_SEGMENT`, the segment size of a UDP GSO send, laid out as
+/// `CMSG_SPACE(sizeof(u16))`: one per transmit slot, so a send can point at it until it
+/// completes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+    _pad: [u8; 6],
+}
+
+impl SegmentCmsg {
+    pub(crate) fn new() -> Self {
+        // SAFETY: plain C data; all-zero is valid.
+        let mut c: SegmentCmsg = unsafe { mem::zeroed() };
+        // SAFETY: CMSG_LEN only computes a length.
+        c.hdr.cmsg_len = unsafe { libc::CMSG_LEN(mem::size_of::<u16>() as u32) } as _;
+        c.hdr.cmsg_level = libc::SOL_UDP;
+        c.hdr.cmsg_type = libc::UDP_SEGMENT;
+        c
+    }
+
+    /// Sets the segment size and makes `h` carry this control message.
+    pub(crate) fn attach(&mut self, h: &mut libc::msghdr, size: usize) {
+        self.size = size as u16;
+        h.msg_control = (self as *mut SegmentCmsg).cast();
+        h.msg_controllen = mem::size_of::<SegmentCmsg>() as _;
+    }
+}
+
+/// Whether the kernel takes UDP GSO sends (`UDP_SEGMENT`, Linux 4.18+).
+pub(crate) fn udp_gso_supported() -> bool {
+    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0")
+        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+    else {
+        return false;
+    };
+    let mut v: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: reads at most `len` bytes into a live c_int.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    rc == 0
+}
+
 /// Writes `addr` into `storage`, returning the length to pass to the kernel.
 #[inline]
 pub(crate) fn write_sockaddr(

@@ -3,7 +3,8 @@
 //! Receive: one provided buffer ring shared by all of the worker's sockets and one multishot
 //! recvmsg per socket; a receive that ends (no `MORE` flag, e.g. `-ENOBUFS` when the buffer ring
 //! ran dry) is re-armed. Commands: a multishot poll on the worker's eventfd. Send: after each
-//! batch of completions, one sendmsg per queued datagram, all submitted together and waited for,
+//! batch of completions, one send per queued datagram (one sendmsg with UDP GSO for a run of
+//! datagrams to the same destination), all submitted together and waited for,
 //! so the transmit batch can be reused at once. Completions that arrive meanwhile are kept, in
 //! order, for the next round. Behaves like [`crate::mmsg`]: same drops, same flush points.
 //!
@@ -26,7 +27,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::SocketRef;
-use crate::sys::{read_sockaddr, write_sockaddr};
+use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
 
 /// Submission queue depth (the transmit batch is flushed through it in chunks if larger).
@@ -386,6 +387,9 @@ struct SendSlots {
     names: Box<[libc::sockaddr_storage]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::msghdr]>,
+    cmsgs: Box<[SegmentCmsg]>,
+    /// Datagrams the send of slot `i` carries (more than one: a GSO run from `i` on).
+    segments: Box<[usize]>,
 }
 
 /// Field order is drop order: the ring goes first, so the kernel lets go of the buffer
@@ -410,6 +414,8 @@ struct Driver {
     /// The kernel takes a destination on IORING_OP_SEND (6.0+): a datagram then needs no
     /// msghdr for the kernel to copy in and parse, ≈ 4 % less CPU per egress packet in fanout.
     send_to: bool,
+    /// The kernel takes UDP GSO sends: a run of datagrams for one destination leaves as one.
+    gso: bool,
 }
 
 pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
@@ -495,6 +501,8 @@ impl Driver {
             hdrs: (0..TX_CAPACITY)
                 .map(|_| unsafe { mem::zeroed::<libc::msghdr>() })
                 .collect(),
+            cmsgs: vec![SegmentCmsg::new(); TX_CAPACITY].into_boxed_slice(),
+            segments: vec![1; TX_CAPACITY].into_boxed_slice(),
         };
         Ok(Driver {
             ring,
@@ -506,6 +514,7 @@ impl Driver {
             closing: Vec::new(),
             dones: Vec::new(),
             send_to,
+            gso: udp_gso_supported(),
             group: 0,
             cqes: VecDeque::with_capacity(2 * CQ_ENTRIES as usize),
             sends_in_flight: 0,
@@ -744,17 +753,24 @@ impl Driver {
         }
     }
 
-    /// Sends everything in `tx` (one sendmsg each), waits for all of it, then clears `tx`.
+    /// Sends everything in `tx` (one send per datagram, or per GSO run of datagrams for one
+    /// destination), waits for all of it, then clears `tx`.
     fn flush(&mut self, core: &WorkerCore) -> io::Result<()> {
-        for i in 0..self.tx.len() {
+        let mut i = 0;
+        while i < self.tx.len() {
             let (via, dest, data) = self.tx.get(i);
+            let run = if self.gso { self.tx.gso_run(i) } else { 1 };
             let Some(fd) = core.fd(via.token()) else {
-                core.fwd.count_drop(via.slot, DropReason::SendFailed);
+                for _ in 0..run {
+                    core.fwd.count_drop(via.slot, DropReason::SendFailed);
+                }
+                i += run;
                 continue;
             };
             let s = &mut self.send;
             let namelen = write_sockaddr(&dest, &mut s.names[i]);
-            if self.send_to {
+            s.segments[i] = run;
+            if run == 1 && self.send_to {
                 let sqe = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
                     .flags(libc::MSG_DONTWAIT)
                     .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
@@ -765,34 +781,46 @@ impl Driver {
                 // neither changes before this send's completion is reaped below.
                 unsafe { self.push(&sqe)? };
                 self.sends_in_flight += 1;
+                i += 1;
                 continue;
             }
-            s.iovs[i] = libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            };
+            for j in i..i + run {
+                let bytes = self.tx.get(j).2;
+                s.iovs[j] = libc::iovec {
+                    iov_base: bytes.as_ptr() as *mut libc::c_void,
+                    iov_len: bytes.len(),
+                };
+            }
             let h = &mut s.hdrs[i];
             h.msg_name = (&mut s.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = namelen;
             h.msg_iov = &mut s.iovs[i];
-            h.msg_iovlen = 1;
+            h.msg_iovlen = run;
+            if run > 1 {
+                s.cmsgs[i].attach(h, data.len());
+            } else {
+                h.msg_control = ptr::null_mut();
+                h.msg_controllen = 0;
+            }
             let sqe = opcode::SendMsg::new(types::Fd(fd), &s.hdrs[i])
                 .flags(libc::MSG_DONTWAIT as u32)
                 .build()
                 .user_data(user_data(KIND_SEND, 0, i));
-            // SAFETY: the msghdr, iovec and address are slot `i` of `send`, the bytes are slot
-            // `i` of `tx`; neither changes before this send's completion is reaped below.
+            // SAFETY: the msghdr, control message, iovecs and address are slots `i..i + run`
+            // of `send`, the bytes slots of `tx`; none changes before this send's completion
+            // is reaped below.
             unsafe { self.push(&sqe)? };
             self.sends_in_flight += 1;
+            i += run;
         }
         while self.sends_in_flight > 0 {
             self.submit_and_wait(1)?;
             self.reap();
         }
         for &i in &self.failed_sends {
-            if i < self.tx.len() {
+            for j in i..(i + self.send.segments[i]).min(self.tx.len()) {
                 core.fwd
-                    .count_drop(self.tx.get(i).0.slot, DropReason::SendFailed);
+                    .count_drop(self.tx.get(j).0.slot, DropReason::SendFailed);
             }
         }
         self.failed_sends.clear();
