@@ -72,8 +72,8 @@ impl SegmentCmsg {
 
 /// Whether the kernel takes UDP GSO sends (`UDP_SEGMENT`, Linux 4.18+).
 pub(crate) fn udp_gso_supported() -> bool {
-    let Ok(sock) = std::net::UdpSocket::bind("127.0.0.1:0")
-        .or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
+    let Ok(sock) =
+        std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| std::net::UdpSocket::bind("[::1]:0"))
     else {
         return false;
     };

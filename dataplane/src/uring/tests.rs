@@ -335,7 +335,15 @@ fn mixed_burst_comes_back_datagram_by_datagram(io: IoMode, ip: IpAddr, port_lo: 
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     let leg = open(&dp, Remote::default());
     echo(&dp, &leg);
-    let sizes = [(40, 160), (1, 100), (20, 160), (3, 1300), (1, 20), (10, 160), (5, 1200)];
+    let sizes = [
+        (40, 160),
+        (1, 100),
+        (20, 160),
+        (3, 1300),
+        (1, 20),
+        (10, 160),
+        (5, 1200),
+    ];
     let mut sent = Vec::new();
     let mut seq = 1u16;
     for (count, payload) in sizes {
@@ -350,12 +358,20 @@ fn mixed_burst_comes_back_datagram_by_datagram(io: IoMode, ip: IpAddr, port_lo: 
     for (i, want) in sent.iter().enumerate() {
         let (got, from) = recv(&peer);
         assert_eq!(from, rtp_addr(&leg));
-        assert_eq!(got.len(), want.len(), "datagram {i}: one datagram, its own size");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "datagram {i}: one datagram, its own size"
+        );
         assert_eq!(&got, want, "datagram {i} intact and in order");
     }
     let stats = leg.stats.snapshot();
     assert_eq!(stats.tx_packets, sent.len() as u64);
-    assert_eq!(stats.drops.iter().sum::<u64>(), 0, "nothing dropped: {stats:?}");
+    assert_eq!(
+        stats.drops.iter().sum::<u64>(),
+        0,
+        "nothing dropped: {stats:?}"
+    );
 }
 
 #[test]
