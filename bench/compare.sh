@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Sluice (io_uring and recvmmsg backends) next to rtpengine and the minimal recvmmsg/sendmmsg
-# reflector, with one generator (loadgen) and the same loads, on this machine:
+# Sluice (io_uring and recvmmsg backends) next to rtpengine and the two minimal reflectors
+# (recvmmsg/sendmmsg and io_uring), with one generator (loadgen) and the same loads, on this
+# machine:
 #
 #   1 stream and 100 streams at saturation (loss-free maximum, then 2x overload),
 #   100 streams at 100k pkt/s, 1 -> 10,000 streams at 100k pkt/s in total (the plot),
-#   SFU fanout 1->64 against the reflector, control-plane create+destroy per second.
+#   SFU fanout 1->64 against the recvmmsg reflector, control-plane create+destroy per second.
 #
 # Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run;
 #        ONLY="sat1-uring churn-uring" re-runs those runs and keeps the other results)
@@ -43,8 +44,8 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet rtpengine-daem
 fi
 RTPE=""
 command -v rtpengine >/dev/null && RTPE=rtpengine
-OTHERS=reflector
-[ -n "$RTPE" ] && OTHERS=rtpengine,reflector
+OTHERS=reflector,reflector-uring
+[ -n "$RTPE" ] && OTHERS=rtpengine,$OTHERS
 [ -z "$RTPE" ] && echo "compare.sh: rtpengine not available: its rows are left out" >&2
 
 # Every call holds 4 sockets on each forwarder (RTP + RTCP, both legs).

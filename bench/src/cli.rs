@@ -16,7 +16,8 @@ usage: loadgen <echo|srtp-echo|fanout|reflector|churn|proxy> [options]
   reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
   proxy      N plain-RTP proxy calls (caller A -> server -> callee B), one-way RTP from A,
              counted at B, on each of --targets: sluice (proxy sessions over its API),
-             rtpengine (offer/answer over NG; spawned), reflector (echo, the kernel baseline)
+             rtpengine (offer/answer over NG; spawned), reflector (echo, the kernel baseline),
+             reflector-uring (the same echo over io_uring: multishot recvmsg, send)
   churn      control plane: plain echo sessions created and destroyed over and over
              by --connections connections, --pipeline pairs in flight on each
 
@@ -39,9 +40,10 @@ usage: loadgen <echo|srtp-echo|fanout|reflector|churn|proxy> [options]
                      (recorder_action start), printed as sluice+rec with the on/off ratio
                      srtp-echo: then plain echo and the reflector under the same load
   --gen-cpu N        pin generator + receiver threads (default: the last core)
-  --reflector-cpu N  pin the reflector (default 0, where sluice pins its first worker)
+  --reflector-cpu N  pin the reflectors (default 0, where sluice pins its first worker)
   --json             print JSON instead of the table
-  --targets LIST     proxy: comma list of sluice, rtpengine, reflector (default sluice)
+  --targets LIST     proxy: comma list of sluice, rtpengine, reflector, reflector-uring
+                     (default sluice)
   --rtpengine PATH   proxy: rtpengine binary (default: rtpengine on PATH), started with
                      --table=-1 --num-threads=1, pinned to --reflector-cpu
   --saturate         proxy: per target, search the highest rate with loss <= --loss-free
@@ -95,7 +97,7 @@ pub struct Args {
     pub connections: usize,
     pub pipeline: usize,
     pub pairs: Option<u64>,
-    /// proxy: which forwarders to measure, in order (sluice, rtpengine, reflector).
+    /// proxy: which forwarders to measure, in order (sluice, rtpengine, the reflectors).
     pub targets: Vec<Target>,
     /// proxy: the rtpengine binary.
     pub rtpengine: String,
@@ -115,6 +117,7 @@ pub enum Target {
     Sluice,
     Rtpengine,
     Reflector,
+    ReflectorUring,
 }
 
 impl Target {
@@ -123,6 +126,7 @@ impl Target {
             Target::Sluice => "sluice",
             Target::Rtpengine => "rtpengine",
             Target::Reflector => "reflector",
+            Target::ReflectorUring => "reflector-uring",
         }
     }
 }
@@ -140,7 +144,10 @@ fn parse_targets(list: &str) -> anyhow::Result<Vec<Target>> {
             "sluice" => Ok(Target::Sluice),
             "rtpengine" => Ok(Target::Rtpengine),
             "reflector" => Ok(Target::Reflector),
-            other => bail!("--targets: unknown target {other:?} (sluice, rtpengine, reflector)"),
+            "reflector-uring" => Ok(Target::ReflectorUring),
+            other => bail!(
+                "--targets: unknown target {other:?} (sluice, rtpengine, reflector, reflector-uring)"
+            ),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if targets.is_empty() {
@@ -327,6 +334,13 @@ mod tests {
             a.targets,
             vec![Target::Sluice, Target::Rtpengine, Target::Reflector]
         );
+        assert_eq!(
+            parse("proxy --targets reflector,reflector-uring")
+                .unwrap()
+                .targets,
+            vec![Target::Reflector, Target::ReflectorUring]
+        );
+        assert_eq!(Target::ReflectorUring.name(), "reflector-uring");
         assert!(a.saturate);
         assert_eq!((a.overload, a.step), (3.0, Duration::from_millis(500)));
         assert_eq!(parse("proxy").unwrap().targets, vec![Target::Sluice]);

@@ -3,13 +3,14 @@
 //!
 //! - `sluice`: `create {type:"proxy", sdp_type:"rtp"}` + `get_proxy_offer` + `set_answer`;
 //! - `rtpengine`: `offer` + `answer` over its NG protocol (spawned, userspace, one thread);
-//! - `reflector`: the recvmmsg/sendmmsg echo (the same one receive and one send per packet).
+//! - `reflector`: the recvmmsg/sendmmsg echo (the same one receive and one send per packet);
+//! - `reflector-uring`: the same echo over io_uring (multishot recvmsg, send to the source).
 //!
 //! With `--saturate`, each target's loss-free maximum is searched (doubling, then bisecting),
 //! measured for `--duration`, then `--overload` times that rate is offered and every stream is
 //! checked to still deliver afterwards.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,6 +18,7 @@ use sluice_bench::cli::{Args, Target as Forwarder};
 use sluice_bench::ng::NgClient;
 use sluice_bench::procstat::{CpuSource, rss_bytes};
 use sluice_bench::reflector::Reflector;
+use sluice_bench::reflector_uring::ReflectorUring;
 use sluice_bench::report::Row;
 use sluice_bench::rtpengine::{self, Settings};
 use sluice_bench::sdp;
@@ -56,6 +58,7 @@ pub(super) fn run(
             }
             Forwarder::Rtpengine => with_rtpengine(args, gen_cpu),
             Forwarder::Reflector => with_reflector(args, gen_cpu),
+            Forwarder::ReflectorUring => with_reflector_uring(args, gen_cpu),
         };
         // One retry: a target that fails (say, a warm-up that got nothing back) is set up
         // again from scratch; if it fails twice, the other targets are still measured.
@@ -237,31 +240,61 @@ fn delete_calls(ng: &mut NgClient, calls: &mut Vec<String>) {
 
 pub(super) fn with_reflector(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row>> {
     let reflector = Reflector::start(LOOPBACK, args.reflector_cpu, SOCKET_BUFFER)?;
+    let rows = reflected(
+        "reflector",
+        args,
+        gen_cpu,
+        reflector.addr(),
+        &reflector.cpu(),
+    );
+    reflector.stop();
+    rows
+}
+
+fn with_reflector_uring(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row>> {
+    let reflector = ReflectorUring::start(LOOPBACK, args.reflector_cpu, SOCKET_BUFFER)
+        .context("starting the io_uring reflector")?;
+    let rows = reflected(
+        "reflector-uring",
+        args,
+        gen_cpu,
+        reflector.addr(),
+        &reflector.cpu(),
+    );
+    reflector.stop();
+    rows
+}
+
+/// Every stream sent to a reflector at `addr` and counted on the socket it came from.
+fn reflected(
+    name: &str,
+    args: &Args,
+    gen_cpu: Option<usize>,
+    addr: SocketAddr,
+    cpu: &CpuSource,
+) -> anyhow::Result<Vec<Row>> {
     let socks = bind_sockets(args.sockets.min(args.sessions))?;
     let targets: Vec<Target> = (0..args.sessions)
         .map(|i| Target {
-            dest: reflector.addr(),
+            dest: addr,
             socket: i % socks.len(),
         })
         .collect();
-    let cpu = reflector.cpu();
     let mut at = |a2: &Args, _fresh: bool| {
         measure(
-            "reflector",
+            name,
             a2,
             a2.sessions,
             1,
             &socks,
             &socks,
             &targets,
-            Some(&cpu),
+            Some(cpu),
             gen_cpu,
             None,
         )
     };
-    let rows = rows_for("reflector", args, &mut at);
-    reflector.stop();
-    rows
+    rows_for(name, args, &mut at)
 }
 
 /// One row at `--rate`, or with `--saturate` the loss-free maximum and the overload rows.
