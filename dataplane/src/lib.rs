@@ -147,10 +147,13 @@ impl Dataplane {
         self.shared.lost_events.load(Ordering::Relaxed)
     }
 
-    /// Binds an RTP/RTCP port pair and hands it to the group's worker.
+    /// Binds an RTP/RTCP port pair and hands it to the group's worker. Where the remote
+    /// already multiplexes RTCP (`spec.remote.rtcp_mux`: an answer to a muxing offer, every
+    /// WebRTC leg) only the RTP socket is bound; the RTCP port stays reserved.
     pub fn open_leg(&self, spec: LegSpec) -> Result<LegInfo, Error> {
         let worker = (spec.group.0 % self.shared.workers.len() as u64) as usize;
-        let (port, rtp, rtcp) = lock(&self.shared.ports).bind_pair(self.shared.media_ip)?;
+        let (port, rtp, rtcp) =
+            lock(&self.shared.ports).bind(self.shared.media_ip, !spec.remote.rtcp_mux)?;
         let id = LegId::new(worker, self.shared.next_seq.fetch_add(1, Ordering::Relaxed));
         let stats = Arc::new(LegStats::default());
         let msg = WorkerMsg::AddLeg {

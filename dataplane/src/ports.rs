@@ -1,4 +1,6 @@
 //! Media port allocation: even RTP ports with RTCP on the odd port above, from `--rtp-ports`.
+//! The odd port is reserved with its pair either way, but bound only for a leg that may need
+//! it: one whose peer multiplexes RTCP (RFC 5761) holds one socket, not two.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -28,13 +30,24 @@ impl PortPool {
         Ok(PortPool { free })
     }
 
-    /// Binds a fresh RTP/RTCP socket pair, skipping ports another process holds.
-    pub(crate) fn bind_pair(&mut self, ip: IpAddr) -> Result<(u16, UdpSocket, UdpSocket), Error> {
+    /// Takes a free pair and binds its RTP socket, and its RTCP socket when `rtcp`, skipping
+    /// ports another process holds.
+    pub(crate) fn bind(
+        &mut self,
+        ip: IpAddr,
+        rtcp: bool,
+    ) -> Result<(u16, UdpSocket, Option<UdpSocket>), Error> {
         for _ in 0..self.free.len() {
             let Some(port) = self.free.pop_front() else {
                 break;
             };
-            match (bind(ip, port), bind(ip, port + 1)) {
+            let rtp = bind(ip, port);
+            let rtcp_sock = if rtcp {
+                bind(ip, port + 1).map(Some)
+            } else {
+                Ok(None)
+            };
+            match (rtp, rtcp_sock) {
                 (Ok(rtp), Ok(rtcp)) => return Ok((port, rtp, rtcp)),
                 _ => self.free.push_back(port),
             }

@@ -24,7 +24,8 @@ pub(crate) enum WorkerMsg {
         bundle: Vec<(Pt, MediaKind)>,
         stats: Arc<LegStats>,
         rtp: UdpSocket,
-        rtcp: UdpSocket,
+        /// None where the remote multiplexes RTCP from the start.
+        rtcp: Option<UdpSocket>,
     },
     /// Close the leg's sockets, then signal `done`.
     RemoveLeg {
@@ -119,7 +120,8 @@ impl WorkerCore {
                 } => {
                     let slot = self.fwd.add_leg(id, kind, remote, stats);
                     self.fwd.set_transport(slot, secure, &bundle);
-                    for (rtcp_flag, socket) in [(false, rtp), (true, rtcp)] {
+                    for (rtcp_flag, socket) in [(false, Some(rtp)), (true, rtcp)] {
+                        let Some(socket) = socket else { continue };
                         let token = SocketRef {
                             slot,
                             rtcp: rtcp_flag,
@@ -140,24 +142,41 @@ impl WorkerCore {
                         let _ = done.send(());
                         continue;
                     };
-                    let mut done = Some(done);
+                    let first = changes.len();
                     for rtcp in [false, true] {
                         let token = SocketRef { slot, rtcp }.token();
                         if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
-                            // Signal once, with the last socket.
-                            let done = if rtcp { done.take() } else { None };
                             changes.push(Change::Removed {
                                 token,
                                 socket,
-                                done,
+                                done: None,
                             });
                         }
                     }
-                    if let Some(done) = done {
-                        let _ = done.send(());
+                    // Signal once, with the leg's last socket.
+                    match changes[first..].last_mut() {
+                        Some(Change::Removed { done: last, .. }) => *last = Some(done),
+                        _ => {
+                            let _ = done.send(());
+                        }
                     }
                 }
                 WorkerMsg::Cmd(cmd) => {
+                    // The peer multiplexes RTCP now (it answered our offer with rtcp-mux):
+                    // the leg's RTCP socket goes, and everything travels on the RTP port.
+                    if let Command::SetRemote { leg, remote } = &cmd
+                        && remote.rtcp_mux
+                        && let Some(slot) = self.fwd.slot(*leg)
+                    {
+                        let token = SocketRef { slot, rtcp: true }.token();
+                        if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
+                            changes.push(Change::Removed {
+                                token,
+                                socket,
+                                done: None,
+                            });
+                        }
+                    }
                     if matches!(cmd, Command::RtcpTick { .. }) {
                         // Reports carry times: the tick's, not the last batch's.
                         self.fwd.set_now(std::time::Instant::now());

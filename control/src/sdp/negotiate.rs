@@ -243,8 +243,12 @@ pub fn build_answer(offer: &Sdp, selected: &[Option<Selected>], local: &LocalTra
                     _ => Proto::RtpAvp,
                 };
                 let mut m = plain_media(s.kind.clone(), port, proto, &s.codec, s.dtmf.as_ref());
-                // RFC 5761 §5.1.1: rtcp-mux only if the offerer asked for it.
+                // RFC 5761 §5.1.1: rtcp-mux only if the offerer asked for it. Then RTCP is on
+                // the RTP port and port + 1 is not even bound: no a=rtcp pointing there.
                 m.rtcp_mux = offered.rtcp_mux;
+                if m.rtcp_mux {
+                    m.rtcp = None;
+                }
                 m.mid = offered.mid.clone();
                 m.direction = s.direction;
                 m
@@ -518,6 +522,7 @@ mod tests {
         let m = &answer.media[0];
         assert_eq!(m.proto, Proto::RtpAvp);
         assert!(m.rtcp_mux);
+        assert_eq!(m.rtcp, None, "muxed: no a=rtcp naming the unbound port + 1");
         assert!(m.codecs[0].rtcp_fb.is_empty());
         assert_eq!(m.codecs[0].channels, Some(2));
     }

@@ -409,3 +409,69 @@ fn udp_gso_is_detected() {
     // UDP_SEGMENT is in every kernel since 4.18; without it, sends go one by one.
     assert!(crate::sys::udp_gso_supported());
 }
+
+/// RFC 5761: a leg whose peer multiplexes RTCP holds only its RTP socket. Opened for a
+/// muxing peer, port + 1 is never bound; opened for an offer, it is bound until the answer
+/// says the peer muxes. Either way the leg closes cleanly (`close_leg` returns).
+fn muxed_leg_holds_one_socket(io: IoMode, port_lo: u16) {
+    let config = Config {
+        media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port_lo,
+        port_hi: port_lo + 99,
+        workers: 1,
+        io,
+        pin: false,
+        batch_wait: Duration::ZERO,
+    };
+    let (dp, _events) = Dataplane::start(config).expect("the backend starts");
+    let rtcp_port_free = |leg: &LegInfo| UdpSocket::bind(("127.0.0.1", leg.rtcp_port)).is_ok();
+    let muxed = Remote {
+        rtcp_mux: true,
+        ..Remote::default()
+    };
+    let leg = open(&dp, muxed);
+    assert!(rtcp_port_free(&leg), "a muxed leg leaves port + 1 unbound");
+    echo(&dp, &leg);
+    let peer = peer();
+    check_echo(&peer, &leg, 1, 60);
+    // RTCP arrives on the RTP port and is counted as RTCP.
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+    peer.send_to(&rr, rtp_addr(&leg)).expect("send RTCP");
+    barrier(&dp);
+    assert_eq!(leg.stats.snapshot().rtcp_rx_packets, 1);
+    dp.close_leg(leg.id)
+        .expect("the leg closes with one socket");
+
+    let offered = open(&dp, Remote::default());
+    assert!(
+        !rtcp_port_free(&offered),
+        "until the answer, RTCP has its own port"
+    );
+    dp.send(Command::SetRemote {
+        leg: offered.id,
+        remote: muxed,
+    })
+    .expect("worker runs");
+    barrier(&dp);
+    assert!(
+        rtcp_port_free(&offered),
+        "the answer muxes: the RTCP socket is closed"
+    );
+    echo(&dp, &offered);
+    // A fresh peer: the first may still get RTCP the echo leg sent back.
+    check_echo(&self::peer(), &offered, 100, 5);
+    dp.close_leg(offered.id)
+        .expect("the leg closes after losing its RTCP socket");
+    dp.shutdown();
+}
+
+#[test]
+fn muxed_leg_holds_one_socket_over_uring() {
+    require_uring!();
+    muxed_leg_holds_one_socket(IoMode::Uring, 31900);
+}
+
+#[test]
+fn muxed_leg_holds_one_socket_over_mmsg() {
+    muxed_leg_holds_one_socket(IoMode::Mmsg, 32000);
+}
