@@ -51,6 +51,8 @@ usage: loadgen <echo|srtp-echo|fanout|reflector|churn|proxy> [options]
                      times it and check that every stream still delivers afterwards
   --overload X       (default 2)   --loss-free PCT (default 0.1)   --step SECS (default 2)
   --max-rate PPS     --saturate's upper bound (default 2000000)
+  --rtcp-mux         proxy: callers offer a=rtcp-mux (callees always accept it when
+                     offered); a forwarder then needs no RTCP port per leg
   --connections N    churn: parallel API connections (default 4)
   --pipeline K       churn: create+destroy pairs in flight per connection (default 1)
   --pairs N          churn: stop after N pairs in total (default: run for --duration)";
@@ -103,6 +105,8 @@ pub struct Args {
     pub rtpengine: String,
     /// proxy: search each target's loss-free maximum, then offer `overload` times it.
     pub saturate: bool,
+    /// proxy: callers offer RTCP multiplexing (RFC 5761).
+    pub rtcp_mux: bool,
     pub overload: f64,
     /// Loss (%) still counted as loss-free by `--saturate`.
     pub loss_free_pct: f64,
@@ -193,6 +197,7 @@ impl Args {
             targets: vec![Target::Sluice],
             rtpengine: "rtpengine".into(),
             saturate: false,
+            rtcp_mux: false,
             overload: 2.0,
             loss_free_pct: 0.1,
             step: Duration::from_secs(2),
@@ -232,6 +237,7 @@ impl Args {
                 "--targets" => a.targets = parse_targets(&value()?)?,
                 "--rtpengine" => a.rtpengine = value()?,
                 "--saturate" => a.saturate = true,
+                "--rtcp-mux" => a.rtcp_mux = true,
                 "--overload" => a.overload = number(&flag, &value()?)?,
                 "--loss-free" => a.loss_free_pct = number(&flag, &value()?)?,
                 "--step" => a.step = Duration::from_secs_f64(number(&flag, &value()?)?),

@@ -24,12 +24,20 @@ fn header(addr: SocketAddr, id: u64) -> String {
 
 /// A plain RTP/AVP offer: PCMU audio from `addr`, RTCP on the next port.
 pub fn offer(addr: SocketAddr, id: u64) -> String {
+    offer_with(addr, id, false)
+}
+
+/// [`offer`], with `a=rtcp-mux` (RFC 5761: RTCP on the RTP port) when `rtcp_mux`.
+pub fn offer_with(addr: SocketAddr, id: u64, rtcp_mux: bool) -> String {
     let mut s = header(addr, id);
     let _ = write!(
         s,
         "m=audio {} RTP/AVP {PCMU}\r\na=rtpmap:{PCMU} PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
         addr.port()
     );
+    if rtcp_mux {
+        s.push_str("a=rtcp-mux\r\n");
+    }
     s
 }
 
@@ -107,6 +115,7 @@ pub struct Media {
     pub direction: Option<String>,
     /// `a=rtpmap:` lines, without the `a=` prefix.
     pub rtpmaps: Vec<String>,
+    pub rtcp_mux: bool,
 }
 
 const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
@@ -151,6 +160,7 @@ pub fn media(sdp: &str) -> anyhow::Result<Vec<Media>> {
                     addr: session_addr,
                     direction: session_dir.clone(),
                     rtpmaps: Vec::new(),
+                    rtcp_mux: false,
                 });
             }
             ("c", None) => session_addr = Some(parse_c(value)?),
@@ -160,6 +170,7 @@ pub fn media(sdp: &str) -> anyhow::Result<Vec<Media>> {
                 Some(m) => m.direction = Some(value.to_string()),
             },
             ("a", Some(m)) if value.starts_with("rtpmap:") => m.rtpmaps.push(value.to_string()),
+            ("a", Some(m)) if value == "rtcp-mux" => m.rtcp_mux = true,
             _ => {}
         }
     }
@@ -208,6 +219,10 @@ pub fn answer(offer: &str, addr: SocketAddr, id: u64) -> anyhow::Result<String> 
             _ => "sendrecv",
         };
         let _ = write!(s, "a={dir}\r\n");
+        // Like a current phone: RTCP muxed whenever the offer proposes it.
+        if m.rtcp_mux {
+            s.push_str("a=rtcp-mux\r\n");
+        }
     }
     if !audio_done {
         bail!("the offer has no audio stream to answer");
@@ -259,6 +274,17 @@ mod tests {
         assert_eq!(m[0].rtpmaps, vec!["rtpmap:0 PCMU/8000".to_string()]);
         assert_eq!((m[1].kind.as_str(), m[1].port), ("video", 0));
         assert_eq!(audio_addr(&ans).unwrap(), a("127.0.0.1:41000"));
+        assert!(!m[0].rtcp_mux, "not offered, not answered");
+    }
+
+    #[test]
+    fn rtcp_mux_is_offered_on_request_and_answered_when_offered() {
+        let plain = offer(a("127.0.0.1:4000"), 1);
+        assert!(!media(&plain).unwrap()[0].rtcp_mux);
+        let muxed = offer_with(a("127.0.0.1:4000"), 1, true);
+        assert!(media(&muxed).unwrap()[0].rtcp_mux);
+        let ans = answer(&muxed, a("127.0.0.1:41000"), 2).unwrap();
+        assert!(media(&ans).unwrap()[0].rtcp_mux);
     }
 
     #[test]

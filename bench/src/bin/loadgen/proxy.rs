@@ -104,7 +104,7 @@ fn with_sluice(
         let mut targets = Vec::with_capacity(args.sessions);
         for i in 0..args.sessions {
             let socket = i % a.len();
-            let offer = sdp::offer(a[socket].local_addr()?, i as u64 + 1);
+            let offer = sdp::offer_with(a[socket].local_addr()?, i as u64 + 1, args.rtcp_mux);
             let b_addr = b[socket].local_addr()?;
             let (master, _slave) = api
                 .create_proxy(&offer, |o| sdp::answer(o, b_addr, i as u64 + 1))
@@ -162,7 +162,7 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
         args.sessions
     );
     let mut calls = Vec::with_capacity(args.sessions);
-    let opened = open_rtpengine_calls(&mut ng, &a, &b, args.sessions, 0, &mut calls);
+    let opened = open_rtpengine_calls(&mut ng, &a, &b, args, 0, &mut calls);
     let mem = memory_per_stream(Some(pid), rss0, args.sessions);
     let result = opened.and_then(|targets| {
         let mut targets = targets;
@@ -173,8 +173,7 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
                 generation += 1;
                 eprintln!("loadgen: rtpengine: fresh calls after a lossy step");
                 delete_calls(&mut ng, &mut calls);
-                targets =
-                    open_rtpengine_calls(&mut ng, &a, &b, a2.sessions, generation, &mut calls)?;
+                targets = open_rtpengine_calls(&mut ng, &a, &b, a2, generation, &mut calls)?;
             }
             let row = measure(
                 "rtpengine",
@@ -205,20 +204,22 @@ fn with_rtpengine(args: &Args, gen_cpu: Option<usize>) -> anyhow::Result<Vec<Row
     Ok(rows)
 }
 
-/// `n` calls through rtpengine, caller on `a`, callee on `b`; their call-ids go to `calls`.
+/// `args.sessions` calls through rtpengine, caller on `a`, callee on `b`; their call-ids go
+/// to `calls`.
 fn open_rtpengine_calls(
     ng: &mut NgClient,
     a: &[UdpSocket],
     b: &[UdpSocket],
-    n: usize,
+    args: &Args,
     generation: usize,
     calls: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Target>> {
+    let n = args.sessions;
     let mut targets = Vec::with_capacity(n);
     for i in 0..n {
         let socket = i % a.len();
         let call = format!("loadgen-{generation}-{i}");
-        let offer = sdp::offer(a[socket].local_addr()?, i as u64 + 1);
+        let offer = sdp::offer_with(a[socket].local_addr()?, i as u64 + 1, args.rtcp_mux);
         let to_b = ng.offer(&call, "caller", &offer)?;
         calls.push(call.clone());
         let answer = sdp::answer(&to_b, b[socket].local_addr()?, i as u64 + 1)?;
