@@ -48,17 +48,24 @@ OTHERS=reflector,reflector-uring
 [ -n "$RTPE" ] && OTHERS=rtpengine,$OTHERS
 [ -z "$RTPE" ] && echo "compare.sh: rtpengine not available: its rows are left out" >&2
 
-# Every call holds 4 sockets on each forwarder (RTP + RTCP, both legs).
+# Every proxy run offers and answers rtcp-mux (RFC 5761), as current phones and WebRTC do:
+# Sluice then holds 2 sockets per call (one per leg); rtpengine keeps 4 (RTP + RTCP per leg).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FDS=$(ulimit -n)
-MAX_CALLS=$(( (FDS - 400) / 4 ))
-[ "$MAX_CALLS" -gt 10000 ] && MAX_CALLS=10000
+cap() { local c=$(( (FDS - 400) / $1 )); [ "$c" -gt 10000 ] && c=10000; echo "$c"; }
+MAX_CALLS=$(cap 2)
+RTPE_MAX_CALLS=$(cap 4)
 if [ "$MAX_CALLS" -lt 10000 ]; then
-    echo "compare.sh: open-file limit $FDS allows $MAX_CALLS calls, not 10,000 (raise 'ulimit -Hn' to 41000 as root for the full sweep)" >&2
+    echo "compare.sh: open-file limit $FDS allows $MAX_CALLS calls, not 10,000 (raise 'ulimit -Hn' to 21000 as root for the full sweep)" >&2
 fi
+[ "$RTPE_MAX_CALLS" -lt "$MAX_CALLS" ] &&
+    echo "compare.sh: rtpengine (4 sockets per call) is swept up to $RTPE_MAX_CALLS calls only" >&2
 
 DUR=5; STEP=2; SWEEP="1 10 100 1000"
-[ "$MAX_CALLS" -ge 2000 ] && SWEEP="$SWEEP $(( MAX_CALLS / 1000 * 1000 ))"
+for top in "$RTPE_MAX_CALLS" "$MAX_CALLS"; do
+    top=$(( top / 1000 * 1000 ))
+    [ "$top" -ge 2000 ] && [[ " $SWEEP " != *" $top "* ]] && SWEEP="$SWEEP $top"
+done
 if [ "$QUICK" = 1 ]; then DUR=1; STEP=0.5; SWEEP="1 100"; fi
 
 SPAWN=(--spawn "$SLUICE" --server-arg=--rtp-ports --server-arg=20000-61999)
@@ -66,6 +73,7 @@ URING=("${SPAWN[@]}" --server-arg=--io --server-arg=uring)
 MMSG=("${SPAWN[@]}" --server-arg=--io --server-arg=mmsg)
 RTPE_ARGS=()
 [ -n "$RTPE" ] && RTPE_ARGS=(--rtpengine "$RTPE")
+MUX=--rtcp-mux
 
 run() { # NAME ARGS...: one loadgen run, JSON kept as OUT/NAME.json
     local name=$1; shift
@@ -77,18 +85,20 @@ run() { # NAME ARGS...: one loadgen run, JSON kept as OUT/NAME.json
     fi
 }
 
-run sat1-uring proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+run sat1-uring proxy $MUX "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
     --sessions 1 --saturate --rate 50000 --duration "$DUR" --step "$STEP"
-run sat1-mmsg proxy "${MMSG[@]}" --targets sluice --sessions 1 --saturate --rate 50000 \
+run sat1-mmsg proxy $MUX "${MMSG[@]}" --targets sluice --sessions 1 --saturate --rate 50000 \
     --duration "$DUR" --step "$STEP"
-run sat100-uring proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+run sat100-uring proxy $MUX "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
     --sessions 100 --saturate --rate 50000 --duration "$DUR" --step "$STEP"
-run sat100-mmsg proxy "${MMSG[@]}" --targets sluice --sessions 100 --saturate --rate 50000 \
+run sat100-mmsg proxy $MUX "${MMSG[@]}" --targets sluice --sessions 100 --saturate --rate 50000 \
     --duration "$DUR" --step "$STEP"
 for n in $SWEEP; do
-    run "streams$n-uring" proxy "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$OTHERS" \
+    others=$OTHERS
+    [ "$n" -gt "$RTPE_MAX_CALLS" ] && others=${OTHERS#rtpengine,}
+    run "streams$n-uring" proxy $MUX "${URING[@]}" "${RTPE_ARGS[@]}" --targets "sluice,$others" \
         --sessions "$n" --rate 100000 --duration "$DUR"
-    run "streams$n-mmsg" proxy "${MMSG[@]}" --targets sluice --sessions "$n" --rate 100000 \
+    run "streams$n-mmsg" proxy $MUX "${MMSG[@]}" --targets sluice --sessions "$n" --rate 100000 \
         --duration "$DUR"
 done
 run fanout64-uring fanout "${URING[@]}" --listeners 64 --rate 1562 --duration "$DUR"

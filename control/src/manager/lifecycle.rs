@@ -157,7 +157,7 @@ impl Manager {
             );
             let own = session_pattern(&id);
             for c in self.conns.values_mut() {
-                c.patterns.retain(|p| *p != own);
+                c.unsubscribe(&own);
             }
             match &s.kind {
                 Kind::Echo => {}

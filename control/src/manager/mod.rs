@@ -19,7 +19,7 @@ pub mod session;
 mod webrtc;
 mod webrtc_flows;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +85,55 @@ pub enum Timer {
 
 struct Conn {
     outbox: mpsc::Sender<Outgoing>,
+    /// Subscriptions other than to one session's events.
     patterns: Vec<EventPattern>,
+    /// Sessions whose events this connection gets (`session_pattern`): the sessions it
+    /// created, and explicit subscriptions of that shape. A set, so that events and
+    /// destroys cost the same with 10,000 sessions on the connection as with one.
+    sessions: HashSet<String>,
     dropped_events: u64,
+}
+
+impl Conn {
+    fn new(outbox: mpsc::Sender<Outgoing>) -> Self {
+        Conn {
+            outbox,
+            patterns: Vec::new(),
+            sessions: HashSet::new(),
+            dropped_events: 0,
+        }
+    }
+
+    fn wants(&self, subclass: &str, kind: &str, obj_id: &str) -> bool {
+        (subclass == "session" && self.sessions.contains(obj_id))
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.matches("media", subclass, kind, obj_id))
+    }
+
+    fn subscribe(&mut self, p: EventPattern) {
+        match session_of(&p) {
+            Some(id) => {
+                self.sessions.insert(id.to_string());
+            }
+            None if !self.patterns.contains(&p) => self.patterns.push(p),
+            None => {}
+        }
+    }
+
+    fn unsubscribe(&mut self, p: &EventPattern) {
+        if let Some(id) = session_of(p) {
+            self.sessions.remove(id);
+        }
+        self.patterns.retain(|q| q != p);
+    }
+}
+
+/// The session a pattern of `session_pattern`'s shape names.
+fn session_of(p: &EventPattern) -> Option<&str> {
+    (p.class == "media" && p.subclass == "session" && p.kind == "*" && p.obj_id != "*")
+        .then_some(p.obj_id.as_str())
 }
 
 pub struct Manager {
@@ -158,14 +205,7 @@ impl Manager {
             };
             match msg {
                 Msg::Open { conn, outbox } => {
-                    self.conns.insert(
-                        conn,
-                        Conn {
-                            outbox,
-                            patterns: Vec::new(),
-                            dropped_events: 0,
-                        },
-                    );
+                    self.conns.insert(conn, Conn::new(outbox));
                 }
                 Msg::Closed { conn } => self.connection_closed(conn),
                 Msg::Request {
@@ -193,16 +233,14 @@ impl Manager {
         match request {
             Request::Login { .. } => done(Ok(json!({}))),
             Request::Subscribe(p) => {
-                if let Some(c) = self.conns.get_mut(&conn)
-                    && !c.patterns.contains(&p)
-                {
-                    c.patterns.push(p);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.subscribe(p);
                 }
                 done(Ok(json!({})))
             }
             Request::Unsubscribe(p) => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.patterns.retain(|q| *q != p);
+                    c.unsubscribe(&p);
                 }
                 done(Ok(json!({})))
             }
@@ -296,7 +334,7 @@ impl Manager {
 
     fn subscribe_to_session(&mut self, conn: ConnId, id: &str) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.patterns.push(session_pattern(id));
+            c.sessions.insert(id.to_string());
         }
     }
 
@@ -306,11 +344,7 @@ impl Manager {
             "class": "media", "subclass": subclass, "type": kind, "obj_id": obj_id, "body": body,
         });
         for (id, c) in &mut self.conns {
-            if !c
-                .patterns
-                .iter()
-                .any(|p| p.matches("media", subclass, kind, obj_id))
-            {
+            if !c.wants(subclass, kind, obj_id) {
                 continue;
             }
             if c.outbox.try_send(Outgoing::Event(data.clone())).is_err() {
@@ -550,6 +584,39 @@ fn answer_body(answer: &SdpText) -> Value {
 mod tests {
     use super::*;
     use crate::request::SdpObject;
+
+    fn pattern(subclass: &str, kind: &str, obj_id: &str) -> EventPattern {
+        EventPattern {
+            class: "media".into(),
+            subclass: subclass.into(),
+            kind: kind.into(),
+            obj_id: obj_id.into(),
+        }
+    }
+
+    #[test]
+    fn connection_subscriptions_by_session_and_by_pattern() {
+        let (tx, _rx) = mpsc::channel(1);
+        let mut c = Conn::new(tx);
+        assert!(!c.wants("session", "stop", "s1"));
+        // A session's own subscription (what `create` makes) goes into the set.
+        c.subscribe(session_pattern("s1"));
+        assert!(c.patterns.is_empty());
+        assert!(c.wants("session", "stop", "s1"));
+        assert!(!c.wants("session", "stop", "s2"));
+        assert!(!c.wants("room", "stop", "s1"), "only session events");
+        // Anything else is a pattern, matched as before; duplicates are kept once.
+        c.subscribe(pattern("*", "destroyed", "*"));
+        c.subscribe(pattern("*", "destroyed", "*"));
+        assert_eq!(c.patterns.len(), 1);
+        assert!(c.wants("session", "destroyed", "s2"));
+        assert!(c.wants("room", "destroyed", "r1"));
+        c.unsubscribe(&session_pattern("s1"));
+        assert!(!c.wants("session", "stop", "s1"));
+        assert!(c.wants("session", "destroyed", "s1"));
+        c.unsubscribe(&pattern("*", "destroyed", "*"));
+        assert!(!c.wants("session", "destroyed", "s1"));
+    }
 
     fn obj(sdp: &str) -> SdpObject {
         SdpObject {

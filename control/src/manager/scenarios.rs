@@ -46,14 +46,7 @@ impl Harness {
             tx,
         );
         let (out_tx, events) = mpsc::channel(256);
-        m.conns.insert(
-            CONN,
-            super::Conn {
-                outbox: out_tx,
-                patterns: Vec::new(),
-                dropped_events: 0,
-            },
-        );
+        m.conns.insert(CONN, super::Conn::new(out_tx));
         Harness {
             m,
             events,
@@ -406,14 +399,7 @@ async fn closed_connection_takes_its_sessions_after_grace() {
         .expect("echo"));
     let (watch_tx, mut watch) = mpsc::channel(16);
     let watcher = ConnId(2);
-    h.m.conns.insert(
-        watcher,
-        super::Conn {
-            outbox: watch_tx,
-            patterns: Vec::new(),
-            dropped_events: 0,
-        },
-    );
+    h.m.conns.insert(watcher, super::Conn::new(watch_tx));
     let sub = json!({"class": "core", "subclass": "event", "cmd": "subscribe", "data": {"type": "destroyed"}, "tid": 1});
     let Ok(Frame::Request { request, .. }) = parse_frame(&sub.to_string()) else {
         panic!("subscribe")
