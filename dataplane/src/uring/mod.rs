@@ -437,7 +437,13 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
             d.reap();
         }
-        last_round = d.cqes.len();
+        // Datagrams only: a round of commands, cancels and closes (session churn, no media)
+        // must not make the next round wait, or every `close_leg` pays for the wait.
+        last_round = d
+            .cqes
+            .iter()
+            .filter(|c| cqueue::buffer_select(c.flags()).is_some())
+            .count();
         // One clock read per batch: the arrival time of recorded packets.
         core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
