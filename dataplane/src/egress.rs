@@ -14,22 +14,25 @@ use crate::packet::RtpHeader;
 /// Sentinel in the payload-type table: not negotiated.
 const NO_PT: u8 = 0xff;
 
+/// `repr(C)`: the offsets every packet reads first, the payload-type table (read only where
+/// a mapping exists) last.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Egress {
-    /// `pt_table[source pt]` = destination pt, or `NO_PT`. Unused when `pt_passthrough`.
-    pt_table: [u8; 128],
-    pt_passthrough: bool,
     ssrc: Option<u32>,
+    last_in_ssrc: Option<u32>,
     /// Timestamp step inserted at a source change: 20 ms at the codec's clock rate.
     ts_gap: u32,
-    seq_off: u16,
     ts_off: u32,
-    last_in_ssrc: Option<u32>,
-    last_out_seq: u16,
     last_out_ts: u32,
+    seq_off: u16,
+    last_out_seq: u16,
     /// First output sequence number sent under the current offsets: outputs from here to
     /// `last_out_seq` map back to the source one to one (what a NACK may name).
     valid_from: u16,
+    pt_passthrough: bool,
+    /// `pt_table[source pt]` = destination pt, or `NO_PT`. Unused when `pt_passthrough`.
+    pt_table: [u8; 128],
 }
 
 /// What the egress decided for one packet.

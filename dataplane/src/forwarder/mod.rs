@@ -85,35 +85,39 @@ fn kind_of_index(i: usize) -> MediaKind {
 
 /// One kind of media through a leg: where the peer's packets go, and how what comes in from
 /// elsewhere is rewritten before it reaches the peer.
+///
+/// `repr(C)`, fields in the order a packet touches them: what every packet reads comes first,
+/// so that with thousands of legs (every packet a cache miss) it costs few cache lines.
 #[derive(Debug)]
+#[repr(C)]
 struct Stream {
     /// Legs fed by this stream of this leg's peer.
     outputs: Vec<Slot>,
-    /// This stream's feed.
-    source: Option<Slot>,
-    egress: Egress,
     /// The SSRC the peer last sent on this stream (what a keyframe request names).
     last_in_ssrc: Option<u32>,
     media_up: bool,
     mute_in: bool,
     mute_out: bool,
-    /// Recording of this stream (`Command::Record`): what the peer sends, or what it is sent.
-    record: Option<RecordSink>,
-    /// Video towards this leg waits for the new source's keyframe (after a switch).
-    hold: Option<VideoCodec>,
-    /// When a keyframe was last asked of this stream's peer (requests are coalesced).
-    last_keyframe_request: Option<Instant>,
-    /// The last packets the peer sent, for listeners' NACKs: only while some output of this
-    /// stream negotiated NACK (`nack` below), so plain legs neither pay for it nor copy.
-    rtx: Option<Box<nack::RtxCache>>,
     /// The peer negotiated generic NACK for this stream (`Command::SetFeedback`).
     nack: bool,
+    /// Video towards this leg waits for the new source's keyframe (after a switch).
+    hold: Option<VideoCodec>,
     /// The peer negotiated RTX (RFC 4588) for this stream.
     repair: Option<Box<rtx::Repair>>,
-    /// What the server receives from the peer (receiver reports).
-    rx: reports::RxStats,
+    /// The last packets the peer sent, for listeners' NACKs: only while some output of this
+    /// stream negotiated NACK (`nack` above), so plain legs neither pay for it nor copy.
+    rtx: Option<Box<nack::RtxCache>>,
+    egress: Egress,
     /// What the server sends the peer (sender reports towards a listener).
     tx_report: reports::TxReport,
+    /// What the server receives from the peer (receiver reports).
+    rx: reports::RxStats,
+    /// Recording of this stream (`Command::Record`): what the peer sends, or what it is sent.
+    record: Option<RecordSink>,
+    /// This stream's feed.
+    source: Option<Slot>,
+    /// When a keyframe was last asked of this stream's peer (requests are coalesced).
+    last_keyframe_request: Option<Instant>,
 }
 
 impl Stream {
@@ -152,23 +156,25 @@ impl std::fmt::Debug for Srtp {
     }
 }
 
+/// `repr(C)` for the same reason as `Stream`: the fields every packet reads first.
 #[derive(Debug)]
+#[repr(C)]
 struct Leg {
-    id: LegId,
-    /// `pt_kind[pt]` = index of the stream this payload type belongs to, or `NO_KIND`.
-    pt_kind: [u8; 128],
-    remote: Remote,
-    /// Where the peer's packets actually come from (symmetric RTP), once seen.
-    latched_rtp: Option<SocketAddr>,
-    latched_rtcp: Option<SocketAddr>,
-    streams: [Stream; 2],
+    stats: Arc<LegStats>,
+    srtp: Option<Box<Srtp>>,
     /// Speaks SRTP with ICE/DTLS on the slow path.
     secure: bool,
-    srtp: Option<Box<Srtp>>,
+    /// Where the peer's packets actually come from (symmetric RTP), once seen.
+    latched_rtp: Option<SocketAddr>,
+    remote: Remote,
     /// The `bitrate` cap on what the peer sends.
     police: Option<police::TokenBucket>,
+    streams: [Stream; 2],
+    /// `pt_kind[pt]` = index of the stream this payload type belongs to, or `NO_KIND`.
+    pt_kind: [u8; 128],
+    latched_rtcp: Option<SocketAddr>,
     reports: reports::LegReports,
-    stats: Arc<LegStats>,
+    id: LegId,
 }
 
 impl Leg {
