@@ -8,7 +8,7 @@
 //! connection creates it destroys before it stops, so a run leaves the server as it found it.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -22,7 +22,7 @@ use crate::cli::Args;
 use crate::procstat::{CpuSource, Machine, thread_delta, thread_times};
 use crate::report::machine_json;
 use crate::sdp;
-use crate::wsapi::{TIMEOUT, authority, read_reply};
+use crate::wsapi::{TIMEOUT, open_socket, read_reply};
 
 /// Socket read timeout: how often a connection re-checks its deadlines while waiting.
 const POLL: Duration = Duration::from_millis(100);
@@ -318,19 +318,7 @@ struct Conn {
 
 impl Conn {
     fn open(url: &str) -> anyhow::Result<Conn> {
-        let host = authority(url)?;
-        let addr: SocketAddr = host
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .with_context(|| format!("{host} resolves to nothing"))?;
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        let (ws, _) = tungstenite::client(url, stream)
-            .map_err(|e| anyhow!("WebSocket handshake with {url}: {e}"))?;
-        ws.get_ref().set_read_timeout(Some(POLL))?;
+        let ws = open_socket(url, POLL)?;
         let media = UdpSocket::bind("127.0.0.1:0").context("binding the offer's media socket")?;
         Ok(Conn {
             ws,

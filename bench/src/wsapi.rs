@@ -86,23 +86,32 @@ pub fn read_reply(ws: &mut WebSocket<TcpStream>) -> anyhow::Result<Option<Value>
     Ok(Some(v))
 }
 
+/// A WebSocket to the API at `url` (TCP_NODELAY, writes bounded by `TIMEOUT`); after the
+/// handshake, reads return after `poll` at most, so callers can check their deadlines.
+pub fn open_socket(url: &str, poll: Duration) -> anyhow::Result<WebSocket<TcpStream>> {
+    let host = authority(url)?;
+    let addr = host
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} resolves to nothing"))?;
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let (ws, _) = tungstenite::client(url, stream)
+        .map_err(|e| anyhow!("WebSocket handshake with {url}: {e}"))?;
+    ws.get_ref().set_read_timeout(Some(poll))?;
+    Ok(ws)
+}
+
 impl Api {
     pub fn connect(url: &str) -> anyhow::Result<Api> {
-        let host = authority(url)?;
-        let addr = host
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .with_context(|| format!("{host} resolves to nothing"))?;
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        let (ws, _) = tungstenite::client(url, stream)
-            .map_err(|e| anyhow!("WebSocket handshake with {url}: {e}"))?;
-        ws.get_ref().set_read_timeout(Some(POLL))?;
-        Ok(Api { ws, next_tid: 1 })
+        Ok(Api {
+            ws: open_socket(url, POLL)?,
+            next_tid: 1,
+        })
     }
 
     /// Sends one request and waits for its reply; returns `data` of an ok reply. Server
