@@ -33,6 +33,8 @@ pub struct Config {
     pub pin_workers: bool,
     /// io_uring batching bound (see `sluice_dataplane::api::Config::batch_wait`).
     pub batch_wait: Duration,
+    /// io_uring port steering (see `sluice_dataplane::api::Config::steer`).
+    pub steer: bool,
 }
 
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
@@ -54,6 +56,7 @@ impl Default for Config {
             disconnect_grace: DEFAULT_DISCONNECT_GRACE,
             pin_workers: true,
             batch_wait: DEFAULT_BATCH_WAIT,
+            steer: true,
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Layer {
     pub disconnect_grace: Option<f64>,
     pub batch_wait_us: Option<u64>,
     pub pin_workers: Option<bool>,
+    /// "on" or "off".
+    pub steer: Option<String>,
 }
 
 impl Layer {
@@ -139,6 +144,7 @@ impl Layer {
             disconnect_grace: self.disconnect_grace.or(lower.disconnect_grace),
             batch_wait_us: self.batch_wait_us.or(lower.batch_wait_us),
             pin_workers: self.pin_workers.or(lower.pin_workers),
+            steer: self.steer.or(lower.steer),
         }
     }
 
@@ -170,6 +176,12 @@ impl Layer {
             Some(v) => parse_io(&v)?,
             None => d.io,
         };
+        let steer = match self.steer.as_deref() {
+            None => d.steer,
+            Some("on" | "true") => true,
+            Some("off" | "false") => false,
+            Some(v) => return Err(invalid("steer", v, "expected on or off")),
+        };
         let disconnect_grace = match self.disconnect_grace {
             Some(s) => parse_seconds("disconnect_grace", s)?,
             None => d.disconnect_grace,
@@ -188,6 +200,7 @@ impl Layer {
             batch_wait: self
                 .batch_wait_us
                 .map_or(d.batch_wait, Duration::from_micros),
+            steer,
         })
     }
 }
@@ -256,13 +269,14 @@ mod tests {
         assert_eq!(c.disconnect_grace, Duration::from_secs(5));
         assert!(c.workers >= 1);
         assert!(c.pin_workers);
+        assert!(c.steer);
     }
 
     #[test]
     fn toml_file_uses_snake_case_keys() {
         let layer = Layer::from_toml(
             "api = \"127.0.0.1:0\"\nrtp_ports = \"30000-30099\"\nworkers = 2\nio = \"mmsg\"\n\
-             disconnect_grace = 0.5\napi_secret = \"s3\"\n",
+             disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n",
         )
         .expect("valid toml");
         let c = layer.resolve().expect("valid values");
@@ -272,6 +286,7 @@ mod tests {
         assert_eq!(c.io, IoMode::Mmsg);
         assert_eq!(c.disconnect_grace, Duration::from_millis(500));
         assert_eq!(c.api_secret.as_deref(), Some("s3"));
+        assert!(!c.steer);
     }
 
     #[test]
@@ -334,6 +349,13 @@ mod tests {
                     ..Layer::default()
                 },
                 "disconnect_grace",
+            ),
+            (
+                Layer {
+                    steer: Some("auto".into()),
+                    ..Layer::default()
+                },
+                "steer",
             ),
         ] {
             let err = layer.resolve().expect_err("invalid value");

@@ -76,6 +76,7 @@ pub fn spawn(config: Config) -> Result<Running, StartError> {
         io: config.io,
         pin: config.pin_workers,
         batch_wait: config.batch_wait,
+        steer: config.steer,
     })?;
     let started = start_api(&config, dp.clone(), dp_events);
     let (api_addr, stop, thread) = match started {

@@ -49,6 +49,10 @@ struct Cli {
     /// (0 = never; bounds the added latency) [default: 300]
     #[arg(long, env = "SLUICE_BATCH_WAIT_US", value_name = "MICROSECONDS")]
     batch_wait_us: Option<u64>,
+    /// io_uring: deliver all of a worker's media ports to one socket through BPF sk_lookup
+    /// where the kernel allows it (CAP_NET_ADMIN + CAP_BPF), on or off [default: on]
+    #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
+    steer: Option<String>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -69,6 +73,7 @@ impl Cli {
             disconnect_grace: self.disconnect_grace,
             batch_wait_us: self.batch_wait_us,
             pin_workers: None,
+            steer: self.steer.clone(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod packet;
 mod ports;
 pub mod record;
 pub mod srtp;
+mod steer;
 mod sys;
 mod uring;
 mod worker;
@@ -63,6 +64,7 @@ struct Shared {
     next_seq: AtomicU64,
     lost_events: Arc<AtomicU64>,
     recorder: Recorder,
+    steering: Option<Arc<steer::Steering>>,
 }
 
 /// Handle to the running data plane. Cheap to clone; all methods are callable from any thread.
@@ -91,6 +93,9 @@ impl Dataplane {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
         let backend = choose_backend(config.io)?;
+        let steering = (config.steer && backend == Backend::Uring)
+            .then(|| attach_steering(&config))
+            .flatten();
         let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);
         let lost_events = Arc::new(AtomicU64::new(0));
@@ -108,6 +113,7 @@ impl Dataplane {
             );
             let mut core = core;
             core.batch_wait = config.batch_wait;
+            core.steering = steering.clone();
             let pin = config.pin;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
@@ -125,6 +131,7 @@ impl Dataplane {
             next_seq: AtomicU64::new(1),
             lost_events,
             recorder,
+            steering,
         };
         Ok((
             Dataplane {
@@ -140,6 +147,12 @@ impl Dataplane {
 
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+
+    /// Datagrams that reached their leg through port steering (`Config::steer`), or `None`
+    /// where steering is off or the kernel refused it.
+    pub fn steered_datagrams(&self) -> Option<u64> {
+        self.shared.steering.as_ref().map(|s| s.steered())
     }
 
     /// Events dropped because control did not drain the queue in time.
@@ -287,6 +300,21 @@ fn choose_backend(io: IoMode) -> Result<Backend, Error> {
                 Ok(Backend::Mmsg)
             }
         },
+    }
+}
+
+/// Port steering where the kernel allows it; `None`, and a log line saying why, where not.
+fn attach_steering(config: &Config) -> Option<Arc<steer::Steering>> {
+    let range = (config.port_lo, config.port_hi);
+    match steer::Steering::attach(config.media_ip, range, config.workers) {
+        Ok(s) => {
+            tracing::info!("port steering on: one receive socket per worker");
+            Some(Arc::new(s))
+        }
+        Err(e) => {
+            tracing::info!("port steering unavailable ({e}): one receive per leg socket");
+            None
+        }
     }
 }
 

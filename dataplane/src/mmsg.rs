@@ -127,7 +127,9 @@ fn apply_commands(
     let flow = core.apply_msgs(changes, tx);
     for change in changes.drain(..) {
         match change {
-            Change::Added { token, fd } => epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?,
+            Change::Added { token, fd, .. } => {
+                epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?
+            }
             Change::Removed { socket, done, .. } => {
                 let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
                 drop(socket);

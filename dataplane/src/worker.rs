@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
 use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, SocketRef};
+use crate::steer::Steering;
 use crate::sys::EventFd;
 
 /// Messages on a worker's bounded command queue (followed by an eventfd wake-up).
@@ -42,6 +43,8 @@ pub(crate) enum Change {
     Added {
         token: usize,
         fd: RawFd,
+        /// The port it is bound to (0 if unknown).
+        port: u16,
     },
     /// The backend stops watching `socket`, drops it, then sends on `done`.
     Removed {
@@ -66,6 +69,8 @@ pub(crate) struct WorkerCore {
     pub(crate) wake: Arc<EventFd>,
     /// See `Config::batch_wait`.
     pub(crate) batch_wait: std::time::Duration,
+    /// Port steering, where `Config::steer` asked for it and the kernel allowed it.
+    pub(crate) steering: Option<Arc<Steering>>,
     msgs: Receiver<WorkerMsg>,
     events: Sender<Event>,
     lost_events: Arc<AtomicU64>,
@@ -85,6 +90,7 @@ impl WorkerCore {
             sockets: Vec::new(),
             wake,
             batch_wait: std::time::Duration::ZERO,
+            steering: None,
             msgs,
             events,
             lost_events,
@@ -133,6 +139,7 @@ impl WorkerCore {
                         changes.push(Change::Added {
                             token,
                             fd: socket.as_raw_fd(),
+                            port: socket.local_addr().map_or(0, |a| a.port()),
                         });
                         self.sockets[token] = Some(socket);
                     }

@@ -36,6 +36,7 @@ impl Harness {
             io: IoMode::Mmsg,
             pin: false,
             batch_wait: std::time::Duration::ZERO,
+            steer: false,
         };
         let (dp, _events) = Dataplane::start(config).expect("data plane on loopback");
         let (tx, inbox) = mpsc::channel(64);

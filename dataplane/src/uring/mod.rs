@@ -8,6 +8,11 @@
 //! so the transmit batch can be reused at once. Completions that arrive meanwhile are kept, in
 //! order, for the next round. Behaves like [`crate::mmsg`]: same drops, same flush points.
 //!
+//! Steering (where [`crate::steer`] is attached): the worker also has one socket to which the
+//! kernel delivers every datagram for the worker's ports, with its original destination; the
+//! port names the leg socket it was meant for, and from there on it is that socket's datagram.
+//! Leg sockets stay armed for whatever is not steered.
+//!
 //! `user_data` = kind (top 8 bits) | generation (24 bits) | token or transmit slot (32 bits).
 //! A socket's generation changes whenever its token is reused, so completions of a removed
 //! socket's receive are recognised as stale.
@@ -27,6 +32,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::SocketRef;
+use crate::steer::{Steering, original_port};
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
 
@@ -50,6 +56,9 @@ const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
+const KIND_STEER: u64 = 5;
+/// `Steer::port_token` of a port no socket of this worker holds.
+const NO_TOKEN: u32 = u32::MAX;
 const GEN_MASK: u32 = 0x00FF_FFFF;
 
 fn user_data(kind: u64, generation: u32, index: usize) -> u64 {
@@ -227,6 +236,25 @@ fn recv_template() -> libc::msghdr {
     hdr
 }
 
+/// The steering socket's template: also room for one `IP(V6)_ORIGDSTADDR` control message.
+fn steer_template() -> libc::msghdr {
+    let mut hdr = recv_template();
+    // SAFETY: CMSG_SPACE only computes an aligned size.
+    hdr.msg_controllen =
+        unsafe { libc::CMSG_SPACE(mem::size_of::<libc::sockaddr_in6>() as u32) } as usize;
+    hdr
+}
+
+/// The worker's steering socket and what it needs to tell whose datagram it received.
+struct Steer {
+    steering: std::sync::Arc<Steering>,
+    socket: UdpSocket,
+    hdr: Box<libc::msghdr>,
+    /// Per local port: the token of this worker's socket bound to it, or `NO_TOKEN`.
+    port_token: Box<[u32]>,
+    failures: u8,
+}
+
 /// A provided buffer ring (`IORING_REGISTER_PBUF_RING`): `count` ring entries followed by
 /// `count` buffers of `size` bytes, in one anonymous mapping that outlives its registration.
 struct BufRing {
@@ -397,6 +425,7 @@ struct SendSlots {
 struct Driver {
     ring: IoUring,
     bufs: BufRing,
+    steer: Option<Steer>,
     recv_hdr: Box<libc::msghdr>,
     send: SendSlots,
     tx: TxBatch,
@@ -421,6 +450,21 @@ struct Driver {
 pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut d = Driver::new()?;
     d.arm_wake(core.wake.raw())?;
+    if let Some(steering) = core.steering.clone() {
+        match steering.worker_socket(core.index) {
+            Ok(socket) => {
+                d.steer = Some(Steer {
+                    steering,
+                    socket,
+                    hdr: Box::new(steer_template()),
+                    port_token: vec![NO_TOKEN; 1 << 16].into_boxed_slice(),
+                    failures: 0,
+                });
+                d.arm_steer()?;
+            }
+            Err(e) => tracing::warn!(worker = core.index, "no steering socket: {e}"),
+        }
+    }
     let mut changes = Vec::new();
     // Commands may have been queued before the ring existed.
     if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
@@ -451,6 +495,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             let Some(cqe) = d.cqes.pop_front() else { break };
             match kind_of(cqe.user_data()) {
                 KIND_RECV => d.on_recv(&mut core, &cqe)?,
+                KIND_STEER => d.on_steered(&mut core, &cqe)?,
                 KIND_WAKE => {
                     if !cqueue::more(cqe.flags()) {
                         d.arm_wake(core.wake.raw())?;
@@ -480,7 +525,7 @@ fn apply_commands(
     core.wake.drain();
     let flow = core.apply_msgs(changes, &mut d.tx);
     for change in changes.drain(..) {
-        d.apply(change)?;
+        d.apply(change, core.index)?;
     }
     Ok(flow)
 }
@@ -513,6 +558,7 @@ impl Driver {
         Ok(Driver {
             ring,
             bufs,
+            steer: None,
             recv_hdr: Box::new(recv_template()),
             send,
             tx: TxBatch::new(TX_CAPACITY),
@@ -616,9 +662,42 @@ impl Driver {
         Ok(())
     }
 
-    fn apply(&mut self, change: Change) -> io::Result<()> {
+    fn arm_steer(&mut self) -> io::Result<()> {
+        let Some(st) = &self.steer else { return Ok(()) };
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(st.socket.as_raw_fd()), &*st.hdr, BGID)
+            .build()
+            .user_data(user_data(KIND_STEER, 0, 0));
+        // SAFETY: the socket and `hdr` live in `steer`, dropped after the ring; the buffers
+        // come from `bufs`, which outlives the ring too.
+        unsafe { self.push(&sqe) }
+    }
+
+    /// Datagrams for `port` go to `token` (or, with `None`, no longer to this worker).
+    fn steer_port(&mut self, port: u16, token: Option<usize>, worker: usize) {
+        let Some(st) = &mut self.steer else { return };
+        if port == 0 {
+            return;
+        }
+        let outcome = match token {
+            Some(t) => {
+                st.port_token[usize::from(port)] = t as u32;
+                st.steering.steer(port, worker)
+            }
+            None => {
+                let r = st.steering.unsteer(port);
+                st.port_token[usize::from(port)] = NO_TOKEN;
+                r
+            }
+        };
+        // Not fatal: the leg's own socket receives what is not steered.
+        if let Err(e) = outcome {
+            tracing::warn!(worker, port, "port steering update failed: {e}");
+        }
+    }
+
+    fn apply(&mut self, change: Change, worker: usize) -> io::Result<()> {
         match change {
-            Change::Added { token, fd } => {
+            Change::Added { token, fd, port } => {
                 if self.socks.len() <= token {
                     self.socks.resize(token + 1, SockState::default());
                 }
@@ -627,12 +706,17 @@ impl Driver {
                 s.live = true;
                 s.failures = 0;
                 self.arm_recv(token, fd)?;
+                self.steer_port(port, Some(token), worker);
             }
             Change::Removed {
                 token,
                 socket,
                 done,
             } => {
+                // Before the socket closes: its port may be bound again, by anyone.
+                if let Ok(addr) = socket.local_addr() {
+                    self.steer_port(addr.port(), None, worker);
+                }
                 let group = self.group;
                 match self.socks.get_mut(token) {
                     Some(s) if s.live && s.armed => {
@@ -696,36 +780,7 @@ impl Driver {
             .is_some_and(|s| s.live && s.generation == generation_of(ud));
         if let Some(bid) = cqueue::buffer_select(flags) {
             if live && res >= 0 {
-                let at = SocketRef::from_token(token);
-                if self.tx.remaining() < core.fwd.fanout(at.slot) {
-                    self.flush(core)?;
-                }
-                let data = self.bufs.buf(bid, res as usize);
-                let base = data.as_ptr() as usize;
-                // Where the payload sits in the buffer, so it can be borrowed mutably (SRTP
-                // decrypts in place).
-                let parsed = types::RecvMsgOut::parse(data, &self.recv_hdr).map(|out| {
-                    let payload = out.payload_data();
-                    let truncated = out.is_payload_truncated() || payload.len() > MAX_DATAGRAM;
-                    let src = read_sockaddr(out.name_data());
-                    (
-                        payload.as_ptr() as usize - base,
-                        payload.len(),
-                        truncated,
-                        src,
-                    )
-                });
-                match parsed {
-                    Ok((_, _, true, _)) => core.fwd.count_drop(at.slot, DropReason::Truncated),
-                    Ok((offset, len, false, Some(src))) => {
-                        let buf = self.bufs.buf_mut(bid, res as usize);
-                        let payload = &mut buf[offset..offset + len];
-                        core.fwd.handle_datagram(at, src, payload, &mut self.tx)
-                    }
-                    Ok((_, _, false, None)) | Err(()) => {
-                        core.fwd.count_drop(at.slot, DropReason::Malformed)
-                    }
-                }
+                self.deliver(core, token, bid, res as usize, false)?;
                 self.socks[token].failures = 0;
             }
             self.bufs.provide(bid);
@@ -757,6 +812,97 @@ impl Driver {
             Some(fd) => self.arm_recv(token, fd),
             None => Ok(()),
         }
+    }
+
+    /// Hands the datagram in buffer `bid` (`len` bytes, received by the steering socket or
+    /// by socket `token` itself) to the forwarder as one received on socket `token`.
+    fn deliver(
+        &mut self,
+        core: &mut WorkerCore,
+        token: usize,
+        bid: u16,
+        len: usize,
+        steered: bool,
+    ) -> io::Result<()> {
+        let at = SocketRef::from_token(token);
+        if self.tx.remaining() < core.fwd.fanout(at.slot) {
+            self.flush(core)?;
+        }
+        let hdr = match &self.steer {
+            Some(st) if steered => &*st.hdr,
+            _ => &*self.recv_hdr,
+        };
+        let data = self.bufs.buf(bid, len);
+        let base = data.as_ptr() as usize;
+        // Where the payload sits in the buffer, so it can be borrowed mutably (SRTP
+        // decrypts in place).
+        let parsed = types::RecvMsgOut::parse(data, hdr).map(|out| {
+            let payload = out.payload_data();
+            let truncated = out.is_payload_truncated() || payload.len() > MAX_DATAGRAM;
+            let src = read_sockaddr(out.name_data());
+            (
+                payload.as_ptr() as usize - base,
+                payload.len(),
+                truncated,
+                src,
+            )
+        });
+        match parsed {
+            Ok((_, _, true, _)) => core.fwd.count_drop(at.slot, DropReason::Truncated),
+            Ok((offset, n, false, Some(src))) => {
+                let buf = self.bufs.buf_mut(bid, len);
+                let payload = &mut buf[offset..offset + n];
+                core.fwd.handle_datagram(at, src, payload, &mut self.tx)
+            }
+            Ok((_, _, false, None)) | Err(()) => {
+                core.fwd.count_drop(at.slot, DropReason::Malformed)
+            }
+        }
+        Ok(())
+    }
+
+    /// A completion of the steering socket's receive: the datagram's original destination
+    /// port names the socket it was meant for.
+    fn on_steered(&mut self, core: &mut WorkerCore, cqe: &cqueue::Entry) -> io::Result<()> {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let Some(st) = &self.steer else { return Ok(()) };
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            if res >= 0 {
+                let data = self.bufs.buf(bid, res as usize);
+                let token = types::RecvMsgOut::parse(data, &st.hdr)
+                    .ok()
+                    .and_then(|out| original_port(out.control_data()))
+                    .map_or(NO_TOKEN, |port| st.port_token[usize::from(port)]);
+                // A port no live socket of ours holds (its leg closed while the datagram was
+                // queued) loses the datagram, as the closed socket's queue would have.
+                let live = self.socks.get(token as usize).is_some_and(|s| s.live);
+                if token != NO_TOKEN && live {
+                    st.steering.count(core.index, 1);
+                    self.deliver(core, token as usize, bid, res as usize, true)?;
+                }
+            }
+            self.bufs.provide(bid);
+        }
+        if cqueue::more(flags) {
+            return Ok(());
+        }
+        let Some(st) = &mut self.steer else {
+            return Ok(());
+        };
+        if res < 0 && res != -libc::ENOBUFS {
+            st.failures += 1;
+            let err = io::Error::from_raw_os_error(-res);
+            if st.failures >= MAX_RECV_FAILURES {
+                // Leg sockets receive everything again once their ports are unsteered.
+                tracing::error!(worker = core.index, "giving up the steering socket: {err}");
+                self.steer = None;
+                return Ok(());
+            }
+            tracing::warn!(worker = core.index, "steering recvmsg ended: {err}");
+        } else {
+            st.failures = 0;
+        }
+        self.arm_steer()
     }
 
     /// Sends everything in `tx` (one send per datagram, or per GSO run of datagrams for one

@@ -31,6 +31,8 @@ fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<
         pin: false,
         // Exercise adaptive batching: bursts of datagrams make the worker wait for more.
         batch_wait: std::time::Duration::from_micros(500),
+        // Where the kernel allows it, these scenarios run over the steering socket.
+        steer: true,
     };
     Dataplane::start(config).expect("probe passed, so the uring backend starts")
 }
@@ -299,8 +301,10 @@ fn echo_over_ipv6_loopback() {
         io: IoMode::Uring,
         pin: false,
         batch_wait: Duration::ZERO,
+        steer: false,
     };
     let (dp, _events) = Dataplane::start(config).expect("the uring backend starts");
+    assert_eq!(dp.steered_datagrams(), None, "steering was not asked for");
     let leg = open(&dp, Remote::default());
     echo(&dp, &leg);
     let packet = rtp(7, 0x0bad_cafe);
@@ -331,6 +335,7 @@ fn mixed_burst_comes_back_datagram_by_datagram(io: IoMode, ip: IpAddr, port_lo: 
         pin: false,
         // Long enough that the burst is handled in a few rounds, so runs form.
         batch_wait: Duration::from_millis(2),
+        steer: false,
     };
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     let leg = open(&dp, Remote::default());
@@ -422,6 +427,7 @@ fn muxed_leg_holds_one_socket(io: IoMode, port_lo: u16) {
         io,
         pin: false,
         batch_wait: Duration::ZERO,
+        steer: false,
     };
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     let rtcp_port_free = |leg: &LegInfo| UdpSocket::bind(("127.0.0.1", leg.rtcp_port)).is_ok();
@@ -474,4 +480,72 @@ fn muxed_leg_holds_one_socket_over_uring() {
 #[test]
 fn muxed_leg_holds_one_socket_over_mmsg() {
     muxed_leg_holds_one_socket(IoMode::Mmsg, 32000);
+}
+
+/// Port steering: every datagram for a leg, RTP and RTCP, reaches it through the worker's one
+/// steering socket, comes back from the leg's own port, and once the leg is closed its port
+/// belongs to whoever binds it next (nothing is steered away from them).
+fn steered_legs_echo_and_release_their_ports(ip: IpAddr, port_lo: u16) {
+    let Ok(peer) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
+        eprintln!("skipping: no loopback for {ip}");
+        return;
+    };
+    peer.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("valid timeout");
+    let config = Config {
+        media_ip: ip,
+        port_lo,
+        port_hi: port_lo + 99,
+        workers: 1,
+        io: IoMode::Uring,
+        pin: false,
+        batch_wait: Duration::from_micros(500),
+        steer: true,
+    };
+    let (dp, _events) = Dataplane::start(config).expect("the uring backend starts");
+    if dp.steered_datagrams().is_none() {
+        eprintln!("skipping: sk_lookup steering refused here (needs CAP_NET_ADMIN + CAP_BPF)");
+        return;
+    }
+    // Not muxed: the leg has an RTCP socket, and port + 1 is steered too.
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    check_echo(&peer, &leg, 1, 120);
+    assert_eq!(
+        dp.steered_datagrams(),
+        Some(120),
+        "every datagram came steered"
+    );
+    let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+    peer.send_to(&rr, SocketAddr::new(ip, leg.rtcp_port))
+        .expect("send RTCP");
+    barrier(&dp);
+    assert_eq!(leg.stats.snapshot().rtcp_rx_packets, 1);
+    assert_eq!(dp.steered_datagrams(), Some(121));
+    assert_eq!(leg.stats.snapshot().rx_packets, 120);
+
+    dp.close_leg(leg.id).expect("open leg");
+    for port in [leg.rtp_port, leg.rtcp_port] {
+        let next = UdpSocket::bind(SocketAddr::new(ip, port)).expect("the port is free");
+        next.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("valid timeout");
+        peer.send_to(b"mine", SocketAddr::new(ip, port))
+            .expect("send to the new owner");
+        let mut buf = [0u8; 8];
+        assert_eq!(next.recv(&mut buf).expect("not steered away"), 4);
+    }
+    assert_eq!(dp.steered_datagrams(), Some(121));
+    dp.shutdown();
+}
+
+#[test]
+fn steered_legs_echo_and_release_their_ports_ipv4() {
+    require_uring!();
+    steered_legs_echo_and_release_their_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 32000);
+}
+
+#[test]
+fn steered_legs_echo_and_release_their_ports_ipv6() {
+    require_uring!();
+    steered_legs_echo_and_release_their_ports(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 32100);
 }
