@@ -46,6 +46,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut sender = Sender::new(TX_CAPACITY);
     let mut changes = Vec::new();
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    // An RTCP tick still walking the legs: look for sockets without sleeping.
+    let mut ticking = false;
 
     loop {
         // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
@@ -54,7 +56,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 epoll.as_raw_fd(),
                 ready.as_mut_ptr(),
                 ready.len() as i32,
-                -1,
+                if ticking { 0 } else { -1 },
             )
         };
         if n < 0 {
@@ -110,6 +112,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 }
             }
         }
+        ticking = core.fwd.poll_tick(&mut tx);
         sender.flush(&core, &mut tx);
         core.flush_events();
     }

@@ -202,6 +202,8 @@ pub struct Forwarder {
     now: Option<Instant>,
     /// The first `now`: the time base of jitter estimates.
     epoch: Option<Instant>,
+    /// An `RtcpTick` still walking the legs (see [`Forwarder::poll_tick`]).
+    tick: Option<reports::TickWork>,
 }
 
 impl Forwarder {

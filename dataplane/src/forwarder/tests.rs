@@ -1127,6 +1127,47 @@ mod feedback {
         assert_eq!(rr[12], 0);
     }
 
+    /// A tick walks the legs in steps that fit the transmit batch, never all at once: each
+    /// publisher gets its receiver report exactly once, however many legs there are.
+    #[test]
+    fn a_tick_over_many_legs_reports_on_each_once_in_steps() {
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let room = p.tx.remaining();
+        let n = 3 * room + 5;
+        for i in 0..n as u16 {
+            let (_, slot) = p.leg(u64::from(i) + 1, MediaKind::Audio, 10_000 + 2 * i);
+            p.recv(slot, 10_000 + 2 * i, &rtp(0, 1, 0x7700 + u32::from(i)));
+        }
+        let mut sent = tick(&mut p, t0, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let first = sent.len();
+        assert!(first <= room && first < n, "one step: {first}");
+        let mut steps = 1;
+        loop {
+            p.tx.clear();
+            let more = p.fwd.poll_tick(&mut p.tx);
+            sent.extend(p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())));
+            steps += 1;
+            if !more {
+                break;
+            }
+            assert!(steps <= n, "the walk ends");
+        }
+        assert!(steps > 3);
+        let mut reported: Vec<u32> = sent
+            .iter()
+            .filter(|(_, _, d)| d[1] == 201)
+            .map(|(_, _, d)| u32::from_be_bytes([d[8], d[9], d[10], d[11]]))
+            .collect();
+        reported.sort_unstable();
+        let expected: Vec<u32> = (0..n as u32).map(|i| 0x7700 + i).collect();
+        assert_eq!(reported, expected, "every stream reported once");
+        p.tx.clear();
+        assert!(!p.fwd.poll_tick(&mut p.tx), "nothing left");
+        assert!(p.tx.is_empty());
+    }
+
     #[test]
     fn many_nacks_report_a_slow_link() {
         let mut p = Pair::new();

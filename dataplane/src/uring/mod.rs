@@ -471,8 +471,10 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         return Ok(());
     }
     let mut last_round = 0usize;
+    // An RTCP tick still walking the legs: look for completions without sleeping.
+    let mut ticking = false;
     loop {
-        d.submit_and_wait(usize::from(d.cqes.is_empty()))?;
+        d.submit_and_wait(usize::from(d.cqes.is_empty() && !ticking))?;
         d.reap();
         // Adaptive batching: when the previous round carried several datagrams, traffic is
         // steady, so wait (boundedly) for more before handling this round. An isolated packet
@@ -511,6 +513,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 _ => {}
             }
         }
+        ticking = core.fwd.poll_tick(&mut d.tx);
         d.flush(&core)?;
         core.flush_events();
     }
