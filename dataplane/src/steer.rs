@@ -314,27 +314,23 @@ impl Steering {
     pub(crate) fn worker_socket(&self, worker: usize) -> io::Result<UdpSocket> {
         let addr = SocketAddr::new(self.ip, 0);
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        if socket.set_recv_buffer_size(STEER_BUFFER).is_err() {
+        // It holds every leg's backlog during a stall: past net.core.rmem_max where we may
+        // (steering already needs CAP_NET_ADMIN), else as much as that allows.
+        if set_int(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            STEER_BUFFER as i32,
+        )
+        .is_err()
+            && socket.set_recv_buffer_size(STEER_BUFFER).is_err()
+        {
             tracing::debug!("steering socket: SO_RCVBUF refused");
         }
         socket.set_nonblocking(true)?;
-        let (level, name) = match addr {
-            SocketAddr::V4(_) => (libc::SOL_IP, libc::IP_RECVORIGDSTADDR),
-            SocketAddr::V6(_) => (libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR),
-        };
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket and a c_int option value of the size passed.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&on as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
+        match addr {
+            SocketAddr::V4(_) => set_int(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?,
+            SocketAddr::V6(_) => set_int(&socket, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?,
         }
         socket.bind(&addr.into())?;
         let fd = u64::from(socket.as_raw_fd() as u32);
@@ -350,6 +346,24 @@ impl Steering {
     /// Leaves datagrams for `port` to the ordinary lookup again.
     pub(crate) fn unsteer(&self, port: u16) -> io::Result<()> {
         map_update(&self.ports, u32::from(port), &0u32)
+    }
+}
+
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: i32) -> io::Result<()> {
+    // SAFETY: a valid socket and a c_int option value of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
