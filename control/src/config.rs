@@ -33,7 +33,7 @@ pub struct Config {
     pub pin_workers: bool,
     /// io_uring batching bound (see `sluice_dataplane::api::Config::batch_wait`).
     pub batch_wait: Duration,
-    /// io_uring port steering (see `sluice_dataplane::api::Config::steer`).
+    /// Port steering (see `sluice_dataplane::api::Config::steer`).
     pub steer: bool,
 }
 

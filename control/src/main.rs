@@ -49,7 +49,7 @@ struct Cli {
     /// (0 = never; bounds the added latency) [default: 300]
     #[arg(long, env = "SLUICE_BATCH_WAIT_US", value_name = "MICROSECONDS")]
     batch_wait_us: Option<u64>,
-    /// io_uring: deliver all of a worker's media ports to one socket through BPF sk_lookup
+    /// Deliver all of a worker's media ports to one socket through BPF sk_lookup
     /// where the kernel allows it (CAP_NET_ADMIN + CAP_BPF), on or off [default: on]
     #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
     steer: Option<String>,

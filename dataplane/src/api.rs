@@ -111,9 +111,9 @@ pub struct Config {
     /// before handling a round, so one wake-up and one submit serve many packets. Zero turns
     /// it off; it bounds the latency added.
     pub batch_wait: std::time::Duration,
-    /// io_uring only: where the kernel lets us (BPF sk_lookup: Linux 5.9+, CAP_NET_ADMIN and
-    /// CAP_BPF), deliver every datagram for a worker's ports to one socket of that worker, so
-    /// that many calls cost one receive, not one each. Where it cannot, legs receive on their
+    /// Where the kernel lets us (BPF sk_lookup: Linux 5.9+, CAP_NET_ADMIN and CAP_BPF),
+    /// deliver every datagram for a worker's ports to one socket of that worker, so that many
+    /// calls cost one receive, not one each (either backend). Where it cannot, legs receive on their
     /// own sockets, as with `false`.
     pub steer: bool,
 }

@@ -93,9 +93,7 @@ impl Dataplane {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
         let backend = choose_backend(config.io)?;
-        let steering = (config.steer && backend == Backend::Uring)
-            .then(|| attach_steering(&config))
-            .flatten();
+        let steering = config.steer.then(|| attach_steering(&config)).flatten();
         let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);
         let lost_events = Arc::new(AtomicU64::new(0));

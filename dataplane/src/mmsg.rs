@@ -3,7 +3,9 @@
 //! Each round: wait for readiness, drain every ready socket in batches of `BATCH` datagrams
 //! (bounded rounds per socket, for fairness), forward into the transmit batch, send it with
 //! one sendmmsg per run of datagrams leaving the same socket (UDP GSO for runs to one
-//! destination), then apply queued commands.
+//! destination), then apply queued commands. With port steering ([`crate::steer`]) the
+//! worker's steering socket is one more ready socket: its datagrams belong to the leg socket
+//! their original destination port names.
 
 use std::io;
 use std::mem;
@@ -14,6 +16,7 @@ use std::time::Instant;
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::SocketRef;
+use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
 
@@ -25,6 +28,10 @@ const ROUNDS_PER_SOCKET: usize = 8;
 const TX_CAPACITY: usize = 1024;
 /// epoll data value of the wake-up eventfd.
 const WAKE_TOKEN: u64 = u64::MAX;
+/// epoll data value of the steering socket.
+const STEER_TOKEN: u64 = u64::MAX - 1;
+/// Control bytes per received datagram: one `IP(V6)_ORIGDSTADDR` message, with room.
+const CONTROL_LEN: usize = 64;
 
 pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new fd we own.
@@ -46,6 +53,26 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut sender = Sender::new(TX_CAPACITY);
     let mut changes = Vec::new();
     let mut ready = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut steer = match core
+        .steering
+        .clone()
+        .map(|s| SteerSocket::open(s, core.index))
+    {
+        Some(Ok(st)) => {
+            epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                st.socket.as_raw_fd(),
+                STEER_TOKEN,
+            )?;
+            Some(st)
+        }
+        Some(Err(e)) => {
+            tracing::warn!(worker = core.index, "no steering socket: {e}");
+            None
+        }
+        None => None,
+    };
     // An RTCP tick still walking the legs: look for sockets without sleeping.
     let mut ticking = false;
 
@@ -68,8 +95,13 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         }
         // Commands first: one posted before these datagrams were sent must apply to them.
         if ready[..n as usize].iter().any(|ev| ev.u64 == WAKE_TOKEN)
-            && apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)?
-                == Flow::Shutdown
+            && apply_commands(
+                &mut core,
+                epoll.as_raw_fd(),
+                &mut changes,
+                &mut tx,
+                &mut steer,
+            )? == Flow::Shutdown
         {
             return Ok(());
         }
@@ -78,25 +110,46 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             if token == WAKE_TOKEN {
                 continue;
             }
-            let at = SocketRef::from_token(token as usize);
+            let steered = token == STEER_TOKEN;
             for _ in 0..ROUNDS_PER_SOCKET {
                 if core.has_msgs() {
                     sender.flush(&core, &mut tx);
-                    if apply_commands(&mut core, epoll.as_raw_fd(), &mut changes, &mut tx)?
-                        == Flow::Shutdown
+                    if apply_commands(
+                        &mut core,
+                        epoll.as_raw_fd(),
+                        &mut changes,
+                        &mut tx,
+                        &mut steer,
+                    )? == Flow::Shutdown
                     {
                         return Ok(());
                     }
                 }
-                let Some(fd) = core.fd(token as usize) else {
-                    break;
+                let fd = match &steer {
+                    Some(st) if steered => st.socket.as_raw_fd(),
+                    _ => match core.fd(token as usize) {
+                        Some(fd) if !steered => fd,
+                        _ => break,
+                    },
                 };
-                let got = rx.recv(fd);
+                let got = rx.recv(fd, steered);
                 if got > 0 {
                     // One clock read per batch: the arrival time of recorded packets.
                     core.fwd.set_now(Instant::now());
                 }
                 for i in 0..got {
+                    let at = match &steer {
+                        // A port no live socket of ours holds (its leg closed while the
+                        // datagram was queued) loses it, as the closed socket would have.
+                        Some(st) if steered => match st.token(rx.control(i)) {
+                            Some(t) if core.fd(t).is_some() => {
+                                st.count(1);
+                                SocketRef::from_token(t)
+                            }
+                            _ => continue,
+                        },
+                        _ => SocketRef::from_token(token as usize),
+                    };
                     if tx.remaining() < core.fwd.fanout(at.slot) {
                         sender.flush(&core, &mut tx);
                     }
@@ -125,15 +178,23 @@ fn apply_commands(
     epfd: RawFd,
     changes: &mut Vec<Change>,
     tx: &mut TxBatch,
+    steer: &mut Option<SteerSocket>,
 ) -> io::Result<Flow> {
     core.wake.drain();
     let flow = core.apply_msgs(changes, tx);
     for change in changes.drain(..) {
         match change {
-            Change::Added { token, fd, .. } => {
-                epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?
+            Change::Added { token, fd, port } => {
+                epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, token as u64)?;
+                if let Some(st) = steer {
+                    st.add(port, token);
+                }
             }
             Change::Removed { socket, done, .. } => {
+                // Before the socket closes: its port may be bound again, by anyone.
+                if let (Some(st), Ok(addr)) = (steer.as_mut(), socket.local_addr()) {
+                    st.remove(addr.port());
+                }
                 let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
                 drop(socket);
                 if let Some(done) = done {
@@ -164,6 +225,7 @@ fn epoll_ctl(epfd: RawFd, op: libc::c_int, fd: RawFd, token: u64) -> io::Result<
 struct RxBatch {
     bufs: Box<[[u8; MAX_DATAGRAM]]>,
     names: Box<[libc::sockaddr_storage]>,
+    controls: Box<[[u8; CONTROL_LEN]]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
 }
@@ -175,6 +237,7 @@ impl RxBatch {
         let mut rx = RxBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH].into_boxed_slice(),
             names: vec![zero_name; BATCH].into_boxed_slice(),
+            controls: vec![[0u8; CONTROL_LEN]; BATCH].into_boxed_slice(),
             iovs: vec![
                 libc::iovec {
                     iov_base: ptr::null_mut(),
@@ -197,14 +260,17 @@ impl RxBatch {
             h.msg_name = (&mut rx.names[i] as *mut libc::sockaddr_storage).cast();
             h.msg_iov = &mut rx.iovs[i];
             h.msg_iovlen = 1;
+            h.msg_control = rx.controls[i].as_mut_ptr().cast();
         }
         rx
     }
 
-    /// One recvmmsg; returns how many datagrams arrived (0 on EAGAIN or error).
-    fn recv(&mut self, fd: RawFd) -> usize {
+    /// One recvmmsg, with control messages where `control` (the steering socket); returns
+    /// how many datagrams arrived (0 on EAGAIN or error).
+    fn recv(&mut self, fd: RawFd, control: bool) -> usize {
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_controllen = if control { CONTROL_LEN } else { 0 };
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -219,6 +285,12 @@ impl RxBatch {
             )
         };
         if n < 0 { 0 } else { n as usize }
+    }
+
+    /// The control messages of datagram `i` of the last `recv`.
+    fn control(&self, i: usize) -> &[u8] {
+        let len = self.hdrs[i].msg_hdr.msg_controllen.min(CONTROL_LEN);
+        &self.controls[i][..len]
     }
 
     /// Datagram `i` of the last `recv`: source, payload (mutable: SRTP decrypts in place),

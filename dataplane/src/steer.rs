@@ -18,6 +18,7 @@ use std::io;
 use std::mem;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -364,6 +365,65 @@ fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: i32) -
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// A worker's end of steering, for either driver: its steering socket, and which of its
+/// sockets holds each port (the datagram is that socket's from then on).
+pub(crate) struct SteerSocket {
+    steering: Arc<Steering>,
+    pub(crate) socket: UdpSocket,
+    worker: usize,
+    /// Per local port: the token of this worker's socket bound to it, or `NO_TOKEN`.
+    port_token: Box<[u32]>,
+}
+
+const NO_TOKEN: u32 = u32::MAX;
+
+impl SteerSocket {
+    pub(crate) fn open(steering: Arc<Steering>, worker: usize) -> io::Result<SteerSocket> {
+        Ok(SteerSocket {
+            socket: steering.worker_socket(worker)?,
+            steering,
+            worker,
+            port_token: vec![NO_TOKEN; PORTS as usize].into_boxed_slice(),
+        })
+    }
+
+    /// Socket `token` holds `port`: steer its datagrams here. Not fatal if the kernel
+    /// refuses: the socket itself receives what is not steered.
+    pub(crate) fn add(&mut self, port: u16, token: usize) {
+        if port == 0 {
+            return;
+        }
+        self.port_token[usize::from(port)] = token as u32;
+        if let Err(e) = self.steering.steer(port, self.worker) {
+            tracing::warn!(worker = self.worker, port, "steering a port failed: {e}");
+        }
+    }
+
+    /// `port`'s socket is about to close: stop steering it (before anyone can bind it).
+    pub(crate) fn remove(&mut self, port: u16) {
+        if port == 0 {
+            return;
+        }
+        if let Err(e) = self.steering.unsteer(port) {
+            tracing::warn!(worker = self.worker, port, "unsteering a port failed: {e}");
+        }
+        self.port_token[usize::from(port)] = NO_TOKEN;
+    }
+
+    /// The token of the socket a steered datagram was meant for, from its control messages.
+    #[inline]
+    pub(crate) fn token(&self, control: &[u8]) -> Option<usize> {
+        let token = self.port_token[usize::from(original_port(control)?)];
+        (token != NO_TOKEN).then_some(token as usize)
+    }
+
+    /// Books `n` datagrams delivered through this socket.
+    #[inline]
+    pub(crate) fn count(&self, n: u64) {
+        self.steering.count(self.worker, n);
     }
 }
 

@@ -32,7 +32,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::SocketRef;
-use crate::steer::{Steering, original_port};
+use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
 
@@ -57,8 +57,6 @@ const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
 const KIND_STEER: u64 = 5;
-/// `Steer::port_token` of a port no socket of this worker holds.
-const NO_TOKEN: u32 = u32::MAX;
 const GEN_MASK: u32 = 0x00FF_FFFF;
 
 fn user_data(kind: u64, generation: u32, index: usize) -> u64 {
@@ -245,13 +243,10 @@ fn steer_template() -> libc::msghdr {
     hdr
 }
 
-/// The worker's steering socket and what it needs to tell whose datagram it received.
+/// The worker's steering socket with the msghdr its receive is armed with.
 struct Steer {
-    steering: std::sync::Arc<Steering>,
-    socket: UdpSocket,
+    socket: SteerSocket,
     hdr: Box<libc::msghdr>,
-    /// Per local port: the token of this worker's socket bound to it, or `NO_TOKEN`.
-    port_token: Box<[u32]>,
     failures: u8,
 }
 
@@ -451,13 +446,11 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut d = Driver::new()?;
     d.arm_wake(core.wake.raw())?;
     if let Some(steering) = core.steering.clone() {
-        match steering.worker_socket(core.index) {
+        match SteerSocket::open(steering, core.index) {
             Ok(socket) => {
                 d.steer = Some(Steer {
-                    steering,
                     socket,
                     hdr: Box::new(steer_template()),
-                    port_token: vec![NO_TOKEN; 1 << 16].into_boxed_slice(),
                     failures: 0,
                 });
                 d.arm_steer()?;
@@ -528,7 +521,7 @@ fn apply_commands(
     core.wake.drain();
     let flow = core.apply_msgs(changes, &mut d.tx);
     for change in changes.drain(..) {
-        d.apply(change, core.index)?;
+        d.apply(change)?;
     }
     Ok(flow)
 }
@@ -667,7 +660,8 @@ impl Driver {
 
     fn arm_steer(&mut self) -> io::Result<()> {
         let Some(st) = &self.steer else { return Ok(()) };
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(st.socket.as_raw_fd()), &*st.hdr, BGID)
+        let fd = st.socket.socket.as_raw_fd();
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(fd), &*st.hdr, BGID)
             .build()
             .user_data(user_data(KIND_STEER, 0, 0));
         // SAFETY: the socket and `hdr` live in `steer`, dropped after the ring; the buffers
@@ -675,30 +669,7 @@ impl Driver {
         unsafe { self.push(&sqe) }
     }
 
-    /// Datagrams for `port` go to `token` (or, with `None`, no longer to this worker).
-    fn steer_port(&mut self, port: u16, token: Option<usize>, worker: usize) {
-        let Some(st) = &mut self.steer else { return };
-        if port == 0 {
-            return;
-        }
-        let outcome = match token {
-            Some(t) => {
-                st.port_token[usize::from(port)] = t as u32;
-                st.steering.steer(port, worker)
-            }
-            None => {
-                let r = st.steering.unsteer(port);
-                st.port_token[usize::from(port)] = NO_TOKEN;
-                r
-            }
-        };
-        // Not fatal: the leg's own socket receives what is not steered.
-        if let Err(e) = outcome {
-            tracing::warn!(worker, port, "port steering update failed: {e}");
-        }
-    }
-
-    fn apply(&mut self, change: Change, worker: usize) -> io::Result<()> {
+    fn apply(&mut self, change: Change) -> io::Result<()> {
         match change {
             Change::Added { token, fd, port } => {
                 if self.socks.len() <= token {
@@ -709,7 +680,9 @@ impl Driver {
                 s.live = true;
                 s.failures = 0;
                 self.arm_recv(token, fd)?;
-                self.steer_port(port, Some(token), worker);
+                if let Some(st) = &mut self.steer {
+                    st.socket.add(port, token);
+                }
             }
             Change::Removed {
                 token,
@@ -717,8 +690,8 @@ impl Driver {
                 done,
             } => {
                 // Before the socket closes: its port may be bound again, by anyone.
-                if let Ok(addr) = socket.local_addr() {
-                    self.steer_port(addr.port(), None, worker);
+                if let (Some(st), Ok(addr)) = (&mut self.steer, socket.local_addr()) {
+                    st.socket.remove(addr.port());
                 }
                 let group = self.group;
                 match self.socks.get_mut(token) {
@@ -874,14 +847,14 @@ impl Driver {
                 let data = self.bufs.buf(bid, res as usize);
                 let token = types::RecvMsgOut::parse(data, &st.hdr)
                     .ok()
-                    .and_then(|out| original_port(out.control_data()))
-                    .map_or(NO_TOKEN, |port| st.port_token[usize::from(port)]);
+                    .and_then(|out| st.socket.token(out.control_data()));
                 // A port no live socket of ours holds (its leg closed while the datagram was
                 // queued) loses the datagram, as the closed socket's queue would have.
-                let live = self.socks.get(token as usize).is_some_and(|s| s.live);
-                if token != NO_TOKEN && live {
-                    st.steering.count(core.index, 1);
-                    self.deliver(core, token as usize, bid, res as usize, true)?;
+                if let Some(token) = token
+                    && self.socks.get(token).is_some_and(|s| s.live)
+                {
+                    st.socket.count(1);
+                    self.deliver(core, token, bid, res as usize, true)?;
                 }
             }
             self.bufs.provide(bid);

@@ -485,7 +485,7 @@ fn muxed_leg_holds_one_socket_over_mmsg() {
 /// Port steering: every datagram for a leg, RTP and RTCP, reaches it through the worker's one
 /// steering socket, comes back from the leg's own port, and once the leg is closed its port
 /// belongs to whoever binds it next (nothing is steered away from them).
-fn steered_legs_echo_and_release_their_ports(ip: IpAddr, port_lo: u16) {
+fn steered_legs_echo_and_release_their_ports(io: IoMode, ip: IpAddr, port_lo: u16) {
     let Ok(peer) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
         eprintln!("skipping: no loopback for {ip}");
         return;
@@ -497,12 +497,12 @@ fn steered_legs_echo_and_release_their_ports(ip: IpAddr, port_lo: u16) {
         port_lo,
         port_hi: port_lo + 99,
         workers: 1,
-        io: IoMode::Uring,
+        io,
         pin: false,
         batch_wait: Duration::from_micros(500),
         steer: true,
     };
-    let (dp, _events) = Dataplane::start(config).expect("the uring backend starts");
+    let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     if dp.steered_datagrams().is_none() {
         eprintln!("skipping: sk_lookup steering refused here (needs CAP_NET_ADMIN + CAP_BPF)");
         return;
@@ -539,13 +539,30 @@ fn steered_legs_echo_and_release_their_ports(ip: IpAddr, port_lo: u16) {
 }
 
 #[test]
-fn steered_legs_echo_and_release_their_ports_ipv4() {
+fn steered_legs_echo_and_release_their_ports_over_uring() {
     require_uring!();
-    steered_legs_echo_and_release_their_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 32000);
+    steered_legs_echo_and_release_their_ports(
+        IoMode::Uring,
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        32000,
+    );
 }
 
 #[test]
-fn steered_legs_echo_and_release_their_ports_ipv6() {
+fn steered_legs_echo_and_release_their_ports_over_uring_ipv6() {
     require_uring!();
-    steered_legs_echo_and_release_their_ports(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 32100);
+    let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    steered_legs_echo_and_release_their_ports(IoMode::Uring, ip, 32100);
+}
+
+#[test]
+fn steered_legs_echo_and_release_their_ports_over_mmsg() {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    steered_legs_echo_and_release_their_ports(IoMode::Mmsg, ip, 32200);
+}
+
+#[test]
+fn steered_legs_echo_and_release_their_ports_over_mmsg_ipv6() {
+    let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    steered_legs_echo_and_release_their_ports(IoMode::Mmsg, ip, 32300);
 }
