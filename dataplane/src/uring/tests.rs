@@ -293,16 +293,11 @@ fn echo_over_ipv6_loopback() {
     };
     peer.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("valid timeout");
-    let config = Config {
-        media_ip: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        port_lo: 31500,
-        port_hi: 31599,
-        workers: 1,
-        io: IoMode::Uring,
-        pin: false,
-        batch_wait: Duration::ZERO,
-        steer: false,
-    };
+    let config = config_on(
+        IoMode::Uring,
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        31500,
+    );
     let (dp, _events) = Dataplane::start(config).expect("the uring backend starts");
     assert_eq!(dp.steered_datagrams(), None, "steering was not asked for");
     let leg = open(&dp, Remote::default());
@@ -315,27 +310,41 @@ fn echo_over_ipv6_loopback() {
     assert_eq!(from, rtp_addr(&leg));
 }
 
-/// A burst of one stream: runs of equal-sized datagrams to one destination leave as UDP GSO
-/// sends (a shorter one may end a run; a larger one, or one over the GSO size limit, starts
-/// a new send). The peer must get exactly the datagrams it sent, in order, on either backend
-/// and address family.
-fn mixed_burst_comes_back_datagram_by_datagram(io: IoMode, ip: IpAddr, port_lo: u16) {
+/// A peer socket on `ip`'s loopback, or `None` (with a message) where there is none.
+fn peer_on(ip: IpAddr) -> Option<UdpSocket> {
     let Ok(peer) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
         eprintln!("skipping: no loopback for {ip}");
-        return;
+        return None;
     };
     peer.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("valid timeout");
-    let config = Config {
+    Some(peer)
+}
+
+/// One worker on `io`, media on `ip`, 100 ports from `port_lo`, no batching, no steering.
+fn config_on(io: IoMode, ip: IpAddr, port_lo: u16) -> Config {
+    Config {
         media_ip: ip,
         port_lo,
         port_hi: port_lo + 99,
         workers: 1,
         io,
         pin: false,
+        batch_wait: Duration::ZERO,
+        steer: false,
+    }
+}
+
+/// A burst of one stream: runs of equal-sized datagrams to one destination leave as UDP GSO
+/// sends (a shorter one may end a run; a larger one, or one over the GSO size limit, starts
+/// a new send). The peer must get exactly the datagrams it sent, in order, on either backend
+/// and address family.
+fn mixed_burst_comes_back_datagram_by_datagram(io: IoMode, ip: IpAddr, port_lo: u16) {
+    let Some(peer) = peer_on(ip) else { return };
+    let config = Config {
         // Long enough that the burst is handled in a few rounds, so runs form.
         batch_wait: Duration::from_millis(2),
-        steer: false,
+        ..config_on(io, ip, port_lo)
     };
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     let leg = open(&dp, Remote::default());
@@ -419,16 +428,7 @@ fn udp_gso_is_detected() {
 /// muxing peer, port + 1 is never bound; opened for an offer, it is bound until the answer
 /// says the peer muxes. Either way the leg closes cleanly (`close_leg` returns).
 fn muxed_leg_holds_one_socket(io: IoMode, port_lo: u16) {
-    let config = Config {
-        media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port_lo,
-        port_hi: port_lo + 99,
-        workers: 1,
-        io,
-        pin: false,
-        batch_wait: Duration::ZERO,
-        steer: false,
-    };
+    let config = config_on(io, IpAddr::V4(Ipv4Addr::LOCALHOST), port_lo);
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     let rtcp_port_free = |leg: &LegInfo| UdpSocket::bind(("127.0.0.1", leg.rtcp_port)).is_ok();
     let muxed = Remote {
@@ -486,21 +486,10 @@ fn muxed_leg_holds_one_socket_over_mmsg() {
 /// steering socket, comes back from the leg's own port, and once the leg is closed its port
 /// belongs to whoever binds it next (nothing is steered away from them).
 fn steered_legs_echo_and_release_their_ports(io: IoMode, ip: IpAddr, port_lo: u16) {
-    let Ok(peer) = UdpSocket::bind(SocketAddr::new(ip, 0)) else {
-        eprintln!("skipping: no loopback for {ip}");
-        return;
-    };
-    peer.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("valid timeout");
+    let Some(peer) = peer_on(ip) else { return };
     let config = Config {
-        media_ip: ip,
-        port_lo,
-        port_hi: port_lo + 99,
-        workers: 1,
-        io,
-        pin: false,
-        batch_wait: Duration::from_micros(500),
         steer: true,
+        ..config_on(io, ip, port_lo)
     };
     let (dp, _events) = Dataplane::start(config).expect("the backend starts");
     if dp.steered_datagrams().is_none() {
