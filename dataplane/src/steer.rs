@@ -331,7 +331,11 @@ impl Steering {
         socket.set_nonblocking(true)?;
         match addr {
             SocketAddr::V4(_) => set_int(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?,
-            SocketAddr::V6(_) => set_int(&socket, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?,
+            SocketAddr::V6(_) => {
+                set_int(&socket, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?;
+                // A dual-stack socket (media on `::`) reports IPv4 datagrams at the IP level.
+                let _ = set_int(&socket, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1);
+            }
         }
         socket.bind(&addr.into())?;
         let fd = u64::from(socket.as_raw_fd() as u32);
@@ -519,6 +523,41 @@ mod tests {
         leg.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         peer.send_to(b"direct", ("127.0.0.1", port)).unwrap();
         assert_eq!(leg.recv(&mut buf).unwrap(), 6);
+    }
+
+    /// Media on `::` (dual stack): an IPv4 datagram to a steered port is never lost. Where
+    /// the kernel assigns it to the IPv6 steering socket, its port comes with it; where it
+    /// refuses, the leg's own socket has it.
+    #[test]
+    fn dual_stack_ipv4_datagram_arrives_with_its_port_or_at_the_leg() {
+        let Some(steering) = attach_or_skip(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)) else {
+            return;
+        };
+        let worker = steering.worker_socket(0).unwrap();
+        let Ok(leg) = UdpSocket::bind("[::]:0") else {
+            eprintln!("skipping: no IPv6 here");
+            return;
+        };
+        let port = leg.local_addr().unwrap().port();
+        steering.steer(port, 0).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"v4", ("127.0.0.1", port)).unwrap();
+        let mut fds = [worker.as_raw_fd(), leg.as_raw_fd()].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: two live pollfds; a 5 s bound on a broken test.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, 5000) };
+        assert!(ready > 0, "the datagram arrived somewhere");
+        if fds[0].revents & libc::POLLIN != 0 {
+            worker.set_nonblocking(false).unwrap();
+            assert_eq!(recv_with_port(&worker), (b"v4".to_vec(), Some(port)));
+        } else {
+            let mut buf = [0u8; 4];
+            assert_eq!(leg.recv(&mut buf).unwrap(), 2);
+        }
+        steering.unsteer(port).unwrap();
     }
 
     #[test]
