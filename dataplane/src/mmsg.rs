@@ -125,13 +125,12 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                         return Ok(());
                     }
                 }
-                let fd = match &steer {
-                    Some(st) if steered => st.socket.as_raw_fd(),
-                    _ => match core.fd(token as usize) {
-                        Some(fd) if !steered => fd,
-                        _ => break,
-                    },
+                let fd = if steered {
+                    steer.as_ref().map(|st| st.socket.as_raw_fd())
+                } else {
+                    core.fd(token as usize)
                 };
+                let Some(fd) = fd else { break };
                 let got = rx.recv(fd, steered);
                 if got > 0 {
                     // One clock read per batch: the arrival time of recorded packets.

@@ -869,7 +869,8 @@ impl Driver {
             st.failures += 1;
             let err = io::Error::from_raw_os_error(-res);
             if st.failures >= MAX_RECV_FAILURES {
-                // Leg sockets receive everything again once their ports are unsteered.
+                // Closing the socket takes it out of the sockmap: from then on the program
+                // finds no target and every leg socket receives its own datagrams again.
                 tracing::error!(worker = core.index, "giving up the steering socket: {err}");
                 self.steer = None;
                 return Ok(());
