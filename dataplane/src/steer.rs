@@ -103,9 +103,15 @@ impl Asm {
         self.op(insn(code, dst, 0, 0, imm));
     }
 
-    fn load_map(&mut self, dst: u8, fd: RawFd) {
-        self.op(insn(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd));
+    /// `r0 = map_lookup_elem(map, r10 + key)`, then `if r0 == NULL goto pass`: the key is
+    /// the u32 already stored at stack offset `key`.
+    fn lookup_or_pass(&mut self, map: RawFd, key: i32) {
+        self.op(insn(LD_IMM64, 1, PSEUDO_MAP_FD, 0, map));
         self.op(insn(0, 0, 0, 0, 0));
+        self.op(insn(MOV64_X, 2, 10, 0, 0));
+        self.op(insn(ADD64_K, 2, 0, 0, key));
+        self.op(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
+        self.jump_to_pass(JEQ_K, 0, 0);
     }
 
     fn finish(mut self) -> Vec<Insn> {
@@ -157,21 +163,13 @@ fn program(ip: IpAddr, range: (u16, u16), ports: RawFd, sockets: RawFd) -> Vec<I
     a.jump_to_pass(JGT32_K, 2, i32::from(range.1));
     // worker + 1 = ports[local_port]
     a.op(insn(STX_W, 10, 2, -4, 0));
-    a.load_map(1, ports);
-    a.op(insn(MOV64_X, 2, 10, 0, 0));
-    a.op(insn(ADD64_K, 2, 0, 0, -4));
-    a.op(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
-    a.jump_to_pass(JEQ_K, 0, 0);
+    a.lookup_or_pass(ports, -4);
     a.op(insn(LDX_W, 2, 0, 0, 0));
     a.jump_to_pass(JEQ32_K, 2, 0);
     a.op(insn(ADD64_K, 2, 0, 0, -1));
     a.op(insn(STX_W, 10, 2, -8, 0));
     // sk = sockets[worker]; assign; release
-    a.load_map(1, sockets);
-    a.op(insn(MOV64_X, 2, 10, 0, 0));
-    a.op(insn(ADD64_K, 2, 0, 0, -8));
-    a.op(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
-    a.jump_to_pass(JEQ_K, 0, 0);
+    a.lookup_or_pass(sockets, -8);
     a.op(insn(MOV64_X, 7, 0, 0, 0));
     a.op(insn(MOV64_X, 1, 6, 0, 0));
     a.op(insn(MOV64_X, 2, 7, 0, 0));
@@ -247,6 +245,9 @@ fn map_update<V>(map: &OwnedFd, key: u32, value: &V) -> io::Result<()> {
         .map(drop)
 }
 
+#[repr(align(64))]
+struct Counter(AtomicU64);
+
 /// The loaded and attached program with its two maps; dropping it detaches the program.
 pub(crate) struct Steering {
     ports: OwnedFd,
@@ -254,8 +255,9 @@ pub(crate) struct Steering {
     _prog: OwnedFd,
     _link: OwnedFd,
     ip: IpAddr,
-    /// Per worker: datagrams its steering socket delivered (written by that worker only).
-    steered: Box<[AtomicU64]>,
+    /// Per worker: datagrams its steering socket delivered (written by that worker only, on
+    /// a cache line of its own: it is bumped per datagram).
+    steered: Box<[Counter]>,
 }
 
 impl std::fmt::Debug for Steering {
@@ -293,26 +295,31 @@ impl Steering {
             _prog: prog,
             _link: link,
             ip,
-            steered: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            steered: (0..workers.max(1))
+                .map(|_| Counter(AtomicU64::new(0)))
+                .collect(),
         })
     }
 
     /// Books `n` more datagrams delivered by worker `worker`'s steering socket (called by
     /// that worker only: a relaxed load and store).
-    pub(crate) fn count(&self, worker: usize, n: u64) {
-        if let Some(c) = self.steered.get(worker) {
+    fn count(&self, worker: usize, n: u64) {
+        if let Some(Counter(c)) = self.steered.get(worker) {
             c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
         }
     }
 
     /// Datagrams delivered through steering so far, all workers.
     pub(crate) fn steered(&self) -> u64 {
-        self.steered.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.steered
+            .iter()
+            .map(|c| c.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Binds worker `worker`'s receiving socket (media address, any port), asks for the
     /// original destination of each datagram, and makes it the target for that worker.
-    pub(crate) fn worker_socket(&self, worker: usize) -> io::Result<UdpSocket> {
+    fn worker_socket(&self, worker: usize) -> io::Result<UdpSocket> {
         let addr = SocketAddr::new(self.ip, 0);
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         // It holds every leg's backlog during a stall: past net.core.rmem_max where we may
@@ -344,12 +351,12 @@ impl Steering {
     }
 
     /// Steers datagrams for `port` to worker `worker`'s socket.
-    pub(crate) fn steer(&self, port: u16, worker: usize) -> io::Result<()> {
+    fn steer(&self, port: u16, worker: usize) -> io::Result<()> {
         map_update(&self.ports, u32::from(port), &(worker as u32 + 1))
     }
 
     /// Leaves datagrams for `port` to the ordinary lookup again.
-    pub(crate) fn unsteer(&self, port: u16) -> io::Result<()> {
+    fn unsteer(&self, port: u16) -> io::Result<()> {
         map_update(&self.ports, u32::from(port), &0u32)
     }
 }
@@ -433,7 +440,7 @@ impl SteerSocket {
 
 /// The destination port in an `IP_ORIGDSTADDR` / `IPV6_ORIGDSTADDR` control message among
 /// `control` (a received msghdr's control bytes).
-pub(crate) fn original_port(control: &[u8]) -> Option<u16> {
+fn original_port(control: &[u8]) -> Option<u16> {
     const HDR: usize = mem::size_of::<libc::cmsghdr>();
     let mut rest = control;
     while rest.len() >= HDR {
