@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
-use crate::forwarder::SocketRef;
+use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
@@ -49,6 +49,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     )?;
 
     let mut rx = RxBatch::new();
+    let mut ats: [Option<SocketRef>; BATCH] = [None; BATCH];
+    let mut ahead: Vec<Upcoming> = Vec::with_capacity(BATCH);
     let mut tx = TxBatch::new(TX_CAPACITY);
     let mut sender = Sender::new(TX_CAPACITY);
     let mut changes = Vec::new();
@@ -136,19 +138,31 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                     // One clock read per batch: the arrival time of recorded packets.
                     core.fwd.set_now(Instant::now());
                 }
-                for i in 0..got {
+                // Which leg each datagram is for, first: handling one prefetches for those
+                // behind it (`Forwarder::prefetch_ahead`).
+                ahead.clear();
+                for (i, slot) in ats.iter_mut().enumerate().take(got) {
                     let at = match &steer {
                         // A port no live socket of ours holds (its leg closed while the
                         // datagram was queued) loses it, as the closed socket would have.
                         Some(st) if steered => match st.token(rx.control(i)) {
-                            Some(t) if core.fd(t).is_some() => {
-                                st.count(1);
-                                SocketRef::from_token(t)
-                            }
-                            _ => continue,
+                            Some(t) if core.fd(t).is_some() => Some(SocketRef::from_token(t)),
+                            _ => None,
                         },
-                        _ => SocketRef::from_token(token as usize),
+                        _ => Some(SocketRef::from_token(token as usize)),
                     };
+                    *slot = at;
+                    ahead.push(at.map_or(Upcoming::NONE, |at| Upcoming::new(at, rx.payload(i))));
+                }
+                if steered && let Some(st) = &steer {
+                    st.count(ats[..got].iter().filter(|a| a.is_some()).count() as u64);
+                }
+                for i in -(PREFETCH_DEPTH as isize)..0 {
+                    core.fwd.prefetch_ahead(&ahead, i);
+                }
+                for (i, at) in ats.iter().enumerate().take(got) {
+                    core.fwd.prefetch_ahead(&ahead, i as isize);
+                    let Some(at) = *at else { continue };
                     if tx.remaining() < core.fwd.fanout(at.slot) {
                         sender.flush(&core, &mut tx);
                     }
@@ -290,6 +304,11 @@ impl RxBatch {
     fn control(&self, i: usize) -> &[u8] {
         let len = self.hdrs[i].msg_hdr.msg_controllen.min(CONTROL_LEN);
         &self.controls[i][..len]
+    }
+
+    /// Datagram `i` of the last `recv`, read-only.
+    fn payload(&self, i: usize) -> &[u8] {
+        &self.bufs[i][..(self.hdrs[i].msg_len as usize).min(MAX_DATAGRAM)]
     }
 
     /// Datagram `i` of the last `recv`: source, payload (mutable: SRTP decrypts in place),

@@ -130,6 +130,45 @@ fn fanout_reaches_every_listener_with_own_ssrc() {
 }
 
 #[test]
+fn prefetching_ahead_changes_nothing_whatever_the_batch_names() {
+    let mut p = Pair::new();
+    let (publ, sp) = p.leg(1, MediaKind::Video, 4000);
+    let (gone, sg) = p.leg(2, MediaKind::Video, 4100);
+    for i in 0..6u16 {
+        let (l, _) = p.leg(10 + u64::from(i), MediaKind::Video, 5000 + 10 * i);
+        p.handle(Command::Connect {
+            from: publ,
+            to: l,
+            kind: MediaKind::Video,
+            rewrite: Rewrite::default(),
+        })
+        .unwrap();
+    }
+    p.fwd.remove_leg(gone).unwrap();
+    let at = |slot| SocketRef { slot, rtcp: false };
+    let packet = rtp(96, 7, 1);
+    let batch = [
+        Upcoming::new(at(sp), &packet),
+        Upcoming::NONE,
+        Upcoming::new(at(sg), &packet),
+        Upcoming::new(at(9_999), &packet),
+        Upcoming::new(at(sp), &rtp(13, 1, 1)),
+        Upcoming::new(at(sp), &[]),
+        Upcoming::new(at(sp), &packet),
+    ];
+    let before = p.stats(sp);
+    let len = batch.len() as isize;
+    for next in -(PREFETCH_DEPTH as isize)..len + 2 {
+        p.fwd.prefetch_ahead(&batch, next);
+    }
+    assert_eq!(p.stats(sp), before, "a prefetch counts nothing");
+    assert!(p.fwd.poll_event().is_none(), "nor raises events");
+    assert_eq!(p.recv(sp, 4000, &packet).len(), 6);
+    // What the address arithmetic assumes: a table entry is the leg itself, tag in a niche.
+    assert_eq!(size_of::<Option<Leg>>(), size_of::<Leg>());
+}
+
+#[test]
 fn garbage_is_a_counted_drop() {
     let mut p = Pair::new();
     let (_, s) = p.leg(1, MediaKind::Audio, 4000);

@@ -31,7 +31,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
-use crate::forwarder::SocketRef;
+use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
@@ -431,6 +431,8 @@ struct Driver {
     group: u64,
     /// Completions reaped but not handled yet, oldest first (sends are not queued here).
     cqes: VecDeque<cqueue::Entry>,
+    /// What each completion of the round being handled is for (`Forwarder::prefetch_ahead`).
+    ahead: Vec<Upcoming>,
     /// Sends submitted and not completed yet.
     sends_in_flight: usize,
     /// Transmit slots whose send failed, booked by `flush`.
@@ -486,7 +488,12 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         // One clock read per batch: the arrival time of recorded packets.
         core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
-        for _ in 0..d.cqes.len() {
+        d.look_ahead();
+        for i in -(PREFETCH_DEPTH as isize)..0 {
+            core.fwd.prefetch_ahead(&d.ahead, i);
+        }
+        for i in 0..d.ahead.len() {
+            core.fwd.prefetch_ahead(&d.ahead, i as isize);
             let Some(cqe) = d.cqes.pop_front() else { break };
             match kind_of(cqe.user_data()) {
                 KIND_RECV => d.on_recv(&mut core, &cqe)?,
@@ -565,6 +572,7 @@ impl Driver {
             gso: udp_gso_supported(),
             group: 0,
             cqes: VecDeque::with_capacity(2 * CQ_ENTRIES as usize),
+            ahead: Vec::with_capacity(2 * CQ_ENTRIES as usize),
             sends_in_flight: 0,
             failed_sends: Vec::with_capacity(TX_CAPACITY),
         })
@@ -787,6 +795,37 @@ impl Driver {
         match core.fd(token) {
             Some(fd) => self.arm_recv(token, fd),
             None => Ok(()),
+        }
+    }
+
+    /// Notes which leg and payload type each datagram of the round is for, so that handling
+    /// one can prefetch for those behind it.
+    fn look_ahead(&mut self) {
+        self.ahead.clear();
+        for cqe in &self.cqes {
+            let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+            let upcoming = match (cqueue::buffer_select(flags), kind_of(ud)) {
+                (Some(bid), kind @ (KIND_RECV | KIND_STEER)) if res >= 0 => {
+                    let data = self.bufs.buf(bid, res as usize);
+                    let steer = self.steer.as_ref().filter(|_| kind == KIND_STEER);
+                    let hdr = steer.map_or(&*self.recv_hdr, |st| &*st.hdr);
+                    types::RecvMsgOut::parse(data, hdr)
+                        .ok()
+                        .and_then(|out| {
+                            let token = match steer {
+                                Some(st) => st.socket.token(out.control_data())?,
+                                None => index_of(ud),
+                            };
+                            Some(Upcoming::new(
+                                SocketRef::from_token(token),
+                                out.payload_data(),
+                            ))
+                        })
+                        .unwrap_or(Upcoming::NONE)
+                }
+                _ => Upcoming::NONE,
+            };
+            self.ahead.push(upcoming);
         }
     }
 
