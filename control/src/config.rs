@@ -35,6 +35,8 @@ pub struct Config {
     pub batch_wait: Duration,
     /// Port steering (see `sluice_dataplane::api::Config::steer`).
     pub steer: bool,
+    /// One raw sending socket per worker (see `sluice_dataplane::api::Config::raw_send`).
+    pub raw_send: bool,
 }
 
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
@@ -57,6 +59,7 @@ impl Default for Config {
             pin_workers: true,
             batch_wait: DEFAULT_BATCH_WAIT,
             steer: true,
+            raw_send: true,
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct Layer {
     pub pin_workers: Option<bool>,
     /// "on" or "off".
     pub steer: Option<String>,
+    /// "on" or "off".
+    pub raw_send: Option<String>,
 }
 
 impl Layer {
@@ -145,6 +150,7 @@ impl Layer {
             batch_wait_us: self.batch_wait_us.or(lower.batch_wait_us),
             pin_workers: self.pin_workers.or(lower.pin_workers),
             steer: self.steer.or(lower.steer),
+            raw_send: self.raw_send.or(lower.raw_send),
         }
     }
 
@@ -176,12 +182,8 @@ impl Layer {
             Some(v) => parse_io(&v)?,
             None => d.io,
         };
-        let steer = match self.steer.as_deref() {
-            None => d.steer,
-            Some("on" | "true") => true,
-            Some("off" | "false") => false,
-            Some(v) => return Err(invalid("steer", v, "expected on or off")),
-        };
+        let steer = parse_switch("steer", self.steer.as_deref(), d.steer)?;
+        let raw_send = parse_switch("raw_send", self.raw_send.as_deref(), d.raw_send)?;
         let disconnect_grace = match self.disconnect_grace {
             Some(s) => parse_seconds("disconnect_grace", s)?,
             None => d.disconnect_grace,
@@ -201,7 +203,22 @@ impl Layer {
                 .batch_wait_us
                 .map_or(d.batch_wait, Duration::from_micros),
             steer,
+            raw_send,
         })
+    }
+}
+
+/// An on/off setting; `default` where unset.
+fn parse_switch(
+    key: &'static str,
+    value: Option<&str>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some("on" | "true") => Ok(true),
+        Some("off" | "false") => Ok(false),
+        Some(v) => Err(invalid(key, v, "expected on or off")),
     }
 }
 
@@ -270,13 +287,15 @@ mod tests {
         assert!(c.workers >= 1);
         assert!(c.pin_workers);
         assert!(c.steer);
+        assert!(c.raw_send);
     }
 
     #[test]
     fn toml_file_uses_snake_case_keys() {
         let layer = Layer::from_toml(
             "api = \"127.0.0.1:0\"\nrtp_ports = \"30000-30099\"\nworkers = 2\nio = \"mmsg\"\n\
-             disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n",
+             disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n\
+             raw_send = \"off\"\n",
         )
         .expect("valid toml");
         let c = layer.resolve().expect("valid values");
@@ -287,6 +306,7 @@ mod tests {
         assert_eq!(c.disconnect_grace, Duration::from_millis(500));
         assert_eq!(c.api_secret.as_deref(), Some("s3"));
         assert!(!c.steer);
+        assert!(!c.raw_send);
     }
 
     #[test]
@@ -356,6 +376,13 @@ mod tests {
                     ..Layer::default()
                 },
                 "steer",
+            ),
+            (
+                Layer {
+                    raw_send: Some("maybe".into()),
+                    ..Layer::default()
+                },
+                "raw_send",
             ),
         ] {
             let err = layer.resolve().expect_err("invalid value");

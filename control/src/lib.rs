@@ -77,6 +77,7 @@ pub fn spawn(config: Config) -> Result<Running, StartError> {
         pin: config.pin_workers,
         batch_wait: config.batch_wait,
         steer: config.steer,
+        raw_send: config.raw_send,
     })?;
     let started = start_api(&config, dp.clone(), dp_events);
     let (api_addr, stop, thread) = match started {

@@ -53,6 +53,10 @@ struct Cli {
     /// where the kernel allows it (CAP_NET_ADMIN + CAP_BPF), on or off [default: on]
     #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
     steer: Option<String>,
+    /// Send every leg's IPv4 media through one raw socket per worker, with the leg's own
+    /// address and port, where the kernel allows it (CAP_NET_RAW), on or off [default: on]
+    #[arg(long, env = "SLUICE_RAW_SEND", value_name = "on|off")]
+    raw_send: Option<String>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -74,6 +78,7 @@ impl Cli {
             batch_wait_us: self.batch_wait_us,
             pin_workers: None,
             steer: self.steer.clone(),
+            raw_send: self.raw_send.clone(),
         }
     }
 }

@@ -9,6 +9,11 @@ pub const MAX_DATAGRAM: usize = 1500;
 /// Room per transmit slot: a forwarded datagram plus what SRTP protection appends (tag, and
 /// the SRTCP index).
 pub const TX_SLOT: usize = MAX_DATAGRAM + 32;
+/// Room kept before every slot's datagram for the IPv4 and UDP headers of a raw send
+/// (`rawsend`): the frame is then contiguous, with no copy.
+pub const HEADROOM: usize = 28;
+/// A slot in the buffer: headroom, then the datagram.
+const STRIDE: usize = HEADROOM + TX_SLOT;
 /// Largest datagram sent with UDP GSO: every segment must fit the path MTU, and 1,200 bytes
 /// plus IPv6 and UDP headers fits the smallest IPv6 MTU (1,280). Larger ones leave singly.
 pub const GSO_MAX_SEGMENT: usize = 1200;
@@ -22,7 +27,8 @@ struct Meta {
     len: usize,
 }
 
-/// Datagrams waiting to be sent: a flat buffer of `capacity` slots of `MAX_DATAGRAM` bytes.
+/// Datagrams waiting to be sent: a flat buffer of `capacity` slots of `TX_SLOT` bytes, each
+/// after `HEADROOM` bytes of its own.
 #[derive(Debug)]
 pub struct TxBatch {
     buf: Box<[u8]>,
@@ -33,7 +39,7 @@ pub struct TxBatch {
 impl TxBatch {
     pub fn new(capacity: usize) -> Self {
         TxBatch {
-            buf: vec![0u8; capacity * TX_SLOT].into_boxed_slice(),
+            buf: vec![0u8; capacity * STRIDE].into_boxed_slice(),
             meta: Vec::with_capacity(capacity),
             capacity,
         }
@@ -74,7 +80,7 @@ impl TxBatch {
         if self.is_full() || data.len() > MAX_DATAGRAM {
             return false;
         }
-        let start = self.meta.len() * TX_SLOT;
+        let start = self.meta.len() * STRIDE + HEADROOM;
         let slot = &mut self.buf[start..start + TX_SLOT];
         slot[..data.len()].copy_from_slice(data);
         match edit(slot, data.len()) {
@@ -89,7 +95,7 @@ impl TxBatch {
     /// The queued datagrams in order: socket, destination, bytes.
     pub fn iter(&self) -> impl Iterator<Item = (SocketRef, SocketAddr, &[u8])> + '_ {
         self.meta.iter().enumerate().map(|(i, m)| {
-            let start = i * TX_SLOT;
+            let start = i * STRIDE + HEADROOM;
             (m.via, m.dest, &self.buf[start..start + m.len])
         })
     }
@@ -125,8 +131,20 @@ impl TxBatch {
     /// Slot `i`'s buffer, for drivers that hand pointers to the kernel.
     pub fn get(&self, i: usize) -> (SocketRef, SocketAddr, &[u8]) {
         let m = self.meta[i];
-        let start = i * TX_SLOT;
+        let start = i * STRIDE + HEADROOM;
         (m.via, m.dest, &self.buf[start..start + m.len])
+    }
+
+    /// Slot `i`'s headroom and datagram, for `frame` to write headers into; returns what it
+    /// returns (the part of the slot to send).
+    pub fn frame<'a>(
+        &'a mut self,
+        i: usize,
+        frame: impl FnOnce(&'a mut [u8]) -> &'a [u8],
+    ) -> &'a [u8] {
+        let start = i * STRIDE;
+        let len = self.meta[i].len;
+        frame(&mut self.buf[start..start + HEADROOM + len])
     }
 }
 
@@ -190,6 +208,30 @@ mod tests {
         }
         assert_eq!(t.gso_run(0), GSO_MAX_SEGMENTS);
         assert_eq!(t.gso_run(GSO_MAX_SEGMENTS), 5);
+    }
+
+    #[test]
+    fn every_slot_keeps_its_headroom() {
+        let mut b = TxBatch::new(3);
+        let via = SocketRef {
+            slot: 0,
+            rtcp: false,
+        };
+        let dest = SocketAddr::from(([127, 0, 0, 1], 1));
+        for d in [&b"one"[..], b"two!", b"3"] {
+            assert!(b.push(via, dest, d, |_, len| Some(len)));
+        }
+        let framed = b
+            .frame(1, |f| {
+                assert_eq!(f.len(), HEADROOM + 4);
+                f[..HEADROOM].fill(b'h');
+                f
+            })
+            .to_vec();
+        assert_eq!(&framed[..HEADROOM], &[b'h'; HEADROOM]);
+        assert_eq!(&framed[HEADROOM..], b"two!");
+        let got: Vec<_> = b.iter().map(|(_, _, d)| d.to_vec()).collect();
+        assert_eq!(got, vec![b"one".to_vec(), b"two!".to_vec(), b"3".to_vec()]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod keyframe;
 mod mmsg;
 pub mod packet;
 mod ports;
+mod rawsend;
 pub mod record;
 pub mod srtp;
 mod steer;
@@ -65,6 +66,8 @@ struct Shared {
     lost_events: Arc<AtomicU64>,
     recorder: Recorder,
     steering: Option<Arc<steer::Steering>>,
+    /// One per worker that sends raw (`Config::raw_send`).
+    raw_sent: Vec<Arc<rawsend::RawCounter>>,
 }
 
 /// Handle to the running data plane. Cheap to clone; all methods are callable from any thread.
@@ -99,6 +102,7 @@ impl Dataplane {
         let lost_events = Arc::new(AtomicU64::new(0));
         let mut workers = Vec::with_capacity(config.workers);
         let mut threads = Vec::with_capacity(config.workers);
+        let mut raw_sent = Vec::new();
         for index in 0..config.workers {
             let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
@@ -112,6 +116,10 @@ impl Dataplane {
             let mut core = core;
             core.batch_wait = config.batch_wait;
             core.steering = steering.clone();
+            if config.raw_send {
+                core.raw = open_raw_sender(index);
+                raw_sent.extend(core.raw.as_ref().map(rawsend::RawSender::counter));
+            }
             let pin = config.pin;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
@@ -130,6 +138,7 @@ impl Dataplane {
             lost_events,
             recorder,
             steering,
+            raw_sent,
         };
         Ok((
             Dataplane {
@@ -151,6 +160,13 @@ impl Dataplane {
     /// where steering is off or the kernel refused it.
     pub fn steered_datagrams(&self) -> Option<u64> {
         self.shared.steering.as_ref().map(|s| s.steered())
+    }
+
+    /// Datagrams the workers' raw sockets were handed (`Config::raw_send`), or `None` where
+    /// raw sending is off or the kernel refused it.
+    pub fn raw_sent_datagrams(&self) -> Option<u64> {
+        let counters = &self.shared.raw_sent;
+        (!counters.is_empty()).then(|| counters.iter().map(|c| c.get()).sum())
     }
 
     /// Events dropped because control did not drain the queue in time.
@@ -298,6 +314,25 @@ fn choose_backend(io: IoMode) -> Result<Backend, Error> {
                 Ok(Backend::Mmsg)
             }
         },
+    }
+}
+
+/// Worker `index`'s raw sending socket where the kernel allows it; `None`, and a log line
+/// saying why, where not.
+fn open_raw_sender(index: usize) -> Option<rawsend::RawSender> {
+    match rawsend::RawSender::open() {
+        Ok(raw) => {
+            if index == 0 {
+                tracing::info!("raw sending on: one IPv4 sending socket per worker");
+            }
+            Some(raw)
+        }
+        Err(e) => {
+            if index == 0 {
+                tracing::info!("raw sending unavailable ({e}): legs send from their own sockets");
+            }
+            None
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
+use crate::rawsend;
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
@@ -330,6 +331,13 @@ impl RxBatch {
     }
 }
 
+fn iovec_of(bytes: &[u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    }
+}
+
 /// Send-side arrays for sendmmsg, allocated once. `names`/`iovs` are per transmit slot;
 /// `hdrs`, `cmsgs` and `segments` per send (one slot, or a GSO run of several).
 struct Sender {
@@ -340,6 +348,10 @@ struct Sender {
     cmsgs: Vec<SegmentCmsg>,
     /// Datagrams each header carries.
     segments: Vec<usize>,
+    /// Per header: the leg whose datagram it carries (drops are booked on it).
+    owners: Vec<crate::forwarder::Slot>,
+    /// Per header: the socket it leaves from, `None` for the raw socket.
+    routes: Vec<Option<SocketRef>>,
     /// The kernel takes UDP GSO sends: runs of datagrams for one destination leave as one.
     gso: bool,
 }
@@ -364,64 +376,88 @@ impl Sender {
                 .collect(),
             cmsgs: vec![SegmentCmsg::new(); capacity],
             segments: vec![1; capacity],
+            owners: vec![0; capacity],
+            routes: vec![None; capacity],
             gso: udp_gso_supported(),
         }
     }
 
     /// Sends everything queued, one sendmmsg per run of datagrams from the same socket; with
-    /// GSO, one header per run of datagrams for the same destination within it.
+    /// GSO, one header per run of datagrams for the same destination within it. Datagrams the
+    /// raw socket can send (`rawsend`) leave from it, so runs span legs.
     fn flush(&mut self, core: &WorkerCore, tx: &mut TxBatch) {
         let n = tx.len();
-        for i in 0..n {
-            let (_, dest, data) = tx.get(i);
-            self.namelens[i] = write_sockaddr(&dest, &mut self.names[i]);
-            self.iovs[i] = libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            };
-        }
         let mut i = 0;
         let mut h = 0;
         while i < n {
-            let via = tx.get(i).0;
-            let first = h;
-            while i < n && tx.get(i).0 == via {
-                let k = if self.gso { tx.gso_run(i) } else { 1 };
-                let hdr = &mut self.hdrs[h].msg_hdr;
-                hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = self.namelens[i];
-                hdr.msg_iov = &mut self.iovs[i];
-                hdr.msg_iovlen = k;
-                if k > 1 {
-                    self.cmsgs[h].attach(hdr, tx.get(i).2.len());
-                } else {
-                    hdr.msg_control = ptr::null_mut();
-                    hdr.msg_controllen = 0;
+            let (via, dest, len) = {
+                let (via, dest, data) = tx.get(i);
+                (via, dest, data.len())
+            };
+            let k = if self.gso { tx.gso_run(i) } else { 1 };
+            let raw = (k == 1)
+                .then(|| core.raw_route(via.token(), &dest, len))
+                .flatten();
+            self.namelens[i] = write_sockaddr(&dest, &mut self.names[i]);
+            if let Some((src, dst)) = raw {
+                let frame = tx.frame(i, |f| rawsend::write_headers(f, src, dst));
+                self.iovs[i] = iovec_of(frame);
+            } else {
+                for j in i..i + k {
+                    self.iovs[j] = iovec_of(tx.get(j).2);
                 }
-                self.segments[h] = k;
-                h += 1;
-                i += k;
             }
-            match core.fd(via.token()) {
-                Some(fd) => self.send_run(core, fd, via, first, h),
+            let hdr = &mut self.hdrs[h].msg_hdr;
+            hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = self.namelens[i];
+            hdr.msg_iov = &mut self.iovs[i];
+            hdr.msg_iovlen = k;
+            if k > 1 {
+                self.cmsgs[h].attach(hdr, len);
+            } else {
+                hdr.msg_control = ptr::null_mut();
+                hdr.msg_controllen = 0;
+            }
+            self.segments[h] = k;
+            self.owners[h] = via.slot;
+            self.routes[h] = if raw.is_some() { None } else { Some(via) };
+            h += 1;
+            i += k;
+        }
+        let mut first = 0;
+        while first < h {
+            let route = self.routes[first];
+            let mut end = first + 1;
+            while end < h && self.routes[end] == route {
+                end += 1;
+            }
+            let fd = match route {
+                None => core.raw.as_ref().map(|r| r.fd()),
+                Some(via) => core.fd(via.token()),
+            };
+            match fd {
+                Some(fd) => {
+                    let sent = self.send_run(core, fd, first, end);
+                    if let (None, Some(raw)) = (route, &core.raw) {
+                        raw.count(sent as u64);
+                    }
+                }
                 None => {
-                    for _ in 0..self.segments[first..h].iter().sum::<usize>() {
-                        core.fwd.count_drop(via.slot, DropReason::SendFailed);
+                    for j in first..end {
+                        for _ in 0..self.segments[j] {
+                            core.fwd.count_drop(self.owners[j], DropReason::SendFailed);
+                        }
                     }
                 }
             }
+            first = end;
         }
         tx.clear();
     }
 
-    fn send_run(
-        &mut self,
-        core: &WorkerCore,
-        fd: RawFd,
-        via: SocketRef,
-        mut start: usize,
-        end: usize,
-    ) {
+    /// Sends headers `start..end` on `fd`; returns how many the kernel took.
+    fn send_run(&mut self, core: &WorkerCore, fd: RawFd, mut start: usize, end: usize) -> usize {
+        let mut sent = 0;
         while start < end {
             // SAFETY: headers start..end point at `names`/`iovs`/`cmsgs` entries filled above
             // and at transmit buffers that live until `tx.clear()`.
@@ -435,6 +471,7 @@ impl Sender {
             };
             if rc > 0 {
                 start += rc as usize;
+                sent += rc as usize;
                 continue;
             }
             let err = io::Error::last_os_error();
@@ -448,10 +485,13 @@ impl Sender {
             } else {
                 1
             };
-            for _ in 0..self.segments[start..start + lost].iter().sum::<usize>() {
-                core.fwd.count_drop(via.slot, DropReason::SendFailed);
+            for j in start..start + lost {
+                for _ in 0..self.segments[j] {
+                    core.fwd.count_drop(self.owners[j], DropReason::SendFailed);
+                }
             }
             start += lost;
         }
+        sent
     }
 }

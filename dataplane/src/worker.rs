@@ -1,7 +1,7 @@
 //! What every worker has whatever its I/O backend: the forwarding core, the sockets it owns,
 //! the command queue from control and the event queue back.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
 use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, SocketRef};
+use crate::rawsend::{RawSender, raw_source};
 use crate::steer::Steering;
 use crate::sys::EventFd;
 
@@ -71,6 +72,12 @@ pub(crate) struct WorkerCore {
     pub(crate) batch_wait: std::time::Duration,
     /// Port steering, where `Config::steer` asked for it and the kernel allowed it.
     pub(crate) steering: Option<Arc<Steering>>,
+    /// The raw socket that sends for every leg, where `Config::raw_send` asked for it and the
+    /// kernel allowed it.
+    pub(crate) raw: Option<RawSender>,
+    /// Indexed like `sockets`: the address a socket's datagrams are sent raw from, where they
+    /// can be (`rawsend::raw_source`).
+    sources: Vec<Option<SocketAddrV4>>,
     msgs: Receiver<WorkerMsg>,
     events: Sender<Event>,
     lost_events: Arc<AtomicU64>,
@@ -91,10 +98,32 @@ impl WorkerCore {
             wake,
             batch_wait: std::time::Duration::ZERO,
             steering: None,
+            raw: None,
+            sources: Vec::new(),
             msgs,
             events,
             lost_events,
         }
+    }
+
+    /// Source and destination of a datagram of `len` bytes that socket `token` would send to
+    /// `dest`, where the raw socket can send it instead.
+    #[inline]
+    pub(crate) fn raw_route(
+        &self,
+        token: usize,
+        dest: &SocketAddr,
+        len: usize,
+    ) -> Option<(SocketAddrV4, SocketAddrV4)> {
+        self.raw.as_ref()?;
+        RawSender::route(self.sources.get(token).copied().flatten(), dest, len)
+    }
+
+    fn take_socket(&mut self, token: usize) -> Option<UdpSocket> {
+        if let Some(source) = self.sources.get_mut(token) {
+            *source = None;
+        }
+        self.sockets.get_mut(token).and_then(Option::take)
     }
 
     pub(crate) fn fd(&self, token: usize) -> Option<RawFd> {
@@ -135,13 +164,16 @@ impl WorkerCore {
                         .token();
                         if self.sockets.len() <= token {
                             self.sockets.resize_with(token + 1, || None);
+                            self.sources.resize(token + 1, None);
                         }
+                        let local = socket.local_addr().ok();
                         changes.push(Change::Added {
                             token,
                             fd: socket.as_raw_fd(),
-                            port: socket.local_addr().map_or(0, |a| a.port()),
+                            port: local.map_or(0, |a| a.port()),
                         });
                         self.sockets[token] = Some(socket);
+                        self.sources[token] = local.and_then(raw_source);
                     }
                 }
                 WorkerMsg::RemoveLeg { id, done } => {
@@ -152,7 +184,7 @@ impl WorkerCore {
                     let first = changes.len();
                     for rtcp in [false, true] {
                         let token = SocketRef { slot, rtcp }.token();
-                        if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
+                        if let Some(socket) = self.take_socket(token) {
                             changes.push(Change::Removed {
                                 token,
                                 socket,
@@ -176,7 +208,7 @@ impl WorkerCore {
                         && let Some(slot) = self.fwd.slot(*leg)
                     {
                         let token = SocketRef { slot, rtcp: true }.token();
-                        if let Some(socket) = self.sockets.get_mut(token).and_then(Option::take) {
+                        if let Some(socket) = self.take_socket(token) {
                             changes.push(Change::Removed {
                                 token,
                                 socket,

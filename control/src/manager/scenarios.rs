@@ -37,6 +37,7 @@ impl Harness {
             pin: false,
             batch_wait: std::time::Duration::ZERO,
             steer: false,
+            raw_send: false,
         };
         let (dp, _events) = Dataplane::start(config).expect("data plane on loopback");
         let (tx, inbox) = mpsc::channel(64);

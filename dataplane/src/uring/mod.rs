@@ -32,6 +32,7 @@ use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
+use crate::rawsend;
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
 use crate::worker::{Change, Flow, WorkerCore};
@@ -926,8 +927,36 @@ impl Driver {
     fn flush(&mut self, core: &WorkerCore) -> io::Result<()> {
         let mut i = 0;
         while i < self.tx.len() {
-            let (via, dest, data) = self.tx.get(i);
+            let (via, dest, len) = {
+                let (via, dest, data) = self.tx.get(i);
+                (via, dest, data.len())
+            };
             let run = if self.gso { self.tx.gso_run(i) } else { 1 };
+            if run == 1
+                && self.send_to
+                && let Some(raw) = &core.raw
+                && let Some((src, dst)) = core.raw_route(via.token(), &dest, len)
+            {
+                let s = &mut self.send;
+                let namelen = write_sockaddr(&dest, &mut s.names[i]);
+                s.segments[i] = 1;
+                let frame = self.tx.frame(i, |f| rawsend::write_headers(f, src, dst));
+                let sqe =
+                    opcode::Send::new(types::Fd(raw.fd()), frame.as_ptr(), frame.len() as u32)
+                        .flags(libc::MSG_DONTWAIT)
+                        .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
+                        .dest_addr_len(namelen)
+                        .build()
+                        .user_data(user_data(KIND_SEND, 0, i));
+                // SAFETY: as for the send below: slot `i` of `send` and of `tx`, headroom
+                // included, stay as they are until this send's completion is reaped.
+                unsafe { self.push(&sqe)? };
+                self.sends_in_flight += 1;
+                raw.count(1);
+                i += 1;
+                continue;
+            }
+            let (_, _, data) = self.tx.get(i);
             let Some(fd) = core.fd(via.token()) else {
                 for _ in 0..run {
                     core.fwd.count_drop(via.slot, DropReason::SendFailed);

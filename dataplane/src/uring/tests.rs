@@ -31,8 +31,10 @@ fn start(port_lo: u16, port_hi: u16) -> (Dataplane, crossbeam_channel::Receiver<
         pin: false,
         // Exercise adaptive batching: bursts of datagrams make the worker wait for more.
         batch_wait: std::time::Duration::from_micros(500),
-        // Where the kernel allows it, these scenarios run over the steering socket.
+        // Where the kernel allows it, these scenarios run over the steering socket and send
+        // through the raw socket.
         steer: true,
+        raw_send: true,
     };
     Dataplane::start(config).expect("probe passed, so the uring backend starts")
 }
@@ -332,6 +334,7 @@ fn config_on(io: IoMode, ip: IpAddr, port_lo: u16) -> Config {
         pin: false,
         batch_wait: Duration::ZERO,
         steer: false,
+        raw_send: false,
     }
 }
 
@@ -554,4 +557,78 @@ fn steered_legs_echo_and_release_their_ports_over_mmsg() {
 fn steered_legs_echo_and_release_their_ports_over_mmsg_ipv6() {
     let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
     steered_legs_echo_and_release_their_ports(IoMode::Mmsg, ip, 32300);
+}
+
+/// Raw sending: a leg's echoes leave through the worker's raw socket yet reach the peer from
+/// the leg's own address and port, checksummed (the kernel drops a bad one), in order; what
+/// the raw socket must not carry (IPv6, a GSO run, a datagram past `RAW_MAX_PAYLOAD`) leaves
+/// from the leg's socket as before; nothing is counted lost.
+fn raw_sent_echoes_come_from_the_leg(io: IoMode, ip: IpAddr, port_lo: u16) {
+    let Some(peer) = peer_on(ip) else { return };
+    let config = Config {
+        raw_send: true,
+        ..config_on(io, ip, port_lo)
+    };
+    let (dp, _events) = Dataplane::start(config).expect("the backend starts");
+    let Some(before) = dp.raw_sent_datagrams() else {
+        eprintln!("skipping: no raw socket here (needs CAP_NET_RAW)");
+        return;
+    };
+    assert_eq!(before, 0);
+    let leg = open(&dp, Remote::default());
+    echo(&dp, &leg);
+    // One at a time, each alone in its round: a single datagram, which goes raw.
+    for seq in 1..=20 {
+        check_echo(&peer, &leg, seq, 1);
+    }
+    let raw = if ip.is_ipv4() { 20 } else { 0 };
+    assert_eq!(
+        dp.raw_sent_datagrams(),
+        Some(raw),
+        "IPv4 goes raw, IPv6 does not"
+    );
+    // Bursts: runs for one destination leave as GSO sends from the leg's socket, the rest raw.
+    check_echo(&peer, &leg, 21, 100);
+    let raw = dp.raw_sent_datagrams().expect("still on");
+    assert!(ip.is_ipv4() || raw == 0, "IPv6 never goes raw");
+    let mut big = rtp(500, 0xABCD);
+    big.resize(crate::rawsend::RAW_MAX_PAYLOAD + 1, 0x5a);
+    peer.send_to(&big, rtp_addr(&leg))
+        .expect("send a large datagram");
+    let (got, from) = recv(&peer);
+    assert_eq!((got, from), (big, rtp_addr(&leg)));
+    assert_eq!(
+        dp.raw_sent_datagrams(),
+        Some(raw),
+        "the leg's socket sent it"
+    );
+    let st = leg.stats.snapshot();
+    assert_eq!((st.tx_packets, st.drops_total()), (121, 0));
+    dp.shutdown();
+}
+
+#[test]
+fn raw_sent_echoes_come_from_the_leg_over_uring() {
+    require_uring!();
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    raw_sent_echoes_come_from_the_leg(IoMode::Uring, ip, 33000);
+}
+
+#[test]
+fn raw_sent_echoes_come_from_the_leg_over_uring_ipv6() {
+    require_uring!();
+    let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    raw_sent_echoes_come_from_the_leg(IoMode::Uring, ip, 33100);
+}
+
+#[test]
+fn raw_sent_echoes_come_from_the_leg_over_mmsg() {
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    raw_sent_echoes_come_from_the_leg(IoMode::Mmsg, ip, 33200);
+}
+
+#[test]
+fn raw_sent_echoes_come_from_the_leg_over_mmsg_ipv6() {
+    let ip = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    raw_sent_echoes_come_from_the_leg(IoMode::Mmsg, ip, 33300);
 }
