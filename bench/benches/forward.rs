@@ -22,7 +22,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use sluice_dataplane::api::{Command, LegId, MediaKind, Pt, Remote, Rewrite, Ssrc};
 use sluice_dataplane::batch::TxBatch;
 use sluice_dataplane::egress::{Egress, Verdict};
-use sluice_dataplane::forwarder::{Forwarder, Slot, SocketRef};
+use sluice_dataplane::forwarder::{Forwarder, PREFETCH_DEPTH, Slot, SocketRef, Upcoming};
 use sluice_dataplane::packet::{RtpHeader, classify};
 use sluice_dataplane::srtp::{MasterKey, Profile, SessionKeys, SrtpContext};
 
@@ -313,6 +313,58 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// `lookup/N` as a driver runs it: rounds of `ROUND` datagrams, each round's legs noted
+/// first and prefetched a few datagrams ahead of the one being handled
+/// (`Forwarder::prefetch_ahead`); elements = packets.
+fn lookup_prefetched(c: &mut Criterion) {
+    const ROUND: usize = 32;
+    let mut group = c.benchmark_group("lookup_prefetched");
+    group.throughput(Throughput::Elements(ROUND as u64));
+    for legs in TABLE_SIZES {
+        let (mut fwd, order) = table(legs);
+        let mut tx = TxBatch::new(ROUND);
+        let mut pkt = rtp_packet();
+        let mut ahead = Vec::with_capacity(ROUND);
+        let mut round = 1u16;
+        let mut at = 0usize;
+        let mut step = |fwd: &mut Forwarder, tx: &mut TxBatch| {
+            ahead.clear();
+            for i in 0..ROUND {
+                let slot = order[(at + i) % order.len()];
+                ahead.push(Upcoming::new(SocketRef { slot, rtcp: false }, &pkt));
+            }
+            for i in -(PREFETCH_DEPTH as isize)..0 {
+                fwd.prefetch_ahead(&ahead, i);
+            }
+            for (i, u) in ahead.iter().enumerate() {
+                fwd.prefetch_ahead(&ahead, i as isize);
+                next_packet(&mut pkt, round);
+                let sock = SocketRef {
+                    slot: u.slot,
+                    rtcp: false,
+                };
+                fwd.handle_datagram(sock, peer(u.slot as usize), black_box(&mut pkt), tx);
+                at += 1;
+                if at == order.len() {
+                    at = 0;
+                    round = round.wrapping_add(1);
+                }
+            }
+            black_box(tx.len());
+            tx.clear();
+        };
+        for _ in 0..legs.div_ceil(ROUND) {
+            step(&mut fwd, &mut tx);
+        }
+        while fwd.poll_event().is_some() {}
+        group.bench_function(BenchmarkId::from_parameter(legs), |b| {
+            b.iter(|| step(&mut fwd, &mut tx))
+        });
+        while fwd.poll_event().is_some() {}
+    }
+    group.finish();
+}
+
 fn master_key(seed: u8) -> MasterKey {
     let key: Vec<u8> = (0..SRTP_PROFILE.key_len() as u8)
         .map(|b| b.wrapping_mul(7) ^ seed)
@@ -435,6 +487,7 @@ criterion_group!(
     classify_bench,
     parse,
     rewrite,
-    lookup
+    lookup,
+    lookup_prefetched
 );
 criterion_main!(benches);
