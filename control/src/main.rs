@@ -54,7 +54,8 @@ struct Cli {
     #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
     steer: Option<String>,
     /// Send every leg's IPv4 media through one raw socket per worker, with the leg's own
-    /// address and port, where the kernel allows it (CAP_NET_RAW), on or off [default: on]
+    /// address and port, where the kernel allows it (CAP_NET_RAW + CAP_NET_ADMIN), on or off
+    /// [default: on]
     #[arg(long, env = "SLUICE_RAW_SEND", value_name = "on|off")]
     raw_send: Option<String>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"

@@ -437,10 +437,11 @@ impl Sender {
             };
             match fd {
                 Some(fd) => {
-                    let sent = self.send_run(core, fd, first, end);
+                    // Booked before the send, as the peer may answer before it returns.
                     if let (None, Some(raw)) = (route, &core.raw) {
-                        raw.count(sent as u64);
+                        raw.count((end - first) as u64);
                     }
+                    self.send_run(core, fd, first, end);
                 }
                 None => {
                     for j in first..end {
@@ -455,9 +456,8 @@ impl Sender {
         tx.clear();
     }
 
-    /// Sends headers `start..end` on `fd`; returns how many the kernel took.
-    fn send_run(&mut self, core: &WorkerCore, fd: RawFd, mut start: usize, end: usize) -> usize {
-        let mut sent = 0;
+    /// Sends headers `start..end` on `fd`; what the kernel refuses is counted as dropped.
+    fn send_run(&mut self, core: &WorkerCore, fd: RawFd, mut start: usize, end: usize) {
         while start < end {
             // SAFETY: headers start..end point at `names`/`iovs`/`cmsgs` entries filled above
             // and at transmit buffers that live until `tx.clear()`.
@@ -471,7 +471,6 @@ impl Sender {
             };
             if rc > 0 {
                 start += rc as usize;
-                sent += rc as usize;
                 continue;
             }
             let err = io::Error::last_os_error();
@@ -492,6 +491,5 @@ impl Sender {
             }
             start += lost;
         }
-        sent
     }
 }

@@ -9,10 +9,11 @@
 //! socket would have sent. The driver writes the headers into the room `TxBatch` keeps before
 //! every datagram ([`crate::batch::HEADROOM`]) and sends the frame to the destination.
 //!
-//! It needs CAP_NET_RAW; without it, or for IPv6, for a leg bound to the unspecified address
-//! (the source would be the kernel's choice, and the UDP checksum covers it), for runs the
-//! kernel would segment with UDP GSO, and for datagrams larger than
-//! [`RAW_MAX_PAYLOAD`] (the kernel never fragments a raw frame), the leg's socket sends.
+//! It needs CAP_NET_RAW, and CAP_NET_ADMIN for a send buffer past net.core.wmem_max; without
+//! them, and for IPv6, for a leg bound to the unspecified address (the source would be the
+//! kernel's choice, and the UDP checksum covers it), for multicast and broadcast, for runs the
+//! kernel would segment with UDP GSO, and for datagrams larger than [`RAW_MAX_PAYLOAD`] (the
+//! kernel never fragments a raw frame), the leg's socket sends.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -64,10 +65,10 @@ impl RawSender {
             Some(Protocol::from(libc::IPPROTO_RAW)),
         )?;
         socket.set_nonblocking(true)?;
-        // Past net.core.wmem_max where we may (raw sockets already need privileges).
-        if !force_send_buffer(&socket) {
-            let _ = socket.set_send_buffer_size(SEND_BUFFER);
-        }
+        // One socket now holds what every leg's socket held in flight: without room past
+        // net.core.wmem_max (CAP_NET_ADMIN) a busy round would find it full, and a full
+        // socket drops, so the legs keep sending for themselves.
+        force_send_buffer(&socket)?;
         Ok(RawSender {
             socket,
             sent: Arc::default(),
@@ -98,23 +99,35 @@ impl RawSender {
         len: usize,
     ) -> Option<(SocketAddrV4, SocketAddrV4)> {
         match (source, dest) {
-            (Some(src), SocketAddr::V4(dst)) if len <= RAW_MAX_PAYLOAD => Some((src, *dst)),
+            // Multicast and broadcast keep the socket's own rules (TTL 1, SO_BROADCAST).
+            (Some(src), SocketAddr::V4(dst))
+                if len <= RAW_MAX_PAYLOAD
+                    && !dst.ip().is_multicast()
+                    && !dst.ip().is_broadcast() =>
+            {
+                Some((src, *dst))
+            }
             _ => None,
         }
     }
 }
 
-fn force_send_buffer(socket: &Socket) -> bool {
+fn force_send_buffer(socket: &Socket) -> io::Result<()> {
     let size = SEND_BUFFER as libc::c_int;
     // SAFETY: a valid socket and a c_int option value of the stated length.
-    unsafe {
+    let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_SNDBUFFORCE,
             (&size as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -261,6 +274,10 @@ mod tests {
         assert!(RawSender::route(src, &v4, RAW_MAX_PAYLOAD + 1).is_none());
         assert!(RawSender::route(src, &v6, 172).is_none());
         assert!(RawSender::route(None, &v4, 172).is_none());
+        for group in [[239, 1, 2, 3], [224, 0, 0, 1], [255, 255, 255, 255]] {
+            let to = SocketAddr::from((group, 5004));
+            assert!(RawSender::route(src, &to, 172).is_none(), "{to}");
+        }
     }
 
     #[test]
