@@ -922,6 +922,35 @@ impl Driver {
         self.arm_steer()
     }
 
+    /// Queues one `IORING_OP_SEND` of `len` bytes at `bytes` from `fd` to `dest`, as transmit
+    /// slot `i` (its address is kept in slot `i` of `send`).
+    ///
+    /// # Safety
+    /// The bytes must stay valid and unchanged until the send's completion is reaped.
+    unsafe fn push_send_to(
+        &mut self,
+        fd: RawFd,
+        bytes: *const u8,
+        len: u32,
+        i: usize,
+        dest: &std::net::SocketAddr,
+    ) -> io::Result<()> {
+        let s = &mut self.send;
+        let namelen = write_sockaddr(dest, &mut s.names[i]);
+        s.segments[i] = 1;
+        let sqe = opcode::Send::new(types::Fd(fd), bytes, len)
+            .flags(libc::MSG_DONTWAIT)
+            .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
+            .dest_addr_len(namelen)
+            .build()
+            .user_data(user_data(KIND_SEND, 0, i));
+        // SAFETY: the address is slot `i` of `send`, which only the next flush rewrites, and
+        // the caller vouches for the bytes.
+        unsafe { self.push(&sqe)? };
+        self.sends_in_flight += 1;
+        Ok(())
+    }
+
     /// Sends everything in `tx` (one send per datagram, or per GSO run of datagrams for one
     /// destination), waits for all of it, then clears `tx`.
     fn flush(&mut self, core: &WorkerCore) -> io::Result<()> {
@@ -937,21 +966,11 @@ impl Driver {
                 && let Some(raw) = &core.raw
                 && let Some((src, dst)) = core.raw_route(via.token(), &dest, len)
             {
-                let s = &mut self.send;
-                let namelen = write_sockaddr(&dest, &mut s.names[i]);
-                s.segments[i] = 1;
                 let frame = self.tx.frame(i, |f| rawsend::write_headers(f, src, dst));
-                let sqe =
-                    opcode::Send::new(types::Fd(raw.fd()), frame.as_ptr(), frame.len() as u32)
-                        .flags(libc::MSG_DONTWAIT)
-                        .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
-                        .dest_addr_len(namelen)
-                        .build()
-                        .user_data(user_data(KIND_SEND, 0, i));
-                // SAFETY: as for the send below: slot `i` of `send` and of `tx`, headroom
-                // included, stay as they are until this send's completion is reaped.
-                unsafe { self.push(&sqe)? };
-                self.sends_in_flight += 1;
+                let (bytes, len) = (frame.as_ptr(), frame.len() as u32);
+                // SAFETY: slot `i` of `tx`, headroom included, stays as it is until this
+                // send's completion is reaped below.
+                unsafe { self.push_send_to(raw.fd(), bytes, len, i, &dest)? };
                 raw.count(1);
                 i += 1;
                 continue;
@@ -964,23 +983,17 @@ impl Driver {
                 i += run;
                 continue;
             };
-            let s = &mut self.send;
-            let namelen = write_sockaddr(&dest, &mut s.names[i]);
-            s.segments[i] = run;
             if run == 1 && self.send_to {
-                let sqe = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32)
-                    .flags(libc::MSG_DONTWAIT)
-                    .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
-                    .dest_addr_len(namelen)
-                    .build()
-                    .user_data(user_data(KIND_SEND, 0, i));
-                // SAFETY: the address is slot `i` of `send`, the bytes slot `i` of `tx`;
-                // neither changes before this send's completion is reaped below.
-                unsafe { self.push(&sqe)? };
-                self.sends_in_flight += 1;
+                let (bytes, len) = (data.as_ptr(), data.len() as u32);
+                // SAFETY: the bytes are slot `i` of `tx`, unchanged until this send's
+                // completion is reaped below.
+                unsafe { self.push_send_to(fd, bytes, len, i, &dest)? };
                 i += 1;
                 continue;
             }
+            let s = &mut self.send;
+            let namelen = write_sockaddr(&dest, &mut s.names[i]);
+            s.segments[i] = run;
             for j in i..i + run {
                 let bytes = self.tx.get(j).2;
                 s.iovs[j] = libc::iovec {
