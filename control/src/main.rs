@@ -53,7 +53,7 @@ struct Cli {
     /// where the kernel allows it (CAP_NET_ADMIN + CAP_BPF), on or off [default: on]
     #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
     steer: Option<String>,
-    /// Send every leg's IPv4 media through one raw socket per worker, with the leg's own
+    /// Send every leg's media through raw sockets, one per worker and family, with the leg's own
     /// address and port, where the kernel allows it (CAP_NET_RAW + CAP_NET_ADMIN), on or off
     /// [default: on]
     #[arg(long, env = "SLUICE_RAW_SEND", value_name = "on|off")]

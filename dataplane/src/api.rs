@@ -116,10 +116,10 @@ pub struct Config {
     /// calls cost one receive, not one each (either backend). Where it cannot, legs receive on their
     /// own sockets, as with `false`.
     pub steer: bool,
-    /// Where the kernel lets us (CAP_NET_RAW + CAP_NET_ADMIN), send every leg's IPv4
-    /// datagrams through one raw socket per worker, headers written here with the leg's own
-    /// address and port, so that many calls cost one hot socket, not one each. IPv6,
-    /// multicast, large datagrams and GSO runs still leave from the leg's socket, as
+    /// Where the kernel lets us (CAP_NET_RAW + CAP_NET_ADMIN), send every leg's datagrams
+    /// through raw sockets, one per worker and address family, headers written here with the
+    /// leg's own address and port, so that many calls cost one hot socket, not one each.
+    /// Multicast, large datagrams and GSO runs still leave from the leg's socket, as
     /// everything does with `false`.
     pub raw_send: bool,
 }

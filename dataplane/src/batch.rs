@@ -9,9 +9,9 @@ pub const MAX_DATAGRAM: usize = 1500;
 /// Room per transmit slot: a forwarded datagram plus what SRTP protection appends (tag, and
 /// the SRTCP index).
 pub const TX_SLOT: usize = MAX_DATAGRAM + 32;
-/// Room kept before every slot's datagram for the IPv4 and UDP headers of a raw send
-/// (`rawsend`): the frame is then contiguous, with no copy.
-pub const HEADROOM: usize = 28;
+/// Room kept before every slot's datagram for the IP (IPv6 at most) and UDP headers of a raw
+/// send (`rawsend`): the frame is then contiguous, with no copy.
+pub const HEADROOM: usize = 48;
 /// A slot in the buffer: headroom, then the datagram.
 const STRIDE: usize = HEADROOM + TX_SLOT;
 /// Largest datagram sent with UDP GSO: every segment must fit the path MTU, and 1,200 bytes

@@ -323,7 +323,7 @@ fn open_raw_sender(index: usize) -> Option<rawsend::RawSender> {
     match rawsend::RawSender::open() {
         Ok(raw) => {
             if index == 0 {
-                tracing::info!("raw sending on: one IPv4 sending socket per worker");
+                tracing::info!("raw sending on: one sending socket per worker and address family");
             }
             Some(raw)
         }

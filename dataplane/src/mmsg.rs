@@ -331,6 +331,13 @@ impl RxBatch {
     }
 }
 
+/// The socket a send leaves from: its leg's, or a raw one (`rawsend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leaves {
+    Leg(SocketRef),
+    Raw(RawFd),
+}
+
 fn iovec_of(bytes: &[u8]) -> libc::iovec {
     libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
@@ -350,8 +357,8 @@ struct Sender {
     segments: Vec<usize>,
     /// Per header: the leg whose datagram it carries (drops are booked on it).
     owners: Vec<crate::forwarder::Slot>,
-    /// Per header: the socket it leaves from, `None` for the raw socket.
-    routes: Vec<Option<SocketRef>>,
+    /// Per header: the socket it leaves from.
+    routes: Vec<Leaves>,
     /// The kernel takes UDP GSO sends: runs of datagrams for one destination leave as one.
     gso: bool,
 }
@@ -377,7 +384,7 @@ impl Sender {
             cmsgs: vec![SegmentCmsg::new(); capacity],
             segments: vec![1; capacity],
             owners: vec![0; capacity],
-            routes: vec![None; capacity],
+            routes: vec![Leaves::Raw(-1); capacity],
             gso: udp_gso_supported(),
         }
     }
@@ -397,10 +404,12 @@ impl Sender {
             let k = if self.gso { tx.gso_run(i) } else { 1 };
             let raw = (k == 1)
                 .then(|| core.raw_route(via.token(), &dest, len))
-                .flatten();
-            self.namelens[i] = write_sockaddr(&dest, &mut self.names[i]);
-            if let Some((src, dst)) = raw {
-                let frame = tx.frame(i, |f| rawsend::write_headers(f, src, dst));
+                .flatten()
+                .and_then(|route| Some((route, core.raw.as_ref()?.fd(&route)?)));
+            let to = raw.map_or(dest, |(route, _)| route.to);
+            self.namelens[i] = write_sockaddr(&to, &mut self.names[i]);
+            if let Some((route, _)) = &raw {
+                let frame = tx.frame(i, |f| rawsend::write_headers(f, route));
                 self.iovs[i] = iovec_of(frame);
             } else {
                 for j in i..i + k {
@@ -420,7 +429,7 @@ impl Sender {
             }
             self.segments[h] = k;
             self.owners[h] = via.slot;
-            self.routes[h] = if raw.is_some() { None } else { Some(via) };
+            self.routes[h] = raw.map_or(Leaves::Leg(via), |(_, fd)| Leaves::Raw(fd));
             h += 1;
             i += k;
         }
@@ -432,13 +441,13 @@ impl Sender {
                 end += 1;
             }
             let fd = match route {
-                None => core.raw.as_ref().map(|r| r.fd()),
-                Some(via) => core.fd(via.token()),
+                Leaves::Raw(fd) => Some(fd),
+                Leaves::Leg(via) => core.fd(via.token()),
             };
             match fd {
                 Some(fd) => {
                     // Booked before the send, as the peer may answer before it returns.
-                    if let (None, Some(raw)) = (route, &core.raw) {
+                    if let (Leaves::Raw(_), Some(raw)) = (route, &core.raw) {
                         raw.count((end - first) as u64);
                     }
                     self.send_run(core, fd, first, end);

@@ -1,7 +1,7 @@
 //! What every worker has whatever its I/O backend: the forwarding core, the sockets it owns,
 //! the command queue from control and the event queue back.
 
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
 use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, SocketRef};
-use crate::rawsend::{RawSender, raw_source};
+use crate::rawsend::{RawRoute, RawSender, raw_source};
 use crate::steer::Steering;
 use crate::sys::EventFd;
 
@@ -77,7 +77,7 @@ pub(crate) struct WorkerCore {
     pub(crate) raw: Option<RawSender>,
     /// Indexed like `sockets`: the address a socket's datagrams are sent raw from, where they
     /// can be (`rawsend::raw_source`).
-    sources: Vec<Option<SocketAddrV4>>,
+    sources: Vec<Option<SocketAddr>>,
     msgs: Receiver<WorkerMsg>,
     events: Sender<Event>,
     lost_events: Arc<AtomicU64>,
@@ -106,17 +106,17 @@ impl WorkerCore {
         }
     }
 
-    /// Source and destination of a datagram of `len` bytes that socket `token` would send to
-    /// `dest`, where the raw socket can send it instead.
+    /// How a datagram of `len` bytes that socket `token` would send to `dest` leaves raw
+    /// instead, where it can.
     #[inline]
     pub(crate) fn raw_route(
         &self,
         token: usize,
         dest: &SocketAddr,
         len: usize,
-    ) -> Option<(SocketAddrV4, SocketAddrV4)> {
-        self.raw.as_ref()?;
-        RawSender::route(self.sources.get(token).copied().flatten(), dest, len)
+    ) -> Option<RawRoute> {
+        let source = self.sources.get(token).copied().flatten();
+        self.raw.as_ref()?.route(source, dest, len)
     }
 
     fn take_socket(&mut self, token: usize) -> Option<UdpSocket> {

@@ -964,13 +964,14 @@ impl Driver {
             if run == 1
                 && self.send_to
                 && let Some(raw) = &core.raw
-                && let Some((src, dst)) = core.raw_route(via.token(), &dest, len)
+                && let Some(route) = core.raw_route(via.token(), &dest, len)
+                && let Some(fd) = raw.fd(&route)
             {
-                let frame = self.tx.frame(i, |f| rawsend::write_headers(f, src, dst));
+                let frame = self.tx.frame(i, |f| rawsend::write_headers(f, &route));
                 let (bytes, len) = (frame.as_ptr(), frame.len() as u32);
                 // SAFETY: slot `i` of `tx`, headroom included, stays as it is until this
                 // send's completion is reaped below.
-                unsafe { self.push_send_to(raw.fd(), bytes, len, i, &dest)? };
+                unsafe { self.push_send_to(fd, bytes, len, i, &route.to)? };
                 raw.count(1);
                 i += 1;
                 continue;
