@@ -18,7 +18,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use sluice_dataplane::api::{Command, LegId, MediaKind, Pt, Remote, Rewrite, Ssrc};
 use sluice_dataplane::batch::TxBatch;
 use sluice_dataplane::egress::{Egress, Verdict};
@@ -287,7 +290,7 @@ fn lookup(c: &mut Criterion) {
         // Round r is sequence number r on every leg: each leg sees a continuous stream.
         let mut round = 1u16;
         let mut at = 0usize;
-        let mut step = |fwd: &mut Forwarder, tx: &mut TxBatch| {
+        let step = |fwd: &mut Forwarder, tx: &mut TxBatch| {
             let slot = order[at];
             next_packet(&mut pkt, round);
             let sock = SocketRef { slot, rtcp: false };
@@ -300,17 +303,29 @@ fn lookup(c: &mut Criterion) {
                 round = round.wrapping_add(1);
             }
         };
-        // One full round first: every leg latches its peer and reports media up.
-        for _ in 0..legs {
-            step(&mut fwd, &mut tx);
-        }
-        while fwd.poll_event().is_some() {}
-        group.bench_function(BenchmarkId::from_parameter(legs), |b| {
-            b.iter(|| step(&mut fwd, &mut tx))
-        });
-        while fwd.poll_event().is_some() {}
+        bench_warm(&mut group, legs, legs, &mut fwd, &mut tx, step);
     }
     group.finish();
+}
+
+/// Runs `step` `warm` times first (one full round: every leg latches its peer and reports
+/// media up), drops the events, then measures it as benchmark `legs` of `group`.
+fn bench_warm(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    legs: usize,
+    warm: usize,
+    fwd: &mut Forwarder,
+    tx: &mut TxBatch,
+    mut step: impl FnMut(&mut Forwarder, &mut TxBatch),
+) {
+    for _ in 0..warm {
+        step(fwd, tx);
+    }
+    while fwd.poll_event().is_some() {}
+    group.bench_function(BenchmarkId::from_parameter(legs), |b| {
+        b.iter(|| step(fwd, tx))
+    });
+    while fwd.poll_event().is_some() {}
 }
 
 /// `lookup/N` as a driver runs it: rounds of `ROUND` datagrams, each round's legs noted
@@ -327,7 +342,7 @@ fn lookup_prefetched(c: &mut Criterion) {
         let mut ahead = Vec::with_capacity(ROUND);
         let mut round = 1u16;
         let mut at = 0usize;
-        let mut step = |fwd: &mut Forwarder, tx: &mut TxBatch| {
+        let step = |fwd: &mut Forwarder, tx: &mut TxBatch| {
             ahead.clear();
             for i in 0..ROUND {
                 let slot = order[(at + i) % order.len()];
@@ -353,14 +368,8 @@ fn lookup_prefetched(c: &mut Criterion) {
             black_box(tx.len());
             tx.clear();
         };
-        for _ in 0..legs.div_ceil(ROUND) {
-            step(&mut fwd, &mut tx);
-        }
-        while fwd.poll_event().is_some() {}
-        group.bench_function(BenchmarkId::from_parameter(legs), |b| {
-            b.iter(|| step(&mut fwd, &mut tx))
-        });
-        while fwd.poll_event().is_some() {}
+        let warm = legs.div_ceil(ROUND);
+        bench_warm(&mut group, legs, warm, &mut fwd, &mut tx, step);
     }
     group.finish();
 }

@@ -32,7 +32,7 @@ use crate::batch::HEADROOM;
 pub(crate) const RAW_MAX_PAYLOAD: usize = 1200;
 /// What the kernel gives UDP sockets (net.ipv4.ip_default_ttl, net.ipv6.conf.*.hop_limit).
 const TTL: u8 = 64;
-/// The send buffer of the one socket that now sends for every leg.
+/// The send buffer of each raw socket, which sends for every leg of its worker and family.
 const SEND_BUFFER: usize = 4 << 20;
 
 const IPV4_HEADER: usize = 20;
