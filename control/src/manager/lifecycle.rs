@@ -36,6 +36,9 @@ impl Manager {
                 },
             )
         };
+        if s.webrtc.is_some() {
+            self.webrtc_sessions.insert(id.clone());
+        }
         self.sessions.insert(id.clone(), s);
         if subscribe {
             self.subscribe_to_session(owner, &id);
@@ -127,6 +130,7 @@ impl Manager {
             let Some(mut s) = self.sessions.remove(&id) else {
                 continue;
             };
+            self.webrtc_sessions.remove(&id);
             tracing::debug!(session = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             for leg in &s.legs {

@@ -19,7 +19,7 @@ pub mod session;
 mod webrtc;
 mod webrtc_flows;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,6 +142,9 @@ pub struct Manager {
     disconnect_grace: Duration,
     inbox: mpsc::Sender<Msg>,
     sessions: HashMap<String, Session>,
+    /// The sessions that have a WebRTC transport, which is all `webrtc_tick` visits: a
+    /// server with thousands of plain calls does not walk them all every 50 ms.
+    webrtc_sessions: BTreeSet<String>,
     rooms: HashMap<String, Room>,
     leg_owner: HashMap<LegId, String>,
     conns: HashMap<ConnId, Conn>,
@@ -168,6 +171,7 @@ impl Manager {
             disconnect_grace,
             inbox,
             sessions: HashMap::new(),
+            webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
             leg_owner: HashMap::new(),
             conns: HashMap::new(),

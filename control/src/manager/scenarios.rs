@@ -417,3 +417,39 @@ async fn closed_connection_takes_its_sessions_after_grace() {
         (Some(s.as_str()), Some("registered_down"))
     );
 }
+
+/// The WebRTC tick visits the sessions with a WebRTC transport and no others: a plain
+/// publisher or proxy master never joins the set, a listener and a proxy's WebRTC slave do
+/// (whichever flow made them), and a destroyed session leaves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_webrtc_sessions_are_ticked() {
+    let mut h = Harness::new();
+    let p = id(&h
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": av(5000)}}),
+        )
+        .expect("plain publisher"));
+    let l = id(&h
+        .session("create", json!({"type": "listen", "publisher_id": p}))
+        .expect("WebRTC listener"));
+    let m = id(&h
+        .session(
+            "create",
+            json!({"type": "proxy", "offer": {"sdp": phone(5100)}}),
+        )
+        .expect("plain master"));
+    let slave = id(&h
+        .session("get_proxy_offer", json!({"session_id": m}))
+        .expect("WebRTC slave"));
+    let ticked = |h: &Harness| h.m.webrtc_sessions.iter().cloned().collect::<Vec<_>>();
+    let mut want = vec![l.clone(), slave.clone()];
+    want.sort();
+    assert_eq!(ticked(&h), want);
+    h.m.webrtc_tick();
+    assert_eq!(ticked(&h), want, "a tick keeps live transports");
+    h.session("destroy", json!({"session_id": l}))
+        .expect("destroy the listener");
+    assert_eq!(ticked(&h), vec![slave]);
+    h.m.webrtc_tick();
+}

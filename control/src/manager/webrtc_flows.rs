@@ -204,15 +204,20 @@ impl Manager {
         let now = Instant::now();
         let cert = &self.cert;
         let mut pending = Vec::new();
-        for (id, s) in &mut self.sessions {
-            if let Some(t) = s.webrtc.as_mut() {
-                let mut out = Vec::new();
-                t.tick(now, cert, &mut out);
-                if !out.is_empty() {
-                    pending.push((id.clone(), out));
-                }
+        let sessions = &mut self.sessions;
+        // Every WebRTC transport arrives with its session (`insert_session`) and leaves with
+        // it; an id whose session lost it is dropped here all the same.
+        self.webrtc_sessions.retain(|id| {
+            let Some(t) = sessions.get_mut(id).and_then(|s| s.webrtc.as_mut()) else {
+                return false;
+            };
+            let mut out = Vec::new();
+            t.tick(now, cert, &mut out);
+            if !out.is_empty() {
+                pending.push((id.clone(), out));
             }
-        }
+            true
+        });
         for (id, out) in pending {
             self.apply_effects(&id, out);
         }
