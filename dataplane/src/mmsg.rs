@@ -406,7 +406,7 @@ impl Sender {
                 .then(|| core.raw_route(via.token(), &dest, len))
                 .flatten()
                 .and_then(|route| Some((route, core.raw.as_ref()?.fd(&route)?)));
-            let to = raw.map_or(dest, |(route, _)| route.to);
+            let to = raw.map_or(dest, |(route, _)| route.to());
             self.namelens[i] = write_sockaddr(&to, &mut self.names[i]);
             if let Some((route, _)) = &raw {
                 let frame = tx.frame(i, |f| rawsend::write_headers(f, route));

@@ -18,7 +18,7 @@
 //! leg's socket sends.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,14 +49,29 @@ pub(crate) struct RawSender {
     sent: Arc<RawCounter>,
 }
 
-/// Where a datagram leaves through a raw socket: its leg's address, its destination, and the
-/// address to hand the kernel (the destination with port 0: an IPv6 raw socket reads the
-/// port as the protocol, and an IPv4 one ignores it).
+/// Where a datagram leaves through a raw socket: from its leg's address to its destination,
+/// both of one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RawRoute {
-    pub(crate) src: SocketAddr,
-    pub(crate) dst: SocketAddr,
-    pub(crate) to: SocketAddr,
+pub(crate) enum RawRoute {
+    V4 {
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+    },
+    V6 {
+        src: SocketAddrV6,
+        dst: SocketAddrV6,
+    },
+}
+
+impl RawRoute {
+    /// The address to hand the kernel: the destination with port 0 (an IPv6 raw socket reads
+    /// the port as the protocol; an IPv4 one ignores it).
+    pub(crate) fn to(&self) -> SocketAddr {
+        match self {
+            RawRoute::V4 { dst, .. } => SocketAddr::new(IpAddr::V4(*dst.ip()), 0),
+            RawRoute::V6 { dst, .. } => SocketAddr::new(IpAddr::V6(*dst.ip()), 0),
+        }
+    }
 }
 
 /// On its own cache line: each worker writes its own.
@@ -86,9 +101,9 @@ impl RawSender {
     /// The socket for `route`'s family, if there is one.
     #[inline]
     pub(crate) fn fd(&self, route: &RawRoute) -> Option<RawFd> {
-        match route.dst {
-            SocketAddr::V4(_) => Some(self.v4.as_raw_fd()),
-            SocketAddr::V6(_) => self.v6.as_ref().map(AsRawFd::as_raw_fd),
+        match route {
+            RawRoute::V4 { .. } => Some(self.v4.as_raw_fd()),
+            RawRoute::V6 { .. } => self.v6.as_ref().map(AsRawFd::as_raw_fd),
         }
     }
 
@@ -118,23 +133,22 @@ impl RawSender {
         if len > RAW_MAX_PAYLOAD {
             return None;
         }
-        let plain = match (src, dest) {
-            (SocketAddr::V4(_), SocketAddr::V4(d)) => {
-                !d.ip().is_multicast() && !d.ip().is_broadcast()
+        match (src, *dest) {
+            (SocketAddr::V4(src), SocketAddr::V4(dst))
+                if !dst.ip().is_multicast() && !dst.ip().is_broadcast() =>
+            {
+                Some(RawRoute::V4 { src, dst })
             }
-            (SocketAddr::V6(_), SocketAddr::V6(d)) => {
-                self.v6.is_some()
-                    && !d.ip().is_multicast()
-                    && !d.ip().is_unicast_link_local()
-                    && d.ip().to_ipv4_mapped().is_none()
+            (SocketAddr::V6(src), SocketAddr::V6(dst))
+                if self.v6.is_some()
+                    && !dst.ip().is_multicast()
+                    && !dst.ip().is_unicast_link_local()
+                    && dst.ip().to_ipv4_mapped().is_none() =>
+            {
+                Some(RawRoute::V6 { src, dst })
             }
-            _ => false,
-        };
-        plain.then(|| RawRoute {
-            src,
-            dst: *dest,
-            to: SocketAddr::new(dest.ip(), 0),
-        })
+            _ => None,
+        }
     }
 }
 
@@ -181,16 +195,16 @@ pub(crate) fn raw_source(local: SocketAddr) -> Option<SocketAddr> {
 /// of the payload that fills the rest, and returns the frame (from the IP header on). For
 /// IPv4 the kernel fills in the header checksum and, as the zero says, the identification.
 pub(crate) fn write_headers<'a>(frame: &'a mut [u8], route: &RawRoute) -> &'a [u8] {
-    let ip_header = match route.dst {
-        SocketAddr::V4(_) => IPV4_HEADER,
-        SocketAddr::V6(_) => IPV6_HEADER,
+    let (ip_header, src_port, dst_port) = match route {
+        RawRoute::V4 { src, dst } => (IPV4_HEADER, src.port(), dst.port()),
+        RawRoute::V6 { src, dst } => (IPV6_HEADER, src.port(), dst.port()),
     };
     let frame = &mut frame[HEADROOM - ip_header - UDP_HEADER..];
     let total = frame.len();
     let udp_len = (total - ip_header) as u16;
     // Where the pseudo-header's addresses sit in the IP header, right before the UDP header.
-    let addresses = match (route.src.ip(), route.dst.ip()) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+    let addresses = match route {
+        RawRoute::V4 { src, dst } => {
             let ip = &mut frame[..IPV4_HEADER];
             ip[0] = 0x45; // version 4, 5 words
             ip[1] = 0; // DSCP/ECN, as a UDP socket sends by default
@@ -201,25 +215,24 @@ pub(crate) fn write_headers<'a>(frame: &'a mut [u8], route: &RawRoute) -> &'a [u
             ip[8] = TTL;
             ip[9] = libc::IPPROTO_UDP as u8;
             ip[10..12].fill(0); // header checksum: the kernel's
-            ip[12..16].copy_from_slice(&src.octets());
-            ip[16..20].copy_from_slice(&dst.octets());
+            ip[12..16].copy_from_slice(&src.ip().octets());
+            ip[16..20].copy_from_slice(&dst.ip().octets());
             12
         }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+        RawRoute::V6 { src, dst } => {
             let ip = &mut frame[..IPV6_HEADER];
             ip[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes()); // version 6, no class or label
             ip[4..6].copy_from_slice(&udp_len.to_be_bytes());
             ip[6] = libc::IPPROTO_UDP as u8;
             ip[7] = TTL;
-            ip[8..24].copy_from_slice(&src.octets());
-            ip[24..40].copy_from_slice(&dst.octets());
+            ip[8..24].copy_from_slice(&src.ip().octets());
+            ip[24..40].copy_from_slice(&dst.ip().octets());
             8
         }
-        _ => unreachable!("RawSender::route pairs addresses of one family"),
     };
     let udp = &mut frame[ip_header..ip_header + UDP_HEADER];
-    udp[0..2].copy_from_slice(&route.src.port().to_be_bytes());
-    udp[2..4].copy_from_slice(&route.dst.port().to_be_bytes());
+    udp[0..2].copy_from_slice(&src_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&dst_port.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     udp[6..8].fill(0);
     // RFC 768 / RFC 8200 8.1: over the pseudo-header (addresses, protocol, UDP length),
@@ -277,11 +290,10 @@ mod tests {
     }
 
     fn route(src: &str, dst: &str) -> RawRoute {
-        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-        RawRoute {
-            src,
-            dst,
-            to: SocketAddr::new(dst.ip(), 0),
+        match (src.parse().unwrap(), dst.parse().unwrap()) {
+            (SocketAddr::V4(src), SocketAddr::V4(dst)) => RawRoute::V4 { src, dst },
+            (SocketAddr::V6(src), SocketAddr::V6(dst)) => RawRoute::V6 { src, dst },
+            _ => panic!("one family in a test route"),
         }
     }
 
@@ -359,7 +371,7 @@ mod tests {
         let route = raw
             .route(v4, &a("127.0.0.1:5000"), 172)
             .expect("plain unicast");
-        assert_eq!(route.to, a("127.0.0.1:0"));
+        assert_eq!(route.to(), a("127.0.0.1:0"));
         assert!(
             raw.route(v4, &a("127.0.0.1:5000"), RAW_MAX_PAYLOAD + 1)
                 .is_none()
@@ -408,7 +420,7 @@ mod tests {
         let fd = raw.fd(&route).expect("a socket for the family");
         // SAFETY: `fd` is the raw socket's; the buffer and address are live locals.
         let sent = unsafe {
-            let to = socket2::SockAddr::from(route.to);
+            let to = socket2::SockAddr::from(route.to());
             libc::sendto(
                 fd,
                 frame.as_ptr().cast(),

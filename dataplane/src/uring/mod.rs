@@ -971,7 +971,7 @@ impl Driver {
                 let (bytes, len) = (frame.as_ptr(), frame.len() as u32);
                 // SAFETY: slot `i` of `tx`, headroom included, stays as it is until this
                 // send's completion is reaped below.
-                unsafe { self.push_send_to(fd, bytes, len, i, &route.to)? };
+                unsafe { self.push_send_to(fd, bytes, len, i, &route.to())? };
                 raw.count(1);
                 i += 1;
                 continue;
