@@ -354,11 +354,8 @@ fn lookup_prefetched(c: &mut Criterion) {
             for (i, u) in ahead.iter().enumerate() {
                 fwd.prefetch_ahead(&ahead, i as isize);
                 next_packet(&mut pkt, round);
-                let sock = SocketRef {
-                    slot: u.slot,
-                    rtcp: false,
-                };
-                fwd.handle_datagram(sock, peer(u.slot as usize), black_box(&mut pkt), tx);
+                let sock = u.socket().expect("a leg of the table");
+                fwd.handle_datagram(sock, peer(sock.slot as usize), black_box(&mut pkt), tx);
                 at += 1;
                 if at == order.len() {
                     at = 0;

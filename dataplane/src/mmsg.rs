@@ -50,7 +50,6 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     )?;
 
     let mut rx = RxBatch::new();
-    let mut ats: [Option<SocketRef>; BATCH] = [None; BATCH];
     let mut ahead: Vec<Upcoming> = Vec::with_capacity(BATCH);
     let mut tx = TxBatch::new(TX_CAPACITY);
     let mut sender = Sender::new(TX_CAPACITY);
@@ -142,7 +141,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 // Which leg each datagram is for, first: handling one prefetches for those
                 // behind it (`Forwarder::prefetch_ahead`).
                 ahead.clear();
-                for (i, slot) in ats.iter_mut().enumerate().take(got) {
+                for i in 0..got {
                     let at = match &steer {
                         // A port no live socket of ours holds (its leg closed while the
                         // datagram was queued) loses it, as the closed socket would have.
@@ -152,18 +151,19 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                         },
                         _ => Some(SocketRef::from_token(token as usize)),
                     };
-                    *slot = at;
                     ahead.push(at.map_or(Upcoming::NONE, |at| Upcoming::new(at, rx.payload(i))));
                 }
                 if steered && let Some(st) = &steer {
-                    st.count(ats[..got].iter().filter(|a| a.is_some()).count() as u64);
+                    st.count(ahead.iter().filter(|u| u.socket().is_some()).count() as u64);
                 }
                 for i in -(PREFETCH_DEPTH as isize)..0 {
                     core.fwd.prefetch_ahead(&ahead, i);
                 }
-                for (i, at) in ats.iter().enumerate().take(got) {
+                for i in 0..got {
                     core.fwd.prefetch_ahead(&ahead, i as isize);
-                    let Some(at) = *at else { continue };
+                    let Some(at) = ahead[i].socket() else {
+                        continue;
+                    };
                     if tx.remaining() < core.fwd.fanout(at.slot) {
                         sender.flush(&core, &mut tx);
                     }

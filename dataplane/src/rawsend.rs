@@ -15,7 +15,8 @@
 //! choice, and the UDP checksum covers it), for multicast, broadcast, IPv6 link-local and
 //! IPv4-mapped destinations, for runs the kernel would segment with UDP GSO, and for
 //! datagrams larger than [`RAW_MAX_PAYLOAD`] (the kernel never fragments a raw frame), the
-//! leg's socket sends.
+//! leg's socket sends; so it does on io_uring before Linux 6.0, whose send takes no
+//! destination.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};

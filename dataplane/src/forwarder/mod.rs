@@ -66,28 +66,39 @@ pub const PREFETCH_DEPTH: usize = 5;
 /// Destinations of one datagram prefetched (a fanout's first few; the rest are found in turn).
 const PREFETCH_OUTPUTS: usize = 4;
 
-/// A datagram a driver has received and is yet to hand over: the leg it is for and the
-/// payload type its second byte names (which entry of the leg's table it will read).
+/// A datagram a driver has received and is yet to hand over: the socket (so the leg) it is
+/// for and the payload type its second byte names (which entry of the leg's table it will
+/// read). Drivers resolve this once per datagram and hand it on with the datagram.
 #[derive(Clone, Copy, Debug)]
 pub struct Upcoming {
-    pub slot: Slot,
-    pub pt: u8,
+    at: SocketRef,
+    pt: u8,
 }
 
 impl Upcoming {
-    /// Not a datagram for any leg (a command wake-up, a send completion): nothing to fetch.
+    /// Not a datagram for any leg of ours (a command wake-up, a send completion, a port no
+    /// socket holds): nothing to fetch, nothing to hand over.
     pub const NONE: Upcoming = Upcoming {
-        slot: Slot::MAX,
+        at: SocketRef {
+            slot: Slot::MAX,
+            rtcp: false,
+        },
         pt: 0,
     };
 
-    /// Datagram `data` for the leg of socket `at`.
+    /// Datagram `data` for socket `at`.
     #[inline]
     pub fn new(at: SocketRef, data: &[u8]) -> Self {
         Upcoming {
-            slot: at.slot,
+            at,
             pt: data.get(1).copied().unwrap_or(0),
         }
+    }
+
+    /// The socket it is for, unless `NONE`.
+    #[inline]
+    pub fn socket(self) -> Option<SocketRef> {
+        (self.at.slot != Slot::MAX).then_some(self.at)
     }
 }
 
@@ -567,7 +578,7 @@ impl Forwarder {
     }
 
     fn prefetch_stage(&self, u: Upcoming, stage: usize) {
-        let Some(entry) = self.legs.get(u.slot as usize) else {
+        let Some(entry) = self.legs.get(u.at.slot as usize) else {
             return;
         };
         if stage == 0 {

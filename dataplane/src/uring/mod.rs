@@ -493,12 +493,18 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         for i in -(PREFETCH_DEPTH as isize)..0 {
             core.fwd.prefetch_ahead(&d.ahead, i);
         }
+        // Until a command changes which port is whose, the round's steered datagrams keep
+        // the socket `look_ahead` found for them.
+        let mut resolved = true;
         for i in 0..d.ahead.len() {
             core.fwd.prefetch_ahead(&d.ahead, i as isize);
             let Some(cqe) = d.cqes.pop_front() else { break };
             match kind_of(cqe.user_data()) {
                 KIND_RECV => d.on_recv(&mut core, &cqe)?,
-                KIND_STEER => d.on_steered(&mut core, &cqe)?,
+                KIND_STEER => {
+                    let known = resolved.then_some(d.ahead[i]);
+                    d.on_steered(&mut core, &cqe, known)?
+                }
                 KIND_WAKE => {
                     if !cqueue::more(cqe.flags()) {
                         d.arm_wake(core.wake.raw())?;
@@ -509,6 +515,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                     if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
                         return Ok(());
                     }
+                    resolved = false;
                 }
                 // `reap` accounts for sends; cancels need no answer.
                 _ => {}
@@ -806,7 +813,9 @@ impl Driver {
         for cqe in &self.cqes {
             let (ud, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
             let upcoming = match (cqueue::buffer_select(flags), kind_of(ud)) {
-                (Some(bid), kind @ (KIND_RECV | KIND_STEER)) if res >= 0 => {
+                (Some(bid), kind @ (KIND_RECV | KIND_STEER))
+                    if res >= 0 && (kind == KIND_RECV || self.steer.is_some()) =>
+                {
                     let data = self.bufs.buf(bid, res as usize);
                     let steer = self.steer.as_ref().filter(|_| kind == KIND_STEER);
                     let hdr = steer.map_or(&*self.recv_hdr, |st| &*st.hdr);
@@ -878,16 +887,27 @@ impl Driver {
     }
 
     /// A completion of the steering socket's receive: the datagram's original destination
-    /// port names the socket it was meant for.
-    fn on_steered(&mut self, core: &mut WorkerCore, cqe: &cqueue::Entry) -> io::Result<()> {
+    /// port names the socket it was meant for (`known`: as `look_ahead` found it, while no
+    /// command has changed the ports since).
+    fn on_steered(
+        &mut self,
+        core: &mut WorkerCore,
+        cqe: &cqueue::Entry,
+        known: Option<Upcoming>,
+    ) -> io::Result<()> {
         let (res, flags) = (cqe.result(), cqe.flags());
         let Some(st) = &self.steer else { return Ok(()) };
         if let Some(bid) = cqueue::buffer_select(flags) {
             if res >= 0 {
-                let data = self.bufs.buf(bid, res as usize);
-                let token = types::RecvMsgOut::parse(data, &st.hdr)
-                    .ok()
-                    .and_then(|out| st.socket.token(out.control_data()));
+                let token = match known {
+                    Some(u) => u.socket().map(SocketRef::token),
+                    None => {
+                        let data = self.bufs.buf(bid, res as usize);
+                        types::RecvMsgOut::parse(data, &st.hdr)
+                            .ok()
+                            .and_then(|out| st.socket.token(out.control_data()))
+                    }
+                };
                 // A port no live socket of ours holds (its leg closed while the datagram was
                 // queued) loses the datagram, as the closed socket's queue would have.
                 if let Some(token) = token
