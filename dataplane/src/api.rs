@@ -269,11 +269,17 @@ pub enum Command {
     },
 }
 
+/// `RtcpTick`s in a row without a packet after which an up stream is reported down.
+pub const MEDIA_SILENT_TICKS: u8 = 2;
+
 /// Reports from workers to control.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The first valid RTP packet arrived from the leg's peer.
     MediaUp { leg: LegId, kind: MediaKind },
+    /// A stream that was up received nothing for [`MEDIA_SILENT_TICKS`] `RtcpTick`s in a row
+    /// (2 to 3 s at one tick a second); its next packet reports `MediaUp` again.
+    MediaDown { leg: LegId, kind: MediaKind },
     /// The peer's packets now come from (or RTCP from) this address.
     Latched {
         leg: LegId,

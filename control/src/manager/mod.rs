@@ -34,6 +34,7 @@ use crate::recordings::RecordIndex;
 use crate::request::{EventPattern, Request, SdpObject};
 use crate::sdp::{self, LocalTransport, Media, Sdp};
 use crate::webrtc::cert::Certificate;
+use quality::Transition;
 use rooms::Room;
 use session::{ConnId, Leg, SdpText, Session};
 
@@ -145,6 +146,9 @@ pub struct Manager {
     /// The sessions that have a WebRTC transport, which is all `webrtc_tick` visits: a
     /// server with thousands of plain calls does not walk them all every 50 ms.
     webrtc_sessions: BTreeSet<String>,
+    /// The sessions whose last cap sent was non-zero, which is all the bitrate repeat
+    /// visits (every cap change goes through `push_bitrate`).
+    capped_sessions: BTreeSet<String>,
     rooms: HashMap<String, Room>,
     leg_owner: HashMap<LegId, String>,
     conns: HashMap<ConnId, Conn>,
@@ -172,6 +176,7 @@ impl Manager {
             inbox,
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
+            capped_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
             leg_owner: HashMap::new(),
             conns: HashMap::new(),
@@ -394,7 +399,8 @@ impl Manager {
     fn dataplane_event(&mut self, ev: Event) {
         match ev {
             Event::SlowPath { leg, from, data } => self.slow_path(leg, from, &data),
-            Event::MediaUp { leg, kind } => self.media_up(leg, kind),
+            Event::MediaUp { leg, kind } => self.media_status(leg, kind, Transition::Up),
+            Event::MediaDown { leg, kind } => self.media_status(leg, kind, Transition::Down),
             Event::SlowLink {
                 leg,
                 nacks,

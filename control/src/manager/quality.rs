@@ -5,23 +5,20 @@
 //!   plane as `Command::SetBitrate` on each of the session's own legs (what its peer sends:
 //!   REMB towards WebRTC senders, policing everywhere) at once when it changes, and again every
 //!   second while it is non-zero, because the data plane re-sends the REMB on each repeat.
-//! - Media status: every stream (leg, kind) of a session is watched through the leg's
-//!   per-kind receive counter. A stream that was up and received nothing for
-//!   [`MEDIA_SILENCE`] (looked at every [`MEDIA_CHECK`], so reported 2 to 3 s after the last
-//!   packet) is reported `status {class:"media", media, status:"down"}`; the first
-//!   packet after that reports `up` again. `Event::MediaUp` (the data plane's first packet) and
-//!   the counters feed the same state, so each transition is reported exactly once.
+//! - Media status: the data plane watches every stream (leg, kind) of a session during its
+//!   RTCP tick: the first packet reports `Event::MediaUp`, and a stream that was up and heard
+//!   nothing for [`MEDIA_SILENT_TICKS`](sluice_dataplane::api::MEDIA_SILENT_TICKS) ticks (one a second, so 2 to 3 s after the last
+//!   packet) `Event::MediaDown`. Each becomes `status {class:"media", media, status}` on the
+//!   session, `up` or `down`, once per transition of a stream the session negotiated.
 //! - RTCP: every [`RTCP_TICK`] each worker gets `Command::RtcpTick` (receiver reports to
 //!   publishers, translated sender reports to listeners, the NACK-rate check); a listener
 //!   whose NACKs named more than 5 % of what it was sent in that second is reported
 //!   `status {class:"slow_link", media, nacks, packets}` (`Event::SlowLink`).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, LegId, LegStats, MediaKind, VideoCodec};
+use sluice_dataplane::api::{Command, LegId, MediaKind, VideoCodec};
 
 use super::Manager;
 use super::session::{Kind, Leg, Session};
@@ -30,18 +27,13 @@ use crate::sdp::CodecName;
 
 /// How often a non-zero cap is sent again (REMB "every second").
 pub const BITRATE_REPEAT: Duration = Duration::from_secs(1);
-/// How often the data plane's RTCP reports (and slow-link checks) run.
+/// How often the data plane's RTCP reports (and slow-link and silence checks) run.
 pub const RTCP_TICK: Duration = Duration::from_secs(1);
-/// How often receive counters are looked at.
-pub const MEDIA_CHECK: Duration = Duration::from_millis(500);
-/// Silence after which a stream that was up is reported down.
-pub const MEDIA_SILENCE: Duration = Duration::from_secs(2);
 
 /// When the periodic quality work is next due (driven by the actor's tick).
 #[derive(Debug)]
 pub struct QualityClock {
     next_bitrate: Instant,
-    next_media: Instant,
     next_rtcp: Instant,
 }
 
@@ -49,28 +41,21 @@ impl QualityClock {
     pub fn new(now: Instant) -> Self {
         QualityClock {
             next_bitrate: now + BITRATE_REPEAT,
-            next_media: now + MEDIA_CHECK,
             next_rtcp: now + RTCP_TICK,
         }
     }
 }
 
-/// The receive side of one stream of a session, as last seen.
+/// The media status of one stream of a session, as last reported.
 #[derive(Clone, Debug)]
 pub struct RxWatch {
     pub leg: LegId,
     pub kind: MediaKind,
-    stats: Arc<LegStats>,
-    /// The leg's receive counter for `kind` when last looked at.
-    count: u64,
-    /// When that counter last moved.
-    last_rx: Instant,
     pub up: bool,
 }
 
 /// One watch per distinct (leg, kind) of `legs` (a bundled leg carries several kinds).
 pub fn watches_for(legs: &[Leg]) -> Vec<RxWatch> {
-    let now = Instant::now();
     let mut out: Vec<RxWatch> = Vec::with_capacity(legs.len());
     for l in legs {
         if out.iter().any(|w| w.leg == l.info.id && w.kind == l.kind) {
@@ -79,16 +64,13 @@ pub fn watches_for(legs: &[Leg]) -> Vec<RxWatch> {
         out.push(RxWatch {
             leg: l.info.id,
             kind: l.kind,
-            stats: l.info.stats.clone(),
-            count: 0,
-            last_rx: now,
             up: false,
         });
     }
     out
 }
 
-/// What a watch saw when looked at.
+/// A stream's media status changing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     Up,
@@ -96,33 +78,14 @@ pub enum Transition {
 }
 
 impl RxWatch {
-    /// Compares the counter with the last look: `Up` when packets arrive on a stream that was
-    /// not up, `Down` when a stream that was up has been silent for `silence`.
-    pub fn observe(&mut self, count: u64, now: Instant, silence: Duration) -> Option<Transition> {
-        if count != self.count {
-            self.count = count;
-            self.last_rx = now;
-            if !self.up {
-                self.up = true;
-                return Some(Transition::Up);
-            }
+    /// The data plane's report: the transition to tell the session about, if it is one.
+    pub fn report(&mut self, t: Transition) -> Option<Transition> {
+        let up = t == Transition::Up;
+        if self.up == up {
             return None;
         }
-        if self.up && now.saturating_duration_since(self.last_rx) >= silence {
-            self.up = false;
-            return Some(Transition::Down);
-        }
-        None
-    }
-
-    /// The data plane saw the stream's first packet (`Event::MediaUp`).
-    pub fn media_up(&mut self, now: Instant) -> Option<Transition> {
-        if self.up {
-            return None;
-        }
-        self.up = true;
-        self.last_rx = now;
-        Some(Transition::Up)
+        self.up = up;
+        Some(t)
     }
 }
 
@@ -191,6 +154,11 @@ impl Manager {
         if let Some(s) = self.sessions.get_mut(id) {
             s.bitrate_sent = bps;
         }
+        if bps == 0 {
+            self.capped_sessions.remove(id);
+        } else {
+            self.capped_sessions.insert(id.to_owned());
+        }
     }
 
     /// `get_info`, with the effective bitrate (bps) and the room's cap (kbps) where one applies.
@@ -205,16 +173,15 @@ impl Manager {
         Ok(info)
     }
 
-    /// `Event::MediaUp`: reported unless the counters got there first.
-    pub(super) fn media_up(&mut self, leg: LegId, kind: MediaKind) {
+    /// `Event::MediaUp` and `Event::MediaDown`: reported on a stream the session negotiated.
+    pub(super) fn media_status(&mut self, leg: LegId, kind: MediaKind, t: Transition) {
         let Some(id) = self.leg_owner.get(&leg).cloned() else {
             return;
         };
-        let now = Instant::now();
         let t = self.sessions.get_mut(&id).and_then(|s| {
             s.rx.iter_mut()
                 .find(|w| w.leg == leg && w.kind == kind)
-                .and_then(|w| w.media_up(now))
+                .and_then(|w| w.report(t))
         });
         if let Some(t) = t {
             self.emit_session(&id, "status", media_status(kind, t));
@@ -242,18 +209,12 @@ impl Manager {
         self.emit_session(&id, "status", body);
     }
 
-    /// The actor's periodic quality work: bitrate repeats and the media up/down watch.
+    /// The actor's periodic quality work: bitrate repeats and the data plane's RTCP ticks.
     pub(super) fn quality_tick(&mut self) {
         let now = Instant::now();
         if now >= self.quality.next_bitrate {
             self.quality.next_bitrate = now + BITRATE_REPEAT;
-            let mut capped: Vec<String> = self
-                .sessions
-                .values()
-                .filter(|s| self.effective_bitrate(s) != 0 || s.bitrate_sent != 0)
-                .map(|s| s.id.clone())
-                .collect();
-            capped.sort();
+            let capped: Vec<String> = self.capped_sessions.iter().cloned().collect();
             for id in capped {
                 self.push_bitrate(&id, true);
             }
@@ -266,26 +227,6 @@ impl Manager {
                 let _ = self.send(Command::RtcpTick { worker, wallclock });
             }
         }
-        if now >= self.quality.next_media {
-            self.quality.next_media = now + MEDIA_CHECK;
-            self.watch_media(now);
-        }
-    }
-
-    fn watch_media(&mut self, now: Instant) {
-        let mut events = Vec::new();
-        for (id, s) in &mut self.sessions {
-            for w in &mut s.rx {
-                let count = w.stats.rx_kind_packets[w.kind.index()].load(Ordering::Relaxed);
-                if let Some(t) = w.observe(count, now, MEDIA_SILENCE) {
-                    events.push((id.clone(), media_status(w.kind, t)));
-                }
-            }
-        }
-        events.sort_by(|a, b| a.0.cmp(&b.0));
-        for (id, body) in events {
-            self.emit_session(&id, "status", body);
-        }
     }
 }
 
@@ -293,60 +234,19 @@ impl Manager {
 mod tests {
     use super::*;
 
-    fn watch(now: Instant) -> RxWatch {
-        RxWatch {
+    #[test]
+    fn each_transition_is_reported_once() {
+        let mut w = RxWatch {
             leg: LegId(1),
             kind: MediaKind::Audio,
-            stats: Arc::new(LegStats::default()),
-            count: 0,
-            last_rx: now,
             up: false,
-        }
-    }
-
-    #[test]
-    fn caps_combine_ignoring_zero() {
-        assert_eq!(min_cap(0, 0), 0);
-        assert_eq!(min_cap(64_000, 0), 64_000);
-        assert_eq!(min_cap(0, 128_000), 128_000);
-        assert_eq!(min_cap(300_000, 128_000), 128_000);
-    }
-
-    #[test]
-    fn streams_go_down_after_silence_and_up_once_on_resume() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(2);
-        let mut w = watch(t0);
-        assert_eq!(
-            w.observe(0, t0 + Duration::from_secs(5), s),
-            None,
-            "never up"
-        );
-        assert_eq!(
-            w.observe(3, t0 + Duration::from_secs(6), s),
-            Some(Transition::Up)
-        );
-        assert_eq!(w.observe(9, t0 + Duration::from_secs(7), s), None);
-        assert_eq!(w.observe(9, t0 + Duration::from_millis(8500), s), None);
-        assert_eq!(
-            w.observe(9, t0 + Duration::from_secs(9), s),
-            Some(Transition::Down)
-        );
-        assert_eq!(w.observe(9, t0 + Duration::from_secs(12), s), None, "once");
-        assert_eq!(
-            w.observe(10, t0 + Duration::from_secs(13), s),
-            Some(Transition::Up)
-        );
-    }
-
-    #[test]
-    fn media_up_event_and_counters_report_once() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(2);
-        let mut w = watch(t0);
-        assert_eq!(w.media_up(t0), Some(Transition::Up));
-        assert_eq!(w.observe(1, t0 + Duration::from_millis(500), s), None);
-        assert_eq!(w.media_up(t0 + Duration::from_secs(1)), None);
+        };
+        assert_eq!(w.report(Transition::Down), None, "never up");
+        assert_eq!(w.report(Transition::Up), Some(Transition::Up));
+        assert_eq!(w.report(Transition::Up), None, "once");
+        assert_eq!(w.report(Transition::Down), Some(Transition::Down));
+        assert_eq!(w.report(Transition::Down), None, "once");
+        assert_eq!(w.report(Transition::Up), Some(Transition::Up));
     }
 
     #[test]

@@ -149,6 +149,10 @@ struct Stream {
     outputs: Vec<Slot>,
     /// The SSRC the peer last sent on this stream (what a keyframe request names).
     last_in_ssrc: Option<u32>,
+    /// A packet arrived since the last `RtcpTick` looked (the media up/down watch).
+    heard: bool,
+    /// `RtcpTick`s in a row that found `heard` unset while the stream was up.
+    silent_ticks: u8,
     media_up: bool,
     mute_in: bool,
     mute_out: bool,
@@ -181,6 +185,8 @@ impl Stream {
             source: None,
             egress: Egress::new(&Default::default(), 0),
             last_in_ssrc: None,
+            heard: false,
+            silent_ticks: 0,
             media_up: false,
             mute_in: false,
             mute_out: false,
@@ -814,6 +820,7 @@ impl Forwarder {
         }
         let stream = &mut leg.streams[k];
         stream.last_in_ssrc = Some(header.ssrc);
+        stream.heard = true;
         stream
             .rx
             .on_packet(&header, Self::arrival_units(self.now, self.epoch, k));

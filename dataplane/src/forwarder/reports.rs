@@ -18,8 +18,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Forwarder, Slot, rtcp};
-use crate::api::Event;
+use super::{Forwarder, Slot, kind_of_index, rtcp};
+use crate::api::{Event, MEDIA_SILENT_TICKS};
 use crate::batch::TxBatch;
 use crate::packet::RtpHeader;
 
@@ -293,6 +293,7 @@ impl Forwarder {
                 leg.reports.ntp_offset = Some(sr.ntp.wrapping_sub(ntp_at(sr.at)));
             }
             self.slow_link_check(slot);
+            self.silence_check(slot);
             for k in 0..2 {
                 self.send_rr(slot, k, now, tx);
                 self.send_sr(slot, k, ntp_now, tx);
@@ -301,6 +302,33 @@ impl Forwarder {
         let more = (end as usize) < self.legs.len();
         self.tick = more.then_some(TickWork { next: end, ..work });
         more
+    }
+
+    /// The media watch: a stream that was up and heard nothing over the last
+    /// [`MEDIA_SILENT_TICKS`] ticks is down (`Event::MediaDown`), until its next packet.
+    fn silence_check(&mut self, slot: Slot) {
+        let Some(leg) = self.legs.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let id = leg.id;
+        for (k, stream) in leg.streams.iter_mut().enumerate() {
+            if std::mem::take(&mut stream.heard) {
+                stream.silent_ticks = 0;
+                continue;
+            }
+            if !stream.media_up {
+                continue;
+            }
+            stream.silent_ticks += 1;
+            if stream.silent_ticks >= MEDIA_SILENT_TICKS {
+                stream.media_up = false;
+                stream.silent_ticks = 0;
+                self.events.push(Event::MediaDown {
+                    leg: id,
+                    kind: kind_of_index(k),
+                });
+            }
+        }
     }
 
     fn slow_link_check(&mut self, slot: Slot) {

@@ -1207,6 +1207,59 @@ mod feedback {
         assert!(p.tx.is_empty());
     }
 
+    /// Media up/down as the tick watches it: up at the first packet, down once after
+    /// `MEDIA_SILENT_TICKS` ticks without one, up again at the next; a stream that never
+    /// sent and one that keeps sending report nothing more.
+    #[test]
+    fn silence_over_two_ticks_reports_media_down_once() {
+        use crate::api::MEDIA_SILENT_TICKS;
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        p.fwd.set_now(t0);
+        let (quiet, qs) = p.leg(1, MediaKind::Audio, 4000);
+        let (busy, bs) = p.leg(2, MediaKind::Audio, 5000);
+        let (never, _) = p.leg(3, MediaKind::Audio, 6000);
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut seq = 1u16;
+        let mut media = |p: &mut Pair| {
+            let mut got = vec![];
+            while let Some(e) = p.fwd.poll_event() {
+                match e {
+                    Event::MediaUp { leg, .. } => got.push((leg, "up")),
+                    Event::MediaDown { leg, kind } => {
+                        assert_eq!(kind, MediaKind::Audio);
+                        got.push((leg, "down"))
+                    }
+                    _ => {}
+                }
+            }
+            got.sort();
+            got
+        };
+        p.recv(qs, 4000, &rtp(0, 1, 0x1111));
+        p.recv(bs, 5000, &rtp(0, 1, 0x2222));
+        assert_eq!(media(&mut p), vec![(quiet, "up"), (busy, "up")]);
+        let mut downs = vec![];
+        for i in 1..=u64::from(MEDIA_SILENT_TICKS) + 3 {
+            seq += 1;
+            p.recv(bs, 5000, &rtp(0, seq, 0x2222));
+            let at = Duration::from_secs(i);
+            tick(&mut p, t0 + at, wall + at);
+            let got = media(&mut p);
+            if !got.is_empty() {
+                downs.push((i, got));
+            }
+        }
+        // Tick 1 saw the first packet; ticks 2 and 3 saw none.
+        let down_at = 1 + u64::from(MEDIA_SILENT_TICKS);
+        assert_eq!(downs, vec![(down_at, vec![(quiet, "down")])]);
+        p.recv(qs, 4000, &rtp(0, 2, 0x1111));
+        assert_eq!(media(&mut p), vec![(quiet, "up")], "up again, once");
+        p.recv(qs, 4000, &rtp(0, 3, 0x1111));
+        assert_eq!(media(&mut p), vec![]);
+        assert_ne!(never, quiet);
+    }
+
     #[test]
     fn many_nacks_report_a_slow_link() {
         let mut p = Pair::new();
