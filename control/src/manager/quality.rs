@@ -7,9 +7,10 @@
 //!   second while it is non-zero, because the data plane re-sends the REMB on each repeat.
 //! - Media status: the data plane watches every stream (leg, kind) of a session during its
 //!   RTCP tick: the first packet reports `Event::MediaUp`, and a stream that was up and heard
-//!   nothing for [`MEDIA_SILENT_TICKS`](sluice_dataplane::api::MEDIA_SILENT_TICKS) ticks (one a second, so 2 to 3 s after the last
-//!   packet) `Event::MediaDown`. Each becomes `status {class:"media", media, status}` on the
-//!   session, `up` or `down`, once per transition of a stream the session negotiated.
+//!   nothing for [`MEDIA_SILENT_TICKS`](sluice_dataplane::api::MEDIA_SILENT_TICKS) ticks
+//!   (one a second, so 2 to 3 s after the last packet) `Event::MediaDown`. Each becomes
+//!   `status {class:"media", media, status}` on the session, `up` or `down`, once per
+//!   transition of a stream the session negotiated.
 //! - RTCP: every [`RTCP_TICK`] each worker gets `Command::RtcpTick` (receiver reports to
 //!   publishers, translated sender reports to listeners, the NACK-rate check); a listener
 //!   whose NACKs named more than 5 % of what it was sent in that second is reported
@@ -233,6 +234,14 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caps_combine_ignoring_zero() {
+        assert_eq!(min_cap(0, 0), 0);
+        assert_eq!(min_cap(64_000, 0), 64_000);
+        assert_eq!(min_cap(0, 128_000), 128_000);
+        assert_eq!(min_cap(300_000, 128_000), 128_000);
+    }
 
     #[test]
     fn each_transition_is_reported_once() {

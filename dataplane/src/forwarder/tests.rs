@@ -1218,7 +1218,8 @@ mod feedback {
         p.fwd.set_now(t0);
         let (quiet, qs) = p.leg(1, MediaKind::Audio, 4000);
         let (busy, bs) = p.leg(2, MediaKind::Audio, 5000);
-        let (never, _) = p.leg(3, MediaKind::Audio, 6000);
+        // Never sends: never named below.
+        p.leg(3, MediaKind::Audio, 6000);
         let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut seq = 1u16;
         let mut media = |p: &mut Pair| {
@@ -1257,7 +1258,6 @@ mod feedback {
         assert_eq!(media(&mut p), vec![(quiet, "up")], "up again, once");
         p.recv(qs, 4000, &rtp(0, 3, 0x1111));
         assert_eq!(media(&mut p), vec![]);
-        assert_ne!(never, quiet);
     }
 
     #[test]
