@@ -1222,7 +1222,7 @@ mod feedback {
         p.leg(3, MediaKind::Audio, 6000);
         let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut seq = 1u16;
-        let mut media = |p: &mut Pair| {
+        let media = |p: &mut Pair| {
             let mut got = vec![];
             while let Some(e) = p.fwd.poll_event() {
                 match e {
