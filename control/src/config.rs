@@ -42,7 +42,7 @@ pub struct Config {
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (20000, 29999);
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
-pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(300);
+pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(500);
 
 impl Default for Config {
     fn default() -> Self {

@@ -46,7 +46,7 @@ struct Cli {
     #[arg(long, env = "SLUICE_DISCONNECT_GRACE", value_name = "SECONDS")]
     disconnect_grace: Option<f64>,
     /// io_uring: microseconds a busy worker may wait to gather more datagrams per round
-    /// (0 = never; bounds the added latency) [default: 300]
+    /// (0 = never; bounds the added latency) [default: 500]
     #[arg(long, env = "SLUICE_BATCH_WAIT_US", value_name = "MICROSECONDS")]
     batch_wait_us: Option<u64>,
     /// Deliver all of a worker's media ports to one socket through BPF sk_lookup
