@@ -30,9 +30,10 @@ pub struct Egress {
     /// First output sequence number sent under the current offsets: outputs from here to
     /// `last_out_seq` map back to the source one to one (what a NACK may name).
     valid_from: u16,
-    pt_passthrough: bool,
-    /// `pt_table[source pt]` = destination pt, or `NO_PT`. Unused when `pt_passthrough`.
-    pt_table: [u8; 128],
+    /// `pt_table[source pt]` = destination pt, or `NO_PT`; `None` passes every payload type
+    /// unchanged. Boxed: most routes map none, and 128 bytes inline in every stream of every
+    /// leg would be most of a leg's memory.
+    pt_table: Option<Box<[u8; 128]>>,
 }
 
 /// What the egress decided for one packet.
@@ -45,8 +46,7 @@ pub enum Verdict {
 impl Egress {
     pub fn new(rewrite: &Rewrite, clock_rate: u32) -> Self {
         let mut egress = Egress {
-            pt_table: [NO_PT; 128],
-            pt_passthrough: true,
+            pt_table: None,
             ssrc: None,
             ts_gap: 1,
             seq_off: 0,
@@ -63,11 +63,13 @@ impl Egress {
 
     /// New source or new mapping; offsets carry over so the output stays continuous.
     pub(crate) fn reconfigure(&mut self, rewrite: &Rewrite, clock_rate: u32) {
-        self.pt_table = [NO_PT; 128];
-        self.pt_passthrough = rewrite.pt_map.is_empty();
-        for &(Pt(from), Pt(to)) in &rewrite.pt_map {
-            self.pt_table[usize::from(from & 0x7f)] = to & 0x7f;
-        }
+        self.pt_table = (!rewrite.pt_map.is_empty()).then(|| {
+            let mut table = Box::new([NO_PT; 128]);
+            for &(Pt(from), Pt(to)) in &rewrite.pt_map {
+                table[usize::from(from & 0x7f)] = to & 0x7f;
+            }
+            table
+        });
         self.ssrc = rewrite.ssrc.map(|s| s.0);
         self.ts_gap = (clock_rate / 50).max(1);
         // Force a re-base on the next packet even if the new source reuses the old SSRC.
@@ -102,13 +104,12 @@ impl Egress {
         if self.last_in_ssrc != Some(h.ssrc) {
             return None;
         }
-        let pt = if self.pt_passthrough {
-            h.pt
-        } else {
-            match self.pt_table[usize::from(h.pt)] {
+        let pt = match &self.pt_table {
+            None => h.pt,
+            Some(table) => match table[usize::from(h.pt)] {
                 NO_PT => return None,
                 pt => pt,
-            }
+            },
         };
         Some(RtpHeader {
             pt,
@@ -131,13 +132,12 @@ impl Egress {
     /// Rewrites the header of a packet to be sent.
     #[inline]
     pub fn forward(&mut self, h: &RtpHeader) -> Verdict {
-        let pt = if self.pt_passthrough {
-            h.pt
-        } else {
-            match self.pt_table[usize::from(h.pt)] {
+        let pt = match &self.pt_table {
+            None => h.pt,
+            Some(table) => match table[usize::from(h.pt)] {
                 NO_PT => return Verdict::UnknownPt,
                 pt => pt,
-            }
+            },
         };
         self.rebase_if_new_source(h);
         let seq = h.seq.wrapping_add(self.seq_off);

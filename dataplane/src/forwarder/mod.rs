@@ -119,8 +119,47 @@ const KEYFRAME_COALESCE: std::time::Duration = std::time::Duration::from_millis(
 /// What a REMB announces when a cap is lifted (10 Mbit/s).
 const UNCAPPED_REMB: u64 = 10_000_000;
 
-/// Sentinel in a leg's payload-type → kind table.
-const NO_KIND: u8 = 0xff;
+/// Which stream of a leg each payload type (0–127) belongs to: bit `pt` of `known` says it
+/// belongs to one, bit `pt` of `video` which. 32 bytes where a byte per type took 128, and
+/// in the leg's first cache lines, next to what every packet reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PtKinds {
+    known: u128,
+    video: u128,
+}
+
+impl PtKinds {
+    /// Every payload type belongs to `kind` (a plain leg).
+    fn all(kind: MediaKind) -> Self {
+        PtKinds {
+            known: u128::MAX,
+            video: if kind_index(kind) == 1 { u128::MAX } else { 0 },
+        }
+    }
+
+    /// No payload type belongs anywhere (a bundled leg before its types are named).
+    fn none() -> Self {
+        PtKinds { known: 0, video: 0 }
+    }
+
+    /// Payload type `pt` belongs to stream `k`.
+    fn set(&mut self, pt: u8, k: usize) {
+        let bit = 1u128 << (pt & 0x7f);
+        self.known |= bit;
+        if k == 1 {
+            self.video |= bit;
+        } else {
+            self.video &= !bit;
+        }
+    }
+
+    /// The index of the stream `pt` belongs to, if any.
+    #[inline]
+    fn get(&self, pt: u8) -> Option<usize> {
+        let shift = pt & 0x7f;
+        ((self.known >> shift) & 1 == 1).then_some(((self.video >> shift) & 1) as usize)
+    }
+}
 
 fn kind_index(kind: MediaKind) -> usize {
     match kind {
@@ -229,9 +268,9 @@ struct Leg {
     remote: Remote,
     /// The `bitrate` cap on what the peer sends.
     police: Option<police::TokenBucket>,
+    /// The stream each payload type belongs to.
+    pt_kinds: PtKinds,
     streams: [Stream; 2],
-    /// `pt_kind[pt]` = index of the stream this payload type belongs to, or `NO_KIND`.
-    pt_kind: [u8; 128],
     latched_rtcp: Option<SocketAddr>,
     reports: reports::LegReports,
     id: LegId,
@@ -281,7 +320,7 @@ impl Forwarder {
     ) -> Slot {
         let leg = Leg {
             id,
-            pt_kind: [kind_index(kind) as u8; 128],
+            pt_kinds: PtKinds::all(kind),
             remote,
             latched_rtp: None,
             latched_rtcp: None,
@@ -317,9 +356,9 @@ impl Forwarder {
         if let Some(leg) = self.leg_mut(slot) {
             leg.secure = secure;
             if !bundle.is_empty() {
-                leg.pt_kind = [NO_KIND; 128];
+                leg.pt_kinds = PtKinds::none();
                 for &(pt, kind) in bundle {
-                    leg.pt_kind[usize::from(pt.0 & 0x7f)] = kind_index(kind) as u8;
+                    leg.pt_kinds.set(pt.0, kind_index(kind));
                 }
             }
         }
@@ -596,16 +635,15 @@ impl Forwarder {
                 offset_of!(Leg, remote),
                 offset_of!(Leg, police),
                 offset_of!(Leg, reports),
-                offset_of!(Leg, pt_kind) + usize::from(u.pt & 0x7f),
+                offset_of!(Leg, pt_kinds),
             ] {
                 prefetch(base.wrapping_add(off));
             }
             return;
         }
         let Some(leg) = entry else { return };
-        let k = match leg.pt_kind[usize::from(u.pt & 0x7f)] {
-            NO_KIND => return,
-            k => usize::from(k),
+        let Some(k) = leg.pt_kinds.get(u.pt) else {
+            return;
         };
         let stream = &leg.streams[k];
         match stage {
@@ -773,12 +811,9 @@ impl Forwarder {
             leg.stats.count_drop(DropReason::Malformed);
             return;
         };
-        let k = match leg.pt_kind[usize::from(header.pt)] {
-            NO_KIND => {
-                leg.stats.count_drop(DropReason::UnknownPt);
-                return;
-            }
-            k => usize::from(k),
+        let Some(k) = leg.pt_kinds.get(header.pt) else {
+            leg.stats.count_drop(DropReason::UnknownPt);
+            return;
         };
         // RFC 4588: a retransmission the peer sent on its RTX stream becomes the original
         // packet again (its media SSRC is the one last heard on the stream).

@@ -258,7 +258,7 @@ impl Forwarder {
         if let Some(r) = &repair {
             // RTX payload types belong to the stream they repair (BUNDLE demultiplexing).
             for pt in r.rtx_pts() {
-                leg.pt_kind[usize::from(pt)] = k as u8;
+                leg.pt_kinds.set(pt, k);
             }
         }
         let stream = &mut leg.streams[k];

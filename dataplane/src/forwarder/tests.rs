@@ -1306,3 +1306,26 @@ mod feedback {
         }
     }
 }
+
+#[test]
+fn payload_type_kinds_cover_every_type_and_follow_the_last_set() {
+    let audio = PtKinds::all(MediaKind::Audio);
+    let video = PtKinds::all(MediaKind::Video);
+    for pt in [0, 63, 64, 127] {
+        assert_eq!(audio.get(pt), Some(0));
+        assert_eq!(video.get(pt), Some(1));
+    }
+    let mut bundle = PtKinds::none();
+    assert_eq!(bundle.get(111), None);
+    bundle.set(111, 0);
+    bundle.set(96, 1);
+    bundle.set(127, 1);
+    assert_eq!(
+        (bundle.get(111), bundle.get(96), bundle.get(127), bundle.get(97)),
+        (Some(0), Some(1), Some(1), None)
+    );
+    // RTX types taken over by the other stream move; the marker bit never counts.
+    bundle.set(96, 0);
+    assert_eq!(bundle.get(96), Some(0));
+    assert_eq!(bundle.get(96 | 0x80), Some(0));
+}
