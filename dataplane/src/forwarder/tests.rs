@@ -1321,7 +1321,12 @@ fn payload_type_kinds_cover_every_type_and_follow_the_last_set() {
     bundle.set(96, 1);
     bundle.set(127, 1);
     assert_eq!(
-        (bundle.get(111), bundle.get(96), bundle.get(127), bundle.get(97)),
+        (
+            bundle.get(111),
+            bundle.get(96),
+            bundle.get(127),
+            bundle.get(97)
+        ),
         (Some(0), Some(1), Some(1), None)
     );
     // RTX types taken over by the other stream move; the marker bit never counts.
