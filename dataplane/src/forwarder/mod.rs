@@ -628,7 +628,7 @@ impl Forwarder {
         };
         if stage == 0 {
             // The entry's address only: what the later stages read. (`Option<Leg>` keeps the
-            // leg at offset 0: its tag lives in a niche of `reports`.)
+            // leg at offset 0: its tag lives in a niche of one of its fields.)
             let base = (entry as *const Option<Leg>).cast::<u8>();
             for off in [
                 offset_of!(Leg, stats),
