@@ -141,6 +141,17 @@ def markdown(runs, table):
             n, ns = max(pts)
             if ns and n != 100:
                 notes.append(f"- {lbl}: {n} streams cost {ns / d[100]:.2f}× the CPU per packet of 100 streams (target ≤ 1.10)")
+    # The same load with Sluice's rounds bounded like the io_uring reflector's (2 ms), both
+    # measured in one run: what the default's shorter rounds (lower latency) cost.
+    like = {r["target"]: r for r in runs.get("rounds2ms-uring", {}).get("runs", [])}
+    s, r = like.get("sluice", {}), like.get("reflector-uring", {})
+    if s.get("ns_per_packet") and r.get("ns_per_packet"):
+        notes.append(
+            f"- sluice (uring) with 2 ms rounds (`--batch-wait-us 2000`) / reflector-uring (2 ms), in one run: "
+            f"{s['ns_per_packet'] / r['ns_per_packet']:.2f}× CPU per packet ({s['ns_per_packet']:,.0f} vs "
+            f"{r['ns_per_packet']:,.0f} ns), p99 {fmt(s.get('latency_p99_us'), '{:,.0f} µs')} vs "
+            f"{fmt(r.get('latency_p99_us'), '{:,.0f} µs')}"
+        )
     fan = runs.get("fanout64-uring", {}).get("runs", [])
     refl = runs.get("fanout64-reflector", {}).get("runs", [])
     if fan and refl and fan[0].get("ns_per_packet") and refl[0].get("ns_per_packet"):

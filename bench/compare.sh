@@ -5,6 +5,7 @@
 #
 #   1 stream and 100 streams at saturation (loss-free maximum, then 2x overload),
 #   100 streams at 100k pkt/s, 1 -> 10,000 streams at 100k pkt/s in total (the plot),
+#   100 streams at 100k pkt/s with Sluice's rounds as long as the io_uring reflector's (2 ms),
 #   SFU fanout 1->64 against the recvmmsg reflector, control-plane create+destroy per second.
 #
 # Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run;
@@ -101,6 +102,9 @@ for n in $SWEEP; do
     run "streams$n-mmsg" proxy $MUX "${MMSG[@]}" --targets sluice --sessions "$n" --rate 100000 \
         --duration "$DUR"
 done
+# Like for like: Sluice with the io_uring reflector's own round bound (2 ms), both in one run.
+run rounds2ms-uring proxy $MUX "${URING[@]}" --server-arg=--batch-wait-us --server-arg=2000 \
+    --targets sluice,reflector-uring --sessions 100 --rate 100000 --duration "$DUR"
 run fanout64-uring fanout "${URING[@]}" --listeners 64 --rate 1562 --duration "$DUR"
 run fanout64-reflector reflector --sessions 64 --rate 100000 --duration "$DUR"
 run churn-uring churn "${URING[@]}"
