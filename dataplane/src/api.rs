@@ -180,10 +180,16 @@ pub struct Rewrite {
     pub ssrc: Option<Ssrc>,
 }
 
-/// RTCP feedback and retransmission as negotiated with a leg's peer for one kind of media.
-/// The default (nothing negotiated) is what a plain RTP/AVP peer gets.
+/// What a leg's peer negotiated for one kind of media: the codec's RTP clock, RTCP feedback
+/// and retransmission. The default (nothing negotiated) is what a plain RTP/AVP peer of an
+/// Opus or video codec gets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Feedback {
+    /// The RTP clock rate of the negotiated codec, from its `a=rtpmap` (8000 for PCMU, PCMA
+    /// and G.722, 48000 for Opus, 90000 for video): the unit of jitter, sender-report
+    /// timestamps and the timestamp step at a source change. 0 = the kind's usual rate
+    /// (48 kHz audio, 90 kHz video).
+    pub clock_rate: u32,
     /// The peer negotiated generic NACK (`a=rtcp-fb:PT nack`, RFC 4585 §4.2): its NACKs are
     /// answered from the source's retransmission cache, which exists only while some
     /// destination of the source stream negotiated this.
@@ -212,8 +218,8 @@ pub enum Command {
     },
     /// Stop feeding `to`.
     Disconnect { to: LegId },
-    /// What the leg's peer negotiated for its `kind` stream (NACK, RTX). Sent once the
-    /// peer's SDP is known, before or after the stream's routes are connected.
+    /// What the leg's peer negotiated for its `kind` stream (clock rate, NACK, RTX). Sent
+    /// once the peer's SDP is known, before or after the stream's routes are connected.
     SetFeedback {
         leg: LegId,
         kind: MediaKind,
@@ -293,6 +299,12 @@ pub enum Event {
         nacks: u64,
         packets: u64,
     },
+    /// `Command::SetSrtp` gave keys the leg cannot use: it stays unsecured (its SRTP is
+    /// dropped as [`DropReason::NotSecured`]) until usable keys arrive.
+    SrtpRefused {
+        leg: LegId,
+        error: crate::srtp::SrtpError,
+    },
     /// A STUN or DTLS datagram on a secure leg, for the slow path.
     SlowPath {
         leg: LegId,
@@ -309,9 +321,9 @@ pub enum DropReason {
     Malformed = 0,
     /// First byte outside every RFC 7983 range.
     Unclassified,
-    /// STUN: handled by the WebRTC slow path (not in this build).
+    /// STUN on a plain leg (only a secure leg runs ICE).
     Stun,
-    /// DTLS: handled by the WebRTC slow path (not in this build).
+    /// DTLS on a plain leg (only a secure leg runs DTLS-SRTP).
     Dtls,
     /// The kind of media is muted towards its destination.
     Muted,
@@ -335,10 +347,13 @@ pub enum DropReason {
     WaitingKeyframe,
     /// An RTX packet without an original packet in it (padding, e.g. a bandwidth probe).
     RtxPadding,
+    /// STUN or DTLS beyond what one leg's peer may hand the slow path (a token bucket per
+    /// kind: a flood at one port cannot load the control plane).
+    SlowPathLimit,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unclassified,
@@ -355,6 +370,7 @@ impl DropReason {
         DropReason::Policed,
         DropReason::WaitingKeyframe,
         DropReason::RtxPadding,
+        DropReason::SlowPathLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -374,6 +390,7 @@ impl DropReason {
             DropReason::Policed => "policed",
             DropReason::WaitingKeyframe => "waiting_keyframe",
             DropReason::RtxPadding => "rtx_padding",
+            DropReason::SlowPathLimit => "slow_path_limit",
         }
     }
 }

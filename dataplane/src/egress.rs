@@ -61,6 +61,12 @@ impl Egress {
         egress
     }
 
+    /// The codec's clock, learnt after the route was set up: only the step at the next
+    /// source change depends on it.
+    pub(crate) fn set_clock_rate(&mut self, clock_rate: u32) {
+        self.ts_gap = (clock_rate / 50).max(1);
+    }
+
     /// New source or new mapping; offsets carry over so the output stays continuous.
     pub(crate) fn reconfigure(&mut self, rewrite: &Rewrite, clock_rate: u32) {
         self.pt_table = (!rewrite.pt_map.is_empty()).then(|| {
@@ -71,7 +77,7 @@ impl Egress {
             table
         });
         self.ssrc = rewrite.ssrc.map(|s| s.0);
-        self.ts_gap = (clock_rate / 50).max(1);
+        self.set_clock_rate(clock_rate);
         // Force a re-base on the next packet even if the new source reuses the old SSRC.
         self.last_in_ssrc = self.last_in_ssrc.map(|s| !s);
         self.valid_from = self.last_out_seq.wrapping_add(1);

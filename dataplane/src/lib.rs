@@ -13,12 +13,15 @@ pub mod api;
 pub mod batch;
 pub mod egress;
 pub mod forwarder;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keyframe;
 mod mmsg;
 pub mod packet;
 mod ports;
 mod rawsend;
 pub mod record;
+mod rtcp;
 pub mod srtp;
 mod steer;
 mod sys;

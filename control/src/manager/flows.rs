@@ -181,6 +181,7 @@ impl Manager {
                 let rtx = s.rtx.as_ref().filter(|_| webrtc);
                 let rtx_ssrc = rtx.map(|_| random_ssrc());
                 let feedback = Feedback {
+                    clock_rate: s.codec.clock_rate,
                     nack: s.codec.has_nack() && (webrtc || avpf),
                     rtx_pts: rtx.map_or(Vec::new(), |r| vec![(Pt(s.codec.pt), Pt(r.pt))]),
                     rtx_ssrc: rtx_ssrc.map(Ssrc),
@@ -217,8 +218,8 @@ impl Manager {
         })
     }
 
-    /// Tells the data plane what each leg's peer negotiated (NACK, RTX), where it is more
-    /// than nothing.
+    /// Tells the data plane what each leg's peer negotiated (clock rate, NACK, RTX), where it
+    /// is more than nothing.
     pub(super) fn send_feedback(&mut self, legs: &[Leg]) -> Result<(), ApiError> {
         for l in legs.iter().filter(|l| l.feedback != Feedback::default()) {
             self.send(Command::SetFeedback {
@@ -415,7 +416,11 @@ fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport)
             offered: Some(om.clone()),
             ssrc: om.ssrc,
             rtx_ssrc: om.rtx_ssrc.filter(|_| om.rtx.is_some()),
-            feedback: Feedback::default(),
+            // Until the answer says what the peer kept: the offered codec's clock.
+            feedback: Feedback {
+                clock_rate: om.codec.clock_rate,
+                ..Feedback::default()
+            },
             accepted: false,
         })
         .collect()

@@ -29,6 +29,7 @@ fn answered_feedback(leg: &Leg, m: &sdp::Media, codec: &Codec) -> Feedback {
         .and_then(|o| Some((o.codec.pt, o.rtx.as_ref()?.pt)))
         .filter(|_| webrtc && m.codecs.iter().any(|c| c.apt() == Some(codec.pt)));
     Feedback {
+        clock_rate: codec.clock_rate,
         nack: codec.has_nack() && (webrtc || m.proto == Proto::RtpAvpf),
         rtx_pts: rtx.map_or(Vec::new(), |(media, rtx)| vec![(Pt(media), Pt(rtx))]),
         rtx_ssrc: rtx.and(leg.rtx_ssrc).map(Ssrc),

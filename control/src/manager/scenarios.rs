@@ -489,3 +489,41 @@ async fn only_capped_sessions_repeat_their_bitrate() {
         .expect("destroy the publisher");
     assert!(repeated(&h).is_empty());
 }
+
+/// Keys the data plane refuses fail the session's WebRTC transport as a failed handshake
+/// does: `status {class:"webrtc", status:"failed", reason}`, and `get_info` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_srtp_keys_fail_the_webrtc_transport() {
+    use sluice_dataplane::api::Event;
+    use sluice_dataplane::srtp::SrtpError;
+    let mut h = Harness::new();
+    let p = id(&h
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": av(5000)}}),
+        )
+        .expect("plain publisher"));
+    let l = id(&h
+        .session("create", json!({"type": "listen", "publisher_id": p}))
+        .expect("WebRTC listener"));
+    h.events();
+    let leg = h.m.sessions[&l].legs[0].info.id;
+    h.m.dataplane_event(Event::SrtpRefused {
+        leg,
+        error: SrtpError::ProfileMismatch,
+    });
+    let failed: Vec<Value> = h
+        .events()
+        .into_iter()
+        .filter(|(o, t, b)| *o == l && t == "status" && b["class"] == "webrtc")
+        .map(|(_, _, b)| b)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["status"], "failed");
+    let reason = failed[0]["reason"].as_str().expect("a reason");
+    assert!(reason.contains("SRTP keys refused"), "{reason}");
+    let info = h
+        .session("get_info", json!({"session_id": l}))
+        .expect("info");
+    assert_eq!(info["webrtc"]["state"], "failed", "{info}");
+}

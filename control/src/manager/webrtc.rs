@@ -370,6 +370,12 @@ impl WebrtcTransport {
         }
     }
 
+    /// The data plane refused the keys this handshake gave (`Event::SrtpRefused`): media
+    /// cannot flow, so the transport has failed as if the handshake had.
+    pub fn srtp_refused(&mut self, error: &str, out: &mut Vec<Effect>) {
+        self.fail(&format!("SRTP keys refused: {error}"), out);
+    }
+
     fn fail(&mut self, reason: &str, out: &mut Vec<Effect>) {
         tracing::info!(leg = ?self.leg, reason, "WebRTC transport failed");
         if matches!(self.state, State::Connecting | State::Up) {

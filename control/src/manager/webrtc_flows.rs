@@ -199,6 +199,19 @@ impl Manager {
         self.apply_effects(&id, out);
     }
 
+    /// `Event::SrtpRefused`: the session's WebRTC transport has failed.
+    pub(super) fn srtp_refused(&mut self, leg: LegId, error: &str) {
+        let Some(id) = self.leg_owner.get(&leg).cloned() else {
+            return;
+        };
+        let Some(t) = self.sessions.get_mut(&id).and_then(|s| s.webrtc.as_mut()) else {
+            return;
+        };
+        let mut out = Vec::new();
+        t.srtp_refused(error, &mut out);
+        self.apply_effects(&id, out);
+    }
+
     /// DTLS retransmissions and ICE consent of every WebRTC session.
     pub(super) fn webrtc_tick(&mut self) {
         let now = Instant::now();

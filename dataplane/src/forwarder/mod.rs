@@ -21,7 +21,7 @@ mod tests;
 
 pub use rtcp::SERVER_SSRC;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::mem::{offset_of, size_of};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use crate::egress::{Egress, Verdict};
 use crate::keyframe::{rtp_payload, starts_keyframe};
 use crate::packet::{Class, RtpHeader, classify};
 use crate::record::{RecordSink, Tap};
-use crate::srtp::SrtpContext;
+use crate::srtp::{SessionKeys, SrtpContext, SrtpError};
 
 /// Index of a leg in the worker's table; the driver maps sockets to `(Slot, is_rtcp_socket)`.
 pub type Slot = u32;
@@ -209,6 +209,9 @@ struct Stream {
     tx_report: reports::TxReport,
     /// What the server receives from the peer (receiver reports).
     rx: reports::RxStats,
+    /// The RTP clock of the negotiated codec (`Feedback::clock_rate`): jitter, sender-report
+    /// timestamps and the step at a source change are in its units.
+    clock_rate: u32,
     /// Recording of this stream (`Command::Record`): what the peer sends, or what it is sent.
     record: Option<RecordSink>,
     /// This stream's feed.
@@ -218,11 +221,14 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
+    /// Stream `k` (audio, video) at its kind's usual clock until the SDP says otherwise.
+    fn new(k: usize) -> Self {
+        let clock_rate = reports::default_clock_rate(k);
         Stream {
             outputs: Vec::new(),
             source: None,
-            egress: Egress::new(&Default::default(), 0),
+            egress: Egress::new(&Default::default(), clock_rate),
+            clock_rate,
             last_in_ssrc: None,
             heard: false,
             silent_ticks: 0,
@@ -247,6 +253,19 @@ struct Srtp {
     tx: SrtpContext,
 }
 
+impl Srtp {
+    /// Both directions' contexts from one handshake's keys, which share one profile.
+    fn new(keys: &SessionKeys) -> Result<Self, SrtpError> {
+        if keys.local.profile() != keys.remote.profile() {
+            return Err(SrtpError::ProfileMismatch);
+        }
+        Ok(Srtp {
+            rx: SrtpContext::new(&keys.remote)?,
+            tx: SrtpContext::new(&keys.local)?,
+        })
+    }
+}
+
 impl std::fmt::Debug for Srtp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Srtp")
@@ -263,6 +282,8 @@ struct Leg {
     srtp: Option<Box<Srtp>>,
     /// Speaks SRTP with ICE/DTLS on the slow path.
     secure: bool,
+    /// How much of the slow path the peer may still use (secure legs only).
+    slow_path: Option<Box<police::SlowPathBudget>>,
     /// Where the peer's packets actually come from (symmetric RTP), once seen.
     latched_rtp: Option<SocketAddr>,
     remote: Remote,
@@ -296,7 +317,9 @@ pub struct Forwarder {
     legs: Vec<Option<Leg>>,
     free: Vec<Slot>,
     by_id: HashMap<LegId, Slot>,
-    events: Vec<Event>,
+    /// In the order they happened: a stream that went down and up again within one round
+    /// must reach control as down, then up.
+    events: VecDeque<Event>,
     /// The driver's clock, set once per batch: arrival time of recorded packets.
     now: Option<Instant>,
     /// The first `now`: the time base of jitter estimates.
@@ -324,8 +347,9 @@ impl Forwarder {
             remote,
             latched_rtp: None,
             latched_rtcp: None,
-            streams: [Stream::new(), Stream::new()],
+            streams: [Stream::new(0), Stream::new(1)],
             secure: false,
+            slow_path: None,
             srtp: None,
             police: None,
             reports: reports::LegReports::default(),
@@ -355,6 +379,7 @@ impl Forwarder {
     ) {
         if let Some(leg) = self.leg_mut(slot) {
             leg.secure = secure;
+            leg.slow_path = secure.then(|| Box::new(police::SlowPathBudget::new()));
             if !bundle.is_empty() {
                 leg.pt_kinds = PtKinds::none();
                 for &(pt, kind) in bundle {
@@ -420,13 +445,10 @@ impl Forwarder {
                 let dst = slot_of(self, to)?;
                 let k = kind_index(kind);
                 self.disconnect_stream(dst, k);
-                let clock_rate = match kind {
-                    MediaKind::Video => 90_000,
-                    MediaKind::Audio => 48_000,
-                };
                 if let Some(d) = self.leg_mut(dst) {
-                    d.streams[k].source = Some(src);
-                    d.streams[k].egress.reconfigure(&rewrite, clock_rate);
+                    let stream = &mut d.streams[k];
+                    stream.source = Some(src);
+                    stream.egress.reconfigure(&rewrite, stream.clock_rate);
                 }
                 if let Some(s) = self.leg_mut(src) {
                     s.streams[k].outputs.push(dst);
@@ -464,12 +486,11 @@ impl Forwarder {
             Command::SetSrtp { leg, keys } => {
                 let slot = slot_of(self, leg)?;
                 let l = self.leg_mut(slot).ok_or(UnknownLeg(leg))?;
-                match (
-                    SrtpContext::new(&keys.remote),
-                    SrtpContext::new(&keys.local),
-                ) {
-                    (Ok(rx), Ok(tx)) => l.srtp = Some(Box::new(Srtp { rx, tx })),
-                    _ => tracing::warn!(?leg, "SRTP keys refused"),
+                match Srtp::new(&keys) {
+                    Ok(srtp) => l.srtp = Some(Box::new(srtp)),
+                    // The leg stays as it was (unsecured: SRTP is dropped as `NotSecured`);
+                    // control fails the session's transport.
+                    Err(error) => self.events.push_back(Event::SrtpRefused { leg, error }),
                 }
             }
             Command::Record { leg, kind, sink } => {
@@ -701,8 +722,9 @@ impl Forwarder {
         }
     }
 
+    /// The oldest event not yet taken.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop()
+        self.events.pop_front()
     }
 
     fn disconnect(&mut self, dst: Slot) {
@@ -743,9 +765,17 @@ impl Forwarder {
             Class::Rtcp => None,
             Class::Stun | Class::Dtls if leg.secure => {
                 // The slow path (ICE-lite, DTLS) lives in control; a copy is fine off the
-                // forwarding path.
+                // forwarding path, within the leg's budget.
+                let admitted = match (&mut leg.slow_path, self.now) {
+                    (Some(budget), Some(now)) => budget.admit(now, class == Class::Dtls),
+                    _ => true,
+                };
+                if !admitted {
+                    leg.stats.count_drop(DropReason::SlowPathLimit);
+                    return;
+                }
                 bump(&leg.stats.slow_path_packets, 1);
-                self.events.push(Event::SlowPath {
+                self.events.push_back(Event::SlowPath {
                     leg: leg.id,
                     from: src,
                     data: data.to_vec(),
@@ -776,7 +806,7 @@ impl Forwarder {
             }
             if at.rtcp && leg.latched_rtcp != Some(src) {
                 leg.latched_rtcp = Some(src);
-                self.events.push(Event::Latched {
+                self.events.push_back(Event::Latched {
                     leg: leg.id,
                     addr: src,
                     rtcp: true,
@@ -847,7 +877,7 @@ impl Forwarder {
             // Symmetric RTP: answer where the peer really is (NAT), not where its SDP said.
             // On a secure leg only authenticated packets get here.
             leg.latched_rtp = Some(src);
-            self.events.push(Event::Latched {
+            self.events.push_back(Event::Latched {
                 leg: leg.id,
                 addr: src,
                 rtcp: false,
@@ -858,10 +888,10 @@ impl Forwarder {
         stream.heard = true;
         stream
             .rx
-            .on_packet(&header, Self::arrival_units(self.now, self.epoch, k));
+            .on_packet(&header, reports::arrival_units(self.now, self.epoch, stream.clock_rate));
         if !stream.media_up {
             stream.media_up = true;
-            self.events.push(Event::MediaUp {
+            self.events.push_back(Event::MediaUp {
                 leg: leg.id,
                 kind: kind_of_index(k),
             });

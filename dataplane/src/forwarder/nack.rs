@@ -24,17 +24,15 @@ use super::{Feedback, Forwarder, Slot, SocketRef, rtcp, rtx};
 use crate::api::bump;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::packet::RtpHeader;
+use crate::rtcp::{self as wire, Compound, Packet};
 
-/// RTCP transport-layer feedback (RFC 4585 §6.1) and its generic NACK format.
-const RTPFB: u8 = 205;
-const FMT_NACK: u8 = 1;
 /// How long a cached packet can be asked for.
 pub(crate) const MAX_AGE: Duration = Duration::from_millis(500);
 /// Slots per stream: 500 ms of video at up to ~1000 packets/s, of audio at 50-100.
 const VIDEO_SLOTS: usize = 512;
 const AUDIO_SLOTS: usize = 64;
 /// Sequence numbers handled per received NACK packet (the rest is ignored).
-const MAX_NACKED: usize = 128;
+const MAX_NACKED: usize = wire::NACK_MAX_SEQS;
 /// The same missing packet is asked upstream at most once per this interval, however many
 /// listeners miss it.
 const UPSTREAM_COALESCE: Duration = Duration::from_millis(100);
@@ -155,72 +153,27 @@ impl RtxCache {
 
 /// The sequence numbers named by the generic NACKs of a compound RTCP packet, with their
 /// media SSRC, written into `out`; returns how many (at most `out.len()`).
-pub(crate) fn nacked(mut data: &[u8], out: &mut [(u32, u16)]) -> usize {
-    let mut n = 0;
-    while data.len() >= 4 {
-        let len = (usize::from(u16::from_be_bytes([data[2], data[3]])) + 1) * 4;
-        if data[0] >> 6 != 2 || len > data.len() {
-            break;
-        }
-        if data[1] == RTPFB && data[0] & 0x1f == FMT_NACK && len >= 16 {
-            let media = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
-            for fci in data[12..len].chunks_exact(4) {
-                let pid = u16::from_be_bytes([fci[0], fci[1]]);
-                let blp = u16::from_be_bytes([fci[2], fci[3]]);
-                for bit in 0..17u16 {
-                    if bit == 0 || blp & (1 << (bit - 1)) != 0 {
-                        if n == out.len() {
-                            return n;
-                        }
-                        out[n] = (media, pid.wrapping_add(bit));
-                        n += 1;
-                    }
-                }
-            }
-        }
-        data = &data[len..];
+pub(crate) fn nacked(data: &[u8], out: &mut [(u32, u16)]) -> usize {
+    let named = Compound::new(data)
+        .filter_map(|p| match p {
+            Packet::Nack(n) => Some(n),
+            _ => None,
+        })
+        .flat_map(|n| n.seqs().map(move |seq| (n.media, seq)));
+    let mut count = 0;
+    for (slot, item) in out.iter_mut().zip(named) {
+        *slot = item;
+        count += 1;
     }
-    n
+    count
 }
 
 /// Longest NACK we build.
-pub(crate) const NACK_MAX: usize = 12 + 4 * MAX_NACKED;
+pub(crate) const NACK_MAX: usize = wire::NACK_MAX;
 
 /// A generic NACK from the server for `seqs` of `media_ssrc`, into `out`; returns its length.
-/// Each FCI entry covers a PID and the 16 numbers after it.
 pub(crate) fn nack(media_ssrc: u32, seqs: &[u16], out: &mut [u8; NACK_MAX]) -> usize {
-    let mut entries = 0usize;
-    for &seq in seqs.iter().take(MAX_NACKED) {
-        let covered = (0..entries).find(|&e| {
-            let at = 12 + 4 * e;
-            let pid = u16::from_be_bytes([out[at], out[at + 1]]);
-            let d = seq.wrapping_sub(pid);
-            (1..=16).contains(&d) || d == 0
-        });
-        match covered {
-            Some(e) => {
-                let at = 12 + 4 * e;
-                let d = seq.wrapping_sub(u16::from_be_bytes([out[at], out[at + 1]]));
-                if d != 0 {
-                    let blp = u16::from_be_bytes([out[at + 2], out[at + 3]]) | 1 << (d - 1);
-                    out[at + 2..at + 4].copy_from_slice(&blp.to_be_bytes());
-                }
-            }
-            None => {
-                let at = 12 + 4 * entries;
-                out[at..at + 2].copy_from_slice(&seq.to_be_bytes());
-                out[at + 2..at + 4].copy_from_slice(&0u16.to_be_bytes());
-                entries += 1;
-            }
-        }
-    }
-    let len = 12 + 4 * entries;
-    out[0] = 0x80 | FMT_NACK;
-    out[1] = RTPFB;
-    out[2..4].copy_from_slice(&((len / 4 - 1) as u16).to_be_bytes());
-    out[4..8].copy_from_slice(&rtcp::SERVER_SSRC.to_be_bytes());
-    out[8..12].copy_from_slice(&media_ssrc.to_be_bytes());
-    len
+    wire::nack(rtcp::SERVER_SSRC, media_ssrc, seqs, out)
 }
 
 impl Forwarder {
@@ -262,6 +215,10 @@ impl Forwarder {
             }
         }
         let stream = &mut leg.streams[k];
+        if f.clock_rate != 0 && f.clock_rate != stream.clock_rate {
+            stream.clock_rate = f.clock_rate;
+            stream.egress.set_clock_rate(f.clock_rate);
+        }
         stream.nack = f.nack;
         stream.repair = repair;
         if let Some(src) = stream.source {
@@ -419,6 +376,22 @@ mod tests {
         got.sort_unstable();
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn nacked_reads_every_nack_of_a_compound_up_to_its_room() {
+        let mut buf = [0u8; NACK_MAX];
+        let mut compound = vec![0x80, 201, 0, 1, 0, 0, 0, 1];
+        let len = nack(7, &[10, 11], &mut buf);
+        compound.extend_from_slice(&buf[..len]);
+        let len = nack(8, &[20], &mut buf);
+        compound.extend_from_slice(&buf[..len]);
+        let mut out = [(0, 0); 4];
+        assert_eq!(nacked(&compound, &mut out), 3);
+        assert_eq!(out[..3], [(7, 10), (7, 11), (8, 20)]);
+        let mut small = [(0, 0); 2];
+        assert_eq!(nacked(&compound, &mut small), 2);
+        assert_eq!(small, [(7, 10), (7, 11)]);
     }
 
     #[test]

@@ -28,6 +28,16 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket for `rate` units per second holding at most `burst`, full.
+    pub(crate) fn with_burst(rate: u64, burst: u64) -> Self {
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
     pub(crate) fn rate(&self) -> u64 {
         self.rate
     }
@@ -50,6 +60,39 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// What one secure leg's peer may hand the control plane: every STUN and DTLS datagram there
+/// is a copy and an event in the manager's inbox, which API requests share. A bucket per kind,
+/// so that a flood of STUN (anyone who knows the port can send it) cannot starve the DTLS
+/// handshake of the same leg, nor anything of any other leg.
+#[derive(Clone, Debug)]
+pub(crate) struct SlowPathBudget {
+    stun: TokenBucket,
+    dtls: TokenBucket,
+}
+
+impl SlowPathBudget {
+    /// STUN: a browser's connectivity checks over a few candidate pairs, their retransmissions
+    /// and consent checks stay far below 20 a second after a first burst.
+    pub(crate) const STUN_RATE: u64 = 20;
+    pub(crate) const STUN_BURST: u64 = 50;
+    /// DTLS: a handshake is a dozen records, retransmitted at most a few times.
+    pub(crate) const DTLS_RATE: u64 = 30;
+    pub(crate) const DTLS_BURST: u64 = 60;
+
+    pub(crate) fn new() -> Self {
+        SlowPathBudget {
+            stun: TokenBucket::with_burst(Self::STUN_RATE, Self::STUN_BURST),
+            dtls: TokenBucket::with_burst(Self::DTLS_RATE, Self::DTLS_BURST),
+        }
+    }
+
+    /// Whether one more datagram of this kind may go to the slow path now.
+    pub(crate) fn admit(&mut self, now: Instant, dtls: bool) -> bool {
+        let bucket = if dtls { &mut self.dtls } else { &mut self.stun };
+        bucket.admit(now, 1)
     }
 }
 

@@ -22,9 +22,8 @@ use super::{Forwarder, Slot, kind_of_index, rtcp};
 use crate::api::{Event, MEDIA_SILENT_TICKS};
 use crate::batch::TxBatch;
 use crate::packet::RtpHeader;
+use crate::rtcp::{self as wire, Compound, Packet, ReportBlock};
 
-const SR: u8 = 200;
-const RR: u8 = 201;
 /// Seconds from 1900 (NTP era 0) to 1970.
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 /// A peer is on a slow link when its NACKs name more than 1/20 of what it was sent...
@@ -32,8 +31,21 @@ const SLOW_LINK_RATIO: u64 = 20;
 /// ...and it was sent at least this many packets (a handful of NACKs on a trickle is noise).
 const SLOW_LINK_MIN_PACKETS: u64 = 20;
 
-pub(crate) fn clock_rate(k: usize) -> u32 {
+/// The RTP clock of stream `k` when the SDP named none: Opus's 48 kHz for audio, 90 kHz for
+/// video (RFC 7587 §4.1, RFC 3551 §5).
+pub(crate) fn default_clock_rate(k: usize) -> u32 {
     if k == 0 { 48_000 } else { 90_000 }
+}
+
+/// Arrival time of the current batch in RTP units of a `rate`-Hz clock (for jitter).
+#[inline]
+pub(super) fn arrival_units(
+    now: Option<Instant>,
+    epoch: Option<Instant>,
+    rate: u32,
+) -> Option<u32> {
+    let d = now?.saturating_duration_since(epoch?);
+    Some((d.as_micros() * u128::from(rate) / 1_000_000) as u32)
 }
 
 /// NTP timestamp (32.32 fixed point, RFC 3550 §4) of a wall-clock time.
@@ -127,8 +139,8 @@ impl RxStats {
         }
     }
 
-    /// A receiver report block about this stream (24 bytes); updates the interval counters.
-    fn report_block(&mut self, now: Instant, out: &mut [u8]) {
+    /// A receiver report block about this stream; updates the interval counters.
+    fn report_block(&mut self, now: Instant) -> ReportBlock {
         let ext_max = u64::from(self.cycles) + u64::from(self.max_seq);
         let expected = (ext_max + 1).saturating_sub(u64::from(self.base_seq));
         let lost = expected as i64 - self.received as i64;
@@ -150,13 +162,15 @@ impl RxStats {
             }
             None => (0, 0),
         };
-        out[0..4].copy_from_slice(&self.ssrc.to_be_bytes());
-        out[4] = fraction;
-        out[5..8].copy_from_slice(&lost.to_be_bytes()[1..]);
-        out[8..12].copy_from_slice(&(ext_max as u32).to_be_bytes());
-        out[12..16].copy_from_slice(&(self.jitter >> 4).to_be_bytes());
-        out[16..20].copy_from_slice(&lsr.to_be_bytes());
-        out[20..24].copy_from_slice(&dlsr.to_be_bytes());
+        ReportBlock {
+            ssrc: self.ssrc,
+            fraction_lost: fraction,
+            lost,
+            highest_seq: ext_max as u32,
+            jitter: self.jitter >> 4,
+            lsr,
+            dlsr,
+        }
     }
 }
 
@@ -180,65 +194,27 @@ pub(crate) struct LegReports {
     tx_at_tick: u64,
 }
 
-/// Sender reports in a compound packet: (SSRC, NTP, RTP) each, to `f`.
-fn sender_reports(mut data: &[u8], mut f: impl FnMut(u32, u64, u32)) {
-    while data.len() >= 4 {
-        let len = (usize::from(u16::from_be_bytes([data[2], data[3]])) + 1) * 4;
-        if data[0] >> 6 != 2 || len > data.len() {
-            return;
-        }
-        if data[1] == SR && len >= 28 {
-            let word =
-                |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-            f(
-                word(4),
-                (u64::from(word(8)) << 32) | u64::from(word(12)),
-                word(16),
-            );
-        }
-        data = &data[len..];
-    }
-}
-
-/// A sender report without report blocks (28 bytes).
-fn sr_packet(ssrc: u32, ntp: u64, rtp: u32, packets: u32, octets: u32) -> [u8; 28] {
-    let mut p = [0u8; 28];
-    p[0] = 0x80;
-    p[1] = SR;
-    p[2..4].copy_from_slice(&6u16.to_be_bytes());
-    p[4..8].copy_from_slice(&ssrc.to_be_bytes());
-    p[8..16].copy_from_slice(&ntp.to_be_bytes());
-    p[16..20].copy_from_slice(&rtp.to_be_bytes());
-    p[20..24].copy_from_slice(&packets.to_be_bytes());
-    p[24..28].copy_from_slice(&octets.to_be_bytes());
-    p
-}
-
 impl Forwarder {
-    /// Arrival time of the current batch in `k`'s RTP clock units (for jitter).
-    #[inline]
-    pub(super) fn arrival_units(
-        now: Option<Instant>,
-        epoch: Option<Instant>,
-        k: usize,
-    ) -> Option<u32> {
-        let d = now?.saturating_duration_since(epoch?);
-        Some((d.as_micros() * u128::from(clock_rate(k)) / 1_000_000) as u32)
-    }
-
     /// Notes the sender reports a peer sent (the RTCP is plaintext here).
     pub(super) fn note_sender_reports(&mut self, slot: Slot, data: &[u8]) {
         let Some(now) = self.now else { return };
         let Some(leg) = self.leg_mut(slot) else {
             return;
         };
-        sender_reports(data, |ssrc, ntp, rtp| {
+        for part in Compound::new(data) {
+            let Packet::SenderReport(sr) = part else {
+                continue;
+            };
             for s in &mut leg.streams {
-                if s.rx.started && s.rx.ssrc == ssrc {
-                    s.rx.sr = Some(SenderInfo { ntp, rtp, at: now });
+                if s.rx.started && s.rx.ssrc == sr.ssrc {
+                    s.rx.sr = Some(SenderInfo {
+                        ntp: sr.ntp,
+                        rtp: sr.rtp,
+                        at: now,
+                    });
                 }
             }
-        });
+        }
     }
 
     /// Whether RTCP about stream `k` of `slot` stops at the server (so the server reports).
@@ -323,7 +299,7 @@ impl Forwarder {
             if stream.silent_ticks >= MEDIA_SILENT_TICKS {
                 stream.media_up = false;
                 stream.silent_ticks = 0;
-                self.events.push(Event::MediaDown {
+                self.events.push_back(Event::MediaDown {
                     leg: id,
                     kind: kind_of_index(k),
                 });
@@ -344,7 +320,7 @@ impl Forwarder {
         leg.reports.tx_at_tick = sent;
         if packets >= SLOW_LINK_MIN_PACKETS && nacks * SLOW_LINK_RATIO > packets {
             let id = leg.id;
-            self.events.push(Event::SlowLink {
+            self.events.push_back(Event::SlowLink {
                 leg: id,
                 nacks,
                 packets,
@@ -364,12 +340,8 @@ impl Forwarder {
         let Some(leg) = self.leg_mut(slot) else {
             return;
         };
-        let mut p = [0u8; 32];
-        p[0] = 0x81;
-        p[1] = RR;
-        p[2..4].copy_from_slice(&7u16.to_be_bytes());
-        p[4..8].copy_from_slice(&rtcp::SERVER_SSRC.to_be_bytes());
-        leg.streams[k].rx.report_block(now, &mut p[8..]);
+        let block = leg.streams[k].rx.report_block(now);
+        let p = wire::receiver_report(rtcp::SERVER_SSRC, &block);
         Self::send_rtcp(leg, slot, &p, tx);
     }
 
@@ -392,10 +364,11 @@ impl Forwarder {
             return;
         };
         // Where the source's RTP clock is now, through its own NTP clock.
+        let rate = source.streams[k].clock_rate;
         let peer_now = ntp_now.wrapping_add(offset);
         let src_rtp = sr
             .rtp
-            .wrapping_add(ticks(peer_now.wrapping_sub(sr.ntp) as i64, clock_rate(k)) as u32);
+            .wrapping_add(ticks(peer_now.wrapping_sub(sr.ntp) as i64, rate) as u32);
         let Some(mut rtp) = stream.egress.out_ts(source.streams[k].rx.ssrc, src_rtp) else {
             return;
         };
@@ -406,10 +379,10 @@ impl Forwarder {
             }
             // Never back (nor standing still) in RTP time while NTP time advances.
             if (rtp.wrapping_sub(last_rtp) as i32) <= 0 {
-                rtp = last_rtp.wrapping_add(ticks(elapsed, clock_rate(k)).max(1) as u32);
+                rtp = last_rtp.wrapping_add(ticks(elapsed, rate).max(1) as u32);
             }
         }
-        let p = sr_packet(
+        let p = wire::sender_report(
             out_ssrc,
             ntp_now,
             rtp,

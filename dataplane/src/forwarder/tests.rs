@@ -948,6 +948,7 @@ mod feedback {
                 nack: true,
                 rtx_pts: vec![(Pt(96), Pt(97))],
                 rtx_ssrc: Some(Ssrc(0x4242)),
+                ..Feedback::default()
             },
         })
         .unwrap();
@@ -986,6 +987,7 @@ mod feedback {
                 nack: true,
                 rtx_pts: vec![(Pt(96), Pt(97))],
                 rtx_ssrc: None,
+                ..Feedback::default()
             },
         })
         .unwrap();
@@ -1304,6 +1306,219 @@ mod feedback {
         while let Some(e) = p.fwd.poll_event() {
             assert!(!matches!(e, Event::SlowLink { .. }), "{e:?}");
         }
+    }
+
+    /// Events leave in the order they happened: a stream found silent by a tick and heard
+    /// again in the same round reaches control as down, then up (newest-first would leave
+    /// the API reporting media down while it flows).
+    #[test]
+    fn events_leave_in_the_order_they_happened() {
+        use crate::api::MEDIA_SILENT_TICKS;
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        p.fwd.set_now(t0);
+        let (id, slot) = p.leg(1, MediaKind::Audio, 4000);
+        p.recv(slot, 4000, &rtp(0, 1, 0x1111));
+        while p.fwd.poll_event().is_some() {}
+        // The first tick sees the packet; the next ones see silence.
+        for i in 1..=u64::from(MEDIA_SILENT_TICKS) + 1 {
+            let at = Duration::from_secs(i);
+            tick(&mut p, t0 + at, wall + at);
+        }
+        // One round: the tick's verdict is still queued when the next packet arrives.
+        p.recv(slot, 4000, &rtp(0, 2, 0x1111));
+        let media: Vec<Event> = std::iter::from_fn(|| p.fwd.poll_event())
+            .filter(|e| matches!(e, Event::MediaUp { .. } | Event::MediaDown { .. }))
+            .collect();
+        let kind = MediaKind::Audio;
+        assert_eq!(
+            media,
+            vec![
+                Event::MediaDown { leg: id, kind },
+                Event::MediaUp { leg: id, kind }
+            ]
+        );
+    }
+
+    /// The jitter of a receiver report (RFC 3550 §A.8) is in the stream's own clock units:
+    /// perfectly paced 20 ms packets report none whatever the codec's clock, as long as
+    /// the negotiated rate is used (assuming 48 kHz for an 8 kHz codec reported 800).
+    #[test]
+    fn receiver_report_jitter_uses_the_negotiated_clock() {
+        // (payload type, clock rate, timestamp step per 20 ms): PCMU, G.722 (an 8 kHz RTP
+        // clock for 16 kHz audio, RFC 3551 §4.5.2), Opus, and Opus left at the default.
+        for (pt, rate, step) in [
+            (0u8, 8000, 160u32),
+            (9, 8000, 160),
+            (111, 48_000, 960),
+            (111, 0, 960),
+        ] {
+            let mut p = Pair::new();
+            let t0 = Instant::now();
+            let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let (id, slot) = p.leg(1, MediaKind::Audio, 4000);
+            p.handle(Command::SetFeedback {
+                leg: id,
+                kind: MediaKind::Audio,
+                feedback: Feedback {
+                    clock_rate: rate,
+                    ..Feedback::default()
+                },
+            })
+            .unwrap();
+            for i in 0..50u16 {
+                p.fwd.set_now(t0 + Duration::from_millis(20 * u64::from(i)));
+                let mut pkt = rtp(pt, i, 0x5150);
+                RtpHeader {
+                    pt,
+                    seq: i,
+                    ts: 7 + u32::from(i) * step,
+                    ssrc: 0x5150,
+                }
+                .write(&mut pkt);
+                p.recv(slot, 4000, &pkt);
+            }
+            let sent = tick(&mut p, t0 + Duration::from_secs(1), wall);
+            let (_, _, rr) = sent
+                .iter()
+                .find(|(_, _, d)| d[1] == 201)
+                .expect("a receiver report to the sender");
+            let jitter = u32::from_be_bytes([rr[20], rr[21], rr[22], rr[23]]);
+            assert_eq!(jitter, 0, "pt {pt} at {rate} Hz");
+        }
+    }
+
+    /// A sender report towards a listener of an 8 kHz stream extrapolates the source's RTP
+    /// clock at 8 kHz: 100 ms after the source's report is 800 ticks on, not 4800.
+    #[test]
+    fn listener_sender_reports_count_the_codec_clock() {
+        for (pt, rate) in [(0u8, 8000u32), (9, 8000)] {
+            let mut p = Pair::new();
+            let (src, ss) = p.leg(1, MediaKind::Audio, 4000);
+            let (l, _) = p.leg(2, MediaKind::Audio, 6000);
+            for leg in [src, l] {
+                p.handle(Command::SetFeedback {
+                    leg,
+                    kind: MediaKind::Audio,
+                    feedback: Feedback {
+                        clock_rate: rate,
+                        ..Feedback::default()
+                    },
+                })
+                .unwrap();
+            }
+            p.handle(Command::Connect {
+                from: src,
+                to: l,
+                kind: MediaKind::Audio,
+                rewrite: listener_rewrite(),
+            })
+            .unwrap();
+            let t0 = Instant::now();
+            let wall0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            let at = |ms: u64| t0 + Duration::from_millis(ms);
+            let wall = |ms: u64| wall0 + Duration::from_millis(ms);
+            // `rtp` stamps seq × 160: packet 1 carries timestamp 160.
+            p.fwd.set_now(at(0));
+            let out = p.recv(ss, 4000, &rtp(pt, 1, 0x8000));
+            let first_out = RtpHeader::read(&out[0].2).unwrap().ts;
+            p.fwd.set_now(at(100));
+            rtcp_in(&mut p, ss, 4001, &sr(0x8000, ntp_of(wall(100)), 960));
+            let sent = tick(&mut p, at(200), wall(200));
+            let (ssrc, ntp, ts) = sr_to(&sent, addr(6001));
+            assert_eq!((ssrc, ntp), (42, ntp_of(wall(200))));
+            // The source's clock 100 ms after its report, through the listener's offset.
+            let expected = first_out.wrapping_sub(160).wrapping_add(960 + 800);
+            assert!(ts.abs_diff(expected) <= 1, "pt {pt}: {ts} vs {expected}");
+        }
+    }
+
+    /// Keys the leg cannot use are not silently dropped: control hears of it, and the leg
+    /// stays unsecured.
+    #[test]
+    fn refused_srtp_keys_are_reported() {
+        let mut p = Pair::new();
+        let (id, slot) = p.leg(1, MediaKind::Audio, 4000);
+        p.fwd.set_transport(slot, true, &[]);
+        let of = |profile: Profile| {
+            let len = SessionKeys::keying_material_len(profile);
+            SessionKeys::from_keying_material(profile, &vec![7; len], true).unwrap()
+        };
+        let keys = SessionKeys {
+            local: of(Profile::AeadAes128Gcm).local,
+            remote: of(Profile::AesCm128HmacSha1_80).remote,
+        };
+        p.handle(Command::SetSrtp {
+            leg: id,
+            keys: Box::new(keys),
+        })
+        .unwrap();
+        assert_eq!(
+            p.fwd.poll_event(),
+            Some(Event::SrtpRefused {
+                leg: id,
+                error: crate::srtp::SrtpError::ProfileMismatch
+            })
+        );
+        assert!(p.recv(slot, 4000, &rtp(0, 1, 9)).is_empty());
+        assert_eq!(p.stats(slot).drop_count(DropReason::NotSecured), 1);
+        // Good keys later are taken without a word.
+        p.handle(Command::SetSrtp {
+            leg: id,
+            keys: Box::new(of(Profile::AeadAes128Gcm)),
+        })
+        .unwrap();
+        assert_eq!(p.fwd.poll_event(), None);
+    }
+
+    /// A STUN flood at one secure leg reaches control as at most a burst plus a rate of
+    /// events; the rest are counted drops. The same leg's DTLS handshake and every other
+    /// leg keep their own budgets.
+    #[test]
+    fn slow_path_is_bounded_per_leg_and_kind() {
+        use super::police::SlowPathBudget as B;
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        let (flooded, fs) = p.leg(1, MediaKind::Audio, 4000);
+        let (other, os) = p.leg(2, MediaKind::Audio, 5000);
+        p.fwd.set_transport(fs, true, &[]);
+        p.fwd.set_transport(os, true, &[]);
+        let stun = [
+            0u8, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
+        let dtls = [22u8, 254, 253, 0, 0];
+        let slow_events = |p: &mut Pair| {
+            let mut per_leg = HashMap::new();
+            while let Some(e) = p.fwd.poll_event() {
+                if let Event::SlowPath { leg, .. } = e {
+                    *per_leg.entry(leg).or_insert(0u64) += 1;
+                }
+            }
+            per_leg
+        };
+        p.fwd.set_now(t0);
+        for _ in 0..10_000 {
+            p.recv(fs, 6000, &stun);
+        }
+        for _ in 0..10 {
+            p.recv(fs, 6000, &dtls);
+            p.recv(os, 7000, &stun);
+        }
+        let got = slow_events(&mut p);
+        assert_eq!(got.get(&flooded), Some(&(B::STUN_BURST + 10)));
+        assert_eq!(got.get(&other), Some(&10));
+        assert_eq!(
+            p.stats(fs).drop_count(DropReason::SlowPathLimit),
+            10_000 - B::STUN_BURST
+        );
+        assert_eq!(p.stats(os).drop_count(DropReason::SlowPathLimit), 0);
+        // A second later the flooded leg may hand over one second's rate again.
+        p.fwd.set_now(t0 + Duration::from_secs(1));
+        for _ in 0..1_000 {
+            p.recv(fs, 6000, &stun);
+        }
+        assert_eq!(slow_events(&mut p).get(&flooded), Some(&B::STUN_RATE));
     }
 }
 

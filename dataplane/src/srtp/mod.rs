@@ -216,6 +216,8 @@ pub enum SrtpError {
     KeyLength,
     #[error("the crypto library refused the key")]
     Crypto,
+    #[error("the two directions' keys are for different protection profiles")]
+    ProfileMismatch,
     #[error("packet too short for its header and tag")]
     TooShort,
     #[error("not an RTP/RTCP version 2 packet, or its header overruns it")]

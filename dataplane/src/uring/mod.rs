@@ -58,6 +58,8 @@ const KIND_SEND: u64 = 2;
 const KIND_WAKE: u64 = 3;
 const KIND_CANCEL: u64 = 4;
 const KIND_STEER: u64 = 5;
+/// One-shot polls on the wake eventfd that end a bounded wait (see `Driver::breakers`).
+const KIND_BREAK: u64 = 6;
 const GEN_MASK: u32 = 0x00FF_FFFF;
 
 fn user_data(kind: u64, generation: u32, index: usize) -> u64 {
@@ -443,6 +445,11 @@ struct Driver {
     send_to: bool,
     /// The kernel takes UDP GSO sends: a run of datagrams for one destination leaves as one.
     gso: bool,
+    /// One-shot polls on the wake eventfd armed now. A bounded wait ends after a number of
+    /// completions, whatever they are: with `BATCH_TARGET` of these armed, a command fires
+    /// them all and ends any wait at once, so commands never wait for the batching bound.
+    /// Armed only before a bounded wait (steady traffic) and re-armed after a command.
+    breakers: usize,
 }
 
 pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
@@ -475,17 +482,19 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         // Adaptive batching: when the previous round carried several datagrams, traffic is
         // steady, so wait (boundedly) for more before handling this round. An isolated packet
         // never waits: a single-datagram round turns batching off until the next burst.
-        if !core.batch_wait.is_zero() && last_round >= 2 && d.cqes.len() < BATCH_TARGET {
+        // A round that holds anything but datagrams (a command, a close) does not wait.
+        if !core.batch_wait.is_zero()
+            && last_round >= 2
+            && d.cqes.len() < BATCH_TARGET
+            && d.cqes.iter().all(is_datagram)
+        {
+            d.arm_breakers(core.wake.raw())?;
             d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
             d.reap();
         }
         // Datagrams only: a round of commands, cancels and closes (session churn, no media)
         // must not make the next round wait, or every `close_leg` pays for the wait.
-        last_round = d
-            .cqes
-            .iter()
-            .filter(|c| cqueue::buffer_select(c.flags()).is_some())
-            .count();
+        last_round = d.cqes.iter().filter(|c| is_datagram(c)).count();
         // One clock read per batch: the arrival time of recorded packets.
         core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
@@ -525,6 +534,11 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         d.flush(&core)?;
         core.flush_events();
     }
+}
+
+/// A received datagram (it took a provided buffer), not a command, close or cancel.
+fn is_datagram(c: &cqueue::Entry) -> bool {
+    cqueue::buffer_select(c.flags()).is_some()
 }
 
 /// Drains the command queue; the transmit batch must be empty (it names sockets by token).
@@ -578,6 +592,7 @@ impl Driver {
             dones: Vec::new(),
             send_to,
             gso: udp_gso_supported(),
+            breakers: 0,
             group: 0,
             cqes: VecDeque::with_capacity(2 * CQ_ENTRIES as usize),
             ahead: Vec::with_capacity(2 * CQ_ENTRIES as usize),
@@ -641,15 +656,38 @@ impl Driver {
     /// Moves completions off the ring: sends are accounted for at once, the rest queued.
     fn reap(&mut self) {
         for cqe in self.ring.completion() {
-            if kind_of(cqe.user_data()) != KIND_SEND {
-                self.cqes.push_back(cqe);
-                continue;
+            match kind_of(cqe.user_data()) {
+                KIND_SEND => {}
+                // Its work is done: the wait it ended is over. The wake poll's own
+                // completion carries the command.
+                KIND_BREAK => {
+                    self.breakers = self.breakers.saturating_sub(1);
+                    continue;
+                }
+                _ => {
+                    self.cqes.push_back(cqe);
+                    continue;
+                }
             }
             self.sends_in_flight = self.sends_in_flight.saturating_sub(1);
             if cqe.result() < 0 {
                 self.failed_sends.push(index_of(cqe.user_data()));
             }
         }
+    }
+
+    /// Tops the wait breakers up to `BATCH_TARGET` (see `breakers`).
+    fn arm_breakers(&mut self, fd: RawFd) -> io::Result<()> {
+        while self.breakers < BATCH_TARGET {
+            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(user_data(KIND_BREAK, 0, 0));
+            // SAFETY: a poll holds no pointers; the eventfd lives in `WorkerCore` for the
+            // whole run.
+            unsafe { self.push(&sqe) }?;
+            self.breakers += 1;
+        }
+        Ok(())
     }
 
     fn arm_wake(&mut self, fd: RawFd) -> io::Result<()> {
