@@ -259,6 +259,7 @@ fn leg_info(leg: &Leg) -> Value {
         "nack_received": s.nack_received,
         "retransmitted": s.retransmitted,
         "nack_forwarded": s.nack_forwarded,
+        "slow_path_packets": s.slow_path_packets,
         "drops": drops,
         "drops_total": s.drops_total(),
     })
