@@ -13,6 +13,7 @@
 //! DTLS-SRTP endpoint run on the actor's slow path: `Event::SlowPath` in, `Command::Transmit` /
 //! `SetRemote` / `SetSrtp` out; see `manager::webrtc`).
 
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod errors;

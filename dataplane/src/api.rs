@@ -250,8 +250,8 @@ pub enum Command {
     /// Cap what the leg's peer sends, in bits per second (0 = unlimited): a token bucket
     /// drops what exceeds the cap by more than a burst allowance (`DropReason::Policed`), and
     /// an RTCP REMB (draft-alvestrand-rmcat-remb) naming the SSRCs last heard asks the sender
-    /// to stay below it. Sending the same value again re-sends the REMB without resetting the
-    /// bucket: control repeats it every second.
+    /// to stay below it; the data plane repeats it every tick while the cap holds. Sending
+    /// the same value again re-sends the REMB without resetting the bucket.
     SetBitrate { leg: LegId, bps: u64 },
     /// After a switch, drop the video going to `to` until the new source sends a keyframe
     /// (`DropReason::WaitingKeyframe`), so the receiver never decodes a broken picture.
@@ -259,14 +259,6 @@ pub enum Command {
     /// Ask the leg's peer for a keyframe of its `kind` stream: an RTCP PLI (RFC 4585 §6.3.1)
     /// naming the SSRC last received on that stream (SRTCP on a secure leg).
     RequestKeyframe { leg: LegId, kind: MediaKind },
-    /// Periodic RTCP of one worker (control sends it about every second to each worker):
-    /// receiver reports towards publishers, translated sender reports towards listeners, and
-    /// the NACK-rate check behind `Event::SlowLink`. `wallclock` is the NTP time base of the
-    /// sender reports.
-    RtcpTick {
-        worker: usize,
-        wallclock: std::time::SystemTime,
-    },
     /// Send a slow-path datagram (STUN response, DTLS record) from the leg's RTP socket.
     Transmit {
         leg: LegId,
@@ -275,7 +267,8 @@ pub enum Command {
     },
 }
 
-/// `RtcpTick`s in a row without a packet after which an up stream is reported down.
+/// Data-plane ticks (one a second) in a row without a packet after which an up stream is
+/// reported down.
 pub const MEDIA_SILENT_TICKS: u8 = 2;
 
 /// Reports from workers to control.
@@ -283,8 +276,8 @@ pub const MEDIA_SILENT_TICKS: u8 = 2;
 pub enum Event {
     /// The first valid RTP packet arrived from the leg's peer.
     MediaUp { leg: LegId, kind: MediaKind },
-    /// A stream that was up received nothing for [`MEDIA_SILENT_TICKS`] `RtcpTick`s in a row
-    /// (2 to 3 s at one tick a second); its next packet reports `MediaUp` again.
+    /// A stream that was up received nothing for [`MEDIA_SILENT_TICKS`] ticks in a row (2 to
+    /// 3 s); its next packet reports `MediaUp` again.
     MediaDown { leg: LegId, kind: MediaKind },
     /// The peer's packets now come from (or RTCP from) this address.
     Latched {
@@ -292,7 +285,7 @@ pub enum Event {
         addr: SocketAddr,
         rtcp: bool,
     },
-    /// Since the previous `RtcpTick`, the leg's peer asked for more than 5 % of the packets
+    /// Since the previous tick, the leg's peer asked for more than 5 % of the packets
     /// it was sent to be retransmitted (`nacks` sequence numbers for `packets` sent).
     SlowLink {
         leg: LegId,

@@ -222,7 +222,6 @@ impl Dataplane {
             | Command::Transmit { leg, .. }
             | Command::Record { leg, .. } => leg.worker(),
             Command::Disconnect { to } | Command::HoldForKeyframe { to, .. } => to.worker(),
-            Command::RtcpTick { worker, .. } => *worker,
             Command::Connect { from, to, .. } => {
                 if from.worker() != to.worker() {
                     return Err(Error::CrossWorker(*from, *to));

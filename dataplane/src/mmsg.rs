@@ -75,8 +75,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         }
         None => None,
     };
-    // An RTCP tick still walking the legs: look for sockets without sleeping.
-    let mut ticking = false;
+    // When the forwarder next has work of its own (reports, REMB, checks).
+    let mut deadline: Option<Instant> = None;
 
     loop {
         // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
@@ -85,7 +85,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 epoll.as_raw_fd(),
                 ready.as_mut_ptr(),
                 ready.len() as i32,
-                if ticking { 0 } else { -1 },
+                wait_ms(deadline),
             )
         };
         if n < 0 {
@@ -179,10 +179,19 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 }
             }
         }
-        ticking = core.fwd.poll_tick(&mut tx);
+        deadline = core.handle_timers(&mut tx);
         sender.flush(&core, &mut tx);
         core.flush_events();
     }
+}
+
+/// epoll's timeout until `deadline`: rounded up to whole milliseconds (never early), -1 for
+/// none.
+fn wait_ms(deadline: Option<Instant>) -> i32 {
+    deadline.map_or(-1, |d| {
+        let left = d.saturating_duration_since(Instant::now());
+        left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    })
 }
 
 /// Drains the command queue and (un)registers sockets. The transmit batch must be empty: it

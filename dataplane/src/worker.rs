@@ -216,10 +216,6 @@ impl WorkerCore {
                             });
                         }
                     }
-                    if matches!(cmd, Command::RtcpTick { .. }) {
-                        // Reports carry times: the tick's, not the last batch's.
-                        self.fwd.set_now(std::time::Instant::now());
-                    }
                     if let Err(e) = self.fwd.handle_command(cmd, tx) {
                         tracing::debug!(worker = self.index, "command ignored: {e}");
                     }
@@ -228,6 +224,19 @@ impl WorkerCore {
             }
         }
         Flow::Continue
+    }
+
+    /// The forwarder's own work (reports, REMB, the silence and slow-link checks), once a
+    /// round after the datagrams: does what is due and returns when the driver should wake
+    /// for the next, whether or not anything arrives.
+    pub(crate) fn handle_timers(&mut self, tx: &mut TxBatch) -> Option<std::time::Instant> {
+        let now = std::time::Instant::now();
+        self.fwd.set_now(now);
+        if self.fwd.poll_timeout().is_some_and(|t| t <= now) {
+            self.fwd
+                .handle_timeout(now, std::time::SystemTime::now(), tx);
+        }
+        self.fwd.poll_timeout()
     }
 
     /// Hands the forwarder's events to control without ever blocking the worker.

@@ -131,7 +131,6 @@ impl Manager {
                 continue;
             };
             self.webrtc_sessions.remove(&id);
-            self.capped_sessions.remove(&id);
             tracing::debug!(session = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             for leg in &s.legs {

@@ -38,8 +38,7 @@ use quality::Transition;
 use rooms::Room;
 use session::{ConnId, Leg, SdpText, Session};
 
-/// How often WebRTC timers (DTLS retransmissions, ICE consent) and the quality work (bitrate
-/// repeats, media up/down) are looked at.
+/// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
 const WEBRTC_TICK: Duration = Duration::from_millis(50);
 
 /// What a connection asks of the manager.
@@ -146,9 +145,6 @@ pub struct Manager {
     /// The sessions that have a WebRTC transport, which is all `webrtc_tick` visits: a
     /// server with thousands of plain calls does not walk them all every 50 ms.
     webrtc_sessions: BTreeSet<String>,
-    /// The sessions whose last cap sent was non-zero, which is all the bitrate repeat
-    /// visits (every cap change goes through `push_bitrate`).
-    capped_sessions: BTreeSet<String>,
     rooms: HashMap<String, Room>,
     leg_owner: HashMap<LegId, String>,
     conns: HashMap<ConnId, Conn>,
@@ -158,8 +154,6 @@ pub struct Manager {
     recordings: Arc<RecordIndex>,
     /// The DTLS certificate of every WebRTC session, generated at start.
     cert: Certificate,
-    /// When bitrate repeats and the media up/down watch are next due.
-    quality: quality::QualityClock,
 }
 
 impl Manager {
@@ -176,7 +170,6 @@ impl Manager {
             inbox,
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
-            capped_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
             leg_owner: HashMap::new(),
             conns: HashMap::new(),
@@ -186,7 +179,6 @@ impl Manager {
             // Like the ICE credentials' RNG, certificate generation fails only when the
             // system's crypto is broken: nothing to serve WebRTC with.
             cert: Certificate::generate().expect("generate the DTLS certificate"),
-            quality: quality::QualityClock::new(std::time::Instant::now()),
         }
     }
 
@@ -208,7 +200,6 @@ impl Manager {
                 },
                 _ = tick.tick() => {
                     self.webrtc_tick();
-                    self.quality_tick();
                     continue;
                 }
             };

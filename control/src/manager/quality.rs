@@ -3,20 +3,17 @@
 //! - Bitrate: a session's `bitrate` (bps) and, for a publisher, its room's `room_bitrate`
 //!   (kbps) give one effective cap (the lower of the two that are set). It goes to the data
 //!   plane as `Command::SetBitrate` on each of the session's own legs (what its peer sends:
-//!   REMB towards WebRTC senders, policing everywhere) at once when it changes, and again every
-//!   second while it is non-zero, because the data plane re-sends the REMB on each repeat.
-//! - Media status: the data plane watches every stream (leg, kind) of a session during its
-//!   RTCP tick: the first packet reports `Event::MediaUp`, and a stream that was up and heard
+//!   REMB towards WebRTC senders, policing everywhere) when it changes; the data plane repeats
+//!   the REMB on its own tick while the cap holds.
+//! - Media status: the data plane watches every stream (leg, kind) of a session on its own
+//!   tick (one a second): the first packet reports `Event::MediaUp`, and a stream that was up and heard
 //!   nothing for [`MEDIA_SILENT_TICKS`](sluice_dataplane::api::MEDIA_SILENT_TICKS) ticks
 //!   (one a second, so 2 to 3 s after the last packet) `Event::MediaDown`. Each becomes
 //!   `status {class:"media", media, status}` on the session, `up` or `down`, once per
 //!   transition of a stream the session negotiated.
-//! - RTCP: every [`RTCP_TICK`] each worker gets `Command::RtcpTick` (receiver reports to
-//!   publishers, translated sender reports to listeners, the NACK-rate check); a listener
-//!   whose NACKs named more than 5 % of what it was sent in that second is reported
+//! - Slow links: on the same tick the data plane checks the NACK rate; a listener whose NACKs
+//!   named more than 5 % of what it was sent in that second is reported
 //!   `status {class:"slow_link", media, nacks, packets}` (`Event::SlowLink`).
-
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, LegId, MediaKind, VideoCodec};
@@ -25,27 +22,6 @@ use super::Manager;
 use super::session::{Kind, Leg, Session};
 use crate::errors::ApiError;
 use crate::sdp::CodecName;
-
-/// How often a non-zero cap is sent again (REMB "every second").
-pub const BITRATE_REPEAT: Duration = Duration::from_secs(1);
-/// How often the data plane's RTCP reports (and slow-link and silence checks) run.
-pub const RTCP_TICK: Duration = Duration::from_secs(1);
-
-/// When the periodic quality work is next due (driven by the actor's tick).
-#[derive(Debug)]
-pub struct QualityClock {
-    next_bitrate: Instant,
-    next_rtcp: Instant,
-}
-
-impl QualityClock {
-    pub fn new(now: Instant) -> Self {
-        QualityClock {
-            next_bitrate: now + BITRATE_REPEAT,
-            next_rtcp: now + RTCP_TICK,
-        }
-    }
-}
 
 /// The media status of one stream of a session, as last reported.
 #[derive(Clone, Debug)]
@@ -145,7 +121,7 @@ impl Manager {
         for l in &s.legs {
             if !sent.contains(&l.info.id) {
                 sent.push(l.info.id);
-                // A failure is logged by `send`; the next repeat tries again.
+                // A failure is logged by `send`.
                 let _ = self.send(Command::SetBitrate {
                     leg: l.info.id,
                     bps,
@@ -154,11 +130,6 @@ impl Manager {
         }
         if let Some(s) = self.sessions.get_mut(id) {
             s.bitrate_sent = bps;
-        }
-        if bps == 0 {
-            self.capped_sessions.remove(id);
-        } else {
-            self.capped_sessions.insert(id.to_owned());
         }
     }
 
@@ -208,26 +179,6 @@ impl Manager {
         let body =
             json!({"class": "slow_link", "media": media, "nacks": nacks, "packets": packets});
         self.emit_session(&id, "status", body);
-    }
-
-    /// The actor's periodic quality work: bitrate repeats and the data plane's RTCP ticks.
-    pub(super) fn quality_tick(&mut self) {
-        let now = Instant::now();
-        if now >= self.quality.next_bitrate {
-            self.quality.next_bitrate = now + BITRATE_REPEAT;
-            let capped: Vec<String> = self.capped_sessions.iter().cloned().collect();
-            for id in capped {
-                self.push_bitrate(&id, true);
-            }
-        }
-        if now >= self.quality.next_rtcp {
-            self.quality.next_rtcp = now + RTCP_TICK;
-            let wallclock = std::time::SystemTime::now();
-            for worker in 0..self.dp.workers() {
-                // A failure is logged by `send`; the next tick tries again.
-                let _ = self.send(Command::RtcpTick { worker, wallclock });
-            }
-        }
     }
 }
 

@@ -454,42 +454,6 @@ async fn only_webrtc_sessions_are_ticked() {
     h.m.webrtc_tick();
 }
 
-/// The bitrate repeat visits the sessions whose cap is non-zero and no others: a session
-/// capped at creation or by its room joins the set, lifting the cap or destroying the
-/// session leaves it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_capped_sessions_repeat_their_bitrate() {
-    let mut h = Harness::new();
-    let capped = id(&h
-        .session(
-            "create",
-            json!({"type": "echo", "bitrate": 64000, "offer": {"sdp": phone(5000)}}),
-        )
-        .expect("capped echo"));
-    let _free = h
-        .session(
-            "create",
-            json!({"type": "echo", "offer": {"sdp": phone(5100)}}),
-        )
-        .expect("uncapped echo");
-    let publisher = id(&h
-        .session(
-            "create",
-            json!({"type": "publish", "room_bitrate": 64, "offer": {"sdp": av(5200)}}),
-        )
-        .expect("publisher in a capped room"));
-    let repeated = |h: &Harness| h.m.capped_sessions.iter().cloned().collect::<Vec<_>>();
-    let mut want = vec![capped.clone(), publisher.clone()];
-    want.sort();
-    assert_eq!(repeated(&h), want);
-    h.session("update_media", json!({"session_id": capped, "bitrate": 0}))
-        .expect("lift the cap");
-    assert_eq!(repeated(&h), vec![publisher.clone()]);
-    h.session("destroy", json!({"session_id": publisher}))
-        .expect("destroy the publisher");
-    assert!(repeated(&h).is_empty());
-}
-
 /// Keys the data plane refuses fail the session's WebRTC transport as a failed handshake
 /// does: `status {class:"webrtc", status:"failed", reason}`, and `get_info` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+mod commands;
 mod data;
+
+pub use commands::COMMANDS;
 
 use data::{
     CandidateData, IdData, LoginData, PatternData, RecorderData, RoomCreateData, SetAnswerData,
@@ -325,8 +328,9 @@ fn parse_request(
     let room_id = |data: Value| -> Result<String, ApiError> {
         required(data_as::<IdData>(data)?.room_id, "room_id")
     };
-    match (class, subclass.unwrap_or(""), cmd) {
-        ("core", "user" | "", "login") => {
+    let known = commands::lookup(class, subclass, cmd)?;
+    match known {
+        ("core", "user", "login") => {
             let d: LoginData = data_as(data)?;
             Ok(Request::Login {
                 user: d.user,
@@ -348,7 +352,7 @@ fn parse_request(
                 Request::Unsubscribe(pattern)
             })
         }
-        ("media", "session" | "", cmd) => match cmd {
+        ("media", "session", cmd) => match cmd {
             "create" => parse_create(data).map(|c| Request::Create(Box::new(c))),
             "destroy" => Ok(Request::Destroy {
                 session_id: session_id(data)?,
@@ -416,7 +420,7 @@ fn parse_request(
             "set_candidate_end" => Ok(Request::SetCandidateEnd {
                 session_id: session_id(data)?,
             }),
-            _ => Err(ApiError::unknown_command(&format!("media/session/{cmd}"))),
+            _ => Err(commands::unlisted(known)),
         },
         ("media", "room", cmd) => match cmd {
             "create" => {
@@ -442,12 +446,9 @@ fn parse_request(
                 room_id: room_id(data)?,
             }),
             "get_list" => Ok(Request::RoomGetList),
-            _ => Err(ApiError::unknown_command(&format!("media/room/{cmd}"))),
+            _ => Err(commands::unlisted(known)),
         },
-        _ => Err(ApiError::unknown_command(&format!(
-            "{class}/{}/{cmd}",
-            subclass.unwrap_or("")
-        ))),
+        _ => Err(commands::unlisted(known)),
     }
 }
 

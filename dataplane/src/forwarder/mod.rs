@@ -188,9 +188,9 @@ struct Stream {
     outputs: Vec<Slot>,
     /// The SSRC the peer last sent on this stream (what a keyframe request names).
     last_in_ssrc: Option<u32>,
-    /// A packet arrived since the last `RtcpTick` looked (the media up/down watch).
+    /// A packet arrived since the last tick looked (the media up/down watch).
     heard: bool,
-    /// `RtcpTick`s in a row that found `heard` unset while the stream was up.
+    /// Ticks in a row that found `heard` unset while the stream was up.
     silent_ticks: u8,
     media_up: bool,
     mute_in: bool,
@@ -324,8 +324,10 @@ pub struct Forwarder {
     now: Option<Instant>,
     /// The first `now`: the time base of jitter estimates.
     epoch: Option<Instant>,
-    /// An `RtcpTick` still walking the legs (see [`Forwarder::poll_tick`]).
+    /// A tick still walking the legs (see [`Forwarder::handle_timeout`]).
     tick: Option<reports::TickWork>,
+    /// When the next tick is due, once the first has run.
+    next_tick: Option<Instant>,
 }
 
 impl Forwarder {
@@ -515,7 +517,6 @@ impl Forwarder {
                     tracing::debug!(?leg, "no keyframe request possible yet");
                 }
             }
-            Command::RtcpTick { wallclock, .. } => self.rtcp_tick(wallclock, tx),
             Command::Transmit { leg, to, data } => {
                 let slot = slot_of(self, leg)?;
                 let via = SocketRef { slot, rtcp: false };
@@ -572,6 +573,25 @@ impl Forwarder {
             (Some(b), _) if b.rate() == bps => {}
             _ => leg.police = Some(police::TokenBucket::new(bps)),
         }
+        // Lifting the cap announces a generous ceiling so the sender ramps up again.
+        let announce = if bps == 0 { UNCAPPED_REMB } else { bps };
+        Self::send_remb(leg, slot, announce, tx);
+    }
+
+    /// A capped leg's REMB again (each tick): a sender that lost one, or started a new
+    /// stream, hears the cap within a tick.
+    fn repeat_remb(&mut self, slot: Slot, tx: &mut TxBatch) {
+        let Some(leg) = self.leg_mut(slot) else {
+            return;
+        };
+        if let Some(bps) = leg.police.as_ref().map(|p| p.rate()) {
+            Self::send_remb(leg, slot, bps, tx);
+        }
+    }
+
+    /// An RTCP REMB asking the leg's peer to stay below `bps`, naming the SSRCs last heard;
+    /// nothing before the peer has sent.
+    fn send_remb(leg: &mut Leg, slot: Slot, bps: u64, tx: &mut TxBatch) {
         let mut ssrcs = [0u32; 2];
         let mut n_ssrcs = 0;
         for ssrc in leg.streams.iter().filter_map(|s| s.last_in_ssrc) {
@@ -581,10 +601,8 @@ impl Forwarder {
         if n_ssrcs == 0 {
             return;
         }
-        // Lifting the cap announces a generous ceiling so the sender ramps up again.
-        let announce = if bps == 0 { UNCAPPED_REMB } else { bps };
         let mut buf = [0u8; rtcp::REMB_MAX];
-        let n = rtcp::remb(announce, &ssrcs[..n_ssrcs], &mut buf);
+        let n = rtcp::remb(bps, &ssrcs[..n_ssrcs], &mut buf);
         Self::send_rtcp(leg, slot, &buf[..n], tx);
     }
 
@@ -886,9 +904,10 @@ impl Forwarder {
         let stream = &mut leg.streams[k];
         stream.last_in_ssrc = Some(header.ssrc);
         stream.heard = true;
-        stream
-            .rx
-            .on_packet(&header, reports::arrival_units(self.now, self.epoch, stream.clock_rate));
+        stream.rx.on_packet(
+            &header,
+            reports::arrival_units(self.now, self.epoch, stream.clock_rate),
+        );
         if !stream.media_up {
             stream.media_up = true;
             self.events.push_back(Event::MediaUp {

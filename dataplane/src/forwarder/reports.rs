@@ -1,4 +1,5 @@
-//! RTCP reports the server terminates and regenerates (RFC 3550 §6.4), on `Command::RtcpTick`.
+//! RTCP reports the server terminates and regenerates (RFC 3550 §6.4), on the forwarder's own
+//! tick ([`Forwarder::handle_timeout`], every [`TICK_INTERVAL`]).
 //!
 //! - Towards publishers: a receiver report per stream the server receives, with what it saw
 //!   (fraction lost, cumulative lost, extended highest sequence number, interarrival jitter,
@@ -63,17 +64,20 @@ fn ticks(ntp_delta: i64, rate: u32) -> i64 {
     ((i128::from(ntp_delta) * i128::from(rate)) >> 32) as i64
 }
 
-/// Legs one [`Forwarder::poll_tick`] call reports on at most: about 100 µs of cache misses
-/// when every leg is cold.
+/// How often the data plane reports (SR/RR), repeats a cap's REMB, and checks for silence
+/// and slow links, on its own clock: control has no part in it.
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// Legs one step of a tick reports on at most: about 100 µs of cache misses when every leg
+/// is cold.
 pub const TICK_STEP: usize = 256;
-/// At most an RR and an SR for each of a leg's two streams.
-const REPORTS_PER_LEG: usize = 4;
+/// At most an RR and an SR for each of a leg's two streams, and a REMB.
+const REPORTS_PER_LEG: usize = 5;
 
-/// An `RtcpTick` in progress.
+/// A tick in progress.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TickWork {
     wallclock: SystemTime,
-    /// `now` when the tick arrived: `wallclock` is the NTP time of this instant.
+    /// `now` when the tick started: `wallclock` is the NTP time of this instant.
     started: Instant,
     /// The next slot to report on.
     next: Slot,
@@ -232,10 +236,40 @@ impl Forwarder {
             })
     }
 
-    /// `Command::RtcpTick`: RRs to publishers, SRs to listeners, slow-link checks. Starts a
-    /// walk over every leg and takes its first steps; [`Forwarder::poll_tick`] takes the
-    /// rest, a few at a time, so that 10,000 legs never hold up forwarding for milliseconds.
-    /// A tick that arrives while the last one is still walking restarts the walk.
+    /// When the data plane next has work of its own: at once while a tick is walking the
+    /// legs, else the next tick (an interval after the first `now`, then every interval).
+    /// `None` before the driver gave a first `now`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.tick.is_some() {
+            return self.now;
+        }
+        self.next_tick.or_else(|| Some(self.epoch? + TICK_INTERVAL))
+    }
+
+    /// Does what is due at `now` (`wallclock` is the same instant on the NTP clock of the
+    /// sender reports): starts a tick — RRs to publishers, SRs to listeners, REMB for capped
+    /// legs, the slow-link and silence checks — or takes the next step of one. A tick walks
+    /// the legs a few at a time (`TICK_STEP`, and what fits `tx`), so that 10,000 legs never
+    /// hold up forwarding for milliseconds. A busy worker that misses deadlines does not make
+    /// them up: the next tick is an interval after this one.
+    pub fn handle_timeout(&mut self, now: Instant, wallclock: SystemTime, tx: &mut TxBatch) {
+        self.set_now(now);
+        let Some(due) = self.poll_timeout() else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        if self.tick.is_some() {
+            self.poll_tick(tx);
+        } else {
+            self.next_tick = Some(now + TICK_INTERVAL);
+            self.rtcp_tick(wallclock, tx);
+        }
+    }
+
+    /// Starts a walk over every leg and takes its first step; a walk still under way is
+    /// restarted.
     pub(super) fn rtcp_tick(&mut self, wallclock: SystemTime, tx: &mut TxBatch) {
         let Some(now) = self.now else { return };
         self.tick = Some(TickWork {
@@ -247,9 +281,8 @@ impl Forwarder {
     }
 
     /// Reports on the next legs of a tick in progress, as many as fit `tx` (at most
-    /// [`TICK_STEP`]). Returns whether legs are left for a later call: drivers call it once a
-    /// round, without sleeping, until it says no.
-    pub fn poll_tick(&mut self, tx: &mut TxBatch) -> bool {
+    /// [`TICK_STEP`]). Returns whether legs are left for a later step.
+    pub(super) fn poll_tick(&mut self, tx: &mut TxBatch) -> bool {
         let (Some(work), Some(now)) = (self.tick, self.now) else {
             return false;
         };
@@ -270,6 +303,7 @@ impl Forwarder {
             }
             self.slow_link_check(slot);
             self.silence_check(slot);
+            self.repeat_remb(slot, tx);
             for k in 0..2 {
                 self.send_rr(slot, k, now, tx);
                 self.send_sr(slot, k, ntp_now, tx);

@@ -648,7 +648,7 @@ mod quality {
     }
 }
 
-/// NACKs answered from the cache, asked upstream, and the reports of `RtcpTick`.
+/// NACKs answered from the cache, asked upstream, and the reports of the data plane's tick.
 mod feedback {
     use super::*;
     use crate::srtp::{Profile, SessionKeys, SrtpContext};
@@ -1034,11 +1034,7 @@ mod feedback {
     fn tick(p: &mut Pair, now: Instant, wall: SystemTime) -> Sent {
         p.fwd.set_now(now);
         p.tx.clear();
-        p.handle(Command::RtcpTick {
-            worker: 0,
-            wallclock: wall,
-        })
-        .unwrap();
+        p.fwd.rtcp_tick(wall, &mut p.tx);
         p.tx.iter().map(|(s, a, d)| (s, a, d.to_vec())).collect()
     }
 
@@ -1306,6 +1302,62 @@ mod feedback {
         while let Some(e) = p.fwd.poll_event() {
             assert!(!matches!(e, Event::SlowLink { .. }), "{e:?}");
         }
+    }
+
+    /// The data plane keeps its own time: with nothing from control after set-up, driven
+    /// only by `poll_timeout` / `handle_timeout` as a driver would, a capped publisher gets
+    /// a receiver report and a REMB every tick, and its silence is reported once.
+    #[test]
+    fn reports_remb_and_silence_need_no_command() {
+        use crate::api::MEDIA_SILENT_TICKS;
+        let mut p = Pair::new();
+        let t0 = Instant::now();
+        let wall0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let (id, slot) = p.leg(1, MediaKind::Audio, 4000);
+        assert_eq!(p.fwd.poll_timeout(), None, "no time yet");
+        p.handle(Command::SetBitrate {
+            leg: id,
+            bps: 64_000,
+        })
+        .unwrap();
+        for i in 0..5u16 {
+            p.fwd.set_now(t0 + Duration::from_millis(20 * u64::from(i)));
+            p.recv(slot, 4000, &rtp(0, i, 0x7777));
+        }
+        while p.fwd.poll_event().is_some() {}
+        let mut ticks = Vec::new();
+        for _ in 0..4 {
+            let due = p.fwd.poll_timeout().expect("a deadline once time is known");
+            assert!(due > t0);
+            p.tx.clear();
+            p.fwd
+                .handle_timeout(due, wall0 + due.duration_since(t0), &mut p.tx);
+            let kinds: Vec<u8> = p.tx.iter().map(|(_, _, d)| d[1]).collect();
+            let events: Vec<Event> = std::iter::from_fn(|| p.fwd.poll_event()).collect();
+            ticks.push((due.duration_since(t0), kinds, events));
+        }
+        let down = Event::MediaDown {
+            leg: id,
+            kind: MediaKind::Audio,
+        };
+        for (i, (at, kinds, events)) in ticks.iter().enumerate() {
+            assert_eq!(*at, Duration::from_secs(i as u64 + 1), "one tick a second");
+            assert!(kinds.contains(&201), "tick {i}: an RR ({kinds:?})");
+            assert!(kinds.contains(&206), "tick {i}: a REMB ({kinds:?})");
+            let want = if i == usize::from(MEDIA_SILENT_TICKS) {
+                vec![down.clone()]
+            } else {
+                vec![]
+            };
+            assert_eq!(*events, want, "tick {i}");
+        }
+        // A deadline not yet due does nothing.
+        let due = p.fwd.poll_timeout().unwrap();
+        p.tx.clear();
+        p.fwd
+            .handle_timeout(due - Duration::from_millis(1), wall0, &mut p.tx);
+        assert!(p.tx.is_empty());
+        assert_eq!(p.fwd.poll_timeout(), Some(due));
     }
 
     /// Events leave in the order they happened: a stream found silent by a tick and heard

@@ -474,10 +474,18 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         return Ok(());
     }
     let mut last_round = 0usize;
-    // An RTCP tick still walking the legs: look for completions without sleeping.
-    let mut ticking = false;
+    // When the forwarder next has work of its own (reports, REMB, checks).
+    let mut deadline: Option<Instant> = None;
     loop {
-        d.submit_and_wait(usize::from(d.cqes.is_empty() && !ticking))?;
+        // Sleep only with nothing to handle, and only until the forwarder's next deadline.
+        match deadline {
+            _ if !d.cqes.is_empty() => d.submit_and_wait(0)?,
+            None => d.submit_and_wait(1)?,
+            Some(t) => match t.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => d.wait_for_more(1, left)?,
+                _ => d.submit_and_wait(0)?,
+            },
+        }
         d.reap();
         // Adaptive batching: when the previous round carried several datagrams, traffic is
         // steady, so wait (boundedly) for more before handling this round. An isolated packet
@@ -530,7 +538,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 _ => {}
             }
         }
-        ticking = core.fwd.poll_tick(&mut d.tx);
+        deadline = core.handle_timers(&mut d.tx);
         d.flush(&core)?;
         core.flush_events();
     }

@@ -1,0 +1,87 @@
+//! The `sluice` command line: every setting as a flag and a `SLUICE_*` variable.
+//!
+//! It lives in the library, not in `main.rs`, so that the settings can be enumerated
+//! (`Cli::command().get_arguments()`): the `docs` test checks that docs/api.md names each one.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::Layer;
+
+/// Sluice media server: RTP forwarder (echo, proxy, SFU) driven by the NkMedia JSON session API
+/// over WebSocket.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about)]
+pub struct Cli {
+    /// API listen address (port 0 = any free port) [default: 127.0.0.1:9010]
+    #[arg(long, env = "SLUICE_API", value_name = "ADDR")]
+    pub api: Option<String>,
+    /// Address media sockets bind to [default: 127.0.0.1]
+    #[arg(long, env = "SLUICE_MEDIA_IP", value_name = "IP")]
+    pub media_ip: Option<String>,
+    /// Address announced in SDP, for 1:1 NAT [default: the media ip]
+    #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<String>,
+    /// UDP port range for media, inclusive [default: 20000-29999]
+    #[arg(long, env = "SLUICE_RTP_PORTS", value_name = "LO-HI")]
+    pub rtp_ports: Option<String>,
+    /// Data-plane worker threads, each pinned to a core [default: number of cores]
+    #[arg(long, env = "SLUICE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// I/O backend: auto (io_uring, else recvmmsg/sendmmsg), uring or mmsg [default: auto]
+    #[arg(long, env = "SLUICE_IO", value_name = "auto|uring|mmsg")]
+    pub io: Option<String>,
+    /// Recordings folder [default: ./recordings]
+    #[arg(long, env = "SLUICE_RECORD_DIR", value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// API secret: when set, clients must log in with it as password [default: none]
+    #[arg(
+        long,
+        env = "SLUICE_API_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub api_secret: Option<String>,
+    /// Seconds that sessions outlive the API connection that created them [default: 5]
+    #[arg(long, env = "SLUICE_DISCONNECT_GRACE", value_name = "SECONDS")]
+    pub disconnect_grace: Option<f64>,
+    /// io_uring: microseconds a busy worker may wait to gather more datagrams per round
+    /// (0 = never; bounds the added latency) [default: 500]
+    #[arg(long, env = "SLUICE_BATCH_WAIT_US", value_name = "MICROSECONDS")]
+    pub batch_wait_us: Option<u64>,
+    /// Deliver all of a worker's media ports to one socket through BPF sk_lookup
+    /// where the kernel allows it (CAP_NET_ADMIN + CAP_BPF), on or off [default: on]
+    #[arg(long, env = "SLUICE_STEER", value_name = "on|off")]
+    pub steer: Option<String>,
+    /// Send every leg's media through raw sockets, one per worker and family, with the leg's own
+    /// address and port, where the kernel allows it (CAP_NET_RAW + CAP_NET_ADMIN), on or off
+    /// [default: on]
+    #[arg(long, env = "SLUICE_RAW_SEND", value_name = "on|off")]
+    pub raw_send: Option<String>,
+    /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
+    /// [default: none]
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// Flags and variables as a settings layer (clap already let a flag win over its variable).
+    pub fn layer(&self) -> Layer {
+        Layer {
+            api: self.api.clone(),
+            media_ip: self.media_ip.clone(),
+            public_ip: self.public_ip.clone(),
+            rtp_ports: self.rtp_ports.clone(),
+            workers: self.workers,
+            io: self.io.clone(),
+            record_dir: self.record_dir.clone(),
+            api_secret: self.api_secret.clone(),
+            disconnect_grace: self.disconnect_grace,
+            batch_wait_us: self.batch_wait_us,
+            pin_workers: None,
+            steer: self.steer.clone(),
+            raw_send: self.raw_send.clone(),
+        }
+    }
+}
