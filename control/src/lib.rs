@@ -139,13 +139,8 @@ fn start_api(
         .map_err(StartError::Runtime)?;
 
     let index = Arc::new(recordings::RecordIndex::new(config.record_dir.clone()));
-    let manager = Manager::new(
-        dp,
-        config.announced_ip(),
-        config.disconnect_grace,
-        inbox_tx.clone(),
-    )
-    .with_recordings(Arc::clone(&index));
+    let manager = Manager::new(dp, config.announced_ip(), config.disconnect_grace)
+        .with_recordings(Arc::clone(&index));
     let http = recordings::HttpState {
         index,
         secret: config.api_secret.as_deref().map(Arc::from),

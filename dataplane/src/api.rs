@@ -298,6 +298,9 @@ pub enum Event {
         leg: LegId,
         error: crate::srtp::SrtpError,
     },
+    /// A leg's closing finished (`Dataplane::start_close` or `close_leg`): its sockets are
+    /// closed and its ports back in the pool.
+    LegClosed { leg: LegId },
     /// A STUN or DTLS datagram on a secure leg, for the slow path.
     SlowPath {
         leg: LegId,
@@ -479,6 +482,8 @@ pub enum Error {
     CrossWorker(LegId, LegId),
     #[error("worker {0} is not running")]
     WorkerGone(usize),
+    #[error("worker {0} is overloaded: its command queue is full")]
+    QueueFull(usize),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("i/o: {0}")]

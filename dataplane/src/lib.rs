@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::api::{
     Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats, RecordSink,
@@ -44,7 +44,7 @@ use crate::api::{
 use crate::ports::PortPool;
 use crate::record::Recorder;
 use crate::sys::EventFd;
-use crate::worker::{WorkerCore, WorkerMsg};
+use crate::worker::{LegClosed, WorkerCore, WorkerMsg};
 
 /// Depth of each worker's command queue.
 const COMMAND_QUEUE: usize = 4096;
@@ -61,12 +61,15 @@ struct WorkerLink {
 struct Shared {
     workers: Vec<WorkerLink>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    ports: Mutex<PortPool>,
+    /// Shared with the workers: a leg's ports go back when its worker has closed them.
+    ports: Arc<Mutex<PortPool>>,
     leg_ports: Mutex<HashMap<LegId, u16>>,
     media_ip: IpAddr,
     backend: Backend,
     next_seq: AtomicU64,
     lost_events: Arc<AtomicU64>,
+    /// For the `Event::LegClosed` of closings.
+    events: Sender<Event>,
     recorder: Recorder,
     steering: Option<Arc<steer::Steering>>,
     /// One per worker that sends raw (`Config::raw_send`).
@@ -133,12 +136,13 @@ impl Dataplane {
         let shared = Shared {
             workers,
             threads: Mutex::new(threads),
-            ports: Mutex::new(ports),
+            ports: Arc::new(Mutex::new(ports)),
             leg_ports: Mutex::new(HashMap::new()),
             media_ip: config.media_ip,
             backend,
             next_seq: AtomicU64::new(1),
             lost_events,
+            events: event_tx,
             recorder,
             steering,
             raw_sent,
@@ -232,25 +236,57 @@ impl Dataplane {
         self.post(worker, WorkerMsg::Cmd(cmd))
     }
 
-    /// Closes the leg's sockets and returns its ports to the pool. Blocks (briefly) until the
-    /// worker has let go of the sockets, so the ports are reusable when this returns.
+    /// Closes the leg's sockets and returns its ports to the pool without waiting: the
+    /// worker closes them in its next round, then the ports are free and
+    /// [`Event::LegClosed`] says so. What a caller that must never block (control's actor)
+    /// uses.
+    pub fn start_close(&self, leg: LegId) -> Result<(), Error> {
+        self.post_close(leg, None)
+    }
+
+    /// [`Dataplane::start_close`], then blocks (briefly, at most a couple of seconds) until
+    /// the worker has let go of the sockets, so the ports are reusable when this returns.
     pub fn close_leg(&self, leg: LegId) -> Result<(), Error> {
+        let (done_tx, done_rx) = bounded(1);
+        self.post_close(leg, Some(done_tx))?;
+        if done_rx.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(?leg, "worker did not confirm closing the leg in time");
+        }
+        Ok(())
+    }
+
+    fn post_close(&self, leg: LegId, waiter: Option<Sender<()>>) -> Result<(), Error> {
         let Some(port) = lock(&self.shared.leg_ports).remove(&leg) else {
             return Err(Error::UnknownLeg(leg));
         };
-        let (done_tx, done_rx) = bounded(1);
-        let posted = self.post(
-            leg.worker(),
-            WorkerMsg::RemoveLeg {
-                id: leg,
-                done: done_tx,
-            },
-        );
-        if posted.is_ok() && done_rx.recv_timeout(CLOSE_WAIT).is_err() {
-            tracing::warn!(?leg, "worker did not confirm closing the leg in time");
+        let done = LegClosed {
+            leg,
+            port: Some(port),
+            ports: Arc::clone(&self.shared.ports),
+            waiter,
+            events: self.shared.events.clone(),
+            lost_events: Arc::clone(&self.shared.lost_events),
+        };
+        match self.try_post(leg.worker(), WorkerMsg::RemoveLeg { id: leg, done }) {
+            Ok(()) => Ok(()),
+            Err((e, msg)) => {
+                // A worker that is gone dropped its sockets (the closing finishes as the
+                // message drops); one whose queue is full still holds them.
+                if let (Error::QueueFull(_), Some(WorkerMsg::RemoveLeg { done, .. })) = (&e, msg) {
+                    done.disarm();
+                }
+                Err(e)
+            }
         }
-        lock(&self.shared.ports).release(port);
-        posted
+    }
+
+    /// Makes a worker stop handling anything (commands, datagrams) until the returned guard
+    /// is dropped: how tests show what a slow or stuck worker does to its callers.
+    #[doc(hidden)]
+    pub fn stall_worker(&self, worker: usize) -> Result<StallGuard, Error> {
+        let (guard, until) = bounded(0);
+        self.post(worker, WorkerMsg::Stall(until))?;
+        Ok(StallGuard(guard))
     }
 
     /// Creates the file of a new recording (`NAME.mjr.tmp` in `spec.dir`) and returns its sink,
@@ -261,8 +297,15 @@ impl Dataplane {
 
     /// Stops every worker and waits for them, then finishes every recording.
     pub fn shutdown(&self) {
-        for (i, _) in self.shared.workers.iter().enumerate() {
-            let _ = self.post(i, WorkerMsg::Shutdown);
+        for link in &self.shared.workers {
+            // Stopping may wait (briefly) for room in a busy worker's queue.
+            if link
+                .msgs
+                .send_timeout(WorkerMsg::Shutdown, CLOSE_WAIT)
+                .is_ok()
+            {
+                link.wake.wake();
+            }
         }
         let threads = std::mem::take(&mut *lock(&self.shared.threads));
         for t in threads {
@@ -272,19 +315,32 @@ impl Dataplane {
         self.shared.recorder.shutdown();
     }
 
+    /// Queues a message for a worker without ever blocking: a full queue (a worker stalled
+    /// for thousands of commands) is an error the caller reports, not a wait.
     fn post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Error> {
-        let link = self
-            .shared
-            .workers
-            .get(worker)
-            .ok_or(Error::WorkerGone(worker))?;
-        link.msgs
-            .send_timeout(msg, CLOSE_WAIT)
-            .map_err(|_| Error::WorkerGone(worker))?;
-        link.wake.wake();
-        Ok(())
+        self.try_post(worker, msg).map_err(|(e, _)| e)
+    }
+
+    /// `post`, giving back the message it could not queue.
+    fn try_post(&self, worker: usize, msg: WorkerMsg) -> Result<(), (Error, Option<WorkerMsg>)> {
+        let Some(link) = self.shared.workers.get(worker) else {
+            return Err((Error::WorkerGone(worker), Some(msg)));
+        };
+        match link.msgs.try_send(msg) {
+            Ok(()) => {
+                link.wake.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(msg)) => Err((Error::QueueFull(worker), Some(msg))),
+            Err(TrySendError::Disconnected(msg)) => Err((Error::WorkerGone(worker), Some(msg))),
+        }
     }
 }
+
+/// While it lives, a worker stalls (`Dataplane::stall_worker`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct StallGuard(#[allow(dead_code)] Sender<()>);
 
 /// Control-side bookkeeping locks are never held across a blocking call; a poisoned one
 /// still holds consistent data (every critical section is a single insert or pop).

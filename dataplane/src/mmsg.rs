@@ -220,9 +220,8 @@ fn apply_commands(
                 }
                 let _ = epoll_ctl(epfd, libc::EPOLL_CTL_DEL, socket.as_raw_fd(), 0);
                 drop(socket);
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
+                // Finishes the leg's closing, if this was its last socket.
+                drop(done);
             }
         }
     }

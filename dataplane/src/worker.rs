@@ -3,14 +3,15 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
 use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, SocketRef};
+use crate::ports::PortPool;
 use crate::rawsend::{RawRoute, RawSender, raw_source};
 use crate::steer::Steering;
 use crate::sys::EventFd;
@@ -29,13 +30,69 @@ pub(crate) enum WorkerMsg {
         /// None where the remote multiplexes RTCP from the start.
         rtcp: Option<UdpSocket>,
     },
-    /// Close the leg's sockets, then signal `done`.
+    /// Close the leg's sockets, then drop `done` (which finishes the closing).
     RemoveLeg {
         id: LegId,
-        done: Sender<()>,
+        done: LegClosed,
     },
     Cmd(Command),
+    /// Handle nothing more until the sender is dropped (`Dataplane::stall_worker`).
+    Stall(Receiver<()>),
     Shutdown,
+}
+
+/// Finishes closing a leg once the driver has dropped its sockets, by being dropped: the
+/// port pair goes back to the pool, `Dataplane::close_leg`'s caller (if one waits) is
+/// answered, and `Event::LegClosed` tells control the ports are free. Dropped whatever
+/// happens (a leg already gone, the worker stopping), so a closing never leaks its ports.
+pub(crate) struct LegClosed {
+    pub(crate) leg: LegId,
+    /// `None` once disarmed: the ports stay taken (their sockets may still be open).
+    pub(crate) port: Option<u16>,
+    pub(crate) ports: Arc<Mutex<PortPool>>,
+    pub(crate) waiter: Option<Sender<()>>,
+    pub(crate) events: Sender<Event>,
+    pub(crate) lost_events: Arc<AtomicU64>,
+}
+
+impl LegClosed {
+    /// For a closing that never reached its worker (a full queue): the sockets are still
+    /// open, so the ports must not go back to the pool.
+    pub(crate) fn disarm(mut self) {
+        self.port = None;
+    }
+}
+
+impl std::fmt::Debug for LegClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegClosed")
+            .field("leg", &self.leg)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LegClosed {
+    fn drop(&mut self) {
+        let Some(port) = self.port.take() else {
+            return;
+        };
+        // Held for one push; control-side bookkeeping, never on the packet path.
+        self.ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .release(port);
+        if let Some(w) = self.waiter.take() {
+            let _ = w.send(());
+        }
+        if self
+            .events
+            .try_send(Event::LegClosed { leg: self.leg })
+            .is_err()
+        {
+            self.lost_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A socket appearing or disappearing, for the backend to (un)register.
@@ -47,11 +104,11 @@ pub(crate) enum Change {
         /// The port it is bound to (0 if unknown).
         port: u16,
     },
-    /// The backend stops watching `socket`, drops it, then sends on `done`.
+    /// The backend stops watching `socket`, drops it, then drops `done`.
     Removed {
         token: usize,
         socket: UdpSocket,
-        done: Option<Sender<()>>,
+        done: Option<LegClosed>,
     },
 }
 
@@ -178,7 +235,7 @@ impl WorkerCore {
                 }
                 WorkerMsg::RemoveLeg { id, done } => {
                     let Some(slot) = self.fwd.remove_leg(id) else {
-                        let _ = done.send(());
+                        drop(done);
                         continue;
                     };
                     let first = changes.len();
@@ -192,12 +249,10 @@ impl WorkerCore {
                             });
                         }
                     }
-                    // Signal once, with the leg's last socket.
+                    // Finish once, with the leg's last socket.
                     match changes[first..].last_mut() {
                         Some(Change::Removed { done: last, .. }) => *last = Some(done),
-                        _ => {
-                            let _ = done.send(());
-                        }
+                        _ => drop(done),
                     }
                 }
                 WorkerMsg::Cmd(cmd) => {
@@ -219,6 +274,10 @@ impl WorkerCore {
                     if let Err(e) = self.fwd.handle_command(cmd, tx) {
                         tracing::debug!(worker = self.index, "command ignored: {e}");
                     }
+                }
+                WorkerMsg::Stall(until) => {
+                    // Err once the guard is dropped: that is the signal.
+                    let _ = until.recv();
                 }
                 WorkerMsg::Shutdown => return Flow::Shutdown,
             }
@@ -245,8 +304,7 @@ impl WorkerCore {
             match self.events.try_send(ev) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.lost_events
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.lost_events.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Birth and death of sessions: registration, timeouts, linked destruction, shutdown.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use serde_json::json;
 use sluice_dataplane::api::{Command, LegId};
@@ -8,8 +9,72 @@ use tokio::sync::oneshot;
 
 use super::flows::created_body;
 use super::session::{ConnId, Kind, Session};
-use super::{Manager, Reply, Timer, session_pattern};
+use super::{Manager, Outcome, Reply, Timer, session_pattern};
 use crate::errors::{ApiError, ErrorCode};
+
+/// How long a `destroy` waits for its legs' closings before it is answered anyway (a worker
+/// that stalls that long has bigger problems; its ports come back when it confirms).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// `destroy` replies waiting for their legs to close (`Event::LegClosed`).
+#[derive(Debug, Default)]
+pub struct Closings {
+    /// The wait each closing leg counts towards.
+    by_leg: HashMap<LegId, u64>,
+    waits: HashMap<u64, CloseWait>,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct CloseWait {
+    open_legs: usize,
+    reply: oneshot::Sender<Outcome>,
+}
+
+impl Closings {
+    /// Registers a reply that waits for `legs`; `None` when there is nothing to wait for.
+    fn wait(&mut self, legs: &[LegId], reply: oneshot::Sender<Outcome>) -> Option<u64> {
+        if legs.is_empty() {
+            let _ = reply.send(Ok(json!({})));
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        for &leg in legs {
+            self.by_leg.insert(leg, id);
+        }
+        let open_legs = legs.len();
+        self.waits.insert(id, CloseWait { open_legs, reply });
+        Some(id)
+    }
+
+    /// One leg closed: answers its wait if it was the last.
+    fn closed(&mut self, leg: LegId) {
+        let Some(id) = self.by_leg.remove(&leg) else {
+            return;
+        };
+        let Some(w) = self.waits.get_mut(&id) else {
+            return;
+        };
+        w.open_legs -= 1;
+        if w.open_legs == 0 {
+            self.answer(id);
+        }
+    }
+
+    /// Answers a wait now (all closed, or its deadline passed).
+    fn answer(&mut self, id: u64) {
+        if let Some(w) = self.waits.remove(&id) {
+            let _ = w.reply.send(Ok(json!({})));
+        }
+        self.by_leg.retain(|_, w| *w != id);
+    }
+
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.waits.len()
+    }
+}
 
 impl Manager {
     /// Registers a new session: leg ownership, the creator's subscription, the `created` event,
@@ -82,33 +147,43 @@ impl Manager {
                     self.destroy_owned_by(conn);
                 }
             }
+            Timer::Closing { wait } => {
+                if self.closings.waits.contains_key(&wait) {
+                    tracing::warn!("legs not confirmed closed in time: destroy answered anyway");
+                    self.closings.answer(wait);
+                }
+            }
         }
     }
 
     /// The API's `destroy`: the session (and those linked to it) is gone from the actor at
-    /// once, but its legs are closed on a blocking thread and the reply waits for that.
-    /// `close_leg` blocks until the leg's worker has let go of the sockets, a round trip
-    /// through the worker's queue and wake-up; made on the actor it serialised every
-    /// create and destroy behind it (≈ 1.3k create+destroy/s, see bench/README.md `churn`).
-    /// Waiting in the reply instead keeps the promise that a destroyed session's ports are
-    /// reusable once its destroy is answered.
+    /// once and its legs' closings are handed to the data plane; the reply waits for their
+    /// `Event::LegClosed`, so a destroyed session's ports are reusable once its destroy is
+    /// answered, while the actor serves other requests meanwhile.
     pub(super) fn destroy_request(&mut self, id: &str) -> Reply {
         if !self.sessions.contains_key(id) {
             return Reply::Done(Err(ApiError::session_not_found(id)));
         }
         let mut legs = Vec::new();
         self.destroy_closing(id, ErrorCode::UserStop, Some(&mut legs));
-        let (tx, rx) = oneshot::channel();
-        let dp = self.dp.clone();
-        tokio::task::spawn_blocking(move || {
-            for leg in legs {
-                if let Err(e) = dp.close_leg(leg) {
-                    tracing::warn!(?leg, "close_leg: {e}");
-                }
+        // A leg the data plane would not take is not waited for.
+        legs.retain(|&leg| match self.dp.start_close(leg) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(?leg, "close_leg: {e}");
+                false
             }
-            let _ = tx.send(Ok(json!({})));
         });
+        let (tx, rx) = oneshot::channel();
+        if let Some(wait) = self.closings.wait(&legs, tx) {
+            self.schedule(CLOSE_WAIT, Timer::Closing { wait });
+        }
         Reply::Wait(rx)
+    }
+
+    /// `Event::LegClosed`: a `destroy` waiting for that leg may be answered.
+    pub(super) fn leg_closed(&mut self, leg: LegId) {
+        self.closings.closed(leg);
     }
 
     /// Destroys a session and, transitively, the sessions linked to it: a proxy's peer

@@ -1,9 +1,11 @@
 //! The session manager: one actor task that owns every session, room and subscription.
 //!
 //! Connections send it typed [`Msg::Request`]s and get a [`Reply`] on a oneshot; the data
-//! plane's events arrive as [`Msg::Dataplane`] from a forwarding thread; timers come back as
-//! [`Msg::Timer`]. Nothing else holds session state, so there are no locks: a command is applied
-//! whole before the next one is looked at. Events are pushed into each subscribed connection's
+//! plane's events arrive as [`Msg::Dataplane`] from a forwarding thread; timers are deadlines
+//! the actor owns (`timers.rs`). Nothing else holds session state, so there are no locks: a
+//! command is applied whole before the next one is looked at. The actor never waits on the
+//! data plane: it hands it commands and goes on; what must wait for a worker (a `destroy`
+//! answered once its ports are free) waits in the reply, finished by `Event::LegClosed`. Events are pushed into each subscribed connection's
 //! bounded outbox with `try_send`: a slow client loses events (counted), it never stalls the
 //! actor.
 
@@ -16,13 +18,14 @@ mod rooms;
 #[cfg(test)]
 mod scenarios;
 pub mod session;
+mod timers;
 mod webrtc;
 mod webrtc_flows;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_dataplane::Dataplane;
@@ -56,7 +59,6 @@ pub enum Msg {
         reply: oneshot::Sender<Reply>,
     },
     Dataplane(Event),
-    Timer(Timer),
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -78,9 +80,21 @@ pub enum Outgoing {
 
 #[derive(Debug)]
 pub enum Timer {
-    Wait { session: String, generation: u64 },
-    Ready { session: String, generation: u64 },
-    Grace { conn: ConnId },
+    Wait {
+        session: String,
+        generation: u64,
+    },
+    Ready {
+        session: String,
+        generation: u64,
+    },
+    Grace {
+        conn: ConnId,
+    },
+    /// A `destroy` whose legs' closings have not all been confirmed: answered anyway.
+    Closing {
+        wait: u64,
+    },
 }
 
 struct Conn {
@@ -140,7 +154,6 @@ pub struct Manager {
     dp: Dataplane,
     announced_ip: IpAddr,
     disconnect_grace: Duration,
-    inbox: mpsc::Sender<Msg>,
     sessions: HashMap<String, Session>,
     /// The sessions that have a WebRTC transport, which is all `webrtc_tick` visits: a
     /// server with thousands of plain calls does not walk them all every 50 ms.
@@ -154,20 +167,20 @@ pub struct Manager {
     recordings: Arc<RecordIndex>,
     /// The DTLS certificate of every WebRTC session, generated at start.
     cert: Certificate,
+    /// Deadlines: session timeouts, disconnect grace, closings that take too long.
+    timers: timers::Timers,
+    /// `destroy` replies waiting for their legs' `Event::LegClosed`.
+    closings: lifecycle::Closings,
 }
 
 impl Manager {
-    pub fn new(
-        dp: Dataplane,
-        announced_ip: IpAddr,
-        disconnect_grace: Duration,
-        inbox: mpsc::Sender<Msg>,
-    ) -> Self {
+    pub fn new(dp: Dataplane, announced_ip: IpAddr, disconnect_grace: Duration) -> Self {
         Manager {
             dp,
             announced_ip,
             disconnect_grace,
-            inbox,
+            timers: timers::Timers::default(),
+            closings: lifecycle::Closings::default(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -193,6 +206,7 @@ impl Manager {
         let mut tick = tokio::time::interval(WEBRTC_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let deadline = self.timers.next_deadline();
             let msg = tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => msg,
@@ -200,6 +214,10 @@ impl Manager {
                 },
                 _ = tick.tick() => {
                     self.webrtc_tick();
+                    continue;
+                }
+                _ = sleep_until(deadline) => {
+                    self.fire_timers(Instant::now());
                     continue;
                 }
             };
@@ -217,7 +235,6 @@ impl Manager {
                     let _ = reply.send(r);
                 }
                 Msg::Dataplane(ev) => self.dataplane_event(ev),
-                Msg::Timer(t) => self.timer(t),
                 Msg::Shutdown { done } => {
                     self.shutdown();
                     let _ = done.send(());
@@ -391,6 +408,7 @@ impl Manager {
         match ev {
             Event::SlowPath { leg, from, data } => self.slow_path(leg, from, &data),
             Event::SrtpRefused { leg, error } => self.srtp_refused(leg, &error.to_string()),
+            Event::LegClosed { leg } => self.leg_closed(leg),
             Event::MediaUp { leg, kind } => self.media_status(leg, kind, Transition::Up),
             Event::MediaDown { leg, kind } => self.media_status(leg, kind, Transition::Down),
             Event::SlowLink {
@@ -415,12 +433,15 @@ impl Manager {
         }
     }
 
-    fn schedule(&self, after: Duration, timer: Timer) {
-        let inbox = self.inbox.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = inbox.send(Msg::Timer(timer)).await;
-        });
+    fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timers.schedule(Instant::now() + after, timer);
+    }
+
+    /// Every timer due at `now` (the run loop's clock, or a test's).
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(t) = self.timers.pop_due(now) {
+            self.timer(t);
+        }
     }
 
     // ----- data plane -----
@@ -455,11 +476,10 @@ impl Manager {
         Ok(opened)
     }
 
+    /// Hands the leg's closing to the data plane and goes on: its ports are free once
+    /// `Event::LegClosed` comes back.
     fn close_leg(&self, leg: LegId) {
-        // Blocks until the worker released the sockets (a few ms): keep the runtime's other
-        // tasks running meanwhile.
-        let result = tokio::task::block_in_place(|| self.dp.close_leg(leg));
-        if let Err(e) = result {
+        if let Err(e) = self.dp.start_close(leg) {
             tracing::warn!(?leg, "close_leg: {e}");
         }
     }
@@ -513,6 +533,14 @@ impl Manager {
             session_id: random_u64() >> 2,
             session_version: self.sdp_version,
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

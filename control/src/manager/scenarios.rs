@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_dataplane::Dataplane;
+use sluice_dataplane::api::Event;
 use sluice_dataplane::api::{Config, IoMode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::session::ConnId;
-use super::{Manager, Msg, Outgoing, Reply, Timer};
+use super::{Manager, Outcome, Outgoing, Reply, Timer};
 use crate::errors::ErrorCode;
 use crate::request::{Frame, Request, parse_frame};
 
@@ -19,7 +20,8 @@ static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
 struct Harness {
     m: Manager,
     events: mpsc::Receiver<Outgoing>,
-    _inbox: mpsc::Receiver<Msg>,
+    /// The data plane's events, handed to the actor as its forwarding thread would.
+    dp_events: crossbeam_channel::Receiver<Event>,
     dp: Dataplane,
 }
 
@@ -39,20 +41,18 @@ impl Harness {
             steer: false,
             raw_send: false,
         };
-        let (dp, _events) = Dataplane::start(config).expect("data plane on loopback");
-        let (tx, inbox) = mpsc::channel(64);
+        let (dp, dp_events) = Dataplane::start(config).expect("data plane on loopback");
         let mut m = Manager::new(
             dp.clone(),
             "127.0.0.1".parse().expect("literal"),
             Duration::ZERO,
-            tx,
         );
         let (out_tx, events) = mpsc::channel(256);
         m.conns.insert(CONN, super::Conn::new(out_tx));
         Harness {
             m,
             events,
-            _inbox: inbox,
+            dp_events,
             dp,
         }
     }
@@ -69,10 +69,25 @@ impl Harness {
     fn request(&mut self, request: Request) -> Result<Value, ErrorCode> {
         match self.m.handle(CONN, request) {
             Reply::Done(r) => r.map_err(|e| e.code),
-            // A destroy answers once its ports are closed, off the actor: a moment.
-            Reply::Wait(later) => tokio::task::block_in_place(|| later.blocking_recv())
-                .map_err(|_| ErrorCode::Timeout)?
-                .map_err(|e| e.code),
+            // A destroy answers once its ports are closed: the data plane's events finish it.
+            Reply::Wait(later) => self.finish(later).map_err(|e| e.code),
+        }
+    }
+
+    /// Hands the actor the data plane's events until `later` is answered.
+    fn finish(&mut self, mut later: oneshot::Receiver<Outcome>) -> Outcome {
+        loop {
+            match later.try_recv() {
+                Ok(r) => return r,
+                Err(oneshot::error::TryRecvError::Closed) => panic!("reply dropped"),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            // A bound on a broken test, not a synchronisation device.
+            let ev = self
+                .dp_events
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the data plane reports the closing");
+            self.m.dataplane_event(ev);
         }
     }
 
@@ -490,4 +505,82 @@ async fn refused_srtp_keys_fail_the_webrtc_transport() {
         .session("get_info", json!({"session_id": l}))
         .expect("info");
     assert_eq!(info["webrtc"]["state"], "failed", "{info}");
+}
+
+/// The actor never waits on the data plane: with the worker stalled, a `destroy` is
+/// pending (its ports are not free yet) while other requests are answered at once; when
+/// the worker comes back its `LegClosed` finishes the reply, and the ports are free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_waits_for_its_ports_without_holding_up_the_actor() {
+    let mut h = Harness::new();
+    let a = id(&h
+        .session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("echo a"));
+    let b = id(&h
+        .session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": phone(5100)}}),
+        )
+        .expect("echo b"));
+    let port_of = |h: &Harness, id: &str| h.m.sessions[id].legs[0].info.rtp_port;
+    let a_port = port_of(&h, &a);
+    let stall = h.dp.stall_worker(0).expect("worker runs");
+    let destroy = json!({"class": "media", "subclass": "session", "cmd": "destroy",
+        "data": {"session_id": a}, "tid": 1});
+    let Ok(Frame::Request { request, .. }) = parse_frame(&destroy.to_string()) else {
+        panic!("destroy")
+    };
+    let Reply::Wait(mut pending) = h.m.handle(CONN, request) else {
+        panic!("destroy answers once the ports are free")
+    };
+    // Meanwhile: answered at once, by the actor alone.
+    assert!(h.session("get_info", json!({"session_id": b})).is_ok());
+    assert!(h.call("get_list", "session", json!({})).is_ok());
+    assert!(
+        h.session("update_media", json!({"session_id": b, "mute_audio": true}))
+            .is_ok()
+    );
+    assert!(matches!(
+        pending.try_recv(),
+        Err(oneshot::error::TryRecvError::Empty)
+    ));
+    assert_eq!(h.m.closings.pending(), 1);
+    drop(stall);
+    assert!(h.finish(pending).is_ok());
+    assert_eq!(h.m.closings.pending(), 0);
+    // The promise kept: a's port pair is back in the pool (and the pool hands out the
+    // longest free first, so take them all until a's comes back).
+    let mut ports = Vec::new();
+    for i in 0..49 {
+        match h.session(
+            "create",
+            json!({"type": "echo", "offer": {"sdp": phone(6000 + 2 * i)}}),
+        ) {
+            Ok(r) => ports.push(port_of(&h, &id(&r))),
+            Err(_) => break,
+        }
+    }
+    assert!(ports.contains(&a_port), "{a_port} not reused: {ports:?}");
+}
+
+/// Session timeouts are deadlines the actor owns: nothing fires before its time, and
+/// firing the timers at a simulated instant destroys what expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_timeout_is_a_deadline_the_actor_owns() {
+    let mut h = Harness::new();
+    let m = id(&h
+        .session(
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "wait_timeout": 30,
+                "offer": {"sdp": phone(5000)}}),
+        )
+        .expect("master"));
+    let now = std::time::Instant::now();
+    h.m.fire_timers(now + Duration::from_secs(29));
+    assert!(h.m.sessions.contains_key(&m), "not yet");
+    h.m.fire_timers(now + Duration::from_secs(31));
+    assert_eq!(h.destroyed_reason(&m).as_deref(), Some("session_timeout"));
 }

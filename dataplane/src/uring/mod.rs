@@ -26,7 +26,6 @@ use std::ptr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 
 use crate::api::DropReason;
@@ -35,7 +34,7 @@ use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
 use crate::rawsend;
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
-use crate::worker::{Change, Flow, WorkerCore};
+use crate::worker::{Change, Flow, LegClosed, WorkerCore};
 
 /// Submission queue depth (the transmit batch is flushed through it in chunks if larger).
 const SQ_ENTRIES: u32 = 1024;
@@ -429,8 +428,8 @@ struct Driver {
     tx: TxBatch,
     socks: Vec<SockState>,
     closing: Vec<Closing>,
-    /// `done` senders waiting for their group's sockets to close.
-    dones: Vec<(u64, Sender<()>)>,
+    /// Closings waiting for their group's sockets to close.
+    dones: Vec<(u64, LegClosed)>,
     group: u64,
     /// Completions reaped but not handled yet, oldest first (sends are not queued here).
     cqes: VecDeque<cqueue::Entry>,
@@ -784,7 +783,7 @@ impl Driver {
                     if self.closing.iter().any(|c| c.group == group) {
                         self.dones.push((group, done));
                     } else {
-                        let _ = done.send(());
+                        drop(done);
                     }
                 }
             }
@@ -800,13 +799,9 @@ impl Driver {
         let closed = self.closing.swap_remove(i);
         drop(closed.socket);
         let closing = &self.closing;
-        self.dones.retain(|(group, done)| {
-            if closing.iter().any(|c| c.group == *group) {
-                return true;
-            }
-            let _ = done.send(());
-            false
-        });
+        // A closing is finished by dropping it.
+        self.dones
+            .retain(|(group, _)| closing.iter().any(|c| c.group == *group));
     }
 
     fn on_recv(&mut self, core: &mut WorkerCore, cqe: &cqueue::Entry) -> io::Result<()> {
@@ -1115,9 +1110,7 @@ impl Drop for Driver {
             .submitter()
             .register_sync_cancel(Some(timeout), types::CancelBuilder::any());
         self.closing.clear();
-        for done in self.dones.drain(..) {
-            let _ = done.1.send(());
-        }
+        self.dones.clear();
     }
 }
 
