@@ -22,19 +22,24 @@ use std::io;
 use std::mem;
 use std::net::UdpSocket;
 use std::os::fd::{AsRawFd, RawFd};
-use std::ptr;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
-use crate::rawsend;
 use crate::steer::SteerSocket;
-use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
+use crate::sys::{read_sockaddr, udp_gso_supported};
 use crate::worker::{Change, Flow, LegClosed, WorkerCore};
+
+mod bufring;
+mod probe;
+mod send;
+
+use bufring::BufRing;
+pub(crate) use probe::{probe, probe_send_to};
+use send::SendSlots;
 
 /// Submission queue depth (the transmit batch is flushed through it in chunks if larger).
 const SQ_ENTRIES: u32 = 1024;
@@ -75,138 +80,6 @@ fn generation_of(ud: u64) -> u32 {
 
 fn index_of(ud: u64) -> usize {
     (ud & 0xFFFF_FFFF) as usize
-}
-
-/// Checks that this kernel and sandbox let the worker run on io_uring: creates a tiny ring,
-/// registers a buffer ring and receives one datagram with a multishot recvmsg over loopback.
-pub(crate) fn probe() -> Result<(), String> {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    if disabled == "2" {
-        return Err("disabled by kernel.io_uring_disabled = 2".into());
-    }
-    let ring = new_ring(8, 16).map_err(|e| match disabled.as_str() {
-        "1" => format!(
-            "io_uring_setup: {e} (kernel.io_uring_disabled = 1 limits it to io_uring_group)"
-        ),
-        _ => format!("io_uring_setup: {e}"),
-    })?;
-    let mut ops = Probe::new();
-    ring.submitter()
-        .register_probe(&mut ops)
-        .map_err(|e| format!("IORING_REGISTER_PROBE: {e}"))?;
-    for (code, name) in [
-        (opcode::RecvMsg::CODE, "recvmsg"),
-        (opcode::SendMsg::CODE, "sendmsg"),
-        (opcode::PollAdd::CODE, "poll_add"),
-        (opcode::AsyncCancel::CODE, "async_cancel"),
-    ] {
-        if !ops.is_supported(code) {
-            return Err(format!("the kernel lacks the {name} operation"));
-        }
-    }
-    let mut bufs = BufRing::new(2, 256).map_err(|e| format!("mmap: {e}"))?;
-    bufs.register(&ring)
-        .map_err(|e| format!("provided buffer ring refused (kernel < 5.19?): {e}"))?;
-    let result = probe_multishot_recv(ring, &bufs);
-    // `ring` was consumed (and closed) above, so the buffer memory can go.
-    drop(bufs);
-    result
-}
-
-/// Sends one datagram to a loopback socket and receives it through a multishot recvmsg.
-fn probe_multishot_recv(mut ring: IoUring, bufs: &BufRing) -> Result<(), String> {
-    let Ok(socket) = UdpSocket::bind("127.0.0.1:0") else {
-        // No loopback to try it on: the checks above have to do.
-        return Ok(());
-    };
-    if socket
-        .local_addr()
-        .and_then(|addr| socket.send_to(b"probe", addr))
-        .is_err()
-    {
-        return Ok(());
-    }
-    let hdr = recv_template();
-    let sqe = opcode::RecvMsgMulti::new(types::Fd(socket.as_raw_fd()), &hdr, BGID)
-        .build()
-        .user_data(1);
-    // SAFETY: `hdr` and `socket` outlive the ring (dropped after it, below); the buffers live
-    // in `bufs`, which the caller drops after the ring.
-    if unsafe { ring.submission().push(&sqe) }.is_err() {
-        return Err("submission queue full on a fresh ring".into());
-    }
-    let timeout = types::Timespec::new().sec(1);
-    let args = types::SubmitArgs::new().timespec(&timeout);
-    let outcome = match ring.submitter().submit_with_args(1, &args) {
-        Err(e) if e.raw_os_error() == Some(libc::ETIME) => {
-            Err("a multishot recvmsg received nothing in 1 s".into())
-        }
-        Err(e) => Err(format!("io_uring_enter: {e}")),
-        Ok(_) => match ring.completion().next() {
-            Some(cqe) if cqe.result() >= 0 && cqueue::buffer_select(cqe.flags()).is_some() => {
-                let bid = cqueue::buffer_select(cqe.flags()).unwrap_or(0);
-                let data = bufs.buf(bid, cqe.result() as usize);
-                match types::RecvMsgOut::parse(data, &hdr) {
-                    Ok(out) if out.payload_data() == b"probe" => Ok(()),
-                    _ => Err("a multishot recvmsg returned an unexpected layout".into()),
-                }
-            }
-            Some(cqe) => Err(format!(
-                "multishot recvmsg failed (kernel < 6.0?): {}",
-                io::Error::from_raw_os_error(-cqe.result())
-            )),
-            None => Err("a multishot recvmsg completed with nothing".into()),
-        },
-    };
-    drop(ring);
-    drop(socket);
-    outcome
-}
-
-/// Whether IORING_OP_SEND takes a destination address on this kernel (6.0+; older ones
-/// refuse the SQE with EINVAL): one datagram between two loopback sockets on the fresh `ring`
-/// tells. Any doubt means no, and the driver keeps using sendmsg.
-pub(crate) fn probe_send_to(ring: &mut IoUring) -> bool {
-    let (Ok(from), Ok(to)) = (
-        UdpSocket::bind("127.0.0.1:0"),
-        UdpSocket::bind("127.0.0.1:0"),
-    ) else {
-        return false;
-    };
-    let Ok(dest) = to.local_addr() else {
-        return false;
-    };
-    // SAFETY: plain C data; all-zero is valid.
-    let mut probe = Box::new((
-        unsafe { mem::zeroed::<libc::sockaddr_storage>() },
-        *b"probe",
-    ));
-    let namelen = write_sockaddr(&dest, &mut probe.0);
-    let sqe = opcode::Send::new(types::Fd(from.as_raw_fd()), probe.1.as_ptr(), 5)
-        .flags(libc::MSG_DONTWAIT)
-        .dest_addr((&probe.0 as *const libc::sockaddr_storage).cast())
-        .dest_addr_len(namelen)
-        .build()
-        .user_data(u64::MAX);
-    // SAFETY: the address and payload are in `probe`, which is freed only once the send has
-    // completed and leaked otherwise (below).
-    if unsafe { ring.submission().push(&sqe) }.is_err() {
-        return false;
-    }
-    let timeout = types::Timespec::new().sec(1);
-    let args = types::SubmitArgs::new().timespec(&timeout);
-    let completed = ring.submitter().submit_with_args(1, &args).is_ok();
-    let cqe = ring.completion().next();
-    if cqe.is_none() {
-        // Still in flight (never seen on loopback): the kernel may yet read `probe`.
-        Box::leak(probe);
-        return false;
-    }
-    let sent = completed && matches!(cqe, Some(cqe) if cqe.result() == 5);
-    let mut buf = [0u8; 8];
-    to.set_nonblocking(true).is_ok() && sent && matches!(to.recv(&mut buf), Ok(5))
 }
 
 /// Creates a ring tuned for one thread, falling back to plainer setups on older kernels.
@@ -252,142 +125,6 @@ struct Steer {
     failures: u8,
 }
 
-/// A provided buffer ring (`IORING_REGISTER_PBUF_RING`): `count` ring entries followed by
-/// `count` buffers of `size` bytes, in one anonymous mapping that outlives its registration.
-struct BufRing {
-    base: *mut u8,
-    map_len: usize,
-    ring_len: usize,
-    count: u16,
-    size: usize,
-    /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
-    tail: u16,
-}
-
-/// `struct io_uring_buf`: the first entry's `resv` field is the ring's tail.
-#[repr(C)]
-struct RingEntry {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
-}
-
-impl BufRing {
-    fn new(count: u16, size: usize) -> io::Result<Self> {
-        debug_assert!(count.is_power_of_two());
-        // Buffers start on a 4 KiB boundary after the ring; mmap page-aligns the ring itself.
-        let page = 4096;
-        let ring_len = (usize::from(count) * mem::size_of::<RingEntry>()).div_ceil(page) * page;
-        let map_len = ring_len + usize::from(count) * size;
-        // SAFETY: anonymous private mapping, no fd or address hint; checked for MAP_FAILED.
-        let base = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let mut ring = BufRing {
-            base: base.cast(),
-            map_len,
-            ring_len,
-            count,
-            size,
-            tail: 0,
-        };
-        for bid in 0..count {
-            ring.provide(bid);
-        }
-        ring.publish();
-        Ok(ring)
-    }
-
-    /// Registers the ring as buffer group `BGID` of `ring`. The mapping must outlive `ring`.
-    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: `base` is a page-aligned mapping of `count` entries that lives until `self`
-        // is dropped; callers drop the IoUring first.
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(self.base as u64, self.count, BGID, 0)
-        }
-    }
-
-    /// Hands buffer `bid` (back) to the kernel; visible after the next [`BufRing::publish`].
-    #[inline]
-    fn provide(&mut self, bid: u16) {
-        if bid >= self.count {
-            return;
-        }
-        let index = usize::from(self.tail & (self.count - 1));
-        // SAFETY: `index < count`, inside the ring part of the mapping. The kernel reads only the
-        // entries between its head and the published tail, never this one; only `addr`, `len`
-        // and `bid` are written, so entry 0's `resv` (the tail) is left alone.
-        unsafe {
-            let entry = self.base.cast::<RingEntry>().add(index);
-            ptr::addr_of_mut!((*entry).addr)
-                .write(self.base as u64 + (self.ring_len + usize::from(bid) * self.size) as u64);
-            ptr::addr_of_mut!((*entry).len).write(self.size as u32);
-            ptr::addr_of_mut!((*entry).bid).write(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Publishes the entries written since the last call (release store of the tail).
-    #[inline]
-    fn publish(&self) {
-        // SAFETY: the tail is entry 0's `resv`, a u16 at offset 14 of a page-aligned mapping,
-        // which the kernel only reads (with acquire semantics).
-        let tail = unsafe {
-            AtomicU16::from_ptr(ptr::addr_of_mut!((*self.base.cast::<RingEntry>()).resv))
-        };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    /// The first `len` bytes of buffer `bid`, which the kernel filled and handed to us.
-    #[inline]
-    /// Buffer `bid` as the kernel filled it, for in-place edits before it is provided again.
-    fn buf_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        if bid >= self.count {
-            return &mut [];
-        }
-        // SAFETY: as in `buf`; `&mut self` makes this the only view of the buffer.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.base.add(self.ring_len + usize::from(bid) * self.size),
-                len.min(self.size),
-            )
-        }
-    }
-
-    fn buf(&self, bid: u16, len: usize) -> &[u8] {
-        if bid >= self.count {
-            return &[];
-        }
-        // SAFETY: the range lies inside buffer `bid` of the mapping; the kernel no longer writes
-        // to it until it is provided again, which needs `&mut self`.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.base.add(self.ring_len + usize::from(bid) * self.size),
-                len.min(self.size),
-            )
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; nothing refers to it any more.
-        unsafe { libc::munmap(self.base.cast(), self.map_len) };
-    }
-}
-
 /// The driver's view of one socket token.
 #[derive(Clone, Copy, Debug, Default)]
 struct SockState {
@@ -405,16 +142,6 @@ struct Closing {
     socket: UdpSocket,
     /// Removals are grouped per `done` (a leg's two sockets); see `Driver::apply`.
     group: u64,
-}
-
-/// sendmsg arguments, one per transmit slot, allocated once.
-struct SendSlots {
-    names: Box<[libc::sockaddr_storage]>,
-    iovs: Box<[libc::iovec]>,
-    hdrs: Box<[libc::msghdr]>,
-    cmsgs: Box<[SegmentCmsg]>,
-    /// Datagrams the send of slot `i` carries (more than one: a GSO run from `i` on).
-    segments: Box<[usize]>,
 }
 
 /// Field order is drop order: the ring goes first, so the kernel lets go of the buffer
@@ -568,25 +295,7 @@ impl Driver {
         let send_to = probe_send_to(&mut ring);
         let mut bufs = BufRing::new(BUF_COUNT, BUF_SIZE)?;
         bufs.register(&ring)?;
-        // SAFETY: plain C data; all-zero is valid (null pointers, zero lengths).
-        let zero_name: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let send = SendSlots {
-            names: vec![zero_name; TX_CAPACITY].into_boxed_slice(),
-            iovs: vec![
-                libc::iovec {
-                    iov_base: ptr::null_mut(),
-                    iov_len: 0
-                };
-                TX_CAPACITY
-            ]
-            .into_boxed_slice(),
-            // SAFETY: as above.
-            hdrs: (0..TX_CAPACITY)
-                .map(|_| unsafe { mem::zeroed::<libc::msghdr>() })
-                .collect(),
-            cmsgs: vec![SegmentCmsg::new(); TX_CAPACITY].into_boxed_slice(),
-            segments: vec![1; TX_CAPACITY].into_boxed_slice(),
-        };
+        let send = SendSlots::new();
         Ok(Driver {
             ring,
             bufs,
@@ -981,123 +690,6 @@ impl Driver {
             st.failures = 0;
         }
         self.arm_steer()
-    }
-
-    /// Queues one `IORING_OP_SEND` of `len` bytes at `bytes` from `fd` to `dest`, as transmit
-    /// slot `i` (its address is kept in slot `i` of `send`).
-    ///
-    /// # Safety
-    /// The bytes must stay valid and unchanged until the send's completion is reaped.
-    unsafe fn push_send_to(
-        &mut self,
-        fd: RawFd,
-        bytes: *const u8,
-        len: u32,
-        i: usize,
-        dest: &std::net::SocketAddr,
-    ) -> io::Result<()> {
-        let s = &mut self.send;
-        let namelen = write_sockaddr(dest, &mut s.names[i]);
-        s.segments[i] = 1;
-        let sqe = opcode::Send::new(types::Fd(fd), bytes, len)
-            .flags(libc::MSG_DONTWAIT)
-            .dest_addr((&s.names[i] as *const libc::sockaddr_storage).cast())
-            .dest_addr_len(namelen)
-            .build()
-            .user_data(user_data(KIND_SEND, 0, i));
-        // SAFETY: the address is slot `i` of `send`, which only the next flush rewrites, and
-        // the caller vouches for the bytes.
-        unsafe { self.push(&sqe)? };
-        self.sends_in_flight += 1;
-        Ok(())
-    }
-
-    /// Sends everything in `tx` (one send per datagram, or per GSO run of datagrams for one
-    /// destination), waits for all of it, then clears `tx`.
-    fn flush(&mut self, core: &WorkerCore) -> io::Result<()> {
-        let mut i = 0;
-        while i < self.tx.len() {
-            let (via, dest, len) = {
-                let (via, dest, data) = self.tx.get(i);
-                (via, dest, data.len())
-            };
-            let run = if self.gso { self.tx.gso_run(i) } else { 1 };
-            if run == 1
-                && self.send_to
-                && let Some(raw) = &core.raw
-                && let Some(route) = core.raw_route(via.token(), &dest, len)
-                && let Some(fd) = raw.fd(&route)
-            {
-                let frame = self.tx.frame(i, |f| rawsend::write_headers(f, &route));
-                let (bytes, len) = (frame.as_ptr(), frame.len() as u32);
-                // SAFETY: slot `i` of `tx`, headroom included, stays as it is until this
-                // send's completion is reaped below.
-                unsafe { self.push_send_to(fd, bytes, len, i, &route.to())? };
-                raw.count(1);
-                i += 1;
-                continue;
-            }
-            let (_, _, data) = self.tx.get(i);
-            let Some(fd) = core.fd(via.token()) else {
-                for _ in 0..run {
-                    core.fwd.count_drop(via.slot, DropReason::SendFailed);
-                }
-                i += run;
-                continue;
-            };
-            if run == 1 && self.send_to {
-                let (bytes, len) = (data.as_ptr(), data.len() as u32);
-                // SAFETY: the bytes are slot `i` of `tx`, unchanged until this send's
-                // completion is reaped below.
-                unsafe { self.push_send_to(fd, bytes, len, i, &dest)? };
-                i += 1;
-                continue;
-            }
-            let s = &mut self.send;
-            let namelen = write_sockaddr(&dest, &mut s.names[i]);
-            s.segments[i] = run;
-            for j in i..i + run {
-                let bytes = self.tx.get(j).2;
-                s.iovs[j] = libc::iovec {
-                    iov_base: bytes.as_ptr() as *mut libc::c_void,
-                    iov_len: bytes.len(),
-                };
-            }
-            let h = &mut s.hdrs[i];
-            h.msg_name = (&mut s.names[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_namelen = namelen;
-            h.msg_iov = &mut s.iovs[i];
-            h.msg_iovlen = run;
-            if run > 1 {
-                s.cmsgs[i].attach(h, data.len());
-            } else {
-                h.msg_control = ptr::null_mut();
-                h.msg_controllen = 0;
-            }
-            let sqe = opcode::SendMsg::new(types::Fd(fd), &s.hdrs[i])
-                .flags(libc::MSG_DONTWAIT as u32)
-                .build()
-                .user_data(user_data(KIND_SEND, 0, i));
-            // SAFETY: the msghdr, control message, iovecs and address are slots `i..i + run`
-            // of `send`, the bytes slots of `tx`; none changes before this send's completion
-            // is reaped below.
-            unsafe { self.push(&sqe)? };
-            self.sends_in_flight += 1;
-            i += run;
-        }
-        while self.sends_in_flight > 0 {
-            self.submit_and_wait(1)?;
-            self.reap();
-        }
-        for &i in &self.failed_sends {
-            for j in i..(i + self.send.segments[i]).min(self.tx.len()) {
-                core.fwd
-                    .count_drop(self.tx.get(j).0.slot, DropReason::SendFailed);
-            }
-        }
-        self.failed_sends.clear();
-        self.tx.clear();
-        Ok(())
     }
 }
 
