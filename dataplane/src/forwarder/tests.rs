@@ -1,6 +1,8 @@
 //! Forwarding decisions without sockets: legs, routes, rewriting, drops.
 use super::*;
 use crate::api::{Feedback, Pt, Rewrite, Ssrc};
+use crate::packet::RtpHeader;
+use std::net::SocketAddr;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
