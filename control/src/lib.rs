@@ -11,7 +11,7 @@
 //! Transports: every leg has a [`manager::session::Transport`]: plain RTP (a port pair per
 //! m-line) or WebRTC (one bundled, secure data-plane leg per session, whose ICE-lite agent and
 //! DTLS-SRTP endpoint run on the actor's slow path: `Event::SlowPath` in, `Command::Transmit` /
-//! `SetRemote` / `SetSrtp` out; see `manager::webrtc`).
+//! `SetRemote` / `SetSrtp` out; see `webrtc::transport`).
 
 pub mod cli;
 pub mod config;

@@ -7,7 +7,7 @@ use sluice_dataplane::api::{
 };
 
 use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Session, Transport};
-use super::webrtc::WebrtcTransport;
+use crate::webrtc::transport::WebrtcTransport;
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;

@@ -19,7 +19,6 @@ mod rooms;
 mod scenarios;
 pub mod session;
 mod timers;
-mod webrtc;
 mod webrtc_flows;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

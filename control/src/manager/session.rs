@@ -21,7 +21,7 @@ pub enum Transport {
     /// Plain RTP/RTCP on a port pair of its own.
     Plain,
     /// WebRTC: the session's one bundled, secure data-plane leg (shared by its m-lines), with
-    /// ICE and DTLS in the session's [`super::webrtc::WebrtcTransport`].
+    /// ICE and DTLS in the session's [`crate::webrtc::transport::WebrtcTransport`].
     Webrtc,
 }
 
@@ -174,7 +174,7 @@ pub struct Session {
     /// The current or last `recorder_action start`.
     pub recording: Option<super::record::SessionRecording>,
     /// ICE + DTLS of the session's bundled leg, when its peer speaks WebRTC.
-    pub webrtc: Option<Box<super::webrtc::WebrtcTransport>>,
+    pub webrtc: Option<Box<crate::webrtc::transport::WebrtcTransport>>,
     /// The cap (bps) last sent to the data plane with `SetBitrate` (0 = none).
     pub bitrate_sent: u64,
     /// Media up/down watch of each stream the session's peer sends.

@@ -9,7 +9,7 @@ use serde_json::json;
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Pt, Remote};
 
 use super::session::{Kind, Leg, Session};
-use super::webrtc::{Effect, WebrtcTransport};
+use crate::webrtc::transport::{Effect, WebrtcTransport};
 use super::{Manager, Outcome, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};

@@ -1,6 +1,7 @@
 //! WebRTC transport building blocks for the control plane's slow path, all sans-IO:
 //! STUN ([`stun`]), an ICE-lite agent ([`ice`]), the DTLS certificate ([`cert`]), DTLS-SRTP
-//! handshakes over `dimpl` ([`dtls`]) and WebRTC SDP on top of [`crate::sdp`] ([`sdp`]).
+//! handshakes over `dimpl` ([`dtls`]), WebRTC SDP on top of [`crate::sdp`] ([`sdp`]), and
+//! the transport of one session that drives them together ([`transport`]).
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task: every state machine takes
 //! `now` and bytes (`handle_*`), hands back datagrams and events (`poll_*`) and says when it
@@ -11,6 +12,7 @@ pub mod dtls;
 pub mod ice;
 pub mod sdp;
 pub mod stun;
+pub mod transport;
 
 #[cfg(test)]
 mod str0m_tests;
