@@ -3,59 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
 
 use crate::traffic::{self, Load};
-
-pub const USAGE: &str = "\
-usage: loadgen <echo|srtp-echo|fanout|reflector|churn|proxy> [options]
-
-  echo       N echo sessions; RTP to each, echoes counted
-  srtp-echo  N WebRTC echo sessions (ICE, DTLS-SRTP, one socket each); SRTP to each,
-             echoes unprotected and counted
-  fanout     one publisher, N listeners; RTP to the publisher, egress counted at the listeners
-  reflector  only the in-process recvmmsg/sendmmsg reflector (the kernel baseline)
-  proxy      N plain-RTP proxy calls (caller A -> server -> callee B), one-way RTP from A,
-             counted at B, on each of --targets: sluice (proxy sessions over its API),
-             rtpengine (offer/answer over NG; spawned), reflector (echo, the kernel baseline),
-             reflector-uring (the same echo over io_uring: multishot recvmsg, send)
-  churn      control plane: plain echo sessions created and destroyed over and over
-             by --connections connections, --pipeline pairs in flight on each
-
-  --api URL          sluice API (default ws://127.0.0.1:9010/api/ws)
-  --spawn PATH       start this sluice binary (--api 127.0.0.1:19010 --rtp-ports 40000-49999
-                     --workers 1), measure, stop it
-  --server-arg ARG   extra argument for --spawn, repeatable (e.g. --server-arg=--io --server-arg=mmsg)
-  --pid PID          server process for CPU accounting (default: the spawned one, else the
-                     process named sluice)
-  --sessions N       echo sessions / reflector streams (default 10)
-  --listeners N      fanout listeners (default 8)
-  --rate PPS         packets/s sent in total (default 50000; fanout: 5000 into the publisher)
-  --size BYTES       RTP packet size (default 172)
-  --duration SECS    sending time (default 5)
-  --drain MS         receive time after the last send (default 500)
-  --sockets K        local UDP sockets the streams are spread over (default 4; srtp-echo:
-                     always one per session)
-  --baseline         echo: then run the reflector under the same load; print both and the ratio
-  --record           echo: then the same load with recording started on every session
-                     (recorder_action start), printed as sluice+rec with the on/off ratio
-                     srtp-echo: then plain echo and the reflector under the same load
-  --gen-cpu N        pin generator + receiver threads (default: the last core)
-  --reflector-cpu N  pin the reflectors (default 0, where sluice pins its first worker)
-  --json             print JSON instead of the table
-  --targets LIST     proxy: comma list of sluice, rtpengine, reflector, reflector-uring
-                     (default sluice)
-  --rtpengine PATH   proxy: rtpengine binary (default: rtpengine on PATH), started with
-                     --table=-1 --num-threads=1, pinned to --reflector-cpu
-  --saturate         proxy: per target, search the highest rate with loss <= --loss-free
-                     (steps of --step s), measure it for --duration, then offer --overload
-                     times it and check that every stream still delivers afterwards
-  --overload X       (default 2)   --loss-free PCT (default 0.1)   --step SECS (default 2)
-  --max-rate PPS     --saturate's upper bound (default 2000000)
-  --rtcp-mux         proxy: callers offer a=rtcp-mux (callees always accept it when
-                     offered); a forwarder then needs no RTCP port per leg
-  --connections N    churn: parallel API connections (default 4)
-  --pipeline K       churn: create+destroy pairs in flight per connection (default 1)
-  --pairs N          churn: stop after N pairs in total (default: run for --duration)";
 
 /// srtp-echo binds one socket per session and polls them all every tick.
 pub const MAX_SRTP_SESSIONS: usize = 1000;
@@ -67,13 +17,25 @@ pub const SPAWN_DEFAULTS: [(&str, &str); 3] = [
     ("--workers", "1"),
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What loadgen measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
+    /// N echo sessions; RTP to each, echoes counted.
     Echo,
+    /// N WebRTC echo sessions (ICE, DTLS-SRTP, one socket each); SRTP to each, echoes
+    /// unprotected and counted.
     SrtpEcho,
+    /// One publisher, N listeners; RTP to the publisher, egress counted at the listeners.
     Fanout,
+    /// Only the in-process recvmmsg/sendmmsg reflector (the kernel baseline).
     Reflector,
+    /// Control plane: plain echo sessions created and destroyed over and over by
+    /// --connections connections, --pipeline pairs in flight on each.
     Churn,
+    /// N plain-RTP proxy calls (caller A -> server -> callee B), one-way RTP from A, counted
+    /// at B, on each of --targets: sluice (proxy sessions over its API), rtpengine
+    /// (offer/answer over NG; spawned), reflector (echo, the kernel baseline),
+    /// reflector-uring (the same echo over io_uring).
     Proxy,
 }
 
@@ -116,7 +78,7 @@ pub struct Args {
 }
 
 /// A forwarder `proxy` mode measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Target {
     Sluice,
     Rtpengine,
@@ -135,117 +97,145 @@ impl Target {
     }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> anyhow::Result<T> {
-    v.parse()
-        .ok()
-        .with_context(|| format!("{flag}: not a number: {v:?}"))
+/// loadgen's command line as clap reads it; [`Args`] is what the modes use.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about = "Measures Sluice (and the baselines) with real packets")]
+struct Cli {
+    mode: Mode,
+    /// Sluice API.
+    #[arg(long, default_value = "ws://127.0.0.1:9010/api/ws")]
+    api: String,
+    /// Start this sluice binary (--api 127.0.0.1:19010 --rtp-ports 40000-49999 --workers 1),
+    /// measure, stop it.
+    #[arg(long)]
+    spawn: Option<String>,
+    /// Extra argument for --spawn, repeatable (e.g. --server-arg=--io --server-arg=mmsg).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Server process for CPU accounting (default: the spawned one, else the process named
+    /// sluice).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Echo sessions / reflector streams.
+    #[arg(long, default_value_t = 10)]
+    sessions: usize,
+    /// Fanout listeners.
+    #[arg(long, default_value_t = 8)]
+    listeners: usize,
+    /// Packets/s sent in total (default 50000; fanout: 5000 into the publisher).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// RTP packet size in bytes.
+    #[arg(long, default_value_t = 172)]
+    size: usize,
+    /// Sending time in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Receive time after the last send, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    drain: u64,
+    /// Local UDP sockets the streams are spread over (srtp-echo: always one per session).
+    #[arg(long, default_value_t = 4)]
+    sockets: usize,
+    /// echo: then run the reflector under the same load; print both and the ratio.
+    #[arg(long)]
+    baseline: bool,
+    /// echo: then the same load with recording started on every session.
+    #[arg(long)]
+    record: bool,
+    /// Pin generator + receiver threads (default: the last core).
+    #[arg(long = "gen-cpu")]
+    gen_cpu: Option<usize>,
+    /// Pin the reflectors (where sluice pins its first worker).
+    #[arg(long = "reflector-cpu", default_value_t = 0)]
+    reflector_cpu: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// churn: parallel API connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// churn: create+destroy pairs in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// churn: stop after N pairs in total (default: run for --duration).
+    #[arg(long)]
+    pairs: Option<u64>,
+    /// proxy: the forwarders to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "sluice")]
+    targets: Vec<Target>,
+    /// proxy: rtpengine binary, started with --table=-1 --num-threads=1, pinned to
+    /// --reflector-cpu.
+    #[arg(long, default_value = "rtpengine")]
+    rtpengine: String,
+    /// proxy: per target, search the highest rate with loss <= --loss-free (steps of --step
+    /// s), measure it for --duration, then offer --overload times it and check that every
+    /// stream still delivers afterwards.
+    #[arg(long)]
+    saturate: bool,
+    /// proxy: callers offer a=rtcp-mux (callees always accept it when offered).
+    #[arg(long = "rtcp-mux")]
+    rtcp_mux: bool,
+    /// proxy --saturate: the overload factor.
+    #[arg(long, default_value_t = 2.0)]
+    overload: f64,
+    /// proxy --saturate: loss (%) still counted as loss-free.
+    #[arg(long = "loss-free", default_value_t = 0.1)]
+    loss_free: f64,
+    /// proxy --saturate: length of each search step, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    step: f64,
+    /// proxy --saturate: the search's upper bound (packets/s).
+    #[arg(long = "max-rate", default_value_t = 2_000_000)]
+    max_rate: u64,
 }
 
-fn parse_targets(list: &str) -> anyhow::Result<Vec<Target>> {
-    let targets = list
-        .split(',')
-        .map(|t| match t.trim() {
-            "sluice" => Ok(Target::Sluice),
-            "rtpengine" => Ok(Target::Rtpengine),
-            "reflector" => Ok(Target::Reflector),
-            "reflector-uring" => Ok(Target::ReflectorUring),
-            other => bail!(
-                "--targets: unknown target {other:?} (sluice, rtpengine, reflector, reflector-uring)"
-            ),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if targets.is_empty() {
-        bail!("--targets: empty list");
-    }
-    Ok(targets)
+/// A duration in seconds from the command line, within what `Duration` holds.
+fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("--{flag}: not a duration: {s}"))
 }
 
 impl Args {
+    /// Parses loadgen's arguments (without the program name). `--help` is an error whose
+    /// text is the help.
     pub fn parse(argv: impl IntoIterator<Item = String>) -> anyhow::Result<Args> {
-        let mut it = argv.into_iter();
-        let mode = match it.next().as_deref() {
-            Some("echo") => Mode::Echo,
-            Some("srtp-echo") => Mode::SrtpEcho,
-            Some("fanout") => Mode::Fanout,
-            Some("reflector") => Mode::Reflector,
-            Some("churn") => Mode::Churn,
-            Some("proxy") => Mode::Proxy,
-            Some("-h" | "--help") | None => bail!("{USAGE}"),
-            Some(other) => bail!("unknown mode {other:?}\n{USAGE}"),
-        };
-        let mut a = Args {
-            mode,
-            api: "ws://127.0.0.1:9010/api/ws".into(),
-            spawn: None,
-            server_args: Vec::new(),
-            pid: None,
-            sessions: 10,
-            listeners: 8,
-            rate: if mode == Mode::Fanout { 5_000 } else { 50_000 },
-            size: 172,
-            duration: Duration::from_secs(5),
-            drain: Duration::from_millis(500),
-            sockets: 4,
-            baseline: false,
-            record: false,
-            gen_cpu: None,
-            reflector_cpu: Some(0),
-            json: false,
-            connections: 4,
-            pipeline: 1,
-            pairs: None,
-            targets: vec![Target::Sluice],
-            rtpengine: "rtpengine".into(),
-            saturate: false,
-            rtcp_mux: false,
-            overload: 2.0,
-            loss_free_pct: 0.1,
-            step: Duration::from_secs(2),
-            max_rate: 2_000_000,
-        };
-        while let Some(arg) = it.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg.clone(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .with_context(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--api" => a.api = value()?,
-                "--spawn" => a.spawn = Some(value()?),
-                "--server-arg" => a.server_args.push(value()?),
-                "--pid" => a.pid = Some(number(&flag, &value()?)?),
-                "--sessions" => a.sessions = number(&flag, &value()?)?,
-                "--listeners" => a.listeners = number(&flag, &value()?)?,
-                "--rate" => a.rate = number(&flag, &value()?)?,
-                "--size" => a.size = number(&flag, &value()?)?,
-                "--duration" => a.duration = Duration::from_secs_f64(number(&flag, &value()?)?),
-                "--drain" => a.drain = Duration::from_millis(number(&flag, &value()?)?),
-                "--sockets" => a.sockets = number(&flag, &value()?)?,
-                "--gen-cpu" => a.gen_cpu = Some(number(&flag, &value()?)?),
-                "--reflector-cpu" => a.reflector_cpu = Some(number(&flag, &value()?)?),
-                "--baseline" => a.baseline = true,
-                "--record" => a.record = true,
-                "--json" => a.json = true,
-                "--connections" => a.connections = number(&flag, &value()?)?,
-                "--pipeline" => a.pipeline = number(&flag, &value()?)?,
-                "--pairs" => a.pairs = Some(number(&flag, &value()?)?),
-                "--targets" => a.targets = parse_targets(&value()?)?,
-                "--rtpengine" => a.rtpengine = value()?,
-                "--saturate" => a.saturate = true,
-                "--rtcp-mux" => a.rtcp_mux = true,
-                "--overload" => a.overload = number(&flag, &value()?)?,
-                "--loss-free" => a.loss_free_pct = number(&flag, &value()?)?,
-                "--step" => a.step = Duration::from_secs_f64(number(&flag, &value()?)?),
-                "--max-rate" => a.max_rate = number(&flag, &value()?)?,
-                "-h" | "--help" => bail!("{USAGE}"),
-                _ => bail!("unknown option {arg:?}\n{USAGE}"),
-            }
+        let cli = Cli::try_parse_from(std::iter::once("loadgen".to_string()).chain(argv))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if cli.targets.is_empty() {
+            bail!("--targets: empty list");
         }
+        let a = Args {
+            mode: cli.mode,
+            api: cli.api,
+            spawn: cli.spawn,
+            server_args: cli.server_args,
+            pid: cli.pid,
+            sessions: cli.sessions,
+            listeners: cli.listeners,
+            rate: cli
+                .rate
+                .unwrap_or(if cli.mode == Mode::Fanout { 5_000 } else { 50_000 }),
+            size: cli.size,
+            duration: seconds("duration", cli.duration)?,
+            drain: Duration::from_millis(cli.drain),
+            sockets: cli.sockets,
+            baseline: cli.baseline,
+            record: cli.record,
+            gen_cpu: cli.gen_cpu,
+            reflector_cpu: Some(cli.reflector_cpu),
+            json: cli.json,
+            connections: cli.connections,
+            pipeline: cli.pipeline,
+            pairs: cli.pairs,
+            targets: cli.targets,
+            rtpengine: cli.rtpengine,
+            saturate: cli.saturate,
+            rtcp_mux: cli.rtcp_mux,
+            overload: cli.overload,
+            loss_free_pct: cli.loss_free,
+            step: seconds("step", cli.step)?,
+            max_rate: cli.max_rate,
+        };
         a.validate()?;
         Ok(a)
     }

@@ -540,11 +540,15 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
-        println!("{}", sluice_bench::cli::USAGE);
-        return Ok(());
-    }
-    let args = Args::parse(std::env::args().skip(1))?;
+    let args = match Args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        // `--help` prints the help and succeeds; anything else is an error.
+        Err(e) if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") => {
+            println!("{e}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let machine = Machine::detect();
     // Sluice pins worker 0 to cpu 0; the load runs on the last core, away from it.
     let gen_cpu = args
