@@ -269,10 +269,11 @@ impl Dataplane {
         };
         match self.try_post(leg.worker(), WorkerMsg::RemoveLeg { id: leg, done }) {
             Ok(()) => Ok(()),
-            Err((e, msg)) => {
+            Err(failed) => {
                 // A worker that is gone dropped its sockets (the closing finishes as the
                 // message drops); one whose queue is full still holds them.
-                if let (Error::QueueFull(_), Some(WorkerMsg::RemoveLeg { done, .. })) = (&e, msg) {
+                let (e, msg) = *failed;
+                if let (Error::QueueFull(_), WorkerMsg::RemoveLeg { done, .. }) = (&e, msg) {
                     done.disarm();
                 }
                 Err(e)
@@ -318,21 +319,21 @@ impl Dataplane {
     /// Queues a message for a worker without ever blocking: a full queue (a worker stalled
     /// for thousands of commands) is an error the caller reports, not a wait.
     fn post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Error> {
-        self.try_post(worker, msg).map_err(|(e, _)| e)
+        self.try_post(worker, msg).map_err(|failed| failed.0)
     }
 
     /// `post`, giving back the message it could not queue.
-    fn try_post(&self, worker: usize, msg: WorkerMsg) -> Result<(), (Error, Option<WorkerMsg>)> {
+    fn try_post(&self, worker: usize, msg: WorkerMsg) -> Result<(), Box<(Error, WorkerMsg)>> {
         let Some(link) = self.shared.workers.get(worker) else {
-            return Err((Error::WorkerGone(worker), Some(msg)));
+            return Err(Box::new((Error::WorkerGone(worker), msg)));
         };
         match link.msgs.try_send(msg) {
             Ok(()) => {
                 link.wake.wake();
                 Ok(())
             }
-            Err(TrySendError::Full(msg)) => Err((Error::QueueFull(worker), Some(msg))),
-            Err(TrySendError::Disconnected(msg)) => Err((Error::WorkerGone(worker), Some(msg))),
+            Err(TrySendError::Full(msg)) => Err(Box::new((Error::QueueFull(worker), msg))),
+            Err(TrySendError::Disconnected(msg)) => Err(Box::new((Error::WorkerGone(worker), msg))),
         }
     }
 }
