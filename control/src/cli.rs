@@ -59,6 +59,14 @@ pub struct Cli {
     /// [default: on]
     #[arg(long, env = "SLUICE_RAW_SEND", value_name = "on|off")]
     pub raw_send: Option<String>,
+    /// Most concurrent sessions: a `create` beyond it is refused with `no_mediaserver`
+    /// (0 = unlimited) [default: 0]
+    #[arg(long, env = "SLUICE_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Graceful drain on SIGTERM: /ready turns 503 and `create` is refused while live
+    /// sessions go on, for at most this many seconds (0 = stop at once) [default: 0]
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<f64>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -82,6 +90,8 @@ impl Cli {
             pin_workers: None,
             steer: self.steer.clone(),
             raw_send: self.raw_send.clone(),
+            max_sessions: self.max_sessions,
+            drain_timeout: self.drain_timeout,
         }
     }
 }

@@ -9,8 +9,12 @@
 //! bounded outbox with `try_send`: a slow client loses events (counted), it never stalls the
 //! actor.
 
+mod conn;
+mod convert;
 mod flows;
+mod ids;
 mod lifecycle;
+mod ops;
 mod proxy;
 mod quality;
 mod record;
@@ -21,7 +25,7 @@ pub mod session;
 mod timers;
 mod webrtc_flows;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,12 +37,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::RecordIndex;
-use crate::request::{EventPattern, Request, SdpObject};
-use crate::sdp::{self, LocalTransport, Media, Sdp};
+use crate::request::Request;
+use crate::sdp::LocalTransport;
 use crate::webrtc::cert::Certificate;
 use quality::Transition;
 use rooms::Room;
-use session::{ConnId, Leg, SdpText, Session};
+use conn::Conn;
+pub use conn::session_pattern;
+use convert::answer_body;
+pub use convert::{dp_kind, peer_sdp, remote_of, sdp_kind};
+pub use ids::{new_id, random_ssrc, random_u64};
+use session::{ConnId, Leg, Session};
 
 /// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
 const WEBRTC_TICK: Duration = Duration::from_millis(50);
@@ -60,6 +69,14 @@ pub enum Msg {
     Dataplane(Event),
     Shutdown {
         done: oneshot::Sender<()>,
+    },
+    /// A `/metrics` scrape: counts and the live legs' counters, summed by the scrape.
+    Snapshot {
+        reply: oneshot::Sender<crate::metrics::Snapshot>,
+    },
+    /// A drain: answered once no session is left.
+    WhenIdle {
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -96,59 +113,6 @@ pub enum Timer {
     },
 }
 
-struct Conn {
-    outbox: mpsc::Sender<Outgoing>,
-    /// Subscriptions other than to one session's events.
-    patterns: Vec<EventPattern>,
-    /// Sessions whose events this connection gets (`session_pattern`): the sessions it
-    /// created, and explicit subscriptions of that shape. A set, so that events and
-    /// destroys cost the same with 10,000 sessions on the connection as with one.
-    sessions: HashSet<String>,
-    dropped_events: u64,
-}
-
-impl Conn {
-    fn new(outbox: mpsc::Sender<Outgoing>) -> Self {
-        Conn {
-            outbox,
-            patterns: Vec::new(),
-            sessions: HashSet::new(),
-            dropped_events: 0,
-        }
-    }
-
-    fn wants(&self, subclass: &str, kind: &str, obj_id: &str) -> bool {
-        (subclass == "session" && self.sessions.contains(obj_id))
-            || self
-                .patterns
-                .iter()
-                .any(|p| p.matches("media", subclass, kind, obj_id))
-    }
-
-    fn subscribe(&mut self, p: EventPattern) {
-        match session_of(&p) {
-            Some(id) => {
-                self.sessions.insert(id.to_string());
-            }
-            None if !self.patterns.contains(&p) => self.patterns.push(p),
-            None => {}
-        }
-    }
-
-    fn unsubscribe(&mut self, p: &EventPattern) {
-        if let Some(id) = session_of(p) {
-            self.sessions.remove(id);
-        }
-        self.patterns.retain(|q| q != p);
-    }
-}
-
-/// The session a pattern of `session_pattern`'s shape names.
-fn session_of(p: &EventPattern) -> Option<&str> {
-    (p.class == "media" && p.subclass == "session" && p.kind == "*" && p.obj_id != "*")
-        .then_some(p.obj_id.as_str())
-}
-
 pub struct Manager {
     dp: Dataplane,
     announced_ip: IpAddr,
@@ -170,6 +134,8 @@ pub struct Manager {
     timers: timers::Timers,
     /// `destroy` replies waiting for their legs' `Event::LegClosed`.
     closings: lifecycle::Closings,
+    /// Admission, drain waiters, leg counters for `/metrics`.
+    operations: ops::Operations,
 }
 
 impl Manager {
@@ -180,6 +146,7 @@ impl Manager {
             disconnect_grace,
             timers: timers::Timers::default(),
             closings: lifecycle::Closings::default(),
+            operations: ops::Operations::default(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -205,6 +172,7 @@ impl Manager {
         let mut tick = tokio::time::interval(WEBRTC_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.notify_idle();
             let deadline = self.timers.next_deadline();
             let msg = tokio::select! {
                 msg = rx.recv() => match msg {
@@ -239,6 +207,10 @@ impl Manager {
                     let _ = done.send(());
                     return;
                 }
+                Msg::Snapshot { reply } => {
+                    let _ = reply.send(self.snapshot());
+                }
+                Msg::WhenIdle { reply } => self.when_idle(reply),
             }
         }
         self.shutdown();
@@ -260,7 +232,7 @@ impl Manager {
                 }
                 done(Ok(json!({})))
             }
-            Request::Create(c) => done(self.create(conn, *c)),
+            Request::Create(c) => done(self.admit_create().and_then(|()| self.create(conn, *c))),
             Request::Destroy { session_id } => self.destroy_request(&session_id),
             Request::SetAnswer { session_id, answer } => {
                 done(self.set_answer(&session_id, &answer))
@@ -318,6 +290,7 @@ impl Manager {
             Request::RoomDestroy { room_id } => done(self.room_destroy(&room_id)),
             Request::RoomGetInfo { room_id } => done(self.room_info(&room_id)),
             Request::RoomGetList => done(Ok(self.room_list())),
+            Request::NodeDrain { timeout } => done(self.drain_request(timeout)),
         }
     }
 
@@ -460,7 +433,10 @@ impl Manager {
         let mut opened = Vec::with_capacity(specs.len());
         for (kind, remote) in specs {
             match self.dp.open_leg(LegSpec::plain(group, *kind, *remote)) {
-                Ok(info) => opened.push(info),
+                Ok(info) => {
+                    self.register_opened(&info);
+                    opened.push(info);
+                }
                 Err(e) => {
                     for info in &opened {
                         self.close_leg(info.id);
@@ -540,180 +516,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-pub fn session_pattern(id: &str) -> EventPattern {
-    EventPattern {
-        class: "media".into(),
-        subclass: "session".into(),
-        kind: "*".into(),
-        obj_id: id.into(),
-    }
-}
-
-/// A session or room id: a version-4 UUID.
-pub fn new_id() -> String {
-    uuid::Builder::from_random_bytes(random_bytes())
-        .into_uuid()
-        .to_string()
-}
-
-/// Random bytes from the operating system's CSPRNG (through aws-lc).
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    aws_lc_rs::rand::fill(&mut b).expect("the system random generator works");
-    b
-}
-
-pub fn random_u64() -> u64 {
-    u64::from_ne_bytes(random_bytes())
-}
-
-/// A non-zero random SSRC.
-pub fn random_ssrc() -> u32 {
-    loop {
-        let v = random_u64() as u32;
-        if v != 0 {
-            return v;
-        }
-    }
-}
-
-/// The peer's SDP from an `offer`/`answer` object: present and parsable (plain RTP or WebRTC).
-pub fn peer_sdp(obj: Option<&SdpObject>) -> Result<Sdp, ApiError> {
-    let text = obj
-        .and_then(|o| o.sdp.as_deref())
-        .filter(|s| !s.trim().is_empty());
-    let Some(text) = text else {
-        return Err(ApiError::plain(ErrorCode::MissingSdp));
-    };
-    Sdp::parse(text).map_err(|e| ApiError::invalid(format!("invalid SDP: {e}")))
-}
-
-/// Where a leg sends, from the peer's m-line.
-pub fn remote_of(sdp: &Sdp, m: &Media) -> Remote {
-    Remote {
-        rtp: m.rtp_addr(sdp),
-        rtcp: m.rtcp_addr(sdp),
-        rtcp_mux: m.rtcp_mux,
-    }
-}
-
-pub fn dp_kind(kind: &sdp::MediaKind) -> Option<MediaKind> {
-    match kind {
-        sdp::MediaKind::Audio => Some(MediaKind::Audio),
-        sdp::MediaKind::Video => Some(MediaKind::Video),
-        _ => None,
-    }
-}
-
-pub fn sdp_kind(kind: MediaKind) -> sdp::MediaKind {
-    match kind {
-        MediaKind::Audio => sdp::MediaKind::Audio,
-        MediaKind::Video => sdp::MediaKind::Video,
-    }
-}
-
-fn answer_body(answer: &SdpText) -> Value {
-    json!({ "answer": answer.to_json() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::request::SdpObject;
-
-    fn pattern(subclass: &str, kind: &str, obj_id: &str) -> EventPattern {
-        EventPattern {
-            class: "media".into(),
-            subclass: subclass.into(),
-            kind: kind.into(),
-            obj_id: obj_id.into(),
-        }
-    }
-
-    #[test]
-    fn connection_subscriptions_by_session_and_by_pattern() {
-        let (tx, _rx) = mpsc::channel(1);
-        let mut c = Conn::new(tx);
-        assert!(!c.wants("session", "stop", "s1"));
-        // A session's own subscription (what `create` makes) goes into the set.
-        c.subscribe(session_pattern("s1"));
-        assert!(c.patterns.is_empty());
-        assert!(c.wants("session", "stop", "s1"));
-        assert!(!c.wants("session", "stop", "s2"));
-        assert!(!c.wants("room", "stop", "s1"), "only session events");
-        // Anything else is a pattern, matched as before; duplicates are kept once.
-        c.subscribe(pattern("*", "destroyed", "*"));
-        c.subscribe(pattern("*", "destroyed", "*"));
-        assert_eq!(c.patterns.len(), 1);
-        assert!(c.wants("session", "destroyed", "s2"));
-        assert!(c.wants("room", "destroyed", "r1"));
-        c.unsubscribe(&session_pattern("s1"));
-        assert!(!c.wants("session", "stop", "s1"));
-        assert!(c.wants("session", "destroyed", "s1"));
-        c.unsubscribe(&pattern("*", "destroyed", "*"));
-        assert!(!c.wants("session", "destroyed", "s1"));
-    }
-
-    fn obj(sdp: &str) -> SdpObject {
-        SdpObject {
-            sdp: Some(sdp.into()),
-            ..SdpObject::default()
-        }
-    }
-
-    #[test]
-    fn missing_sdp_has_its_own_code() {
-        assert_eq!(peer_sdp(None).unwrap_err().code, ErrorCode::MissingSdp);
-        assert_eq!(
-            peer_sdp(Some(&SdpObject::default())).unwrap_err().code,
-            ErrorCode::MissingSdp
-        );
-    }
-
-    #[test]
-    fn webrtc_offers_are_accepted() {
-        let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AA\r\n\
-            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert!(peer_sdp(Some(&obj(text))).expect("parses").is_webrtc());
-    }
-
-    #[test]
-    fn plain_offer_gives_remote_addresses() {
-        let text = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-            m=audio 4000 RTP/AVP 0\r\n";
-        let sdp = peer_sdp(Some(&obj(text))).expect("plain offer");
-        let r = remote_of(&sdp, &sdp.media[0]);
-        assert_eq!(r.rtp, Some("127.0.0.1:4000".parse().expect("valid")));
-        assert_eq!(r.rtcp, Some("127.0.0.1:4001".parse().expect("valid")));
-        assert!(!r.rtcp_mux);
-    }
-
-    /// Every bit of a generated SSRC is a coin toss: over 4096 draws each is set about
-    /// 2048 times (σ = 32; the bounds are 10σ away). A UUID v4's fixed version nibble once
-    /// pinned bits 12-15.
-    #[test]
-    fn random_ssrcs_have_no_fixed_bits() {
-        let mut ones = [0u32; 32];
-        for _ in 0..4096 {
-            let v = random_ssrc();
-            for (bit, n) in ones.iter_mut().enumerate() {
-                *n += (v >> bit) & 1;
-            }
-        }
-        for (bit, n) in ones.iter().enumerate() {
-            assert!((1728..=2368).contains(n), "bit {bit} set {n} times in 4096");
-        }
-        let ids: std::collections::HashSet<String> = (0..256).map(|_| new_id()).collect();
-        assert_eq!(ids.len(), 256);
-    }
-
-    #[test]
-    fn random_ssrcs_are_non_zero_and_differ() {
-        let a = random_ssrc();
-        let b = random_ssrc();
-        assert!(a != 0 && b != 0 && a != b);
     }
 }

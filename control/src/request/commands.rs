@@ -26,6 +26,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("media", "room", "destroy"),
     ("media", "room", "get_info"),
     ("media", "room", "get_list"),
+    ("media", "node", "drain"),
 ];
 
 /// The subclass a frame without one means: `core` → `user` (login), `media` → `session`.
