@@ -37,6 +37,11 @@ pub struct Config {
     pub steer: bool,
     /// One raw sending socket per worker (see `sluice_dataplane::api::Config::raw_send`).
     pub raw_send: bool,
+    /// Most concurrent sessions; a `create` beyond it gets `no_mediaserver`. 0 = unlimited.
+    pub max_sessions: usize,
+    /// On SIGTERM, how long live sessions may go on while no new one is accepted; zero =
+    /// stop at once.
+    pub drain_timeout: Duration,
 }
 
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
@@ -60,6 +65,8 @@ impl Default for Config {
             batch_wait: DEFAULT_BATCH_WAIT,
             steer: true,
             raw_send: true,
+            max_sessions: 0,
+            drain_timeout: Duration::ZERO,
         }
     }
 }
@@ -116,6 +123,10 @@ pub struct Layer {
     pub steer: Option<String>,
     /// "on" or "off".
     pub raw_send: Option<String>,
+    /// 0 = unlimited.
+    pub max_sessions: Option<usize>,
+    /// Seconds, fractional allowed; 0 = no drain.
+    pub drain_timeout: Option<f64>,
 }
 
 impl Layer {
@@ -151,6 +162,8 @@ impl Layer {
             pin_workers: self.pin_workers.or(lower.pin_workers),
             steer: self.steer.or(lower.steer),
             raw_send: self.raw_send.or(lower.raw_send),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
         }
     }
 
@@ -188,6 +201,10 @@ impl Layer {
             Some(s) => parse_seconds("disconnect_grace", s)?,
             None => d.disconnect_grace,
         };
+        let drain_timeout = match self.drain_timeout {
+            Some(s) => parse_seconds("drain_timeout", s)?,
+            None => d.drain_timeout,
+        };
         Ok(Config {
             api,
             media_ip,
@@ -204,6 +221,8 @@ impl Layer {
                 .map_or(d.batch_wait, Duration::from_micros),
             steer,
             raw_send,
+            max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
+            drain_timeout,
         })
     }
 }
@@ -288,6 +307,8 @@ mod tests {
         assert!(c.pin_workers);
         assert!(c.steer);
         assert!(c.raw_send);
+        assert_eq!(c.max_sessions, 0, "unlimited");
+        assert_eq!(c.drain_timeout, Duration::ZERO, "stop at once");
     }
 
     #[test]
@@ -295,7 +316,7 @@ mod tests {
         let layer = Layer::from_toml(
             "api = \"127.0.0.1:0\"\nrtp_ports = \"30000-30099\"\nworkers = 2\nio = \"mmsg\"\n\
              disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n\
-             raw_send = \"off\"\n",
+             raw_send = \"off\"\nmax_sessions = 3\ndrain_timeout = 30\n",
         )
         .expect("valid toml");
         let c = layer.resolve().expect("valid values");
@@ -307,6 +328,8 @@ mod tests {
         assert_eq!(c.api_secret.as_deref(), Some("s3"));
         assert!(!c.steer);
         assert!(!c.raw_send);
+        assert_eq!(c.max_sessions, 3);
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -383,6 +406,13 @@ mod tests {
                     ..Layer::default()
                 },
                 "raw_send",
+            ),
+            (
+                Layer {
+                    drain_timeout: Some(f64::NAN),
+                    ..Layer::default()
+                },
+                "drain_timeout",
             ),
         ] {
             let err = layer.resolve().expect_err("invalid value");

@@ -32,6 +32,7 @@ pub enum ErrorCode {
     SessionStop,
     SessionNotFound,
     // NkMEDIA sessions.
+    NoMediaserver,
     OfferNotSet,
     OfferAlreadySet,
     AnswerNotSet,
@@ -49,7 +50,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::InternalError,
         ErrorCode::Timeout,
         ErrorCode::NotImplemented,
@@ -68,6 +69,7 @@ impl ErrorCode {
         ErrorCode::SessionTimeout,
         ErrorCode::SessionStop,
         ErrorCode::SessionNotFound,
+        ErrorCode::NoMediaserver,
         ErrorCode::OfferNotSet,
         ErrorCode::OfferAlreadySet,
         ErrorCode::AnswerNotSet,
@@ -104,6 +106,7 @@ impl ErrorCode {
             ErrorCode::SessionTimeout => (100060, "session_timeout", "Session timeout"),
             ErrorCode::SessionStop => (100061, "session_stop", "Session stop"),
             ErrorCode::SessionNotFound => (100062, "session_not_found", "Session not found"),
+            ErrorCode::NoMediaserver => (300001, "no_mediaserver", "No mediaserver available"),
             ErrorCode::OfferNotSet => (300010, "offer_not_set", "Offer not set"),
             ErrorCode::OfferAlreadySet => (300011, "offer_already_set", "Offer already set"),
             ErrorCode::AnswerNotSet => (300012, "answer_not_set", "Answer not set"),
@@ -220,6 +223,7 @@ mod tests {
         assert_eq!(ErrorCode::SessionNotFound.code(), 100062);
         assert_eq!(ErrorCode::Unauthorized.code(), 100030);
         assert_eq!(ErrorCode::NotAuthenticated.code(), 100031);
+        assert_eq!(ErrorCode::NoMediaserver.code(), 300001);
         assert_eq!(ErrorCode::OfferNotSet.code(), 300010);
         assert_eq!(ErrorCode::AnswerAlreadySet.code(), 300013);
         assert_eq!(ErrorCode::MissingSdp.code(), 300015);

@@ -12,12 +12,19 @@
 //! m-line) or WebRTC (one bundled, secure data-plane leg per session, whose ICE-lite agent and
 //! DTLS-SRTP endpoint run on the actor's slow path: `Event::SlowPath` in, `Command::Transmit` /
 //! `SetRemote` / `SetSrtp` out; see `webrtc::transport`).
+//!
+//! Operations ([`ops`]): `/health`, `/ready` and `/metrics` on the API listener; admission
+//! (`--max-sessions`, refused while draining) in the actor; a drain (SIGTERM with
+//! `--drain-timeout`, or the `media/node/drain` command) is supervised by the control thread:
+//! it stops the node once the actor reports no session left, or at the deadline.
 
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod errors;
 pub mod manager;
+pub mod metrics;
+pub mod ops;
 pub mod recordings;
 pub mod request;
 pub mod sdp;
@@ -36,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use config::Config;
 use manager::{Manager, Msg};
+use ops::{NodeState, Ops};
 
 /// Depth of the manager's inbox.
 const MANAGER_INBOX: usize = 4096;
@@ -63,6 +71,7 @@ pub struct Running {
     pub workers: usize,
     config: Config,
     dp: Dataplane,
+    ops: Arc<Ops>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -80,7 +89,8 @@ pub fn spawn(config: Config) -> Result<Running, StartError> {
         steer: config.steer,
         raw_send: config.raw_send,
     })?;
-    let started = start_api(&config, dp.clone(), dp_events);
+    let ops = Arc::new(Ops::new(config.drain_timeout));
+    let started = start_api(&config, dp.clone(), dp_events, Arc::clone(&ops));
     let (api_addr, stop, thread) = match started {
         Ok(v) => v,
         Err(e) => {
@@ -94,6 +104,7 @@ pub fn spawn(config: Config) -> Result<Running, StartError> {
         workers: dp.workers(),
         config,
         dp,
+        ops,
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -105,6 +116,7 @@ fn start_api(
     config: &Config,
     dp: Dataplane,
     dp_events: crossbeam_channel::Receiver<sluice_dataplane::api::Event>,
+    ops: Arc<Ops>,
 ) -> Result<Started, StartError> {
     let bind_err = |source| StartError::Bind {
         addr: config.api,
@@ -140,42 +152,63 @@ fn start_api(
 
     let index = Arc::new(recordings::RecordIndex::new(config.record_dir.clone()));
     let manager = Manager::new(dp, config.announced_ip(), config.disconnect_grace)
-        .with_recordings(Arc::clone(&index));
+        .with_recordings(Arc::clone(&index))
+        .with_operations(Arc::clone(&ops), config.max_sessions);
+    let secret: Option<Arc<str>> = config.api_secret.as_deref().map(Arc::from);
     let http = recordings::HttpState {
         index,
-        secret: config.api_secret.as_deref().map(Arc::from),
+        secret: secret.clone(),
+    };
+    let ops_http = ops::OpsHttp {
+        ops: Arc::clone(&ops),
+        manager: inbox_tx.clone(),
+        secret: secret.clone(),
     };
     let (alive_tx, alive_rx) = mpsc::channel::<()>(1);
+    let actor = Actor {
+        manager,
+        inbox_rx,
+        inbox: inbox_tx.clone(),
+    };
     let state = ws::ApiState {
         manager: inbox_tx,
-        secret: config.api_secret.as_deref().map(Arc::from),
+        secret,
         next_conn: Arc::new(AtomicU64::new(1)),
         alive: alive_tx,
+        ops: Arc::clone(&ops),
     };
+    let app = ws::router(state)
+        .merge(recordings::router(http))
+        .merge(ops::router(ops_http))
+        .merge(demo::router());
     let (stop_tx, stop_rx) = oneshot::channel();
     let thread = std::thread::Builder::new()
         .name("sluice-control".into())
         .spawn(move || {
-            runtime.block_on(serve(
-                listener, manager, inbox_rx, state, http, alive_rx, stop_rx,
-            ));
+            runtime.block_on(serve(listener, app, actor, ops, alive_rx, stop_rx));
             runtime.shutdown_timeout(Duration::from_secs(1));
         })
         .map_err(StartError::Runtime)?;
     Ok((api_addr, stop_tx, thread))
 }
 
-async fn serve(
-    listener: std::net::TcpListener,
+/// The session manager, its inbox, and a way to reach it.
+struct Actor {
     manager: Manager,
     inbox_rx: mpsc::Receiver<Msg>,
-    state: ws::ApiState,
-    http: recordings::HttpState,
+    inbox: mpsc::Sender<Msg>,
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    actor: Actor,
+    ops: Arc<Ops>,
     mut alive_rx: mpsc::Receiver<()>,
-    stop_rx: oneshot::Receiver<()>,
+    mut stop_rx: oneshot::Receiver<()>,
 ) {
-    let inbox = state.manager.clone();
-    let manager_task = tokio::spawn(manager.run(inbox_rx));
+    let inbox = actor.inbox;
+    let manager_task = tokio::spawn(actor.manager.run(actor.inbox_rx));
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -183,9 +216,6 @@ async fn serve(
             return;
         }
     };
-    let app = ws::router(state)
-        .merge(recordings::router(http))
-        .merge(demo::router());
     let (halt_tx, halt_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let shutdown = async {
@@ -198,9 +228,9 @@ async fn serve(
             tracing::error!("api server: {e}");
         }
     });
-    // Running::shutdown (or its drop) fires this.
-    let _ = stop_rx.await;
-    tracing::info!("shutting down: destroying sessions");
+    // Running::shutdown (or its drop) fires `stop_rx`; a drain ends on its own.
+    let why = until_stop(&inbox, &ops, &mut stop_rx).await;
+    tracing::info!("shutting down ({why}): destroying sessions");
     let (done_tx, done_rx) = oneshot::channel();
     if inbox.send(Msg::Shutdown { done: done_tx }).await.is_ok() {
         let _ = done_rx.await;
@@ -212,7 +242,54 @@ async fn serve(
     // Connections hold `alive` senders; recv returns None once every one has flushed its last
     // events and closed.
     let _ = tokio::time::timeout(FLUSH_WAIT, alive_rx.recv()).await;
+    ops.set_stopped();
     tracing::debug!("api stopped");
+}
+
+/// Waits until the node must stop: a stop request ([`Running::shutdown`], its drop), or the
+/// end of a drain (no session left, or its deadline). Says which.
+async fn until_stop(
+    inbox: &mpsc::Sender<Msg>,
+    ops: &Ops,
+    stop_rx: &mut oneshot::Receiver<()>,
+) -> &'static str {
+    let mut state_rx = ops.subscribe();
+    let deadline = tokio::select! {
+        _ = &mut *stop_rx => return "stop requested",
+        d = drain_begins(&mut state_rx) => d,
+    };
+    tracing::info!(
+        timeout_s = deadline.map(|d| d.as_secs_f64()),
+        "draining: /ready is 503, new sessions are refused, live ones go on"
+    );
+    let (idle_tx, idle_rx) = oneshot::channel();
+    if inbox.send(Msg::WhenIdle { reply: idle_tx }).await.is_err() {
+        return "session manager gone";
+    }
+    let timeout = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = idle_rx => "drained: the last session ended",
+        _ = timeout => "drain timeout",
+        _ = stop_rx => "stop requested while draining",
+    }
+}
+
+/// Resolves with the deadline of a drain once one begins.
+async fn drain_begins(state_rx: &mut tokio::sync::watch::Receiver<NodeState>) -> Option<Duration> {
+    loop {
+        if let NodeState::Draining { deadline } = *state_rx.borrow_and_update() {
+            return deadline;
+        }
+        if state_rx.changed().await.is_err() {
+            // The sender lives in `Ops`, which the caller holds: never happens.
+            return std::future::pending().await;
+        }
+    }
 }
 
 impl Running {
@@ -227,6 +304,23 @@ impl Running {
             self.backend.as_str(),
             self.workers
         )
+    }
+
+    /// Starts a graceful drain with the configured `--drain-timeout` (as SIGTERM does): `/ready`
+    /// turns 503, `create` is refused, and the node stops by itself once its last session
+    /// ends or the timeout passes ([`Running::stopped`]). False when it was already draining.
+    pub fn drain(&self) -> bool {
+        self.ops.start_drain(None)
+    }
+
+    /// True once a drain has begun (by [`Running::drain`] or the `media/node/drain` command).
+    pub fn is_draining(&self) -> bool {
+        self.ops.is_draining()
+    }
+
+    /// Resolves once the node has stopped by itself (the end of a drain). Any runtime.
+    pub async fn stopped(&self) {
+        self.ops.stopped().await;
     }
 
     /// Destroys every session (`destroyed` events with reason `process_down`), closes the API

@@ -1,5 +1,10 @@
 //! `sluice`: the media server binary. Settings come from flags, `SLUICE_*` variables, a TOML
 //! file and embedded defaults, in that order of precedence.
+//!
+//! Signals: SIGINT stops at once (sessions destroyed with `process_down`, exit 0). SIGTERM does
+//! the same with `--drain-timeout 0`; with more, it starts a drain and the process exits 0
+//! when the drain ends (last session gone, or the timeout). A signal during a drain (SIGTERM's
+//! or the `media/node/drain` command's) stops at once.
 
 use std::io::Write;
 
@@ -23,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         None => Layer::default(),
     };
     let config = cli.layer().over(file).resolve()?;
+    let drain_on_term = !config.drain_timeout.is_zero();
     let running = sluice_control::spawn(config).context("cannot start sluice")?;
     {
         let mut out = std::io::stdout().lock();
@@ -31,15 +37,15 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("{}", running.ready_line());
 
-    wait_for_signal()?;
-    tracing::info!("signal received, stopping");
+    wait_for_stop(&running, drain_on_term)?;
     running.shutdown();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
+/// Blocks until the server must stop: SIGINT, SIGTERM (unless it starts a drain), a signal
+/// during a drain, or the end of a drain.
+fn wait_for_stop(running: &sluice_control::Running, drain_on_term: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -47,10 +53,19 @@ fn wait_for_signal() -> anyhow::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    if drain_on_term && running.drain() {
+                        tracing::info!("SIGTERM: draining (a second signal stops at once)");
+                        continue;
+                    }
+                    tracing::info!("SIGTERM: stopping");
+                }
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+                _ = running.stopped() => tracing::info!("drain finished"),
+            }
+            return Ok(());
         }
-        Ok(())
     })
 }

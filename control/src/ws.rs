@@ -9,6 +9,8 @@
 //! Frames over [`MAX_FRAME`] (1 MiB) get an `invalid_parameters` error; the socket accepts up
 //! to [`SOCKET_LIMIT`] so that such frames can be answered; beyond that the connection is closed
 //! by the WebSocket layer (other connections are unaffected).
+//!
+//! Every reply is counted once, by command and result, for `sluice_api_requests_total`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::errors::{ApiError, ErrorCode};
 use crate::manager::session::ConnId;
 use crate::manager::{Msg, Outcome, Outgoing, Reply, new_id};
+use crate::metrics::{command_index, request_index};
+use crate::ops::Ops;
 use crate::request::{Frame, MAX_FRAME, Request, parse_frame};
 
 /// Largest frame the socket reads at all.
@@ -49,6 +53,8 @@ pub struct ApiState {
     pub next_conn: Arc<AtomicU64>,
     /// Held by every writer: closes when all have flushed (used at shutdown).
     pub alive: mpsc::Sender<()>,
+    /// Node state and the API request counters.
+    pub ops: Arc<Ops>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -96,6 +102,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
                 let e = ApiError::syntax("binary frames are not supported; send JSON text");
+                state.ops.api.count(None, false);
                 let _ = reply_tx.send(reply_frame(&Value::Null, Err(e)));
                 continue;
             }
@@ -115,6 +122,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
                 "frame of {} bytes exceeds the 1 MiB limit",
                 text.len()
             ));
+            state.ops.api.count(None, false);
             let _ = reply_tx.send(reply_frame(&tid, Err(e)));
             continue;
         }
@@ -122,10 +130,12 @@ async fn connection(socket: WebSocket, state: ApiState) {
             Ok(Frame::Ignore) => continue,
             Ok(Frame::Request { tid, request }) => (tid, request),
             Err(fe) => {
+                state.ops.api.count(named_command(text.as_str()), false);
                 let _ = reply_tx.send(reply_frame(&fe.tid, Err(fe.error)));
                 continue;
             }
         };
+        let cmd = request_index(&request);
         if let Request::Login { password, .. } = &request {
             let ok = match &state.secret {
                 None => true,
@@ -140,10 +150,12 @@ async fn connection(socket: WebSocket, state: ApiState) {
                     "wrong user or password",
                 ))
             };
+            state.ops.api.count(cmd, outcome.is_ok());
             let _ = reply_tx.send(reply_frame(&tid, outcome));
             continue;
         }
         if !authenticated {
+            state.ops.api.count(cmd, false);
             let _ = reply_tx.send(reply_frame(
                 &tid,
                 Err(ApiError::plain(ErrorCode::NotAuthenticated)),
@@ -161,6 +173,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
             .await
             .is_err()
         {
+            state.ops.api.count(cmd, false);
             let _ = reply_tx.send(reply_frame(
                 &tid,
                 Err(ApiError::new(ErrorCode::ProcessDown, "server stopping")),
@@ -168,6 +181,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
             break;
         }
         let replies = reply_tx.clone();
+        let ops = Arc::clone(&state.ops);
         tokio::spawn(async move {
             let outcome = match rx.await {
                 Ok(Reply::Done(outcome)) => outcome,
@@ -185,6 +199,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
                 }
                 Err(_) => Err(ApiError::new(ErrorCode::ProcessDown, "server stopping")),
             };
+            ops.api.count(cmd, outcome.is_ok());
             let _ = replies.send(reply_frame(&tid, outcome));
         });
     }
@@ -247,6 +262,14 @@ async fn writer(
     }
 }
 
+/// The command a frame that failed to parse names, if it names a known one (only on that
+/// error path is the frame read a second time).
+fn named_command(text: &str) -> Option<usize> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str);
+    command_index(field("class")?, field("subclass"), field("cmd")?)
+}
+
 fn event_frame(data: &Value, tid: u64) -> String {
     json!({ "class": "core", "cmd": "event", "data": data, "tid": tid }).to_string()
 }
@@ -267,5 +290,17 @@ mod tests {
         let err: Value = serde_json::from_str(&err).expect("json");
         assert_eq!(err["data"]["code"], json!(100062));
         assert_eq!(err["tid"], json!("x"));
+    }
+
+    #[test]
+    fn a_bad_frame_is_counted_under_the_command_it_names() {
+        let create = command_index("media", Some("session"), "create");
+        assert!(create.is_some());
+        assert_eq!(
+            named_command(r#"{"class":"media","cmd":"create","data":{"type":"nope"}}"#),
+            create
+        );
+        assert_eq!(named_command(r#"{"class":"media","cmd":"fly"}"#), None);
+        assert_eq!(named_command("not json"), None);
     }
 }

@@ -183,6 +183,7 @@ impl Manager {
 
     /// `Event::LegClosed`: a `destroy` waiting for that leg may be answered.
     pub(super) fn leg_closed(&mut self, leg: LegId) {
+        self.register_closed(leg);
         self.closings.closed(leg);
     }
 

@@ -68,6 +68,7 @@ impl Manager {
                 Ok(json!({ "session_id": s.id, "offer": s.offer.to_json() }))
             }
             Kind::ProxyMaster { slave: None } => {
+                self.admit_session()?;
                 let opts = NewSession {
                     owner: conn,
                     stop_after_peer: m.stop_after_peer,

@@ -74,12 +74,14 @@ impl Manager {
             secure: true,
             bundle,
         };
-        self.dp.open_leg(spec).map_err(|e| {
+        let info = self.dp.open_leg(spec).map_err(|e| {
             ApiError::new(
                 ErrorCode::InternalError,
                 format!("cannot open media ports: {e}"),
             )
-        })
+        })?;
+        self.register_opened(&info);
+        Ok(info)
     }
 
     /// Opens the bundled leg for the accepted m-lines of a WebRTC offer.

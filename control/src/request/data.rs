@@ -54,6 +54,13 @@ pub(super) struct IdData {
     pub room_id: Option<String>,
 }
 
+/// `media/node/drain`: `timeout` in seconds (absent: `--drain-timeout`).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct DrainData {
+    pub timeout: Option<f64>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct LoginData {

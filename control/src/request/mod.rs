@@ -15,8 +15,8 @@ mod data;
 pub use commands::COMMANDS;
 
 use data::{
-    CandidateData, IdData, LoginData, PatternData, RecorderData, RoomCreateData, SetAnswerData,
-    SetTypeData, UpdateMediaData, codec, data_as, parse_create, required,
+    CandidateData, DrainData, IdData, LoginData, PatternData, RecorderData, RoomCreateData,
+    SetAnswerData, SetTypeData, UpdateMediaData, codec, data_as, parse_create, required,
 };
 
 use crate::errors::ApiError;
@@ -261,6 +261,11 @@ pub enum Request {
         room_id: String,
     },
     RoomGetList,
+    /// Stop accepting sessions and stop once the live ones end, or after `timeout` (`None`:
+    /// the configured `--drain-timeout`).
+    NodeDrain {
+        timeout: Option<Duration>,
+    },
 }
 
 impl Request {
@@ -448,6 +453,14 @@ fn parse_request(
             "get_list" => Ok(Request::RoomGetList),
             _ => Err(commands::unlisted(known)),
         },
+        ("media", "node", "drain") => {
+            let d: DrainData = data_as(data)?;
+            let timeout = d
+                .timeout
+                .map(|t| data::seconds(Some(t), "timeout", Duration::ZERO))
+                .transpose()?;
+            Ok(Request::NodeDrain { timeout })
+        }
         _ => Err(commands::unlisted(known)),
     }
 }
@@ -596,5 +609,28 @@ mod tests {
         };
         assert!(exact.matches("media", "session", "destroyed", "s1"));
         assert!(!exact.matches("media", "session", "destroyed", "s2"));
+    }
+
+    #[test]
+    fn node_drain_takes_an_optional_timeout() {
+        let drain = |data: Value| {
+            let frame = json!({"class": "media", "subclass": "node", "cmd": "drain", "data": data});
+            request(frame)
+        };
+        let Ok(Frame::Request { request: r, .. }) = drain(json!({})) else {
+            panic!("drain")
+        };
+        assert_eq!(r, Request::NodeDrain { timeout: None });
+        let Ok(Frame::Request { request: r, .. }) = drain(json!({"timeout": 2.5})) else {
+            panic!("drain with timeout")
+        };
+        assert_eq!(
+            r,
+            Request::NodeDrain {
+                timeout: Some(Duration::from_millis(2500))
+            }
+        );
+        let e = drain(json!({"timeout": -1})).expect_err("negative");
+        assert_eq!(e.error.code, ErrorCode::InvalidParameters);
     }
 }

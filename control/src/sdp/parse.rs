@@ -60,6 +60,15 @@ impl Sdp {
         let mut session = SessionBuilder::default();
         let mut media: Vec<MediaBuilder> = Vec::new();
         for (line, l) in lines {
+            // RFC 8866 §9: no value holds NUL or CR. A CR inside a line would end it for
+            // whoever reads what we write from this value.
+            if l.contains(['\r', '\0']) {
+                return Err(SdpError::MalformedLine {
+                    line,
+                    reason: "NUL or CR inside a line",
+                    text: l.chars().take(40).collect(),
+                });
+            }
             let (kind, value) = split_line(line, l)?;
             if kind == 'm' {
                 media.push(MediaBuilder::new(parse_media_line(line, value)?));
@@ -231,7 +240,17 @@ impl MediaBuilder {
                 m.rtcp = parse_rtcp(v);
             }
             ("rtcp-mux", None) => m.rtcp_mux = true,
-            ("mid", Some(v)) if m.mid.is_none() => m.mid = Some(v.to_owned()),
+            ("mid", Some(v)) if m.mid.is_none() => {
+                // RFC 5888 §4: a token. BUNDLE groups list mids separated by spaces.
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(SdpError::MalformedLine {
+                        line,
+                        reason: "a=mid must be a token",
+                        text: value.chars().take(40).collect(),
+                    });
+                }
+                m.mid = Some(v.to_owned());
+            }
             ("ice-ufrag", Some(v)) if m.ice_ufrag.is_none() => m.ice_ufrag = Some(v.to_owned()),
             ("ice-pwd", Some(v)) if m.ice_pwd.is_none() => m.ice_pwd = Some(v.to_owned()),
             ("fingerprint", Some(v)) if m.fingerprint.is_none() => {
@@ -535,6 +554,42 @@ mod tests {
                 "{a}: {err}"
             );
         }
+    }
+
+    /// Found by the `sdp` fuzz target: a mid with a CR, NULs and spaces parsed, and the answer's
+    /// `a=group:BUNDLE` (mids separated by spaces) read back as other mids.
+    #[test]
+    fn mid_must_be_a_token() {
+        let offer = "v=0\r\ns=-\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        for mid in [
+            "0\r\0\0p:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+            "0 1",
+            "",
+            "0\t1",
+        ] {
+            let text = format!("{offer}a=mid:{mid}\r\n");
+            let err = Sdp::parse(&text).unwrap_err();
+            assert!(
+                matches!(err, SdpError::MalformedLine { line: 5, .. }),
+                "{mid:?}: {err}"
+            );
+        }
+        let sdp = Sdp::parse(&format!("{offer}a=mid:audio-0\r\n")).expect("a token");
+        assert_eq!(sdp.media[0].mid.as_deref(), Some("audio-0"));
+    }
+
+    #[test]
+    fn nul_or_cr_inside_a_line_is_an_error() {
+        for line in ["s=a\rb", "a=x-free:a\0b", "a=ice-ufrag:ab\rc"] {
+            let text = format!("v=0\n{line}\nm=audio 1 RTP/AVP 0\n");
+            let err = Sdp::parse(&text).unwrap_err();
+            assert!(
+                matches!(err, SdpError::MalformedLine { line: 2, .. }),
+                "{line:?}: {err}"
+            );
+        }
+        // A CR ending a line is its CRLF.
+        Sdp::parse("v=0\r\ns=-\r\nm=audio 1 RTP/AVP 0\r\n").expect("CRLF lines");
     }
 
     #[test]

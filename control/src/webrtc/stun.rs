@@ -442,10 +442,15 @@ impl<'b> MessageWriter<'b> {
         self.attribute(attr::XOR_MAPPED_ADDRESS, &value[..len])
     }
 
-    /// RFC 8489 §14.8; `code` in 300..=699.
+    /// RFC 8489 §14.8; `code` in 300..=699. The reason is cut to 128 bytes, at a character
+    /// boundary: it stays UTF-8.
     pub fn error_code(&mut self, code: u16, reason: &str) -> Result<(), StunError> {
         let mut value = [0u8; 4 + 128];
-        let reason = &reason.as_bytes()[..reason.len().min(128)];
+        let mut end = reason.len().min(128);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason = &reason.as_bytes()[..end];
         value[2] = (code / 100) as u8 & 0x07;
         value[3] = (code % 100) as u8;
         value[4..4 + reason.len()].copy_from_slice(reason);

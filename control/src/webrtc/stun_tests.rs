@@ -221,3 +221,18 @@ fn small_buffer_is_an_error_not_a_panic() {
     );
     assert!(MessageWriter::new(&mut buf[..10], Class::Request, Method::Binding, &TID).is_err());
 }
+
+/// Found by the `stun` fuzz target: a reason longer than 128 bytes was cut inside a
+/// character, and the reader then saw no reason at all (not UTF-8).
+#[test]
+fn long_error_reason_is_cut_at_a_character_boundary() {
+    let reason = format!("a{}", "é".repeat(70));
+    let mut buf = [0u8; 256];
+    let mut w = MessageWriter::new(&mut buf, Class::Error, Method::Binding, &TID).expect("room");
+    w.error_code(400, &reason).expect("room");
+    let n = w.finish();
+    let m = StunMessage::parse(&buf[..n]).expect("parses");
+    let (code, read) = m.error_code.expect("an ERROR-CODE");
+    assert_eq!(code, 400);
+    assert_eq!(read, &reason[..127], "'a' and 63 two-byte characters");
+}

@@ -1,0 +1,417 @@
+//! What `GET /metrics` reports, in the Prometheus text format (`prometheus-client`).
+//!
+//! Nothing here counts packets. The data plane's per-leg counters ([`LegStats`]: one writer,
+//! the leg's worker) are read at scrape time: the session manager hands the scrape a
+//! [`Snapshot`] holding the live legs' `Arc<LegStats>` and the [`Traffic`] of the legs
+//! already closed (added up when each leg's `Event::LegClosed` arrived, after which its
+//! worker no longer writes it), so the sums only grow. The summing happens in the HTTP
+//! handler, not in the actor. API requests are counted by the WebSocket edge in
+//! [`ApiCounters`] (control plane only).
+//!
+//! No label names a session, a leg or a stream: the label values are the four session types,
+//! the drop reasons, the commands of `request::COMMANDS` and `ok`/`error`.
+//!
+//! Families of the contract not exported: `sluice_worker_busy_ratio` (the workers do not
+//! measure busy time) and `sluice_data_messages_total` (there are no data channels yet).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use sluice_dataplane::api::{DropReason, LegStats, StatsSnapshot};
+
+use crate::request::{COMMANDS, Request, SessionType};
+
+/// The session types, in the order of [`Snapshot::sessions`].
+pub const SESSION_TYPES: [SessionType; 4] = [
+    SessionType::Echo,
+    SessionType::Proxy,
+    SessionType::Publish,
+    SessionType::Listen,
+];
+
+/// Index of `t` in [`SESSION_TYPES`].
+pub fn session_type_index(t: SessionType) -> usize {
+    match t {
+        SessionType::Echo => 0,
+        SessionType::Proxy => 1,
+        SessionType::Publish => 2,
+        SessionType::Listen => 3,
+    }
+}
+
+/// Traffic counters summed over legs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rtcp_rx_packets: u64,
+    pub rtcp_tx_packets: u64,
+    pub slow_path_packets: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Traffic {
+    pub fn add(&mut self, s: &StatsSnapshot) {
+        self.rx_packets += s.rx_packets;
+        self.rx_bytes += s.rx_bytes;
+        self.tx_packets += s.tx_packets;
+        self.tx_bytes += s.tx_bytes;
+        self.rtcp_rx_packets += s.rtcp_rx_packets;
+        self.rtcp_tx_packets += s.rtcp_tx_packets;
+        self.slow_path_packets += s.slow_path_packets;
+        for (sum, n) in self.drops.iter_mut().zip(s.drops) {
+            *sum += n;
+        }
+    }
+}
+
+/// What the session manager hands a scrape (`Msg::Snapshot`).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Live sessions per type, indexed like [`SESSION_TYPES`].
+    pub sessions: [u64; 4],
+    pub rooms: u64,
+    /// Sessions whose recorder is running.
+    pub recordings_active: u64,
+    /// The counters of every open leg (a bundled leg once).
+    pub live_legs: Vec<Arc<LegStats>>,
+    /// What the legs closed so far had counted when they closed.
+    pub closed: Traffic,
+    pub draining: bool,
+}
+
+impl Snapshot {
+    /// Closed legs plus the live legs' counters as of now.
+    pub fn traffic(&self) -> Traffic {
+        let mut t = self.closed;
+        for leg in &self.live_legs {
+            t.add(&leg.snapshot());
+        }
+        t
+    }
+}
+
+/// API requests per command and result. One slot per [`COMMANDS`] entry, plus one for frames
+/// that name no known command.
+#[derive(Debug)]
+pub struct ApiCounters {
+    /// `[ok, error]` per command.
+    counts: Vec<[AtomicU64; 2]>,
+}
+
+impl Default for ApiCounters {
+    fn default() -> Self {
+        ApiCounters {
+            counts: (0..=COMMANDS.len()).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+/// The `cmd` label of frames that name no known command.
+const UNKNOWN_COMMAND: &str = "unknown";
+
+impl ApiCounters {
+    /// Counts one reply to command `cmd` (an index into [`COMMANDS`]; `None`: unknown).
+    pub fn count(&self, cmd: Option<usize>, ok: bool) {
+        let slot = cmd
+            .filter(|&i| i < COMMANDS.len())
+            .unwrap_or(COMMANDS.len());
+        self.counts[slot][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, cmd: Option<usize>, ok: bool) -> u64 {
+        let slot = cmd
+            .filter(|&i| i < COMMANDS.len())
+            .unwrap_or(COMMANDS.len());
+        self.counts[slot][usize::from(!ok)].load(Ordering::Relaxed)
+    }
+
+    /// `(cmd label, result label, count)` for every slot.
+    fn series(&self) -> impl Iterator<Item = (String, &'static str, u64)> + '_ {
+        self.counts.iter().enumerate().flat_map(|(i, c)| {
+            let name = match COMMANDS.get(i) {
+                Some((class, subclass, cmd)) => format!("{class}/{subclass}/{cmd}"),
+                None => UNKNOWN_COMMAND.to_owned(),
+            };
+            [
+                (name.clone(), "ok", c[0].load(Ordering::Relaxed)),
+                (name, "error", c[1].load(Ordering::Relaxed)),
+            ]
+        })
+    }
+}
+
+/// The [`COMMANDS`] index of `(class, subclass, cmd)` as a frame names it (a missing
+/// subclass means the class's default, as in the parser).
+pub fn command_index(class: &str, subclass: Option<&str>, cmd: &str) -> Option<usize> {
+    let subclass = match subclass.filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None if class == "core" => "user",
+        None if class == "media" => "session",
+        None => return None,
+    };
+    COMMANDS
+        .iter()
+        .position(|&(c, s, m)| c == class && s == subclass && m == cmd)
+}
+
+/// The [`COMMANDS`] index of a parsed request.
+pub fn request_index(r: &Request) -> Option<usize> {
+    let (class, subclass, cmd) = match r {
+        Request::Login { .. } => ("core", "user", "login"),
+        Request::Subscribe(_) => ("core", "event", "subscribe"),
+        Request::Unsubscribe(_) => ("core", "event", "unsubscribe"),
+        Request::Create(_) => ("media", "session", "create"),
+        Request::Destroy { .. } => ("media", "session", "destroy"),
+        Request::SetAnswer { .. } => ("media", "session", "set_answer"),
+        Request::GetOffer { .. } => ("media", "session", "get_offer"),
+        Request::GetAnswer { .. } => ("media", "session", "get_answer"),
+        Request::GetProxyOffer { .. } => ("media", "session", "get_proxy_offer"),
+        Request::GetInfo { .. } => ("media", "session", "get_info"),
+        Request::GetList => ("media", "session", "get_list"),
+        Request::UpdateMedia { .. } => ("media", "session", "update_media"),
+        Request::SetType { .. } => ("media", "session", "set_type"),
+        Request::RecorderAction { .. } => ("media", "session", "recorder_action"),
+        Request::SetCandidate { .. } => ("media", "session", "set_candidate"),
+        Request::SetCandidateEnd { .. } => ("media", "session", "set_candidate_end"),
+        Request::RoomCreate(_) => ("media", "room", "create"),
+        Request::RoomDestroy { .. } => ("media", "room", "destroy"),
+        Request::RoomGetInfo { .. } => ("media", "room", "get_info"),
+        Request::RoomGetList => ("media", "room", "get_list"),
+        Request::NodeDrain { .. } => ("media", "node", "drain"),
+    };
+    command_index(class, Some(subclass), cmd)
+}
+
+/// The Prometheus text of a scrape.
+pub fn render(snapshot: &Snapshot, api: &ApiCounters) -> Result<String, fmt::Error> {
+    let scrape = Scrape {
+        sessions: snapshot.sessions,
+        rooms: snapshot.rooms,
+        recordings_active: snapshot.recordings_active,
+        legs: snapshot.live_legs.len() as u64,
+        draining: snapshot.draining,
+        traffic: snapshot.traffic(),
+        api: api.series().collect(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// One scrape's values, encoded by `prometheus-client` (counter names get their `_total`
+/// there).
+#[derive(Debug)]
+struct Scrape {
+    sessions: [u64; 4],
+    rooms: u64,
+    recordings_active: u64,
+    legs: u64,
+    draining: bool,
+    traffic: Traffic,
+    api: Vec<(String, &'static str, u64)>,
+}
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let mut sessions = e.encode_descriptor(
+            "sluice_sessions",
+            "Live sessions by type.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (t, n) in SESSION_TYPES.iter().zip(self.sessions) {
+            let g = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+            g.encode(sessions.encode_family(&[("type", t.as_str())])?)?;
+        }
+        gauge(&mut e, "sluice_rooms", "Live SFU rooms.", self.rooms)?;
+        gauge(
+            &mut e,
+            "sluice_recordings_active",
+            "Sessions whose recorder is running.",
+            self.recordings_active,
+        )?;
+        gauge(&mut e, "sluice_media_legs", "Open media legs.", self.legs)?;
+        gauge(
+            &mut e,
+            "sluice_draining",
+            "1 while the node drains (refuses new sessions), else 0.",
+            u64::from(self.draining),
+        )?;
+        let t = &self.traffic;
+        counter(
+            &mut e,
+            "sluice_packets_received",
+            "RTP packets received from peers and accepted for forwarding.",
+            t.rx_packets,
+        )?;
+        counter(
+            &mut e,
+            "sluice_bytes_received",
+            "Bytes of the RTP packets counted by sluice_packets_received_total.",
+            t.rx_bytes,
+        )?;
+        counter(
+            &mut e,
+            "sluice_packets_sent",
+            "RTP packets sent to peers.",
+            t.tx_packets,
+        )?;
+        counter(
+            &mut e,
+            "sluice_bytes_sent",
+            "Bytes of the RTP packets counted by sluice_packets_sent_total.",
+            t.tx_bytes,
+        )?;
+        counter(
+            &mut e,
+            "sluice_rtcp_packets_received",
+            "RTCP packets received from peers.",
+            t.rtcp_rx_packets,
+        )?;
+        counter(
+            &mut e,
+            "sluice_rtcp_packets_sent",
+            "RTCP packets sent to peers.",
+            t.rtcp_tx_packets,
+        )?;
+        counter(
+            &mut e,
+            "sluice_slow_path_packets",
+            "STUN and DTLS datagrams handed to the control plane.",
+            t.slow_path_packets,
+        )?;
+        let mut drops = e.encode_descriptor(
+            "sluice_packets_dropped",
+            "Datagrams not forwarded, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in DropReason::ALL {
+            let c = ConstCounter::new(t.drops[reason as usize]);
+            c.encode(drops.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let mut api = e.encode_descriptor(
+            "sluice_api_requests",
+            "API requests answered, by command and result.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cmd, result, n) in &self.api {
+            let c = ConstCounter::new(*n);
+            c.encode(api.encode_family(&[("cmd", cmd.as_str()), ("result", result)])?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
+    }
+
+    #[test]
+    fn closed_and_live_legs_add_up() {
+        let live = Arc::new(LegStats::default());
+        live.rx_packets.store(5, Ordering::Relaxed);
+        live.rx_bytes.store(500, Ordering::Relaxed);
+        live.drops[DropReason::Malformed as usize].store(2, Ordering::Relaxed);
+        let mut closed = Traffic::default();
+        closed.add(&StatsSnapshot {
+            rx_packets: 10,
+            tx_packets: 7,
+            ..StatsSnapshot::default()
+        });
+        let s = Snapshot {
+            live_legs: vec![live],
+            closed,
+            ..Snapshot::default()
+        };
+        let t = s.traffic();
+        assert_eq!(t.rx_packets, 15);
+        assert_eq!(t.rx_bytes, 500);
+        assert_eq!(t.tx_packets, 7);
+        assert_eq!(t.drops[DropReason::Malformed as usize], 2);
+    }
+
+    #[test]
+    fn every_family_is_rendered_with_its_exact_name() {
+        let api = ApiCounters::default();
+        let create = command_index("media", None, "create");
+        api.count(create, true);
+        api.count(create, false);
+        api.count(None, false);
+        let s = Snapshot {
+            sessions: [1, 2, 0, 0],
+            rooms: 3,
+            ..Snapshot::default()
+        };
+        let text = render(&s, &api).expect("renders");
+        for (series, value) in [
+            ("sluice_sessions{type=\"echo\"}", "1"),
+            ("sluice_sessions{type=\"proxy\"}", "2"),
+            ("sluice_sessions{type=\"listen\"}", "0"),
+            ("sluice_rooms", "3"),
+            ("sluice_recordings_active", "0"),
+            ("sluice_packets_received_total", "0"),
+            ("sluice_packets_sent_total", "0"),
+            ("sluice_bytes_received_total", "0"),
+            ("sluice_bytes_sent_total", "0"),
+            ("sluice_packets_dropped_total{reason=\"malformed\"}", "0"),
+            (
+                "sluice_api_requests_total{cmd=\"media/session/create\",result=\"ok\"}",
+                "1",
+            ),
+            (
+                "sluice_api_requests_total{cmd=\"media/session/create\",result=\"error\"}",
+                "1",
+            ),
+            (
+                "sluice_api_requests_total{cmd=\"unknown\",result=\"error\"}",
+                "1",
+            ),
+        ] {
+            let l = line(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+            assert_eq!(l.rsplit(' ').next(), Some(value), "{l}");
+        }
+        assert!(text.contains("# TYPE sluice_packets_dropped_total counter"));
+        assert!(text.contains("# TYPE sluice_sessions gauge"));
+    }
+
+    #[test]
+    fn every_request_has_a_command_slot() {
+        assert_eq!(
+            request_index(&Request::GetList),
+            command_index("media", Some("session"), "get_list")
+        );
+        assert!(request_index(&Request::RoomGetList).is_some());
+        assert!(request_index(&Request::NodeDrain { timeout: None }).is_some());
+        assert_eq!(command_index("media", Some("session"), "nope"), None);
+        assert_eq!(command_index("core", None, "login"), Some(0));
+    }
+}
