@@ -2,7 +2,29 @@
 
 use std::net::SocketAddr;
 
-use crate::forwarder::SocketRef;
+/// Index of a leg in the worker's table; the driver maps sockets to `(Slot, is_rtcp_socket)`.
+pub type Slot = u32;
+
+/// A socket owned by a driver: the leg's slot and whether it is the RTCP (port + 1) socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketRef {
+    pub slot: Slot,
+    pub rtcp: bool,
+}
+
+impl SocketRef {
+    /// Dense token for driver tables: `slot * 2 + rtcp`.
+    pub fn token(self) -> usize {
+        self.slot as usize * 2 + usize::from(self.rtcp)
+    }
+
+    pub fn from_token(token: usize) -> Self {
+        SocketRef {
+            slot: (token / 2) as Slot,
+            rtcp: token % 2 == 1,
+        }
+    }
+}
 
 /// Largest datagram the data plane forwards (receive buffers are sized to match).
 pub const MAX_DATAGRAM: usize = 1500;

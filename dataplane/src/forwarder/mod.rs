@@ -33,30 +33,7 @@ use std::time::Instant;
 
 use crate::api::{Command, DropReason, Event, Feedback, LegId, LegStats, MediaKind, Remote, bump};
 use crate::batch::TxBatch;
-
-/// Index of a leg in the worker's table; the driver maps sockets to `(Slot, is_rtcp_socket)`.
-pub type Slot = u32;
-
-/// A socket owned by a driver: the leg's slot and whether it is the RTCP (port + 1) socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SocketRef {
-    pub slot: Slot,
-    pub rtcp: bool,
-}
-
-impl SocketRef {
-    /// Dense token for driver tables: `slot * 2 + rtcp`.
-    pub fn token(self) -> usize {
-        self.slot as usize * 2 + usize::from(self.rtcp)
-    }
-
-    pub fn from_token(token: usize) -> Self {
-        SocketRef {
-            slot: (token / 2) as Slot,
-            rtcp: token % 2 == 1,
-        }
-    }
-}
+pub use crate::batch::{Slot, SocketRef};
 
 /// At most one keyframe request per source stream within this interval.
 const KEYFRAME_COALESCE: std::time::Duration = std::time::Duration::from_millis(500);
