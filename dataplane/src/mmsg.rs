@@ -15,11 +15,11 @@ use std::time::Instant;
 
 use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
-use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
+use crate::forwarder::{SocketRef, Upcoming};
 use crate::rawsend;
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
-use crate::worker::{Change, Flow, WorkerCore};
+use crate::worker::{Change, Flow, Received, WorkerCore};
 
 /// Datagrams per recvmmsg call.
 const BATCH: usize = 64;
@@ -134,10 +134,6 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 };
                 let Some(fd) = fd else { break };
                 let got = rx.recv(fd, steered);
-                if got > 0 {
-                    // One clock read per batch: the arrival time of recorded packets.
-                    core.fwd.set_now(Instant::now());
-                }
                 // Which leg each datagram is for, first: handling one prefetches for those
                 // behind it (`Forwarder::prefetch_ahead`).
                 ahead.clear();
@@ -156,23 +152,23 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 if steered && let Some(st) = &steer {
                     st.count(ahead.iter().filter(|u| u.socket().is_some()).count() as u64);
                 }
-                for i in -(PREFETCH_DEPTH as isize)..0 {
-                    core.fwd.prefetch_ahead(&ahead, i);
+                if got > 0 {
+                    core.begin_round(&ahead);
                 }
                 for i in 0..got {
-                    core.fwd.prefetch_ahead(&ahead, i as isize);
+                    core.next_in_round(&ahead, i);
                     let Some(at) = ahead[i].socket() else {
                         continue;
                     };
-                    if tx.remaining() < core.fwd.fanout(at.slot) {
+                    if core.needs_room(at, &tx) {
                         sender.flush(&core, &mut tx);
                     }
-                    let (src, data, truncated) = rx.get(i);
-                    match src {
-                        _ if truncated => core.fwd.count_drop(at.slot, DropReason::Truncated),
-                        Some(src) => core.fwd.handle_datagram(at, src, data, &mut tx),
-                        None => core.fwd.count_drop(at.slot, DropReason::Malformed),
-                    }
+                    let received = match rx.get(i) {
+                        (_, _, true) => Received::Truncated,
+                        (Some(src), data, false) => Received::Datagram { src, data },
+                        (None, _, false) => Received::Malformed,
+                    };
+                    core.forward(at, received, &mut tx);
                 }
                 if got < BATCH {
                     break;

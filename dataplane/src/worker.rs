@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::api::{Command, Event, LegId, LegStats, MediaKind, Pt, Remote};
+use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Pt, Remote};
 use crate::batch::TxBatch;
-use crate::forwarder::{Forwarder, SocketRef};
+use crate::forwarder::{Forwarder, PREFETCH_DEPTH, SocketRef, Upcoming};
 use crate::ports::PortPool;
 use crate::rawsend::{RawRoute, RawSender, raw_source};
 use crate::steer::Steering;
@@ -39,6 +39,16 @@ pub(crate) enum WorkerMsg {
     /// Handle nothing more until the sender is dropped (`Dataplane::stall_worker`).
     Stall(Receiver<()>),
     Shutdown,
+}
+
+/// A datagram as a driver received it ([`WorkerCore::forward`]).
+pub(crate) enum Received<'a> {
+    /// Its source and its bytes, in the receive buffer (SRTP decrypts in place).
+    Datagram { src: SocketAddr, data: &'a mut [u8] },
+    /// Larger than the receive buffer: the kernel cut it.
+    Truncated,
+    /// No source address, or headers that do not parse.
+    Malformed,
 }
 
 /// Finishes closing a leg once the driver has dropped its sockets, by being dropped: the
@@ -283,6 +293,40 @@ impl WorkerCore {
             }
         }
         Flow::Continue
+    }
+
+    /// Starts a round over the datagrams a driver has in hand, in order (`ahead`): one clock
+    /// read (their arrival time), then the first stages of the prefetch pipeline.
+    #[inline]
+    pub(crate) fn begin_round(&mut self, ahead: &[Upcoming]) {
+        self.fwd.set_now(std::time::Instant::now());
+        for i in -(PREFETCH_DEPTH as isize)..0 {
+            self.fwd.prefetch_ahead(ahead, i);
+        }
+    }
+
+    /// Entry `i` of the round is next: the pipeline moves on for those behind it.
+    #[inline]
+    pub(crate) fn next_in_round(&self, ahead: &[Upcoming], i: usize) {
+        self.fwd.prefetch_ahead(ahead, i as isize);
+    }
+
+    /// Whether `tx` must be flushed before a datagram for `at` is handled: a datagram's
+    /// whole fanout goes into one batch.
+    #[inline]
+    pub(crate) fn needs_room(&self, at: SocketRef, tx: &TxBatch) -> bool {
+        tx.remaining() < self.fwd.fanout(at.slot)
+    }
+
+    /// The step both drivers share for one received datagram (after `needs_room`):
+    /// forwarded, or counted as the drop it is.
+    #[inline]
+    pub(crate) fn forward(&mut self, at: SocketRef, rx: Received<'_>, tx: &mut TxBatch) {
+        match rx {
+            Received::Datagram { src, data } => self.fwd.handle_datagram(at, src, data, tx),
+            Received::Truncated => self.fwd.count_drop(at.slot, DropReason::Truncated),
+            Received::Malformed => self.fwd.count_drop(at.slot, DropReason::Malformed),
+        }
     }
 
     /// The forwarder's own work (reports, REMB, the silence and slow-link checks), once a

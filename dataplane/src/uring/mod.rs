@@ -26,12 +26,11 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::api::DropReason;
 use crate::batch::{MAX_DATAGRAM, TxBatch};
-use crate::forwarder::{PREFETCH_DEPTH, SocketRef, Upcoming};
+use crate::forwarder::{SocketRef, Upcoming};
 use crate::steer::SteerSocket;
 use crate::sys::{read_sockaddr, udp_gso_supported};
-use crate::worker::{Change, Flow, LegClosed, WorkerCore};
+use crate::worker::{Change, Flow, LegClosed, Received, WorkerCore};
 
 mod bufring;
 mod probe;
@@ -229,18 +228,14 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         // Datagrams only: a round of commands, cancels and closes (session churn, no media)
         // must not make the next round wait, or every `close_leg` pays for the wait.
         last_round = d.cqes.iter().filter(|c| is_datagram(c)).count();
-        // One clock read per batch: the arrival time of recorded packets.
-        core.fwd.set_now(Instant::now());
         // Only what is here now: completions reaped while flushing wait for the next round.
         d.look_ahead();
-        for i in -(PREFETCH_DEPTH as isize)..0 {
-            core.fwd.prefetch_ahead(&d.ahead, i);
-        }
+        core.begin_round(&d.ahead);
         // Until a command changes which port is whose, the round's steered datagrams keep
         // the socket `look_ahead` found for them.
         let mut resolved = true;
         for i in 0..d.ahead.len() {
-            core.fwd.prefetch_ahead(&d.ahead, i as isize);
+            core.next_in_round(&d.ahead, i);
             let Some(cqe) = d.cqes.pop_front() else { break };
             match kind_of(cqe.user_data()) {
                 KIND_RECV => d.on_recv(&mut core, &cqe)?,
@@ -600,7 +595,7 @@ impl Driver {
         steered: bool,
     ) -> io::Result<()> {
         let at = SocketRef::from_token(token);
-        if self.tx.remaining() < core.fwd.fanout(at.slot) {
+        if core.needs_room(at, &self.tx) {
             self.flush(core)?;
         }
         let hdr = match &self.steer {
@@ -622,17 +617,18 @@ impl Driver {
                 src,
             )
         });
-        match parsed {
-            Ok((_, _, true, _)) => core.fwd.count_drop(at.slot, DropReason::Truncated),
+        let received = match parsed {
+            Ok((_, _, true, _)) => Received::Truncated,
             Ok((offset, n, false, Some(src))) => {
                 let buf = self.bufs.buf_mut(bid, len);
-                let payload = &mut buf[offset..offset + n];
-                core.fwd.handle_datagram(at, src, payload, &mut self.tx)
+                Received::Datagram {
+                    src,
+                    data: &mut buf[offset..offset + n],
+                }
             }
-            Ok((_, _, false, None)) | Err(()) => {
-                core.fwd.count_drop(at.slot, DropReason::Malformed)
-            }
-        }
+            Ok((_, _, false, None)) | Err(()) => Received::Malformed,
+        };
+        core.forward(at, received, &mut self.tx);
         Ok(())
     }
 
