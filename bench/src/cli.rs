@@ -99,7 +99,10 @@ impl Target {
 
 /// loadgen's command line as clap reads it; [`Args`] is what the modes use.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", about = "Measures Sluice (and the baselines) with real packets")]
+#[command(
+    name = "loadgen",
+    about = "Measures Sluice (and the baselines) with real packets"
+)]
 struct Cli {
     mode: Mode,
     /// Sluice API.
@@ -212,9 +215,11 @@ impl Args {
             pid: cli.pid,
             sessions: cli.sessions,
             listeners: cli.listeners,
-            rate: cli
-                .rate
-                .unwrap_or(if cli.mode == Mode::Fanout { 5_000 } else { 50_000 }),
+            rate: cli.rate.unwrap_or(if cli.mode == Mode::Fanout {
+                5_000
+            } else {
+                50_000
+            }),
             size: cli.size,
             duration: seconds("duration", cli.duration)?,
             drain: Duration::from_millis(cli.drain),

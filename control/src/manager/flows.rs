@@ -7,12 +7,12 @@ use sluice_dataplane::api::{
 };
 
 use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Session, Transport};
-use crate::webrtc::transport::WebrtcTransport;
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
 use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Proto, Sdp, Selected};
+use crate::webrtc::transport::WebrtcTransport;
 
 /// Settings a new session takes from its `create` (or, for a slave made by
 /// `get_proxy_offer`, from its master).

@@ -9,11 +9,11 @@ use serde_json::json;
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Pt, Remote};
 
 use super::session::{Kind, Leg, Session};
-use crate::webrtc::transport::{Effect, WebrtcTransport};
 use super::{Manager, Outcome, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};
 use crate::webrtc::sdp::{RemoteIce, WebrtcLocal, announce_ssrc, webrtc_answer, webrtc_offer};
+use crate::webrtc::transport::{Effect, WebrtcTransport};
 
 /// `cname` of the streams the server sends (RFC 7022 allows any per-session value).
 pub(super) fn cname_for(session: &str) -> String {

@@ -61,7 +61,6 @@ pub(super) fn echo_sluice_with(
     result
 }
 
-
 pub(super) fn open_echo(
     api: &mut Api,
     socks: &[UdpSocket],
