@@ -94,10 +94,17 @@ async fn connection(socket: WebSocket, state: ApiState) {
     {
         return;
     }
-    tokio::spawn(writer(sink, reply_rx, event_rx, state.alive.clone()));
+    let (hangup_tx, mut hangup_rx) = oneshot::channel();
+    tokio::spawn(writer(
+        sink,
+        reply_rx,
+        event_rx,
+        hangup_tx,
+        state.alive.clone(),
+    ));
     tracing::debug!(conn = conn.0, "api connection open");
     let mut authenticated = state.secret.is_none();
-    while let Some(msg) = stream.next().await {
+    while let Some(msg) = next_frame(&mut stream, &mut hangup_rx).await {
         let text = match msg {
             Ok(Message::Text(t)) => t,
             Ok(Message::Binary(_)) => {
@@ -207,12 +214,25 @@ async fn connection(socket: WebSocket, state: ApiState) {
     let _ = state.manager.send(Msg::Closed { conn }).await;
 }
 
+/// The client's next frame; `None` once it is gone or the writer hung up (shutdown).
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    hangup: &mut oneshot::Receiver<()>,
+) -> Option<Result<Message, axum::Error>> {
+    tokio::select! {
+        msg = stream.next() => msg,
+        _ = hangup => None,
+    }
+}
+
 /// Owns the socket's sink: writes replies and events (with server tids); when the manager
-/// drops the outbox (shutdown), flushes pending replies and closes the socket.
+/// drops the outbox (shutdown), stops the reader, writes every reply still in flight (a
+/// `destroy` answered just before the end of a drain) and closes the socket.
 async fn writer(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
     mut replies: mpsc::UnboundedReceiver<String>,
     mut events: mpsc::Receiver<Outgoing>,
+    hangup: oneshot::Sender<()>,
     _alive: mpsc::Sender<()>,
 ) {
     let mut tid = FIRST_EVENT_TID;
@@ -228,7 +248,10 @@ async fn writer(
                     event_frame(&data, tid)
                 }
                 None => {
-                    while let Ok(t) = replies.try_recv() {
+                    // The reader stops; the reply tasks finish at once (the manager is
+                    // gone): `recv` ends when they all have.
+                    let _ = hangup.send(());
+                    while let Some(t) = replies.recv().await {
                         let _ = sink.send(Message::Text(t.into())).await;
                     }
                     let _ = sink.send(Message::Close(None)).await;

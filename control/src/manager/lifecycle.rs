@@ -74,6 +74,11 @@ impl Closings {
     pub fn pending(&self) -> usize {
         self.waits.len()
     }
+
+    /// No `destroy` reply is waiting for its legs.
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
 }
 
 impl Manager {

@@ -40,13 +40,13 @@ use crate::recordings::RecordIndex;
 use crate::request::Request;
 use crate::sdp::LocalTransport;
 use crate::webrtc::cert::Certificate;
-use quality::Transition;
-use rooms::Room;
 use conn::Conn;
 pub use conn::session_pattern;
 use convert::answer_body;
 pub use convert::{dp_kind, peer_sdp, remote_of, sdp_kind};
 pub use ids::{new_id, random_ssrc, random_u64};
+use quality::Transition;
+use rooms::Room;
 use session::{ConnId, Leg, Session};
 
 /// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.

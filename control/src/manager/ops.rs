@@ -110,9 +110,11 @@ impl Manager {
         self.notify_idle();
     }
 
-    /// Answers the idle waiters when the last session is gone.
+    /// Answers the idle waiters when the last session is gone, and with it the last
+    /// `destroy` waiting for its ports (that reply goes out before the node stops).
     pub(super) fn notify_idle(&mut self) {
-        if self.operations.idle.is_empty() || !self.sessions.is_empty() {
+        if self.operations.idle.is_empty() || !self.sessions.is_empty() || !self.closings.is_empty()
+        {
             return;
         }
         for w in self.operations.idle.drain(..) {
