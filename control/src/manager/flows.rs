@@ -6,7 +6,7 @@ use sluice_dataplane::api::{
     Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite, Ssrc,
 };
 
-use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Session, Transport};
+use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Session, Transport};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;
@@ -45,7 +45,7 @@ impl NewSession {
         kind: Kind,
         group: GroupId,
         offer: SdpText,
-        legs: Vec<Leg>,
+        legs: Vec<MediaLine>,
     ) -> Session {
         Session {
             id,
@@ -91,7 +91,7 @@ pub(super) fn client_sdp(obj: Option<&SdpObject>, parsed: &Sdp) -> SdpText {
 /// Legs the server's side of a session opened: one per accepted m-line, sharing one bundled
 /// leg and its transport for a WebRTC peer.
 pub(super) struct Opened {
-    pub legs: Vec<Leg>,
+    pub legs: Vec<MediaLine>,
     /// RTP port per m-line of the peer's SDP (0 = rejected).
     pub ports: Vec<u16>,
     pub webrtc: Option<Box<WebrtcTransport>>,
@@ -186,7 +186,7 @@ impl Manager {
                     rtx_pts: rtx.map_or(Vec::new(), |r| vec![(Pt(s.codec.pt), Pt(r.pt))]),
                     rtx_ssrc: rtx_ssrc.map(Ssrc),
                 };
-                Leg {
+                MediaLine {
                     info,
                     kind,
                     transport: if webrtc {
@@ -220,7 +220,7 @@ impl Manager {
 
     /// Tells the data plane what each leg's peer negotiated (clock rate, NACK, RTX), where it
     /// is more than nothing.
-    pub(super) fn send_feedback(&mut self, legs: &[Leg]) -> Result<(), ApiError> {
+    pub(super) fn send_feedback(&mut self, legs: &[MediaLine]) -> Result<(), ApiError> {
         for l in legs.iter().filter(|l| l.feedback != Feedback::default()) {
             self.send(Command::SetFeedback {
                 leg: l.info.id,
@@ -316,7 +316,7 @@ impl Manager {
     }
 
     /// Closes the data-plane legs of `legs` (a bundled leg once).
-    pub(super) fn close_legs(&mut self, legs: &[Leg]) {
+    pub(super) fn close_legs(&mut self, legs: &[MediaLine]) {
         let mut closed: Vec<sluice_dataplane::api::LegId> = Vec::with_capacity(legs.len());
         for l in legs {
             if !closed.contains(&l.info.id) {
@@ -327,7 +327,7 @@ impl Manager {
     }
 
     /// Closes legs opened for a session that could not be completed.
-    pub(super) fn abandon_legs(&mut self, legs: &[Leg]) {
+    pub(super) fn abandon_legs(&mut self, legs: &[MediaLine]) {
         self.close_legs(legs);
     }
 
@@ -399,12 +399,12 @@ impl Manager {
 
 /// Legs for the m-lines of an offer the server makes, on `infos` (one each, or a shared
 /// bundled leg repeated).
-fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport) -> Vec<Leg> {
+fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport) -> Vec<MediaLine> {
     offered
         .iter()
         .zip(infos)
         .enumerate()
-        .map(|(i, (om, info))| Leg {
+        .map(|(i, (om, info))| MediaLine {
             info,
             kind: dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
             transport,

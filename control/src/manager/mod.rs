@@ -47,7 +47,7 @@ pub use convert::{dp_kind, peer_sdp, remote_of, sdp_kind};
 pub use ids::{new_id, random_ssrc, random_u64};
 use quality::Transition;
 use rooms::Room;
-use session::{ConnId, Leg, Session};
+use session::{ConnId, MediaLine, Session};
 
 /// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
 const WEBRTC_TICK: Duration = Duration::from_millis(50);
@@ -494,7 +494,7 @@ impl Manager {
         }
     }
 
-    fn register_legs(&mut self, id: &str, legs: &[Leg]) {
+    fn register_legs(&mut self, id: &str, legs: &[MediaLine]) {
         for l in legs {
             self.leg_owner.insert(l.info.id, id.to_owned());
         }

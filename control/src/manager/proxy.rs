@@ -12,7 +12,7 @@ use serde_json::json;
 use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite, Ssrc};
 
 use super::flows::{NewSession, answered_dtmf, client_sdp, negotiation_error, pt_pairs};
-use super::session::{ConnId, Kind, Leg, MediaSettings, SdpText, Transport};
+use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Transport};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, remote_of, sdp_kind};
 use crate::errors::{ApiError, ErrorCode};
@@ -22,7 +22,7 @@ use crate::sdp::{self, Codec, Forced, OfferMedia, Proto, Sdp};
 /// What the peer's answer kept of the feedback the server offered on `leg`: NACK when the
 /// answered codec has `rtcp-fb nack` (WebRTC or RTP/AVPF), RTX when the answer has an RTX
 /// format for it. RTX keeps the payload types the server offered: they are what it sends.
-fn answered_feedback(leg: &Leg, m: &sdp::Media, codec: &Codec) -> Feedback {
+fn answered_feedback(leg: &MediaLine, m: &sdp::Media, codec: &Codec) -> Feedback {
     let webrtc = leg.transport == Transport::Webrtc;
     let ours = leg.offered.as_ref();
     let rtx = ours

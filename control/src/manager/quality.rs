@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, LegId, MediaKind, VideoCodec};
 
 use super::Manager;
-use super::session::{Kind, Leg, Session};
+use super::session::{Kind, MediaLine, Session};
 use crate::errors::ApiError;
 use crate::sdp::CodecName;
 
@@ -32,7 +32,7 @@ pub struct RxWatch {
 }
 
 /// One watch per distinct (leg, kind) of `legs` (a bundled leg carries several kinds).
-pub fn watches_for(legs: &[Leg]) -> Vec<RxWatch> {
+pub fn watches_for(legs: &[MediaLine]) -> Vec<RxWatch> {
     let mut out: Vec<RxWatch> = Vec::with_capacity(legs.len());
     for l in legs {
         if out.iter().any(|w| w.leg == l.info.id && w.kind == l.kind) {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite, Ssrc};
 
 use super::flows::{NewSession, client_sdp, negotiation_error};
-use super::session::{ConnId, Kind, Leg};
+use super::session::{ConnId, Kind, MediaLine};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, random_ssrc, sdp_kind};
 use crate::errors::{ApiError, ErrorCode};
@@ -219,7 +219,7 @@ impl Manager {
     }
 
     /// A publisher's room and legs, or why `id` cannot be listened to.
-    fn publisher(&self, id: &str) -> Result<(String, Vec<Leg>, Option<&sdp::Sdp>), ApiError> {
+    fn publisher(&self, id: &str) -> Result<(String, Vec<MediaLine>, Option<&sdp::Sdp>), ApiError> {
         let p = self.session(id)?;
         match &p.kind {
             Kind::Publish { room } => Ok((room.clone(), p.legs.clone(), p.peer_offer.as_ref())),

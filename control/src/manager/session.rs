@@ -85,9 +85,10 @@ impl SdpText {
     }
 }
 
-/// One media stream of a session: a data-plane leg and what was negotiated for it.
+/// One m-line of a session: what was negotiated for it and the data-plane leg that carries it
+/// (a bundled WebRTC leg carries several m-lines).
 #[derive(Clone, Debug)]
-pub struct Leg {
+pub struct MediaLine {
     pub info: LegInfo,
     pub kind: MediaKind,
     pub transport: Transport,
@@ -163,7 +164,7 @@ pub struct Session {
     /// The peer's parsed offer and the codecs chosen from it (sessions answered by the server).
     pub peer_offer: Option<Sdp>,
     pub selected: Vec<Option<Selected>>,
-    pub legs: Vec<Leg>,
+    pub legs: Vec<MediaLine>,
     pub media: MediaSettings,
     pub stop_after_peer: bool,
     pub wait_timeout: Duration,
@@ -234,7 +235,7 @@ fn codec_text(c: &Codec) -> String {
     }
 }
 
-fn leg_info(leg: &Leg) -> Value {
+fn leg_info(leg: &MediaLine) -> Value {
     let s = leg.info.stats.snapshot();
     let drops: serde_json::Map<String, Value> = DropReason::ALL
         .iter()

@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde_json::json;
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Pt, Remote};
 
-use super::session::{Kind, Leg, Session};
+use super::session::{Kind, MediaLine, Session};
 use super::{Manager, Outcome, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};
@@ -42,7 +42,7 @@ fn bundle_of<'a>(
 
 /// Adds `a=ssrc:N cname:…`, `a=ssrc:N msid:…` and `a=msid` to every m-line on which the server
 /// sends (RFC 8830): str0m, for one, drops RTP with an SSRC its remote SDP does not declare.
-pub(super) fn announce_ssrcs(sdp: &mut Sdp, legs: &[Leg], cname: &str) {
+pub(super) fn announce_ssrcs(sdp: &mut Sdp, legs: &[MediaLine], cname: &str) {
     for leg in legs {
         let (Some(ssrc), Some(m)) = (leg.ssrc, sdp.media.get_mut(leg.mline)) else {
             continue;
@@ -130,7 +130,7 @@ impl Manager {
         port: u16,
         offer: &Sdp,
         selected: &[Option<Selected>],
-        legs: &[Leg],
+        legs: &[MediaLine],
         cname: &str,
     ) -> Sdp {
         let local = self.webrtc_local(t, port);
