@@ -13,6 +13,7 @@ mod conn;
 mod convert;
 mod flows;
 mod ids;
+mod legs;
 mod lifecycle;
 mod ops;
 mod proxy;
@@ -32,13 +33,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_dataplane::Dataplane;
-use sluice_dataplane::api::{Command, Event, GroupId, LegId, LegInfo, LegSpec, MediaKind, Remote};
+use sluice_dataplane::api::{Event, LegId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::RecordIndex;
 use crate::request::Request;
-use crate::sdp::LocalTransport;
 use crate::webrtc::cert::Certificate;
 use conn::Conn;
 pub use conn::session_pattern;
@@ -47,7 +47,7 @@ pub use convert::{dp_kind, peer_sdp, remote_of, sdp_kind};
 pub use ids::{new_id, random_ssrc, random_u64};
 use quality::Transition;
 use rooms::Room;
-use session::{ConnId, MediaLine, Session};
+use session::{ConnId, Session};
 
 /// How often WebRTC timers (DTLS retransmissions, ICE consent) are looked at.
 const WEBRTC_TICK: Duration = Duration::from_millis(50);
@@ -413,100 +413,6 @@ impl Manager {
     fn fire_timers(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_due(now) {
             self.timer(t);
-        }
-    }
-
-    // ----- data plane -----
-
-    fn new_group(&mut self) -> GroupId {
-        let g = GroupId(self.next_group);
-        self.next_group += 1;
-        g
-    }
-
-    /// Opens one leg per `(kind, remote)`; on failure closes those already opened.
-    fn open_legs(
-        &mut self,
-        group: GroupId,
-        specs: &[(MediaKind, Remote)],
-    ) -> Result<Vec<LegInfo>, ApiError> {
-        let mut opened = Vec::with_capacity(specs.len());
-        for (kind, remote) in specs {
-            match self.dp.open_leg(LegSpec::plain(group, *kind, *remote)) {
-                Ok(info) => {
-                    self.register_opened(&info);
-                    opened.push(info);
-                }
-                Err(e) => {
-                    for info in &opened {
-                        self.close_leg(info.id);
-                    }
-                    return Err(ApiError::new(
-                        ErrorCode::InternalError,
-                        format!("cannot open media ports: {e}"),
-                    ));
-                }
-            }
-        }
-        Ok(opened)
-    }
-
-    /// Hands the leg's closing to the data plane and goes on: its ports are free once
-    /// `Event::LegClosed` comes back.
-    fn close_leg(&self, leg: LegId) {
-        if let Err(e) = self.dp.start_close(leg) {
-            tracing::warn!(?leg, "close_leg: {e}");
-        }
-    }
-
-    fn send(&self, cmd: Command) -> Result<(), ApiError> {
-        self.dp.send(cmd).map_err(|e| {
-            tracing::error!("data plane command failed: {e}");
-            ApiError::new(ErrorCode::InternalError, format!("data plane: {e}"))
-        })
-    }
-
-    /// Pushes the session's mute flags to its legs: listeners mute what goes to their peer,
-    /// every other session what comes from it.
-    fn apply_mute(&self, id: &str) {
-        let Some(s) = self.sessions.get(id) else {
-            return;
-        };
-        let listener = s.is_listener();
-        for leg in &s.legs {
-            let muted = s.media.muted(leg.kind);
-            let cmd = Command::SetMute {
-                leg: leg.info.id,
-                kind: Some(leg.kind),
-                mute_in: muted && !listener,
-                mute_out: muted && listener,
-            };
-            let _ = self.send(cmd);
-        }
-    }
-
-    /// Video resumes: a listener needs a keyframe from its publisher; a publisher's (or any
-    /// sender's) receivers need one from it.
-    fn video_unmuted(&self, id: &str) {
-        match self.sessions.get(id) {
-            Some(s) if s.is_listener() => self.request_keyframes_for(id),
-            s => self.request_own_keyframe(s),
-        }
-    }
-
-    fn register_legs(&mut self, id: &str, legs: &[MediaLine]) {
-        for l in legs {
-            self.leg_owner.insert(l.info.id, id.to_owned());
-        }
-    }
-
-    fn local_transport(&mut self, ports: Vec<u16>) -> LocalTransport {
-        self.sdp_version += 1;
-        LocalTransport {
-            ip: self.announced_ip,
-            ports,
-            session_id: random_u64() >> 2,
-            session_version: self.sdp_version,
         }
     }
 }
