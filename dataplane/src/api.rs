@@ -60,6 +60,13 @@ impl MediaKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ssrc(pub u32);
 
+/// As SDP and logs write it: the decimal number.
+impl std::fmt::Display for Ssrc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// RTP payload type (7 bits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pt(pub u8);

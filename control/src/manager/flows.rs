@@ -2,9 +2,7 @@
 //! session whose offer the server made (proxy slaves, listeners).
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{
-    Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite, Ssrc,
-};
+use sluice_dataplane::api::{Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite};
 
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Session, Transport};
 use super::webrtc_flows::cname_for;
@@ -184,7 +182,7 @@ impl Manager {
                     clock_rate: s.codec.clock_rate,
                     nack: s.codec.has_nack() && (webrtc || avpf),
                     rtx_pts: rtx.map_or(Vec::new(), |r| vec![(Pt(s.codec.pt), Pt(r.pt))]),
-                    rtx_ssrc: rtx_ssrc.map(Ssrc),
+                    rtx_ssrc,
                 };
                 MediaLine {
                     info,
@@ -344,7 +342,7 @@ impl Manager {
                 kind: l.kind,
                 rewrite: Rewrite {
                     pt_map: Vec::new(),
-                    ssrc: l.ssrc.map(Ssrc),
+                    ssrc: l.ssrc,
                 },
             };
             if let Err(e) = self.send(cmd) {

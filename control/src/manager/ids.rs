@@ -1,5 +1,7 @@
 //! Ids and random values: from the operating system's CSPRNG, through aws-lc.
 
+use sluice_dataplane::api::Ssrc;
+
 /// A session or room id: a version-4 UUID.
 pub fn new_id() -> String {
     uuid::Builder::from_random_bytes(random_bytes())
@@ -19,11 +21,11 @@ pub fn random_u64() -> u64 {
 }
 
 /// A non-zero random SSRC.
-pub fn random_ssrc() -> u32 {
+pub fn random_ssrc() -> Ssrc {
     loop {
         let v = random_u64() as u32;
         if v != 0 {
-            return v;
+            return Ssrc(v);
         }
     }
 }
@@ -39,7 +41,7 @@ mod tests {
     fn random_ssrcs_have_no_fixed_bits() {
         let mut ones = [0u32; 32];
         for _ in 0..4096 {
-            let v = random_ssrc();
+            let v = random_ssrc().0;
             for (bit, n) in ones.iter_mut().enumerate() {
                 *n += (v >> bit) & 1;
             }
@@ -55,6 +57,6 @@ mod tests {
     fn random_ssrcs_are_non_zero_and_differ() {
         let a = random_ssrc();
         let b = random_ssrc();
-        assert!(a != 0 && b != 0 && a != b);
+        assert!(a.0 != 0 && b.0 != 0 && a != b);
     }
 }

@@ -9,7 +9,7 @@
 //! always carries the SSRC that leg's SDP announced.
 
 use serde_json::json;
-use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite, Ssrc};
+use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite};
 
 use super::flows::{NewSession, answered_dtmf, client_sdp, negotiation_error, pt_pairs};
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Transport};
@@ -32,7 +32,7 @@ fn answered_feedback(leg: &MediaLine, m: &sdp::Media, codec: &Codec) -> Feedback
         clock_rate: codec.clock_rate,
         nack: codec.has_nack() && (webrtc || m.proto == Proto::RtpAvpf),
         rtx_pts: rtx.map_or(Vec::new(), |(media, rtx)| vec![(Pt(media), Pt(rtx))]),
-        rtx_ssrc: rtx.and(leg.rtx_ssrc).map(Ssrc),
+        rtx_ssrc: rtx.and(leg.rtx_ssrc),
     }
 }
 
@@ -254,7 +254,7 @@ impl Manager {
                 kind: ml.kind,
                 rewrite: Rewrite {
                     pt_map: fwd,
-                    ssrc: sl.ssrc.map(Ssrc),
+                    ssrc: sl.ssrc,
                 },
             });
             commands.push(Command::Connect {
@@ -263,7 +263,7 @@ impl Manager {
                 kind: ml.kind,
                 rewrite: Rewrite {
                     pt_map: back,
-                    ssrc: ml.ssrc.map(Ssrc),
+                    ssrc: ml.ssrc,
                 },
             });
         }

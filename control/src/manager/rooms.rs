@@ -5,7 +5,7 @@
 //! answered with those only, and listeners are offered them with the publisher's payload types.
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite, Ssrc};
+use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite};
 
 use super::flows::{NewSession, client_sdp, negotiation_error};
 use super::session::{ConnId, Kind, MediaLine};
@@ -274,7 +274,7 @@ impl Manager {
         for (pl, ll) in pub_legs.iter().zip(&legs) {
             let rewrite = Rewrite {
                 pt_map: Vec::new(),
-                ssrc: ll.ssrc.map(Ssrc),
+                ssrc: ll.ssrc,
             };
             if let Err(e) = self.send(Command::Connect {
                 from: pl.info.id,
@@ -344,7 +344,7 @@ impl Manager {
                         kind: ll.kind,
                         rewrite: Rewrite {
                             pt_map,
-                            ssrc: ll.ssrc.map(Ssrc),
+                            ssrc: ll.ssrc,
                         },
                     }
                 }

@@ -1,5 +1,6 @@
 //! One media session as the manager sees it: its kind and links, its SDP, and its legs.
 
+use sluice_dataplane::api::Ssrc;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -104,10 +105,10 @@ pub struct MediaLine {
     pub offered: Option<OfferMedia>,
     /// The fixed SSRC the server sends with towards this leg's peer (listeners, WebRTC legs;
     /// announced in the server's SDP): the `Rewrite.ssrc` of every route into the leg.
-    pub ssrc: Option<u32>,
+    pub ssrc: Option<Ssrc>,
     /// The SSRC of the server's RTX stream towards this leg's peer (WebRTC video; announced
     /// as `a=ssrc-group:FID ssrc rtx_ssrc`).
-    pub rtx_ssrc: Option<u32>,
+    pub rtx_ssrc: Option<Ssrc>,
     /// NACK and RTX as negotiated with the peer (`Command::SetFeedback`).
     pub feedback: Feedback,
     /// False when the peer's answer rejected the m-line.

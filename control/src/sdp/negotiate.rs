@@ -1,6 +1,7 @@
 //! Offer/answer (RFC 3264) for a server that forwards media and never transcodes: it picks
 //! one codec per m-line among those it can forward, and keeps the peer's payload types.
 
+use sluice_dataplane::api::Ssrc;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -286,11 +287,11 @@ pub struct OfferMedia {
     pub codec: Codec,
     pub dtmf: Option<Codec>,
     pub direction: Direction,
-    pub ssrc: Option<u32>,
+    pub ssrc: Option<Ssrc>,
     pub cname: Option<String>,
     /// RTX for the codec (WebRTC video), with the SSRC it is sent from (`a=ssrc-group:FID`).
     pub rtx: Option<Codec>,
-    pub rtx_ssrc: Option<u32>,
+    pub rtx_ssrc: Option<Ssrc>,
 }
 
 /// A plain `RTP/AVP` offer (RFC 3264 §5), one m-line per entry of `media`.
@@ -543,7 +544,7 @@ mod tests {
                 codec: Codec::new(111, "opus", 48000, Some(2)),
                 dtmf: Some(Codec::new(126, "telephone-event", 48000, None)),
                 direction: Direction::SendRecv,
-                ssrc: Some(1234),
+                ssrc: Some(Ssrc(1234)),
                 cname: Some("leg-1".into()),
                 rtx: None,
                 rtx_ssrc: None,
@@ -554,7 +555,7 @@ mod tests {
                 codec: Codec::new(96, "VP8", 90000, None),
                 dtmf: None,
                 direction: Direction::SendOnly,
-                ssrc: Some(5678),
+                ssrc: Some(Ssrc(5678)),
                 cname: None,
                 rtx: None,
                 rtx_ssrc: None,

@@ -9,6 +9,7 @@
 //! would mislabel forwarded packets; BUNDLE demultiplexing then falls back to SSRC and
 //! payload type, which every browser supports.
 
+use sluice_dataplane::api::Ssrc;
 use std::net::IpAddr;
 
 use crate::sdp::{
@@ -173,7 +174,7 @@ fn add_rtx(m: &mut Media, rtx: &Codec) {
 
 /// Announces a stream the server sends on `m` (RFC 8830 `msid`, RFC 5576 `a=ssrc`), and its
 /// RTX stream as `a=ssrc-group:FID MEDIA RTX` (RFC 4588 §8.3).
-pub fn announce_ssrc(m: &mut Media, ssrc: u32, rtx_ssrc: Option<u32>, cname: &str) {
+pub fn announce_ssrc(m: &mut Media, ssrc: Ssrc, rtx_ssrc: Option<Ssrc>, cname: &str) {
     let msid = format!("{cname} {}-{ssrc}", m.kind.as_str());
     if let Some(rtx) = rtx_ssrc {
         m.attributes.push(Attribute::new(

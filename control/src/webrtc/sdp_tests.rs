@@ -2,6 +2,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::sdp::{Direction, Forced, select_codecs};
+use sluice_dataplane::api::Ssrc;
 
 const CHROME_OFFER: &str = include_str!("../../../tests/data/chrome_offer.sdp");
 const FIREFOX_OFFER: &str = include_str!("../../../tests/data/firefox_offer.sdp");
@@ -135,7 +136,7 @@ fn offer_media() -> Vec<OfferMedia> {
             codec: Codec::new(111, "opus", 48000, Some(2)),
             dtmf: Some(Codec::new(126, "telephone-event", 8000, None)),
             direction: Direction::SendOnly,
-            ssrc: Some(1111),
+            ssrc: Some(Ssrc(1111)),
             cname: Some("pub1".into()),
             rtx: None,
             rtx_ssrc: None,
@@ -146,7 +147,7 @@ fn offer_media() -> Vec<OfferMedia> {
             codec: Codec::new(96, "VP8", 90000, None),
             dtmf: None,
             direction: Direction::SendOnly,
-            ssrc: Some(2222),
+            ssrc: Some(Ssrc(2222)),
             cname: Some("pub1".into()),
             rtx: None,
             rtx_ssrc: None,
@@ -231,7 +232,7 @@ fn rtx_is_answered_for_the_chosen_codec_and_offered_with_an_fid_group() {
     // Our own offer: the RTX format, and its SSRC grouped with the media one (RFC 4588 §8).
     let mut media = offer_media();
     media[1].rtx = Some(Codec::rtx(97, 96, 90000));
-    media[1].rtx_ssrc = Some(3333);
+    media[1].rtx_ssrc = Some(Ssrc(3333));
     let text = webrtc_offer(&media, &local(Setup::ActPass)).to_string();
     for line in [
         "a=rtpmap:97 rtx/90000",
