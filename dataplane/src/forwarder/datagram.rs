@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::leg::kind_of_index;
+use super::police::SlowKind;
 use super::{Forwarder, Slot, SocketRef, reports, rtcp, rtx};
 use crate::api::bump;
 use crate::api::{DropReason, Event};
@@ -32,8 +33,15 @@ impl Forwarder {
             Class::Stun | Class::Dtls if leg.secure => {
                 // The slow path (ICE-lite, DTLS) lives in control; a copy is fine off the
                 // forwarding path, within the leg's budget.
+                let kind = match class {
+                    Class::Stun => SlowKind::Stun,
+                    // After the handshake (keys installed), DTLS carries application data:
+                    // the data channels' SCTP.
+                    _ if leg.srtp.is_some() => SlowKind::Data,
+                    _ => SlowKind::Handshake,
+                };
                 let admitted = match (&mut leg.slow_path, self.now) {
-                    (Some(budget), Some(now)) => budget.admit(now, class == Class::Dtls),
+                    (Some(budget), Some(now)) => budget.admit(now, kind),
                     _ => true,
                 };
                 if !admitted {

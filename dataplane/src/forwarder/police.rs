@@ -63,6 +63,16 @@ impl TokenBucket {
     }
 }
 
+/// What a slow-path datagram is, for its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlowKind {
+    Stun,
+    /// DTLS before the leg has keys: the handshake.
+    Handshake,
+    /// DTLS after it: application data (data channels).
+    Data,
+}
+
 /// What one secure leg's peer may hand the control plane: every STUN and DTLS datagram there
 /// is a copy and an event in the manager's inbox, which API requests share. A bucket per kind,
 /// so that a flood of STUN (anyone who knows the port can send it) cannot starve the DTLS
@@ -71,6 +81,7 @@ impl TokenBucket {
 pub(crate) struct SlowPathBudget {
     stun: TokenBucket,
     dtls: TokenBucket,
+    data: TokenBucket,
 }
 
 impl SlowPathBudget {
@@ -81,17 +92,26 @@ impl SlowPathBudget {
     /// DTLS: a handshake is a dozen records, retransmitted at most a few times.
     pub(crate) const DTLS_RATE: u64 = 30;
     pub(crate) const DTLS_BURST: u64 = 60;
+    /// Data-channel records (up to ~1,200 bytes each) once the handshake is done: a ceiling
+    /// of about 12 MB/s per leg, far above what the per-session message limits allow.
+    pub(crate) const DATA_RATE: u64 = 10_000;
+    pub(crate) const DATA_BURST: u64 = 2_000;
 
     pub(crate) fn new() -> Self {
         SlowPathBudget {
             stun: TokenBucket::with_burst(Self::STUN_RATE, Self::STUN_BURST),
             dtls: TokenBucket::with_burst(Self::DTLS_RATE, Self::DTLS_BURST),
+            data: TokenBucket::with_burst(Self::DATA_RATE, Self::DATA_BURST),
         }
     }
 
     /// Whether one more datagram of this kind may go to the slow path now.
-    pub(crate) fn admit(&mut self, now: Instant, dtls: bool) -> bool {
-        let bucket = if dtls { &mut self.dtls } else { &mut self.stun };
+    pub(crate) fn admit(&mut self, now: Instant, kind: SlowKind) -> bool {
+        let bucket = match kind {
+            SlowKind::Stun => &mut self.stun,
+            SlowKind::Handshake => &mut self.dtls,
+            SlowKind::Data => &mut self.data,
+        };
         bucket.admit(now, 1)
     }
 }

@@ -1573,6 +1573,29 @@ mod feedback {
             p.recv(fs, 6000, &stun);
         }
         assert_eq!(slow_events(&mut p).get(&flooded), Some(&B::STUN_RATE));
+        // Once the handshake gave keys, DTLS is data-channel traffic, with its own budget.
+        for _ in 0..B::DTLS_BURST + 10 {
+            p.recv(os, 7000, &dtls);
+        }
+        assert_eq!(slow_events(&mut p).get(&other), Some(&B::DTLS_BURST));
+        let len = SessionKeys::keying_material_len(Profile::AeadAes128Gcm);
+        let material = vec![9; len];
+        let keys = SessionKeys::from_keying_material(Profile::AeadAes128Gcm, &material, false);
+        p.handle(Command::SetSrtp {
+            leg: other,
+            keys: Box::new(keys.unwrap()),
+        })
+        .unwrap();
+        for _ in 0..B::DATA_BURST {
+            p.recv(os, 7000, &dtls);
+        }
+        assert_eq!(slow_events(&mut p).get(&other), Some(&B::DATA_BURST));
+        p.recv(os, 7000, &dtls);
+        assert_eq!(
+            slow_events(&mut p).get(&other),
+            None,
+            "the data budget is spent"
+        );
     }
 }
 
