@@ -37,6 +37,9 @@ pub enum Mode {
     /// (offer/answer over NG; spawned), reflector (echo, the kernel baseline),
     /// reflector-uring (the same echo over io_uring).
     Proxy,
+    /// --sessions plain echo sessions, then --scrapes GETs of /metrics: the server's CPU
+    /// per scrape.
+    Scrape,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +64,8 @@ pub struct Args {
     pub connections: usize,
     pub pipeline: usize,
     pub pairs: Option<u64>,
+    /// scrape: the scrapes measured.
+    pub scrapes: usize,
     /// proxy: which forwarders to measure, in order (sluice, rtpengine, the reflectors).
     pub targets: Vec<Target>,
     /// proxy: the rtpengine binary.
@@ -164,6 +169,9 @@ struct Cli {
     /// churn: stop after N pairs in total (default: run for --duration).
     #[arg(long)]
     pairs: Option<u64>,
+    /// scrape: how many scrapes of /metrics are measured.
+    #[arg(long, default_value_t = 100)]
+    scrapes: usize,
     /// proxy: the forwarders to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "sluice")]
     targets: Vec<Target>,
@@ -232,6 +240,7 @@ impl Args {
             connections: cli.connections,
             pipeline: cli.pipeline,
             pairs: cli.pairs,
+            scrapes: cli.scrapes,
             targets: cli.targets,
             rtpengine: cli.rtpengine,
             saturate: cli.saturate,

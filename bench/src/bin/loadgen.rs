@@ -28,6 +28,8 @@ mod echo;
 mod fanout;
 #[path = "loadgen/proxy.rs"]
 mod proxy;
+#[path = "loadgen/scrape.rs"]
+mod scrape;
 #[path = "loadgen/srtp_echo.rs"]
 mod srtp_echo;
 
@@ -139,6 +141,7 @@ fn measure(
             Mode::Echo | Mode::SrtpEcho | Mode::Reflector => "echo".into(),
             Mode::Churn => "churn".into(),
             Mode::Proxy => "proxy".into(),
+            Mode::Scrape => "scrape".into(),
         },
         streams,
         rate: args.rate,
@@ -211,6 +214,7 @@ fn run() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut srtp = None;
     let mut churned = None;
+    let mut scraped = None;
     let result = (|| -> anyhow::Result<()> {
         match args.mode {
             Mode::Echo => {
@@ -260,6 +264,7 @@ fn run() -> anyhow::Result<()> {
                 let opts = churn::Options::from_args(&args, &api_url);
                 churned = Some(churn::run(&opts, cpu.as_ref())?);
             }
+            Mode::Scrape => scraped = Some(scrape::run(&args, &api_url, cpu.as_ref())?),
         }
         if args.mode == Mode::Reflector || args.baseline {
             rows.push(reflector_row(&args, gen_cpu)?);
@@ -278,6 +283,10 @@ fn run() -> anyhow::Result<()> {
         }
     }
     result?;
+    if let Some(report) = scraped {
+        report.print(&machine, args.json);
+        return Ok(());
+    }
     if let Some(report) = churned {
         churn::print(&report, &machine, pid, server_io, args.json);
         return Ok(());
