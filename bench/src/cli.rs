@@ -11,10 +11,12 @@ use crate::traffic::{self, Load};
 pub const MAX_SRTP_SESSIONS: usize = 1000;
 
 /// Settings the spawned server gets unless `--server-arg` overrides them.
-pub const SPAWN_DEFAULTS: [(&str, &str); 3] = [
+pub const SPAWN_DEFAULTS: [(&str, &str); 4] = [
     ("--api", "127.0.0.1:19010"),
     ("--rtp-ports", "40000-49999"),
     ("--workers", "1"),
+    // loadgen is the one client: the per-connection API rate limit would measure itself.
+    ("--api-rate", "0"),
 ];
 
 /// What loadgen measures.
@@ -403,6 +405,8 @@ mod tests {
                 "127.0.0.1:19010",
                 "--rtp-ports",
                 "40000-49999",
+                "--api-rate",
+                "0",
                 "--workers",
                 "2",
                 "--io=mmsg"

@@ -67,6 +67,34 @@ pub struct Cli {
     /// sessions go on, for at most this many seconds (0 = stop at once) [default: 0]
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", value_name = "SECONDS")]
     pub drain_timeout: Option<f64>,
+    /// Total ingress bits/s the node accepts, summed over its sessions (each session's cap,
+    /// else 64000 per audio and 2000000 per video m-line): a `create` beyond it is refused
+    /// with `no_mediaserver` (0 = unlimited) [default: 0]
+    #[arg(long, env = "SLUICE_MAX_BITRATE", value_name = "BPS")]
+    pub max_bitrate: Option<u64>,
+    /// Consecutive failed logins after which an API connection is closed (0 = unlimited)
+    /// [default: 5]
+    #[arg(long, env = "SLUICE_MAX_LOGIN_FAILURES", value_name = "N")]
+    pub max_login_failures: Option<u32>,
+    /// Largest API frame: a larger one gets an error reply, then the connection closes with
+    /// WebSocket code 1009 [default: 1048576]
+    #[arg(long, env = "SLUICE_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// With an API secret, seconds a connection may stay open without logging in (0 = no
+    /// limit) [default: 10]
+    #[arg(long, env = "SLUICE_LOGIN_TIMEOUT", value_name = "SECONDS")]
+    pub login_timeout: Option<f64>,
+    /// API requests per second per connection; one beyond it (and the burst) gets
+    /// `too_many_requests` (0 = unlimited) [default: 1000]
+    #[arg(long, env = "SLUICE_API_RATE", value_name = "PER_SECOND")]
+    pub api_rate: Option<f64>,
+    /// API requests a connection may send at once before --api-rate applies [default: 2000]
+    #[arg(long, env = "SLUICE_API_BURST", value_name = "N")]
+    pub api_burst: Option<u32>,
+    /// Log line format: text, or json (one object per line, for log shippers)
+    /// [default: text]
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "text|json")]
+    pub log_format: Option<String>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -92,6 +120,13 @@ impl Cli {
             raw_send: self.raw_send.clone(),
             max_sessions: self.max_sessions,
             drain_timeout: self.drain_timeout,
+            max_bitrate: self.max_bitrate,
+            max_login_failures: self.max_login_failures,
+            max_frame_bytes: self.max_frame_bytes,
+            login_timeout: self.login_timeout,
+            api_rate: self.api_rate,
+            api_burst: self.api_burst,
+            log_format: self.log_format.clone(),
         }
     }
 }

@@ -42,12 +42,44 @@ pub struct Config {
     /// On SIGTERM, how long live sessions may go on while no new one is accepted; zero =
     /// stop at once.
     pub drain_timeout: Duration,
+    /// Total ingress bits/s the node accepts ([`crate::manager::ops`] estimates each
+    /// session's); a `create` beyond it gets `no_mediaserver`. 0 = unlimited.
+    pub max_bitrate: u64,
+    /// Consecutive failed logins after which a connection is closed; 0 = unlimited.
+    pub max_login_failures: u32,
+    /// Largest API frame processed; a larger one is answered with an error and the
+    /// connection closes with 1009.
+    pub max_frame_bytes: usize,
+    /// With a secret, how long a connection may stay without a successful login; zero = no
+    /// limit.
+    pub login_timeout: Duration,
+    /// API requests per second per connection (0 = unlimited) ...
+    pub api_rate: f64,
+    /// ... and how many may come at once.
+    pub api_burst: u32,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 pub const DEFAULT_API: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9010);
 pub const DEFAULT_RTP_PORTS: (u16, u16) = (20000, 29999);
 pub const DEFAULT_DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_BATCH_WAIT: Duration = Duration::from_micros(500);
+pub const DEFAULT_MAX_LOGIN_FAILURES: u32 = 5;
+/// The largest frame processed by default ([`crate::request::MAX_FRAME`]).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = crate::request::MAX_FRAME;
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_API_RATE: f64 = 1000.0;
+pub const DEFAULT_API_BURST: u32 = 2000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -67,6 +99,13 @@ impl Default for Config {
             raw_send: true,
             max_sessions: 0,
             drain_timeout: Duration::ZERO,
+            max_bitrate: 0,
+            max_login_failures: DEFAULT_MAX_LOGIN_FAILURES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            login_timeout: DEFAULT_LOGIN_TIMEOUT,
+            api_rate: DEFAULT_API_RATE,
+            api_burst: DEFAULT_API_BURST,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -127,6 +166,18 @@ pub struct Layer {
     pub max_sessions: Option<usize>,
     /// Seconds, fractional allowed; 0 = no drain.
     pub drain_timeout: Option<f64>,
+    /// Bits per second; 0 = unlimited.
+    pub max_bitrate: Option<u64>,
+    /// 0 = unlimited.
+    pub max_login_failures: Option<u32>,
+    pub max_frame_bytes: Option<usize>,
+    /// Seconds, fractional allowed; 0 = no limit.
+    pub login_timeout: Option<f64>,
+    /// Requests per second, fractional allowed; 0 = unlimited.
+    pub api_rate: Option<f64>,
+    pub api_burst: Option<u32>,
+    /// "text" or "json".
+    pub log_format: Option<String>,
 }
 
 impl Layer {
@@ -164,6 +215,13 @@ impl Layer {
             raw_send: self.raw_send.or(lower.raw_send),
             max_sessions: self.max_sessions.or(lower.max_sessions),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            max_bitrate: self.max_bitrate.or(lower.max_bitrate),
+            max_login_failures: self.max_login_failures.or(lower.max_login_failures),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            login_timeout: self.login_timeout.or(lower.login_timeout),
+            api_rate: self.api_rate.or(lower.api_rate),
+            api_burst: self.api_burst.or(lower.api_burst),
+            log_format: self.log_format.or(lower.log_format),
         }
     }
 
@@ -205,6 +263,27 @@ impl Layer {
             Some(s) => parse_seconds("drain_timeout", s)?,
             None => d.drain_timeout,
         };
+        let login_timeout = match self.login_timeout {
+            Some(s) => parse_seconds("login_timeout", s)?,
+            None => d.login_timeout,
+        };
+        let max_frame_bytes = self.max_frame_bytes.unwrap_or(d.max_frame_bytes);
+        if max_frame_bytes == 0 {
+            return Err(invalid("max_frame_bytes", "0", "at least one byte"));
+        }
+        let api_rate = self.api_rate.unwrap_or(d.api_rate);
+        if !api_rate.is_finite() || api_rate < 0.0 {
+            return Err(invalid(
+                "api_rate",
+                &api_rate.to_string(),
+                "a number of requests per second, 0 = unlimited",
+            ));
+        }
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => return Err(invalid("log_format", v, "expected text or json")),
+        };
         Ok(Config {
             api,
             media_ip,
@@ -223,6 +302,14 @@ impl Layer {
             raw_send,
             max_sessions: self.max_sessions.unwrap_or(d.max_sessions),
             drain_timeout,
+            max_bitrate: self.max_bitrate.unwrap_or(d.max_bitrate),
+            max_login_failures: self.max_login_failures.unwrap_or(d.max_login_failures),
+            max_frame_bytes,
+            login_timeout,
+            api_rate,
+            // At least one request at a time, or none would pass.
+            api_burst: self.api_burst.unwrap_or(d.api_burst).max(1),
+            log_format,
         })
     }
 }
@@ -309,6 +396,13 @@ mod tests {
         assert!(c.raw_send);
         assert_eq!(c.max_sessions, 0, "unlimited");
         assert_eq!(c.drain_timeout, Duration::ZERO, "stop at once");
+        assert_eq!(c.max_bitrate, 0, "unlimited");
+        assert_eq!(c.max_login_failures, 5);
+        assert_eq!(c.max_frame_bytes, 1 << 20);
+        assert_eq!(c.login_timeout, Duration::from_secs(10));
+        assert_eq!(c.api_rate, 1000.0);
+        assert_eq!(c.api_burst, 2000);
+        assert_eq!(c.log_format, LogFormat::Text);
     }
 
     #[test]
@@ -316,7 +410,9 @@ mod tests {
         let layer = Layer::from_toml(
             "api = \"127.0.0.1:0\"\nrtp_ports = \"30000-30099\"\nworkers = 2\nio = \"mmsg\"\n\
              disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n\
-             raw_send = \"off\"\nmax_sessions = 3\ndrain_timeout = 30\n",
+             raw_send = \"off\"\nmax_sessions = 3\ndrain_timeout = 30\n\
+             max_bitrate = 5000000\nmax_login_failures = 2\nmax_frame_bytes = 4096\n\
+             login_timeout = 2.5\napi_rate = 0.5\napi_burst = 3\nlog_format = \"json\"\n",
         )
         .expect("valid toml");
         let c = layer.resolve().expect("valid values");
@@ -330,6 +426,13 @@ mod tests {
         assert!(!c.raw_send);
         assert_eq!(c.max_sessions, 3);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_bitrate, 5_000_000);
+        assert_eq!(c.max_login_failures, 2);
+        assert_eq!(c.max_frame_bytes, 4096);
+        assert_eq!(c.login_timeout, Duration::from_millis(2500));
+        assert_eq!(c.api_rate, 0.5);
+        assert_eq!(c.api_burst, 3);
+        assert_eq!(c.log_format, LogFormat::Json);
     }
 
     #[test]
@@ -413,6 +516,27 @@ mod tests {
                     ..Layer::default()
                 },
                 "drain_timeout",
+            ),
+            (
+                Layer {
+                    api_rate: Some(-1.0),
+                    ..Layer::default()
+                },
+                "api_rate",
+            ),
+            (
+                Layer {
+                    max_frame_bytes: Some(0),
+                    ..Layer::default()
+                },
+                "max_frame_bytes",
+            ),
+            (
+                Layer {
+                    log_format: Some("xml".into()),
+                    ..Layer::default()
+                },
+                "log_format",
             ),
         ] {
             let err = layer.resolve().expect_err("invalid value");

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     SessionTimeout,
     SessionStop,
     SessionNotFound,
+    /// Sluice's own, in NkSERVICE's range (NkSERVICE has no rate limit code): 100429.
+    TooManyRequests,
     // NkMEDIA sessions.
     NoMediaserver,
     OfferNotSet,
@@ -50,7 +52,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InternalError,
         ErrorCode::Timeout,
         ErrorCode::NotImplemented,
@@ -69,6 +71,7 @@ impl ErrorCode {
         ErrorCode::SessionTimeout,
         ErrorCode::SessionStop,
         ErrorCode::SessionNotFound,
+        ErrorCode::TooManyRequests,
         ErrorCode::NoMediaserver,
         ErrorCode::OfferNotSet,
         ErrorCode::OfferAlreadySet,
@@ -106,6 +109,7 @@ impl ErrorCode {
             ErrorCode::SessionTimeout => (100060, "session_timeout", "Session timeout"),
             ErrorCode::SessionStop => (100061, "session_stop", "Session stop"),
             ErrorCode::SessionNotFound => (100062, "session_not_found", "Session not found"),
+            ErrorCode::TooManyRequests => (100429, "too_many_requests", "Too many requests"),
             ErrorCode::NoMediaserver => (300001, "no_mediaserver", "No mediaserver available"),
             ErrorCode::OfferNotSet => (300010, "offer_not_set", "Offer not set"),
             ErrorCode::OfferAlreadySet => (300011, "offer_already_set", "Offer already set"),

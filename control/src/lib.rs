@@ -17,11 +17,17 @@
 //! (`--max-sessions`, refused while draining) in the actor; a drain (SIGTERM with
 //! `--drain-timeout`, or the `media/node/drain` command) is supervised by the control thread:
 //! it stops the node once the actor reports no session left, or at the deadline.
+//!
+//! Doors: one constant-time check of the API secret for every door ([`auth`]); per connection,
+//! a request rate, a frame size, failed logins and a login deadline ([`limits`], enforced by
+//! [`ws`]); `--max-bitrate` beside `--max-sessions` in the actor.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod limits;
 pub mod manager;
 pub mod metrics;
 pub mod ops;
@@ -153,7 +159,8 @@ fn start_api(
     let index = Arc::new(recordings::RecordIndex::new(config.record_dir.clone()));
     let manager = Manager::new(dp, config.announced_ip(), config.disconnect_grace)
         .with_recordings(Arc::clone(&index))
-        .with_operations(Arc::clone(&ops), config.max_sessions);
+        .with_operations(Arc::clone(&ops), config.max_sessions)
+        .with_max_bitrate(config.max_bitrate);
     let secret: Option<Arc<str>> = config.api_secret.as_deref().map(Arc::from);
     let http = recordings::HttpState {
         index,
@@ -176,6 +183,7 @@ fn start_api(
         next_conn: Arc::new(AtomicU64::new(1)),
         alive: alive_tx,
         ops: Arc::clone(&ops),
+        limits: ws::Limits::from_config(config),
     };
     let app = ws::router(state)
         .merge(recordings::router(http))

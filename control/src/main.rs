@@ -11,23 +11,16 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use sluice_control::cli::Cli;
-use sluice_control::config::Layer;
+use sluice_control::config::{Layer, LogFormat};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
     let file = match &cli.config {
         Some(path) => Layer::from_file(path)?,
         None => Layer::default(),
     };
     let config = cli.layer().over(file).resolve()?;
+    init_logs(config.log_format);
     let drain_on_term = !config.drain_timeout.is_zero();
     let running = sluice_control::spawn(config).context("cannot start sluice")?;
     {
@@ -41,6 +34,25 @@ fn main() -> anyhow::Result<()> {
     running.shutdown();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Log lines on stderr, filtered by `RUST_LOG` (default `info`): text, or one JSON object per
+/// line whose `span` holds the `session_id` of a line about a session.
+fn init_logs(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// Blocks until the server must stop: SIGINT, SIGTERM (unless it starts a drain), a signal

@@ -5,11 +5,12 @@
 //! [`Snapshot`] holding the live legs' `Arc<LegStats>` and the [`Traffic`] of the legs
 //! already closed (added up when each leg's `Event::LegClosed` arrived, after which its
 //! worker no longer writes it), so the sums only grow. The summing happens in the HTTP
-//! handler, not in the actor. API requests are counted by the WebSocket edge in
-//! [`ApiCounters`] (control plane only).
+//! handler, not in the actor. API requests, and the limits that refused requests or closed
+//! connections ([`Door`]), are counted by the WebSocket edge in [`ApiCounters`] (control
+//! plane only).
 //!
 //! No label names a session, a leg or a stream: the label values are the four session types,
-//! the drop reasons, the commands of `request::COMMANDS` and `ok`/`error`.
+//! the drop reasons, the commands of `request::COMMANDS`, `ok`/`error` and the limits.
 //!
 //! Families of the contract not exported: `sluice_worker_busy_ratio` (the workers do not
 //! measure busy time) and `sluice_data_messages_total` (there are no data channels yet).
@@ -87,6 +88,8 @@ pub struct Snapshot {
     /// What the legs closed so far had counted when they closed.
     pub closed: Traffic,
     pub draining: bool,
+    /// Estimated ingress of every session, bits/s (what `--max-bitrate` weighs).
+    pub ingress_bps: u64,
 }
 
 impl Snapshot {
@@ -106,12 +109,47 @@ impl Snapshot {
 pub struct ApiCounters {
     /// `[ok, error]` per command.
     counts: Vec<[AtomicU64; 2]>,
+    /// Per [`Door`].
+    doors: [AtomicU64; Door::ALL.len()],
 }
 
 impl Default for ApiCounters {
     fn default() -> Self {
         ApiCounters {
             counts: (0..=COMMANDS.len()).map(|_| Default::default()).collect(),
+            doors: Default::default(),
+        }
+    }
+}
+
+/// A limit of the API that refused a request or closed a connection
+/// (`sluice_api_limited_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// A request beyond `--api-rate` (refused; the connection stays).
+    RateLimited,
+    /// A frame over `--max-frame-bytes` (connection closed, 1009).
+    FrameTooLarge,
+    /// `--max-login-failures` failed logins in a row (connection closed, 1008).
+    LoginFailures,
+    /// No login within `--login-timeout` (connection closed, 1008).
+    LoginTimeout,
+}
+
+impl Door {
+    pub const ALL: [Door; 4] = [
+        Door::RateLimited,
+        Door::FrameTooLarge,
+        Door::LoginFailures,
+        Door::LoginTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::RateLimited => "rate_limited",
+            Door::FrameTooLarge => "frame_too_large",
+            Door::LoginFailures => "login_failures",
+            Door::LoginTimeout => "login_timeout",
         }
     }
 }
@@ -133,6 +171,15 @@ impl ApiCounters {
             .filter(|&i| i < COMMANDS.len())
             .unwrap_or(COMMANDS.len());
         self.counts[slot][usize::from(!ok)].load(Ordering::Relaxed)
+    }
+
+    /// Counts one refusal or close by a limit.
+    pub fn limited(&self, door: Door) {
+        self.doors[door as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn limited_count(&self, door: Door) -> u64 {
+        self.doors[door as usize].load(Ordering::Relaxed)
     }
 
     /// `(cmd label, result label, count)` for every slot.
@@ -200,8 +247,10 @@ pub fn render(snapshot: &Snapshot, api: &ApiCounters) -> Result<String, fmt::Err
         recordings_active: snapshot.recordings_active,
         legs: snapshot.live_legs.len() as u64,
         draining: snapshot.draining,
+        ingress_bps: snapshot.ingress_bps,
         traffic: snapshot.traffic(),
         api: api.series().collect(),
+        limited: Door::ALL.map(|d| (d.as_str(), api.limited_count(d))),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -219,8 +268,10 @@ struct Scrape {
     recordings_active: u64,
     legs: u64,
     draining: bool,
+    ingress_bps: u64,
     traffic: Traffic,
     api: Vec<(String, &'static str, u64)>,
+    limited: [(&'static str, u64); Door::ALL.len()],
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
@@ -258,6 +309,12 @@ impl Collector for Scrape {
             "sluice_draining",
             "1 while the node drains (refuses new sessions), else 0.",
             u64::from(self.draining),
+        )?;
+        gauge(
+            &mut e,
+            "sluice_ingress_estimate_bits_per_second",
+            "Ingress the live sessions may bring, as --max-bitrate estimates it.",
+            self.ingress_bps,
         )?;
         let t = &self.traffic;
         counter(
@@ -322,6 +379,16 @@ impl Collector for Scrape {
             let c = ConstCounter::new(*n);
             c.encode(api.encode_family(&[("cmd", cmd.as_str()), ("result", result)])?)?;
         }
+        let mut limited = e.encode_descriptor(
+            "sluice_api_limited",
+            "API requests refused and connections closed by a limit, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in &self.limited {
+            let c = ConstCounter::new(*n);
+            c.encode(limited.encode_family(&[("reason", *reason)])?)?;
+        }
         Ok(())
     }
 }
@@ -333,6 +400,24 @@ mod tests {
     fn line<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()
             .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
+    }
+
+    #[test]
+    fn limits_are_counted_by_reason() {
+        let api = ApiCounters::default();
+        api.limited(Door::RateLimited);
+        api.limited(Door::RateLimited);
+        api.limited(Door::LoginTimeout);
+        let text = render(&Snapshot::default(), &api).expect("renders");
+        for (series, value) in [
+            ("sluice_api_limited_total{reason=\"rate_limited\"}", "2"),
+            ("sluice_api_limited_total{reason=\"frame_too_large\"}", "0"),
+            ("sluice_api_limited_total{reason=\"login_failures\"}", "0"),
+            ("sluice_api_limited_total{reason=\"login_timeout\"}", "1"),
+        ] {
+            let l = line(&text, series).unwrap_or_else(|| panic!("{series} in {text}"));
+            assert_eq!(l.split_once(' ').map(|(_, v)| v), Some(value), "{l}");
+        }
     }
 
     #[test]

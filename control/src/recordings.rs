@@ -227,27 +227,10 @@ fn error(status: StatusCode, text: &str) -> Response {
     (status, axum::Json(json!({ "error": text }))).into_response()
 }
 
-/// `Authorization: Bearer SECRET` when a secret is set (compared in constant time); the 401
+/// `Authorization: Bearer SECRET` when a secret is set (see [`crate::auth`]); the 401
 /// response otherwise.
 fn refused(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
-    let Some(secret) = &state.secret else {
-        return None;
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().as_bytes())
-        .unwrap_or_default();
-    let want = secret.as_bytes();
-    let same = given.len() == want.len()
-        && given
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
+    if crate::auth::bearer_ok(state.secret.as_deref(), headers) {
         return None;
     }
     let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");

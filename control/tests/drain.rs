@@ -109,8 +109,20 @@ impl Sluice {
             self.api
         )
         .expect("send");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("response");
+        // Read until the server closes; a reset after the response (a server in shutdown
+        // may close before reading our FIN) still leaves the status line read.
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) if !bytes.is_empty() => break,
+                Err(e) => panic!("no response to GET {path}: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
         text.split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())

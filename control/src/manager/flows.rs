@@ -10,6 +10,7 @@ use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of}
 use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
 use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Proto, Sdp, Selected};
+use crate::webrtc::sdp::{DataOffer, data_offer};
 use crate::webrtc::transport::WebrtcTransport;
 
 /// Settings a new session takes from its `create` (or, for a slave made by
@@ -93,6 +94,8 @@ pub(super) struct Opened {
     /// RTP port per m-line of the peer's SDP (0 = rejected).
     pub ports: Vec<u16>,
     pub webrtc: Option<Box<WebrtcTransport>>,
+    /// The data-channel m-line the answer accepts (echo sessions over WebRTC).
+    pub data: Option<DataOffer>,
 }
 
 /// `telephone-event` at `rate` in an answered m-line (RFC 4733 §7.1.1).
@@ -213,6 +216,7 @@ impl Manager {
             legs,
             ports,
             webrtc: transport,
+            data: None,
         })
     }
 
@@ -242,8 +246,7 @@ impl Manager {
                 let sdp = self.webrtc_answer_sdp(
                     t,
                     leg.info.rtp_port,
-                    offer,
-                    selected,
+                    (offer, selected, opened.data.as_ref()),
                     &opened.legs,
                     &cname_for(id),
                 );
@@ -265,6 +268,19 @@ impl Manager {
         webrtc: bool,
         cname: &str,
     ) -> Result<(Opened, SdpText), ApiError> {
+        self.open_offer_legs_with_data(group, offered, webrtc, cname, false)
+    }
+
+    /// As [`Manager::open_offer_legs`], with a data-channel m-line in a WebRTC offer when
+    /// `data` (a listener whose publisher has data channels).
+    pub(super) fn open_offer_legs_with_data(
+        &mut self,
+        group: GroupId,
+        offered: &mut [OfferMedia],
+        webrtc: bool,
+        cname: &str,
+        data: bool,
+    ) -> Result<(Opened, SdpText), ApiError> {
         if webrtc {
             let mut used: Vec<u8> = offered
                 .iter()
@@ -284,11 +300,12 @@ impl Manager {
                 }
             }
             let (info, t) = self.open_offer_bundle(group, offered)?;
-            let sdp = self.webrtc_offer_sdp(&t, info.rtp_port, offered);
+            let sdp = self.webrtc_offer_sdp(&t, info.rtp_port, offered, data);
             let opened = Opened {
                 legs: offer_legs(offered, vec![info; offered.len()], Transport::Webrtc),
                 ports: vec![sdp.media.first().map_or(0, |m| m.port); offered.len()],
                 webrtc: Some(Box::new(t)),
+                data: None,
             };
             return Ok((opened, SdpText::of(&sdp)));
         }
@@ -309,6 +326,7 @@ impl Manager {
             legs: offer_legs(offered, infos, Transport::Plain),
             ports,
             webrtc: None,
+            data: None,
         };
         Ok((opened, offer))
     }
@@ -333,7 +351,9 @@ impl Manager {
         let offer = peer_sdp(c.offer.as_ref())?;
         let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
         let group = self.new_group();
-        let opened = self.open_answer_legs(group, &offer, &selected)?;
+        let mut opened = self.open_answer_legs(group, &offer, &selected)?;
+        // Data channels come back too.
+        accept_data(&mut opened, &offer);
         for l in &opened.legs {
             // Towards a WebRTC peer the echo goes out with the SSRC the answer announces.
             let cmd = Command::Connect {
@@ -392,6 +412,17 @@ impl Manager {
                 generation,
             },
         );
+    }
+}
+
+/// Accepts the data-channel m-line of a WebRTC offer on the session's bundled transport
+/// (echo and publish sessions): the answer then carries it, and SCTP starts with DTLS.
+pub(super) fn accept_data(opened: &mut Opened, offer: &Sdp) {
+    if let Some(t) = opened.webrtc.as_mut()
+        && let Some(data) = data_offer(offer)
+    {
+        t.enable_data(data.max_message_size);
+        opened.data = Some(data);
     }
 }
 

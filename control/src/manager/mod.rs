@@ -198,10 +198,14 @@ impl Manager {
                     request,
                     reply,
                 } => {
+                    let _span = self.request_span(&request).entered();
                     let r = self.handle(conn, request);
                     let _ = reply.send(r);
                 }
-                Msg::Dataplane(ev) => self.dataplane_event(ev),
+                Msg::Dataplane(ev) => {
+                    let _span = self.event_span(&ev).entered();
+                    self.dataplane_event(ev);
+                }
                 Msg::Shutdown { done } => {
                     self.shutdown();
                     let _ = done.send(());
@@ -232,7 +236,7 @@ impl Manager {
                 }
                 done(Ok(json!({})))
             }
-            Request::Create(c) => done(self.admit_create().and_then(|()| self.create(conn, *c))),
+            Request::Create(c) => done(self.admit_create(&c).and_then(|()| self.create(conn, *c))),
             Request::Destroy { session_id } => self.destroy_request(&session_id),
             Request::SetAnswer { session_id, answer } => {
                 done(self.set_answer(&session_id, &answer))

@@ -1,5 +1,13 @@
-//! The manager's side of operations: admission (`--max-sessions`, draining), the drain
-//! command, the waiters for "no session left", and the snapshot a `/metrics` scrape sums.
+//! The manager's side of operations: admission (`--max-sessions`, `--max-bitrate`,
+//! draining), the drain command, the waiters for "no session left", and the snapshot a
+//! `/metrics` scrape sums.
+//!
+//! `--max-bitrate` weighs each session by the ingress it may bring: its effective cap
+//! (`bitrate`, or its room's `room_bitrate`) when it has one, else [`DEFAULT_AUDIO_BPS`] per
+//! audio and [`DEFAULT_VIDEO_BPS`] per video m-line. A listener's peer sends no media (0); a
+//! proxy master without its slave yet also holds an uncapped estimate for the slave's peer,
+//! so that the slave, made later, needs no admission of its own. Estimates, not
+//! measurements: a node is filled by what its sessions are allowed to send.
 //!
 //! The counters of a closed leg are taken when its `Event::LegClosed` arrives: its worker has
 //! let go of it then, so the value is final and the node's totals only grow.
@@ -9,13 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sluice_dataplane::api::{LegId, LegInfo, LegStats};
+use sluice_dataplane::api::{Event, LegId, LegInfo, LegStats, MediaKind};
 use tokio::sync::oneshot;
+use tracing::Span;
 
+use super::quality::min_cap;
+use super::session::{Kind, MediaLine, Session};
 use super::{Manager, Outcome};
 use crate::errors::{ApiError, ErrorCode};
 use crate::metrics::{Snapshot, Traffic, session_type_index};
 use crate::ops::Ops;
+use crate::request::{CreateSession, Request, SessionType};
+use crate::sdp::{self, Sdp};
+
+/// What an audio m-line without a cap counts for `--max-bitrate` (bits/s).
+pub const DEFAULT_AUDIO_BPS: u64 = 64_000;
+/// What a video m-line without a cap counts for `--max-bitrate` (bits/s).
+pub const DEFAULT_VIDEO_BPS: u64 = 2_000_000;
 
 /// Admission settings, node state and leg counters, owned by the actor.
 #[derive(Debug)]
@@ -23,6 +41,8 @@ pub struct Operations {
     ops: Arc<Ops>,
     /// 0 = unlimited.
     max_sessions: usize,
+    /// Total estimated ingress, bits/s; 0 = unlimited.
+    max_bitrate: u64,
     /// The counters of every open leg, by leg (a bundled leg once).
     live: HashMap<LegId, Arc<LegStats>>,
     /// What the closed legs had counted.
@@ -42,6 +62,7 @@ impl Operations {
         Operations {
             ops,
             max_sessions,
+            max_bitrate: 0,
             live: HashMap::new(),
             closed: Traffic::default(),
             idle: Vec::new(),
@@ -68,16 +89,91 @@ impl Manager {
         self
     }
 
-    /// A `create` may go ahead: the node is not draining and below `--max-sessions`.
-    /// Checked before anything is allocated.
-    pub(super) fn admit_create(&self) -> Result<(), ApiError> {
+    /// Sets `--max-bitrate` (0 = unlimited).
+    pub fn with_max_bitrate(mut self, bps: u64) -> Self {
+        self.operations.max_bitrate = bps;
+        self
+    }
+
+    /// A `create` may go ahead: the node is not draining, below `--max-sessions`, and the
+    /// new session's estimated ingress fits under `--max-bitrate`. Checked before anything is
+    /// allocated.
+    pub(super) fn admit_create(&self, c: &CreateSession) -> Result<(), ApiError> {
         if self.operations.ops.is_draining() {
             return Err(ApiError::new(
                 ErrorCode::NoMediaserver,
                 "this node is draining and accepts no new session",
             ));
         }
-        self.admit_session()
+        self.admit_session()?;
+        let max = self.operations.max_bitrate;
+        if max == 0 {
+            return Ok(());
+        }
+        let new = self.create_ingress(c);
+        let now: u64 = self
+            .sessions
+            .values()
+            .map(|s| self.session_ingress(s))
+            .sum();
+        if new > 0 && now.saturating_add(new) > max {
+            return Err(ApiError::new(
+                ErrorCode::NoMediaserver,
+                format!(
+                    "bitrate limit reached: {now} bps in use + {new} bps for this session > \
+                     {max} bps (--max-bitrate)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ingress a live session counts for (see the module docs).
+    pub(super) fn session_ingress(&self, s: &Session) -> u64 {
+        let uncapped = lines_bps(&s.legs);
+        let own = match self.effective_bitrate(s) {
+            0 => uncapped,
+            cap => cap,
+        };
+        match &s.kind {
+            Kind::Listen { .. } => 0,
+            Kind::ProxyMaster { slave: None } => own.saturating_add(uncapped),
+            _ => own,
+        }
+    }
+
+    /// The ingress a `create` would add, from its offer and caps.
+    fn create_ingress(&self, c: &CreateSession) -> u64 {
+        let offered = || {
+            c.offer
+                .as_ref()
+                .and_then(|o| o.sdp.as_deref())
+                .and_then(|text| Sdp::parse(text).ok())
+                .map_or(0, |sdp| offer_bps(&sdp))
+        };
+        let capped = |uncapped: u64, room_kbps: u64| match min_cap(
+            c.media.bitrate.unwrap_or(0),
+            room_kbps.saturating_mul(1000),
+        ) {
+            0 => uncapped,
+            cap => cap,
+        };
+        match (c.session_type, &c.master_id) {
+            (SessionType::Listen, _) | (SessionType::Proxy, Some(_)) => 0,
+            (SessionType::Echo, _) => capped(offered(), 0),
+            (SessionType::Proxy, None) => {
+                let uncapped = offered();
+                capped(uncapped, 0).saturating_add(uncapped)
+            }
+            (SessionType::Publish, _) => {
+                let room = c
+                    .room_id
+                    .as_ref()
+                    .and_then(|r| self.rooms.get(r))
+                    .map_or(c.room_bitrate.unwrap_or(0), |r| r.bitrate);
+                capped(offered(), room)
+            }
+        }
     }
 
     /// One more session fits under `--max-sessions` (also for a proxy slave made by
@@ -122,6 +218,42 @@ impl Manager {
         }
     }
 
+    /// The span of a request about one session: every log line while the manager handles it
+    /// carries `session_id`.
+    pub(super) fn request_span(&self, request: &Request) -> Span {
+        match request_session(request) {
+            Some(id) => tracing::info_span!("request", session_id = %id),
+            None => Span::none(),
+        }
+    }
+
+    /// The span of a data-plane event on a session's leg.
+    pub(super) fn event_span(&self, ev: &Event) -> Span {
+        let leg = match ev {
+            Event::SlowPath { leg, .. }
+            | Event::SrtpRefused { leg, .. }
+            | Event::LegClosed { leg }
+            | Event::MediaUp { leg, .. }
+            | Event::MediaDown { leg, .. }
+            | Event::SlowLink { leg, .. }
+            | Event::Latched { leg, .. } => *leg,
+            #[allow(unreachable_patterns)]
+            _ => return Span::none(),
+        };
+        match self.leg_owner.get(&leg) {
+            Some(id) => tracing::info_span!("media", session_id = %id),
+            None => Span::none(),
+        }
+    }
+
+    /// Estimated ingress of every session, bits/s (for `/metrics`).
+    pub(super) fn ingress_estimate(&self) -> u64 {
+        self.sessions
+            .values()
+            .map(|s| self.session_ingress(s))
+            .sum()
+    }
+
     pub(super) fn register_opened(&mut self, info: &LegInfo) {
         self.operations.opened(info);
     }
@@ -147,6 +279,67 @@ impl Manager {
             live_legs: self.operations.live.values().cloned().collect(),
             closed: self.operations.closed,
             draining: self.operations.ops.is_draining(),
+            ingress_bps: self.ingress_estimate(),
         }
+    }
+}
+
+/// The session a request is about, if it names one.
+fn request_session(request: &Request) -> Option<&str> {
+    match request {
+        Request::Destroy { session_id }
+        | Request::SetAnswer { session_id, .. }
+        | Request::GetOffer { session_id }
+        | Request::GetAnswer { session_id }
+        | Request::GetProxyOffer { session_id }
+        | Request::GetInfo { session_id }
+        | Request::UpdateMedia { session_id, .. }
+        | Request::SetType { session_id, .. }
+        | Request::RecorderAction { session_id, .. }
+        | Request::SetCandidate { session_id, .. }
+        | Request::SetCandidateEnd { session_id } => Some(session_id),
+        _ => None,
+    }
+}
+
+fn kind_bps(kind: MediaKind) -> u64 {
+    if matches!(kind, MediaKind::Video) {
+        DEFAULT_VIDEO_BPS
+    } else if matches!(kind, MediaKind::Audio) {
+        DEFAULT_AUDIO_BPS
+    } else {
+        0
+    }
+}
+
+/// The uncapped estimate of a session's own m-lines.
+fn lines_bps(lines: &[MediaLine]) -> u64 {
+    lines.iter().map(|l| kind_bps(l.kind)).sum()
+}
+
+/// The uncapped estimate of an offer: its audio and video m-lines.
+fn offer_bps(offer: &Sdp) -> u64 {
+    offer
+        .media
+        .iter()
+        .map(|m| match m.kind {
+            sdp::MediaKind::Audio => DEFAULT_AUDIO_BPS,
+            sdp::MediaKind::Video => DEFAULT_VIDEO_BPS,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offer_counts_its_audio_and_video_lines() {
+        let text = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                    m=audio 4000 RTP/AVP 0\r\nm=video 4002 RTP/AVP 96\r\n\
+                    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        let sdp = Sdp::parse(text).expect("valid SDP");
+        assert_eq!(offer_bps(&sdp), DEFAULT_AUDIO_BPS + DEFAULT_VIDEO_BPS);
     }
 }

@@ -185,7 +185,7 @@ impl Manager {
                 true,
             ),
         };
-        let opened = match self.open_answer_legs(group, &offer, &selected) {
+        let mut opened = match self.open_answer_legs(group, &offer, &selected) {
             Ok(v) => v,
             Err(e) => {
                 if existing_group.is_none() {
@@ -195,6 +195,7 @@ impl Manager {
                 return Err(e);
             }
         };
+        super::flows::accept_data(&mut opened, &offer);
         let id = new_id();
         let answer = self.answer_sdp(&id, &offer, &selected, &opened);
         let kind = Kind::Publish {
@@ -269,7 +270,14 @@ impl Manager {
             })
             .collect();
         let webrtc = sdp_type == SdpType::Webrtc;
-        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname)?;
+        // The publisher's data channels are mirrored to the listener.
+        let data = self
+            .sessions
+            .get(&publisher)
+            .and_then(|p| p.webrtc.as_ref())
+            .is_some_and(|t| t.has_data());
+        let (opened, offer) =
+            self.open_offer_legs_with_data(group, &mut offered, webrtc, &cname, data)?;
         let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
             let rewrite = Rewrite {
@@ -384,6 +392,7 @@ impl Manager {
                 publisher: publisher.to_owned(),
             };
         }
+        self.repoint_mirrors(id);
         self.request_keyframes_for(id);
         self.emit_session(
             id,

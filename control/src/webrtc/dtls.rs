@@ -7,6 +7,9 @@
 //! dimpl does no PKI: the peer's certificate is accepted only if it hashes to the SDP
 //! `a=fingerprint` (RFC 8842 §5), checked here. On success the exported keying material
 //! (`EXTRACTOR-dtls_srtp`, RFC 5764 §4.2) becomes [`SessionKeys`] for the data plane.
+//! Application data (data channels' SCTP, RFC 8261) goes both ways once connected:
+//! [`poll_app_data`](DtlsEndpoint::poll_app_data) and
+//! [`send_app_data`](DtlsEndpoint::send_app_data).
 //!
 //! dimpl facts this relies on (0.9): every error it returns is fatal to the connection; a
 //! client sends its ClientHello from `handle_timeout`, not at construction; the SRTP profile
@@ -103,6 +106,8 @@ pub struct DtlsEndpoint {
     timeout: Option<Instant>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<DtlsEvent>,
+    /// Application data received and not yet taken (bounded by [`MAX_APP_DATA`]).
+    app_data: VecDeque<Vec<u8>>,
     buf: Vec<u8>,
 }
 
@@ -117,6 +122,9 @@ impl std::fmt::Debug for DtlsEndpoint {
 
 /// dimpl's default MTU (1150) keeps records under any path MTU a WebRTC peer uses.
 const POLL_BUF: usize = 2048;
+/// Application-data records kept between two drains by the transport; one datagram holds a
+/// few at most, so more means nobody drains them.
+const MAX_APP_DATA: usize = 256;
 
 impl DtlsEndpoint {
     /// A new endpoint; a client has its ClientHello ready in [`DtlsEndpoint::poll_transmit`].
@@ -161,6 +169,7 @@ impl DtlsEndpoint {
             timeout: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            app_data: VecDeque::new(),
             buf: vec![0; POLL_BUF],
         };
         // A dimpl client sends its first flight from handle_timeout.
@@ -219,6 +228,23 @@ impl DtlsEndpoint {
         self.transmit.pop_front()
     }
 
+    /// The plaintext of the next application-data record received (an SCTP packet).
+    pub fn poll_app_data(&mut self) -> Option<Vec<u8>> {
+        self.app_data.pop_front()
+    }
+
+    /// Sends `data` (an SCTP packet) as one application-data record; its datagram is then in
+    /// [`DtlsEndpoint::poll_transmit`]. Only once connected: before that, nothing is sent.
+    pub fn send_app_data(&mut self, data: &[u8]) {
+        if self.state != State::Connected {
+            return;
+        }
+        match self.dtls.send_application_data(data) {
+            Ok(_) => self.drain(),
+            Err(e) => self.fail(DtlsError::Protocol(e.to_string())),
+        }
+    }
+
     pub fn poll_event(&mut self) -> Option<DtlsEvent> {
         self.events.pop_front()
     }
@@ -251,7 +277,11 @@ impl DtlsEndpoint {
                 }
                 dimpl::Output::Connected => self.handshake_done = true,
                 dimpl::Output::CloseNotify => self.fail(DtlsError::Closed),
-                // WebRTC media uses no DTLS application data (no data channels here).
+                // Data channels: SCTP packets (RFC 8261). dimpl delivers only authenticated
+                // records, and buffers those that arrive before its handshake completes.
+                dimpl::Output::ApplicationData(data) if self.app_data.len() < MAX_APP_DATA => {
+                    self.app_data.push_back(data.to_vec());
+                }
                 _ => {}
             }
         }

@@ -8,8 +8,10 @@
 //! wants to be woken (`poll_timeout`). A driver owns the sockets and the timers.
 
 pub mod cert;
+pub mod dcep;
 pub mod dtls;
 pub mod ice;
+pub mod sctp;
 pub mod sdp;
 pub mod stun;
 pub mod transport;

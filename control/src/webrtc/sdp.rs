@@ -17,6 +17,7 @@ use crate::sdp::{
 };
 
 use super::cert::{CertError, Fingerprint};
+use super::sctp::{LOCAL_MAX_MESSAGE_SIZE, SCTP_PORT};
 
 /// RTCP feedback the forwarder honours or generates (RFC 4585 NACK/PLI, RFC 5104 FIR,
 /// draft-alvestrand-rmcat-remb). `transport-cc` is not: there is no TWCC feedback.
@@ -111,12 +112,69 @@ impl WebrtcLocal {
     }
 }
 
+/// The data-channel m-line of a WebRTC offer (RFC 8841): `m=application <port>
+/// UDP/DTLS/SCTP webrtc-datachannel`, not rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataOffer {
+    /// Index of the m-line in the offer.
+    pub mline: usize,
+    /// The offerer's `a=max-message-size` (RFC 8841 §6): `None` when absent (64 KiB),
+    /// 0 for "any size".
+    pub max_message_size: Option<u32>,
+    /// The offerer's `a=sctp-port` (RFC 8841 §5; 5000 when absent).
+    pub sctp_port: u16,
+}
+
+/// The first usable data-channel m-line of `offer`, if any. The legacy `DTLS/SCTP 5000`
+/// form (`a=sctpmap`) is not one: it is rejected like any unknown m-line.
+pub fn data_offer(offer: &Sdp) -> Option<DataOffer> {
+    let attr = |m: &Media, name: &str| {
+        m.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.value.as_deref())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    offer.media.iter().enumerate().find_map(|(i, m)| {
+        let usable = m.kind == MediaKind::Application
+            && m.port != 0
+            && m.proto == Proto::UdpDtlsSctp
+            && m.formats.iter().any(|f| f == "webrtc-datachannel");
+        usable.then(|| DataOffer {
+            mline: i,
+            max_message_size: attr(m, "max-message-size"),
+            sctp_port: attr(m, "sctp-port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(SCTP_PORT),
+        })
+    })
+}
+
 /// A WebRTC answer to `offer` (RFC 8829 §5.3): one m-line per offered one; those with a
 /// selected codec accepted on the bundled transport, the others (data channels included)
 /// rejected with port 0 and left out of the BUNDLE group (RFC 8843 §7.3.3).
 pub fn webrtc_answer(offer: &Sdp, selected: &[Option<Selected>], local: &WebrtcLocal) -> Sdp {
+    webrtc_answer_with_data(offer, selected, None, local)
+}
+
+/// As [`webrtc_answer`], accepting the data-channel m-line `data` too: same bundled
+/// transport, `a=sctp-port:5000` and `a=max-message-size` (RFC 8841 §5, §6).
+pub fn webrtc_answer_with_data(
+    offer: &Sdp,
+    selected: &[Option<Selected>],
+    data: Option<&DataOffer>,
+    local: &WebrtcLocal,
+) -> Sdp {
     let mut answer = local.session();
     for (i, offered) in offer.media.iter().enumerate() {
+        if data.is_some_and(|d| d.mline == i) {
+            let m = data_media(offered.mid.clone(), local);
+            if let Some(mid) = &m.mid {
+                answer.bundle.push(mid.clone());
+            }
+            answer.media.push(m);
+            continue;
+        }
         let m = match selected.get(i).and_then(Option::as_ref) {
             Some(s) if offered.port != 0 => {
                 let proto = match &offered.proto {
@@ -149,6 +207,23 @@ pub fn webrtc_answer(offer: &Sdp, selected: &[Option<Selected>], local: &WebrtcL
         answer.media.push(m);
     }
     answer
+}
+
+/// Our data-channel m-line on the bundled transport (RFC 8841): no RTCP, no codecs.
+fn data_media(mid: Option<String>, local: &WebrtcLocal) -> Media {
+    let mut m = Media::new(MediaKind::Application, local.port, Proto::UdpDtlsSctp);
+    m.formats.push("webrtc-datachannel".to_owned());
+    m.mid = mid;
+    local.transport(&mut m);
+    m.rtcp = None;
+    m.rtcp_mux = false;
+    m.attributes
+        .push(Attribute::new("sctp-port", Some(&SCTP_PORT.to_string())));
+    m.attributes.push(Attribute::new(
+        "max-message-size",
+        Some(&LOCAL_MAX_MESSAGE_SIZE.to_string()),
+    ));
+    m
 }
 
 fn add_codecs(
@@ -193,6 +268,11 @@ pub fn announce_ssrc(m: &mut Media, ssrc: Ssrc, rtx_ssrc: Option<Ssrc>, cname: &
 /// bundled m-line per entry, `a=setup` from `local` (normally `actpass`), and for each
 /// stream with an SSRC `a=ssrc:N cname:…`, `a=ssrc:N msid:…` and `a=msid` (RFC 8830).
 pub fn webrtc_offer(media: &[OfferMedia], local: &WebrtcLocal) -> Sdp {
+    webrtc_offer_with_data(media, false, local)
+}
+
+/// As [`webrtc_offer`], with a data-channel m-line last when `data` (RFC 8841), in the BUNDLE.
+pub fn webrtc_offer_with_data(media: &[OfferMedia], data: bool, local: &WebrtcLocal) -> Sdp {
     let mut offer = local.session();
     for (i, om) in media.iter().enumerate() {
         let mut m = Media::new(om.kind.clone(), local.port, Proto::UdpTlsRtpSavpf);
@@ -224,6 +304,14 @@ pub fn webrtc_offer(media: &[OfferMedia], local: &WebrtcLocal) -> Sdp {
             );
         }
         offer.media.push(m);
+    }
+    if data {
+        let mut mid = offer.media.len().to_string();
+        while offer.bundle.contains(&mid) {
+            mid.push('d');
+        }
+        offer.bundle.push(mid.clone());
+        offer.media.push(data_media(Some(mid), local));
     }
     offer
 }

@@ -247,3 +247,158 @@ fn rtx_is_answered_for_the_chosen_codec_and_offered_with_an_fid_group() {
         "no feedback on RTX:\n{text}"
     );
 }
+
+const FIREFOX_DATA_OFFER: &str = include_str!("../../../tests/data/firefox_offer_datachannel.sdp");
+const CHROME_DATA_ONLY_OFFER: &str =
+    include_str!("../../../tests/data/chrome_offer_datachannel_only.sdp");
+
+/// The answer to `text` accepting its data m-line (`selected` may be all `None`).
+fn data_answer_to(text: &str) -> (Sdp, DataOffer) {
+    let offer = Sdp::parse(text).expect("sample parses");
+    let selected =
+        select_codecs(&offer, &Forced::default()).unwrap_or_else(|_| vec![None; offer.media.len()]);
+    let data = data_offer(&offer).expect("a data m-line");
+    let answer = webrtc_answer_with_data(&offer, &selected, Some(&data), &local(Setup::Passive));
+    (answer, data)
+}
+
+fn assert_data_line(m: &Media) {
+    assert_eq!((m.port, &m.proto), (20000, &Proto::UdpDtlsSctp));
+    assert_eq!(m.formats, ["webrtc-datachannel"]);
+    let attr = |name: &str| {
+        m.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.value.clone())
+    };
+    assert_eq!(attr("sctp-port").as_deref(), Some("5000"));
+    assert_eq!(attr("max-message-size").as_deref(), Some("65536"));
+    assert!(!m.rtcp_mux && m.rtcp.is_none() && m.codecs.is_empty());
+    assert_eq!(m.setup.as_deref(), Some("passive"));
+    assert_eq!(m.ice_ufrag.as_deref(), Some("SlUi"));
+    assert!(m.end_of_candidates && m.candidates.len() == 1);
+}
+
+#[test]
+fn chrome_data_line_is_answered_in_the_bundle() {
+    let (answer, data) = data_answer_to(CHROME_OFFER);
+    assert_eq!(
+        data,
+        DataOffer {
+            mline: 2,
+            max_message_size: Some(262_144),
+            sctp_port: 5000
+        }
+    );
+    let text = answer.to_string();
+    assert!(text.contains("a=group:BUNDLE 0 1 2\r\n"), "{text}");
+    assert!(text.contains("m=application 20000 UDP/DTLS/SCTP webrtc-datachannel\r\n"));
+    let parsed = Sdp::parse(&text).expect("our answer parses");
+    assert_eq!(parsed, answer);
+    assert_data_line(&parsed.media[2]);
+    assert_eq!(parsed.media[2].mid.as_deref(), Some("2"));
+    assert_eq!(parsed.media[0].port, 20000, "audio still accepted");
+}
+
+#[test]
+fn firefox_data_line_is_answered_in_the_bundle() {
+    let (answer, data) = data_answer_to(FIREFOX_DATA_OFFER);
+    assert_eq!(data.mline, 2);
+    assert_eq!(data.max_message_size, Some(1_073_741_823));
+    assert_eq!(answer.bundle, ["0", "1", "2"]);
+    assert_data_line(&answer.media[2]);
+}
+
+#[test]
+fn a_data_only_offer_is_answered_alone() {
+    let offer = Sdp::parse(CHROME_DATA_ONLY_OFFER).expect("parses");
+    assert!(offer.is_webrtc());
+    let (answer, data) = data_answer_to(CHROME_DATA_ONLY_OFFER);
+    assert_eq!(data.mline, 0);
+    assert_eq!(answer.bundle, ["0"]);
+    assert_eq!(answer.media.len(), 1);
+    assert_data_line(&answer.media[0]);
+    let remote = RemoteIce::from_sdp(&offer).expect("ICE from the data m-line");
+    assert_eq!(remote.ufrag, "Qm7x");
+}
+
+#[test]
+fn max_message_size_absent_or_zero_and_rejected_lines() {
+    let base = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+    let offer = |m: &str| Sdp::parse(&format!("{base}{m}")).expect("parses");
+    let d = data_offer(&offer(
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n",
+    ))
+    .expect("data");
+    assert_eq!((d.max_message_size, d.sctp_port), (None, 5000));
+    let d = data_offer(&offer(
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=max-message-size:0\r\n\
+         a=sctp-port:5001\r\n",
+    ))
+    .expect("data");
+    assert_eq!((d.max_message_size, d.sctp_port), (Some(0), 5001));
+    // Rejected by the offerer, or the legacy form: no data line.
+    assert_eq!(
+        data_offer(&offer(
+            "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+        )),
+        None
+    );
+    assert_eq!(
+        data_offer(&offer(
+            "m=application 9 DTLS/SCTP 5000\r\na=sctpmap:5000 webrtc-datachannel 1024\r\n"
+        )),
+        None
+    );
+}
+
+/// Without a data offer the data line is still rejected as before.
+#[test]
+fn the_plain_answer_still_rejects_data() {
+    let answer = answer_to(FIREFOX_DATA_OFFER);
+    assert_eq!(answer.media[2].port, 0);
+    assert_eq!(answer.bundle, ["0", "1"]);
+}
+
+/// str0m accepts our answer with the data m-line to its offer with a channel.
+#[test]
+fn str0m_accepts_our_data_answer() {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction as SDir, MediaKind as SKind};
+
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(SKind::Audio, SDir::SendRecv, None, None, None);
+    api.add_channel("chat".into());
+    let (offer, pending) = api.apply().expect("offer");
+    let (answer, _) = data_answer_to(&offer.to_sdp_string());
+    assert_eq!(answer.bundle.len(), 2, "audio and data accepted");
+    let answer = SdpAnswer::from_sdp_string(&answer.to_string()).expect("str0m parses it");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("str0m accepts it");
+}
+
+/// Our offer with a data m-line: bundled, and str0m (answering) accepts it with its own.
+#[test]
+fn offer_with_data_is_bundled_and_str0m_answers_it() {
+    use str0m::change::SdpOffer;
+
+    let offer = webrtc_offer_with_data(&offer_media(), true, &local(Setup::ActPass));
+    let n = offer.media.len();
+    assert_data_line_offered(&offer.media[n - 1]);
+    assert_eq!(offer.bundle.len(), n);
+    let mut rtc = str0m::Rtc::new(Instant::now());
+    let sdp = SdpOffer::from_sdp_string(&offer.to_string()).expect("str0m parses it");
+    let answer = rtc.sdp_api().accept_offer(sdp).expect("str0m accepts it");
+    let answer = Sdp::parse(&answer.to_sdp_string()).expect("we parse str0m's answer");
+    let data = data_offer(&answer).expect("str0m accepted the data m-line");
+    assert_eq!(data.mline, n - 1);
+}
+
+fn assert_data_line_offered(m: &Media) {
+    assert_eq!(m.kind, MediaKind::Application);
+    assert_eq!((m.port, &m.proto), (20000, &Proto::UdpDtlsSctp));
+    assert_eq!(m.setup.as_deref(), Some("actpass"));
+    assert!(m.attributes.iter().any(|a| a.name == "sctp-port"));
+}

@@ -16,12 +16,18 @@
 //! - a failed handshake (fingerprint mismatch, protocol error) reports `status webrtc failed`
 //!   with the reason. The session is kept (documented choice): its owner sees the event and
 //!   destroys it, else the wait/ready timeouts do. Nothing is sent on the leg without keys;
-//! - the manager's periodic tick ([`WebrtcTransport::tick`]) drives DTLS retransmissions and
-//!   ICE consent: 30 s without a valid check (RFC 7675) clears the leg's remote (we stop
-//!   sending) and reports `status webrtc down`.
+//! - the manager's periodic tick ([`WebrtcTransport::tick`]) drives DTLS retransmissions,
+//!   SCTP timers and ICE consent: 30 s without a valid check (RFC 7675) clears the leg's
+//!   remote (we stop sending) and reports `status webrtc down`;
+//! - data channels, when the session accepted a data m-line ([`WebrtcTransport::enable_data`]):
+//!   once DTLS is up, application-data records are SCTP packets for the session's
+//!   [`SctpAssociation`] (the DTLS client sends INIT, like str0m), its packets leave as
+//!   DTLS records, a peer's channel is acknowledged and reported (`Effect::Data`,
+//!   `status {class:"datachannel"}`), and [`WebrtcTransport::send_data`] answers on it.
 //!
 //! Everything here is sans-IO: methods take `now` and push [`Effect`]s that the manager applies.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -32,6 +38,7 @@ use crate::errors::ApiError;
 use crate::webrtc::cert::{Certificate, Fingerprint};
 use crate::webrtc::dtls::{DtlsEndpoint, DtlsEvent, DtlsRole};
 use crate::webrtc::ice::{IceCredentials, IceEvent, IceLite, IceOutput};
+use crate::webrtc::sctp::{SctpAssociation, SctpEvent, SctpRole};
 use crate::webrtc::sdp::{RemoteIce, Setup, WebrtcLocal};
 
 /// DTLS datagrams kept while our role or the peer's fingerprint is still unknown (a browser
@@ -46,6 +53,8 @@ pub enum Effect {
     Send(Command),
     /// A `status` event body for the session.
     Status(Value),
+    /// What the data channels report: a channel opened or closed, a message arrived.
+    Data(SctpEvent),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +93,13 @@ pub struct WebrtcTransport {
     /// Where DTLS records go: the ICE-selected address, else where the last record came from.
     dtls_peer: Option<SocketAddr>,
     state: State,
+    /// Data channels were negotiated: the peer's `a=max-message-size` (`None` = absent).
+    data: Option<Option<u32>>,
+    /// The association, from the end of the DTLS handshake.
+    sctp: Option<SctpAssociation>,
+    data_stats: DataStats,
+    /// A listener's mirrors: the publisher's stream id → ours.
+    mirrors: BTreeMap<u16, u16>,
 }
 
 impl std::fmt::Debug for WebrtcTransport {
@@ -112,6 +128,10 @@ impl WebrtcTransport {
             early: Vec::new(),
             dtls_peer: None,
             state: State::Connecting,
+            data: None,
+            sctp: None,
+            data_stats: DataStats::default(),
+            mirrors: BTreeMap::new(),
         }
     }
 
@@ -237,7 +257,7 @@ impl WebrtcTransport {
                 match self.dtls.as_mut() {
                     Some(d) => {
                         d.handle_datagram(now, data);
-                        self.dtls_output(out);
+                        self.dtls_output(now, out);
                     }
                     None if self.early.len() < MAX_EARLY_DTLS => {
                         self.early.push((from, data.to_vec()));
@@ -249,7 +269,7 @@ impl WebrtcTransport {
         }
     }
 
-    /// Timers: DTLS retransmissions and ICE consent.
+    /// Timers: DTLS retransmissions, SCTP timers and ICE consent.
     pub fn tick(&mut self, now: Instant, cert: &Certificate, out: &mut Vec<Effect>) {
         if self.ice.poll_timeout().is_some_and(|t| t <= now) {
             self.ice.handle_timeout(now);
@@ -259,7 +279,14 @@ impl WebrtcTransport {
             && d.poll_timeout().is_some_and(|t| t <= now)
         {
             d.handle_timeout(now);
-            self.dtls_output(out);
+            self.dtls_output(now, out);
+        }
+        if let Some(s) = self.sctp.as_mut()
+            && s.poll_timeout().is_some_and(|t| t <= now)
+        {
+            s.handle_timeout(now);
+            self.sctp_output(out);
+            self.dtls_transmit(out);
         }
     }
 
@@ -326,12 +353,12 @@ impl WebrtcTransport {
                 d.handle_datagram(now, &data);
             }
         }
-        self.dtls_output(out);
+        self.dtls_output(now, out);
     }
 
-    /// DTLS events first (keys reach the data plane before our last flight leaves), then the
-    /// records to send.
-    fn dtls_output(&mut self, out: &mut Vec<Effect>) {
+    /// DTLS events first (keys reach the data plane before our last flight leaves), then SCTP
+    /// (application data in, its packets out as records), then the records to send.
+    fn dtls_output(&mut self, now: Instant, out: &mut Vec<Effect>) {
         let Some(d) = self.dtls.as_mut() else {
             return;
         };
@@ -348,10 +375,34 @@ impl WebrtcTransport {
                         self.state = State::Up;
                         out.push(Effect::Status(status("up")));
                     }
+                    // The DTLS client sends INIT (str0m does exactly that; browsers and
+                    // aiortc answering our `passive` send it too), so as DTLS server we wait.
+                    if let Some(remote_max) = self.data
+                        && self.sctp.is_none()
+                    {
+                        let role = match self.role {
+                            Some(DtlsRole::Client) => SctpRole::Client,
+                            _ => SctpRole::Server,
+                        };
+                        self.sctp = Some(SctpAssociation::new(role, now, remote_max));
+                    }
                 }
                 DtlsEvent::Failed(e) => failed = Some(e.to_string()),
             }
         }
+        self.sctp_input(now);
+        self.sctp_output(out);
+        self.dtls_transmit(out);
+        if let Some(reason) = failed {
+            self.fail(&reason, out);
+        }
+    }
+
+    /// The DTLS records waiting to go to the peer.
+    fn dtls_transmit(&mut self, out: &mut Vec<Effect>) {
+        let Some(d) = self.dtls.as_mut() else {
+            return;
+        };
         match self.dtls_peer {
             Some(to) => {
                 while let Some(data) = d.poll_transmit() {
@@ -364,9 +415,6 @@ impl WebrtcTransport {
             }
             // Nowhere to send yet: retransmissions will carry the flight later.
             None => while d.poll_transmit().is_some() {},
-        }
-        if let Some(reason) = failed {
-            self.fail(&reason, out);
         }
     }
 
@@ -400,9 +448,14 @@ impl WebrtcTransport {
             "ice_wrong_credentials": s.wrong_credentials,
             "remote_candidates": self.ice.remote_candidates().len(),
             "remote_end_of_candidates": self.ice.remote_end_of_candidates(),
+            "data": self.data.map(|_| self.data_info()),
         })
     }
 }
+
+#[path = "transport_data.rs"]
+mod data;
+use data::DataStats;
 
 /// RFC 8839 §5.1 `candidate-attribute` (after `candidate:`): foundation, component id,
 /// transport, priority, address, port, `typ`, type, then extensions.
