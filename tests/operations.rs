@@ -75,6 +75,11 @@ fn metrics_follow_sessions_traffic_and_drops(server: &Server) {
     for t in ["echo", "proxy", "publish", "listen"] {
         assert_eq!(value(&before, "sluice_sessions", &[("type", t)]), 0.0);
     }
+    // The harness runs two workers: each has its busy share, a ratio.
+    for w in ["0", "1"] {
+        let busy = value(&before, "sluice_worker_busy_ratio", &[("worker", w)]);
+        assert!((0.0..=1.0).contains(&busy), "worker {w} busy {busy}");
+    }
     assert_eq!(value(&before, "sluice_packets_received_total", &[]), 0.0);
 
     let mut c = server.client();

@@ -12,12 +12,14 @@
 //! No label names a session, a leg or a stream: the label values are the four session types,
 //! the drop reasons, the commands of `request::COMMANDS`, `ok`/`error` and the limits.
 //!
-//! Families of the contract not exported: `sluice_worker_busy_ratio` (the workers do not
-//! measure busy time) and `sluice_data_messages_total` (there are no data channels yet).
+//! `sluice_worker_busy_ratio{worker}` is each worker's busy share of the time since the
+//! previous scrape (its own single-writer idle clock, [`BusyWindow`]). Not exported yet:
+//! `sluice_data_messages_total` (data channels are not relayed yet).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -90,6 +92,34 @@ pub struct Snapshot {
     pub draining: bool,
     /// Estimated ingress of every session, bits/s (what `--max-bitrate` weighs).
     pub ingress_bps: u64,
+    /// Per worker: (time busy, time alive) since it started.
+    pub workers: Vec<(Duration, Duration)>,
+}
+
+/// The workers' busy and alive times at the previous scrape: each scrape reports the busy
+/// ratio over the time since (since the start, the first time).
+#[derive(Debug, Default)]
+pub struct BusyWindow(Mutex<Vec<(Duration, Duration)>>);
+
+impl BusyWindow {
+    /// Each worker's busy share of the window ending `now`, which starts the next window.
+    pub fn ratios(&self, now: &[(Duration, Duration)]) -> Vec<f64> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let ratios = now
+            .iter()
+            .enumerate()
+            .map(|(i, &(busy, alive))| {
+                let (b0, a0) = last.get(i).copied().unwrap_or_default();
+                let window = alive.saturating_sub(a0);
+                if window.is_zero() {
+                    return 0.0;
+                }
+                (busy.saturating_sub(b0).as_secs_f64() / window.as_secs_f64()).clamp(0.0, 1.0)
+            })
+            .collect();
+        *last = now.to_vec();
+        ratios
+    }
 }
 
 impl Snapshot {
@@ -240,8 +270,13 @@ pub fn request_index(r: &Request) -> Option<usize> {
 }
 
 /// The Prometheus text of a scrape.
-pub fn render(snapshot: &Snapshot, api: &ApiCounters) -> Result<String, fmt::Error> {
+pub fn render(
+    snapshot: &Snapshot,
+    api: &ApiCounters,
+    busy: &BusyWindow,
+) -> Result<String, fmt::Error> {
     let scrape = Scrape {
+        busy: busy.ratios(&snapshot.workers),
         sessions: snapshot.sessions,
         rooms: snapshot.rooms,
         recordings_active: snapshot.recordings_active,
@@ -263,6 +298,8 @@ pub fn render(snapshot: &Snapshot, api: &ApiCounters) -> Result<String, fmt::Err
 /// there).
 #[derive(Debug)]
 struct Scrape {
+    /// Per worker, its busy share since the previous scrape.
+    busy: Vec<f64>,
     sessions: [u64; 4],
     rooms: u64,
     recordings_active: u64,
@@ -316,6 +353,16 @@ impl Collector for Scrape {
             "Ingress the live sessions may bring, as --max-bitrate estimates it.",
             self.ingress_bps,
         )?;
+        let mut busy = e.encode_descriptor(
+            "sluice_worker_busy_ratio",
+            "Share of the time since the previous scrape each data-plane worker spent working.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (worker, ratio) in self.busy.iter().enumerate() {
+            let g = ConstGauge::new(*ratio);
+            g.encode(busy.encode_family(&[("worker", worker.to_string().as_str())])?)?;
+        }
         let t = &self.traffic;
         counter(
             &mut e,
@@ -402,13 +449,35 @@ mod tests {
             .find(|l| l.split_once(' ').is_some_and(|(name, _)| name == series))
     }
 
+    /// Each scrape reports the busy share of the time since the previous one.
+    #[test]
+    fn busy_ratio_covers_the_window_since_the_last_scrape() {
+        let s = |busy: u64, alive: u64| (Duration::from_millis(busy), Duration::from_millis(alive));
+        let w = BusyWindow::default();
+        assert_eq!(
+            w.ratios(&[s(250, 1000), s(0, 1000)]),
+            [0.25, 0.0],
+            "since the start"
+        );
+        assert_eq!(
+            w.ratios(&[s(1250, 2000), s(500, 2000)]),
+            [1.0, 0.5],
+            "the last second"
+        );
+        assert_eq!(
+            w.ratios(&[s(1250, 2000), s(500, 2000)]),
+            [0.0, 0.0],
+            "an empty window"
+        );
+    }
+
     #[test]
     fn limits_are_counted_by_reason() {
         let api = ApiCounters::default();
         api.limited(Door::RateLimited);
         api.limited(Door::RateLimited);
         api.limited(Door::LoginTimeout);
-        let text = render(&Snapshot::default(), &api).expect("renders");
+        let text = render(&Snapshot::default(), &api, &BusyWindow::default()).expect("renders");
         for (series, value) in [
             ("sluice_api_limited_total{reason=\"rate_limited\"}", "2"),
             ("sluice_api_limited_total{reason=\"frame_too_large\"}", "0"),
@@ -456,7 +525,7 @@ mod tests {
             rooms: 3,
             ..Snapshot::default()
         };
-        let text = render(&s, &api).expect("renders");
+        let text = render(&s, &api, &BusyWindow::default()).expect("renders");
         for (series, value) in [
             ("sluice_sessions{type=\"echo\"}", "1"),
             ("sluice_sessions{type=\"proxy\"}", "2"),

@@ -47,6 +47,8 @@ pub struct Ops {
     /// The configured `--drain-timeout` (what SIGTERM and a `drain` without `timeout` use).
     drain_timeout: Duration,
     pub api: ApiCounters,
+    /// The workers' busy times at the previous scrape.
+    pub busy: crate::metrics::BusyWindow,
 }
 
 impl Ops {
@@ -55,6 +57,7 @@ impl Ops {
             state: watch::Sender::new(NodeState::Serving),
             drain_timeout,
             api: ApiCounters::default(),
+            busy: Default::default(),
         }
     }
 
@@ -150,7 +153,7 @@ async fn metrics(State(state): State<OpsHttp>, headers: HeaderMap) -> Response {
     let Ok(snapshot) = rx.await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
     };
-    match crate::metrics::render(&snapshot, &state.ops.api) {
+    match crate::metrics::render(&snapshot, &state.ops.api, &state.ops.busy) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

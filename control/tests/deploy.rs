@@ -3,7 +3,7 @@
 //! need.
 
 use serde_json::Value;
-use sluice_control::metrics::{ApiCounters, Snapshot, render};
+use sluice_control::metrics::{ApiCounters, BusyWindow, Snapshot, render};
 
 fn deploy_file(name: &str) -> String {
     let path = format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -47,7 +47,16 @@ fn the_dashboard_queries_exported_families_only() {
     let mut queries = Vec::new();
     exprs(&dash, &mut queries);
     assert!(queries.len() >= 10, "{queries:?}");
-    let exposition = render(&Snapshot::default(), &ApiCounters::default()).expect("renders");
+    // One worker, so that its per-worker family has a series too.
+    let snapshot = Snapshot {
+        workers: vec![(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(2),
+        )],
+        ..Snapshot::default()
+    };
+    let exposition =
+        render(&snapshot, &ApiCounters::default(), &BusyWindow::default()).expect("renders");
     let exported: Vec<&str> = exposition
         .lines()
         .filter(|l| !l.starts_with('#'))

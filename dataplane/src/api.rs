@@ -398,6 +398,37 @@ impl DropReason {
     }
 }
 
+/// How much of its time a worker spent waiting for work, since it started. Written by the
+/// worker alone, once per wait (single writer: relaxed load + store), read by anyone.
+#[derive(Debug)]
+pub struct WorkerLoad {
+    started: std::time::Instant,
+    idle_ns: AtomicU64,
+}
+
+impl WorkerLoad {
+    pub(crate) fn new() -> Self {
+        WorkerLoad {
+            started: std::time::Instant::now(),
+            idle_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// A wait that began at `since` just ended.
+    pub(crate) fn waited(&self, since: std::time::Instant) {
+        let ns = since.elapsed().as_nanos() as u64;
+        let idle = self.idle_ns.load(Ordering::Relaxed);
+        self.idle_ns.store(idle.wrapping_add(ns), Ordering::Relaxed);
+    }
+
+    /// (time busy, time alive), both since the worker started.
+    pub fn busy(&self) -> (std::time::Duration, std::time::Duration) {
+        let alive = self.started.elapsed();
+        let idle = std::time::Duration::from_nanos(self.idle_ns.load(Ordering::Relaxed));
+        (alive.saturating_sub(idle), alive)
+    }
+}
+
 /// Live counters of one leg. Written by the owning worker only (single writer: relaxed load +
 /// store, no read-modify-write), read by anyone.
 #[derive(Debug, Default)]

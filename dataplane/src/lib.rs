@@ -39,7 +39,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::api::{
     Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats, RecordSink,
-    RecordSpec, Recording,
+    RecordSpec, Recording, WorkerLoad,
 };
 use crate::ports::PortPool;
 use crate::record::Recorder;
@@ -68,6 +68,8 @@ struct Shared {
     backend: Backend,
     next_seq: AtomicU64,
     lost_events: Arc<AtomicU64>,
+    /// Per worker: its busy time.
+    loads: Vec<Arc<WorkerLoad>>,
     /// For the `Event::LegClosed` of closings.
     events: Sender<Event>,
     recorder: Recorder,
@@ -109,15 +111,19 @@ impl Dataplane {
         let mut workers = Vec::with_capacity(config.workers);
         let mut threads = Vec::with_capacity(config.workers);
         let mut raw_sent = Vec::new();
+        let mut loads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
             let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
+            let load = Arc::new(WorkerLoad::new());
+            loads.push(Arc::clone(&load));
             let core = WorkerCore::new(
                 index,
                 Arc::clone(&wake),
                 msg_rx,
                 event_tx.clone(),
                 Arc::clone(&lost_events),
+                load,
             );
             let mut core = core;
             core.batch_wait = config.batch_wait;
@@ -142,6 +148,7 @@ impl Dataplane {
             backend,
             next_seq: AtomicU64::new(1),
             lost_events,
+            loads,
             events: event_tx,
             recorder,
             steering,
@@ -174,6 +181,11 @@ impl Dataplane {
     pub fn raw_sent_datagrams(&self) -> Option<u64> {
         let counters = &self.shared.raw_sent;
         (!counters.is_empty()).then(|| counters.iter().map(|c| c.get()).sum())
+    }
+
+    /// Per worker, in index order: (time busy, time alive) since it started.
+    pub fn worker_busy(&self) -> Vec<(Duration, Duration)> {
+        self.shared.loads.iter().map(|l| l.busy()).collect()
     }
 
     /// Events dropped because control did not drain the queue in time.

@@ -79,6 +79,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut deadline: Option<Instant> = None;
 
     loop {
+        let waiting = Instant::now();
         // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
         let n = unsafe {
             libc::epoll_wait(
@@ -88,6 +89,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 wait_ms(deadline),
             )
         };
+        core.load.waited(waiting);
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Pt, Remote};
+use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Pt, Remote, WorkerLoad};
 use crate::batch::TxBatch;
 use crate::forwarder::{Forwarder, PREFETCH_DEPTH, SocketRef, Upcoming};
 use crate::ports::PortPool;
@@ -148,6 +148,8 @@ pub(crate) struct WorkerCore {
     msgs: Receiver<WorkerMsg>,
     events: Sender<Event>,
     lost_events: Arc<AtomicU64>,
+    /// Time spent waiting for work (`sluice_worker_busy_ratio`).
+    pub(crate) load: Arc<WorkerLoad>,
 }
 
 impl WorkerCore {
@@ -157,6 +159,7 @@ impl WorkerCore {
         msgs: Receiver<WorkerMsg>,
         events: Sender<Event>,
         lost_events: Arc<AtomicU64>,
+        load: Arc<WorkerLoad>,
     ) -> Self {
         WorkerCore {
             index,
@@ -170,6 +173,7 @@ impl WorkerCore {
             msgs,
             events,
             lost_events,
+            load,
         }
     }
 

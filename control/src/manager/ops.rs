@@ -280,6 +280,7 @@ impl Manager {
             closed: self.operations.closed,
             draining: self.operations.ops.is_draining(),
             ingress_bps: self.ingress_estimate(),
+            workers: self.dp.worker_busy(),
         }
     }
 }

@@ -203,6 +203,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     let mut deadline: Option<Instant> = None;
     loop {
         // Sleep only with nothing to handle, and only until the forwarder's next deadline.
+        let waiting = Instant::now();
         match deadline {
             _ if !d.cqes.is_empty() => d.submit_and_wait(0)?,
             None => d.submit_and_wait(1)?,
@@ -211,6 +212,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 _ => d.submit_and_wait(0)?,
             },
         }
+        core.load.waited(waiting);
         d.reap();
         // Adaptive batching: when the previous round carried several datagrams, traffic is
         // steady, so wait (boundedly) for more before handling this round. An isolated packet
@@ -222,7 +224,9 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             && d.cqes.iter().all(is_datagram)
         {
             d.arm_breakers(core.wake.raw())?;
+            let waiting = Instant::now();
             d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
+            core.load.waited(waiting);
             d.reap();
         }
         // Datagrams only: a round of commands, cancels and closes (session churn, no media)
