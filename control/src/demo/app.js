@@ -145,7 +145,17 @@
 
     async request(subclass, cmd, data) {
       await this.connect();
-      return this.send("media", subclass, cmd, data);
+      try {
+        return await this.send("media", subclass, cmd, data);
+      } catch (e) {
+        // A server started with an API secret: ask for it once, log in, and try again.
+        if (!(e instanceof ApiError) || e.code !== 100031) throw e;
+        const secret = window.prompt("This Sluice has an API secret. Secret:");
+        if (!secret) throw e;
+        await this.send("core", "user", "login", { user: "demo", password: secret });
+        log("api: logged in");
+        return this.send("media", subclass, cmd, data);
+      }
     }
   }
 
