@@ -61,11 +61,20 @@ fn muting_one_kind_leaves_the_other(server: &Server) {
     let r = c
         .session("create", json!({"type": "echo", "mute_video": true, "offer": {"sdp": av_sdp(a.port(), v.port())}}))
         .expect("echo");
+    let id = str_of(&r, "session_id");
     let answer = sdp_in(&r, "answer");
     blast(&v, server_addr(&answer, 1), 96, 2, 0, 5);
     let sent = blast(&a, server_addr(&answer, 0), 111, 1, 0, 5);
     assert_eq!(a.recv_n(5), sent);
-    v.expect_silence(std::time::Duration::from_millis(300));
+    // Every video packet was dropped as muted and none sent back; every audio one came back.
+    let info = c.info_until(&id, |i| i["media"][1]["drops"]["muted"] == 5);
+    let (audio, video) = (&info["media"][0], &info["media"][1]);
+    assert_eq!(video["kind"], "video", "{info}");
+    assert_eq!(video["rx_packets"], 5, "{info}");
+    assert_eq!(video["tx_packets"], 0, "{info}");
+    assert_eq!(video["drops_total"], 5, "{info}");
+    assert_eq!(audio["tx_packets"], 5, "{info}");
+    assert_eq!(audio["drops_total"], 0, "{info}");
 }
 both_backends!(muting_one_kind_leaves_the_other);
 
@@ -106,6 +115,13 @@ fn proxy_leg_mute_drops_only_that_direction(server: &Server) {
     blast(&a, to_master, 0, 1, 0, 5);
     let back = blast(&b, to_slave, 0, 2, 0, 5);
     assert_eq!(a.recv_n(5), back, "B→A still flows");
+    // Unmute only once the worker has dropped A's burst (its sockets and the API race).
+    c.info_until(&master, |i| i["media"][0]["drops"]["muted"] == 5);
+    assert_eq!(
+        c.info(&slave)["media"][0]["tx_packets"],
+        0,
+        "nothing went to B"
+    );
     c.session(
         "update_media",
         json!({"session_id": master, "mute_audio": false}),

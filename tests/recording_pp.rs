@@ -1,11 +1,10 @@
 //! Janus's post-processor converts our recordings: `janus-pp-rec` turns an Opus recording into
 //! `.opus` and a VP8 one into `.webm`, whose durations (from RTP timestamps) `ffprobe` checks.
-//! Debian's `janus-tools` and `ffmpeg` are installed once where missing and allowed; otherwise
-//! the tests say `SKIPPED` and pass.
+//! They need Debian's `janus-tools` and `ffmpeg` (`.ci/prepare` installs them); where those are
+//! missing the tests say `SKIPPED` and pass.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::json;
 use sluice_dataplane::api::IoMode;
@@ -17,51 +16,21 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
-/// `janus-pp-rec` and `ffprobe`, installed from Debian (`janus-tools`, `ffmpeg`) once if
-/// missing, when running as root and `SLUICE_TEST_NO_APT` is unset. `Err` says why not.
+/// `janus-pp-rec` and `ffprobe` (Debian's `janus-tools` and `ffmpeg`, which `.ci/prepare`
+/// installs); `Err` says what is missing.
 fn janus_tools() -> Result<(), String> {
-    static TRIED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    TRIED
-        .get_or_init(|| {
-            let have = || on_path("janus-pp-rec") && on_path("ffprobe");
-            if have() {
-                return Ok(());
-            }
-            if std::env::var_os("SLUICE_TEST_NO_APT").is_some() {
-                return Err("missing, and SLUICE_TEST_NO_APT forbids installing".into());
-            }
-            let root = Command::new("id")
-                .arg("-u")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-            if !root || !on_path("apt-get") {
-                return Err("missing, and apt-get is unavailable (not root?)".into());
-            }
-            let install = || {
-                Command::new("timeout")
-                    .args(["600", "apt-get", "install", "-y", "--no-install-recommends"])
-                    .args(["janus-tools", "ffmpeg"])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("timeout")
-                    .args(["300", "apt-get", "update"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-                install();
-            }
-            if have() {
-                Ok(())
-            } else {
-                Err("apt-get install janus-tools ffmpeg failed".into())
-            }
-        })
-        .clone()
+    let missing: Vec<&str> = ["janus-pp-rec", "ffprobe"]
+        .into_iter()
+        .filter(|cmd| !on_path(cmd))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} not on the PATH (apt-get install janus-tools ffmpeg, as .ci/prepare does)",
+            missing.join(" and ")
+        ))
+    }
 }
 
 #[test]
@@ -132,6 +101,7 @@ fn janus_pp_rec_converts_a_vp8_recording() {
         return;
     }
     // ffmpeg encodes 2 s of VP8 (50 frames at 25 fps) into RTP towards a socket of ours.
+    const FRAMES: usize = 50;
     let capture = Peer::new();
     let ffmpeg = Command::new("timeout")
         .args([
@@ -147,7 +117,7 @@ fn janus_pp_rec_converts_a_vp8_recording() {
             "-i",
             "testsrc=size=160x120:rate=25",
             "-frames:v",
-            "50",
+            &FRAMES.to_string(),
             "-c:v",
             "libvpx",
         ])
@@ -170,17 +140,22 @@ fn janus_pp_rec_converts_a_vp8_recording() {
         "ffmpeg: {}",
         String::from_utf8_lossy(&ffmpeg.stderr)
     );
-    // ffmpeg has exited: everything it sent is queued on the socket.
-    capture
-        .rtp
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let packets: Vec<Vec<u8>> = std::iter::from_fn(|| capture.recv().map(|(p, _)| p)).collect();
-    assert!(
-        packets.len() >= 50,
-        "one packet per frame at least: {}",
-        packets.len()
-    );
+    // ffmpeg has exited, so everything it sent is on its way to the socket: read up to the
+    // end of the 50th frame (the RTP marker closes a VP8 frame, RFC 7741 §4.1).
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut frames = 0;
+    while frames < FRAMES {
+        let (p, _) = capture.recv().unwrap_or_else(|| {
+            panic!(
+                "{frames} of {FRAMES} frames arrived from ffmpeg ({} packets)",
+                packets.len()
+            )
+        });
+        if Rtp::parse(&p).is_some_and(|rtp| rtp.marker) {
+            frames += 1;
+        }
+        packets.push(p);
+    }
 
     let dir = temp_dir("rec-pp-vp8");
     let server = recording_server(IoMode::Mmsg, &dir).expect("server");

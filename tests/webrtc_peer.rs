@@ -39,6 +39,8 @@ use str0m::media::{KeyframeRequestKind, MediaTime, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
+pub use str0m::channel::ChannelId;
+
 /// Longest single socket wait inside the loop. Short enough that several peers driven in turn
 /// (see [`run_all`]) keep each other's handshakes moving.
 pub const STEP: Duration = Duration::from_millis(5);
@@ -78,6 +80,15 @@ impl Received {
             &self.data
         }
     }
+}
+
+/// One data-channel message that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMessage {
+    pub id: ChannelId,
+    /// Sent as binary (PPID 53/57) rather than text (51/56).
+    pub binary: bool,
+    pub data: Vec<u8>,
 }
 
 /// One media section as this peer knows it (its own offer or the remote offer).
@@ -120,9 +131,16 @@ pub struct WebrtcPeer {
     failure: Option<String>,
     received: Vec<Received>,
     keyframe_requests: Vec<(Mid, KeyframeRequestKind)>,
+    /// Data channels: opened (with their label), messages received, closed.
+    channels_open: Vec<(ChannelId, String)>,
+    channel_messages: Vec<ChannelMessage>,
+    channels_closed: Vec<ChannelId>,
     clocks: Vec<Clock>,
     datagrams_in: u64,
     datagrams_out: u64,
+    /// STUN binding requests received and success responses sent (ICE connectivity checks).
+    checks_in: u64,
+    checks_passed: u64,
     buf: Vec<u8>,
 }
 
@@ -169,9 +187,14 @@ impl WebrtcPeer {
             failure: None,
             received: Vec::new(),
             keyframe_requests: Vec::new(),
+            channels_open: Vec::new(),
+            channel_messages: Vec::new(),
+            channels_closed: Vec::new(),
             clocks: Vec::new(),
             datagrams_in: 0,
             datagrams_out: 0,
+            checks_in: 0,
+            checks_passed: 0,
             buf: vec![0; 2000],
         };
         peer.drain();
@@ -221,6 +244,75 @@ impl WebrtcPeer {
         self.pending = Some(pending);
         self.drain();
         offer.to_sdp_string()
+    }
+
+    /// An offer with the given audio/video (either may be `None`, both too) and one data
+    /// channel `label` (ordered, reliable, opened in-band with DCEP once SCTP is up).
+    pub fn offer_with_channel(
+        &mut self,
+        audio: Option<Direction>,
+        video: Option<Direction>,
+        label: &str,
+    ) -> (String, ChannelId) {
+        let mut api = self.rtc.sdp_api();
+        let mut added = Vec::new();
+        for (kind, dir) in [(MediaKind::Audio, audio), (MediaKind::Video, video)] {
+            if let Some(direction) = dir {
+                let mid = api.add_media(kind, direction, None, None, None);
+                added.push(MediaInfo {
+                    mid,
+                    kind,
+                    direction,
+                });
+            }
+        }
+        let channel = api.add_channel(label.to_owned());
+        let (offer, pending) = api.apply().expect("changes to apply");
+        self.media.extend(added);
+        self.pending = Some(pending);
+        self.drain();
+        (offer.to_sdp_string(), channel)
+    }
+
+    /// Data channels open so far (str0m's `ChannelOpen`: our DCEP OPEN was acknowledged).
+    pub fn channels_open(&self) -> &[(ChannelId, String)] {
+        &self.channels_open
+    }
+
+    pub fn channel_open(&self, id: ChannelId) -> bool {
+        self.channels_open.iter().any(|(c, _)| *c == id) && !self.channels_closed.contains(&id)
+    }
+
+    pub fn channels_closed(&self) -> &[ChannelId] {
+        &self.channels_closed
+    }
+
+    /// Writes one message on an open channel; false when str0m's send buffer has no room
+    /// (see `RtcConfig::set_sctp_max_buffered_amount`). str0m 0.25 mishandles an empty write
+    /// (it advances the stream sequence and sends nothing), so an empty `data` panics here.
+    pub fn channel_write(&mut self, id: ChannelId, binary: bool, data: &[u8]) -> bool {
+        assert!(!data.is_empty(), "str0m 0.25 cannot send an empty message");
+        let describe = self.describe();
+        let mut channel = self
+            .rtc
+            .channel(id)
+            .unwrap_or_else(|| panic!("no channel {id:?}: {describe}"));
+        let written = channel
+            .write(binary, data)
+            .unwrap_or_else(|e| panic!("channel write: {e}"));
+        self.drain();
+        written
+    }
+
+    /// Closes a data channel (an SCTP stream reset, RFC 8831 §6.7).
+    pub fn channel_close(&mut self, id: ChannelId) {
+        self.rtc.direct_api().close_data_channel(id);
+        self.drain();
+    }
+
+    /// Data-channel messages received so far, in arrival order.
+    pub fn channel_messages(&self) -> &[ChannelMessage] {
+        &self.channel_messages
     }
 
     /// Trickle ICE: an offer as [`WebrtcPeer::offer_with`] but without `a=candidate` lines, and
@@ -300,12 +392,6 @@ impl WebrtcPeer {
         }
     }
 
-    /// Drives the peer for `within` (for "nothing more arrives" checks); returns early only when
-    /// str0m has failed.
-    pub fn run_for(&mut self, within: Duration) {
-        self.run_until(within, |_| false);
-    }
-
     /// One turn of the loop: waits at most `max_wait` (and at most [`STEP`], and no longer
     /// than str0m's next timeout) for one datagram, feeds it or the timeout, drains the output.
     pub fn step(&mut self, max_wait: Duration) {
@@ -326,6 +412,9 @@ impl WebrtcPeer {
         match self.socket.recv_from(&mut self.buf) {
             Ok((n, source)) => {
                 self.datagrams_in += 1;
+                if stun_type(&self.buf[..n]) == Some(STUN_BINDING_REQUEST) {
+                    self.checks_in += 1;
+                }
                 let at = Instant::now();
                 let contents = &self.buf[..n];
                 // Anything that is not STUN, DTLS, RTP or RTCP is ignored.
@@ -380,6 +469,9 @@ impl WebrtcPeer {
                 }
                 Ok(Output::Transmit(t)) => {
                     self.datagrams_out += 1;
+                    if stun_type(&t.contents) == Some(STUN_BINDING_SUCCESS) {
+                        self.checks_passed += 1;
+                    }
                     // Loopback sends do not fail for lack of a listener; a failure here is
                     // the test's environment, not the peer's behaviour.
                     if let Err(e) = self.socket.send_to(&t.contents, t.destination) {
@@ -436,6 +528,13 @@ impl WebrtcPeer {
                 });
             }
             Event::KeyframeRequest(r) => self.keyframe_requests.push((r.mid, r.kind)),
+            Event::ChannelOpen(id, label) => self.channels_open.push((id, label)),
+            Event::ChannelData(d) => self.channel_messages.push(ChannelMessage {
+                id: d.id,
+                binary: d.binary,
+                data: d.data,
+            }),
+            Event::ChannelClose(id) => self.channels_closed.push(id),
             _ => {}
         }
     }
@@ -453,6 +552,17 @@ impl WebrtcPeer {
     /// "remote fingerprint no match"). After it, the peer is no longer driven.
     pub fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
+    }
+
+    /// ICE connectivity checks (STUN binding requests) that reached this peer.
+    pub fn checks_received(&self) -> u64 {
+        self.checks_in
+    }
+
+    /// Connectivity checks this peer accepted: the binding success responses it sent. str0m
+    /// answers a check as it handles it, and drops one that fails its integrity check.
+    pub fn checks_accepted(&self) -> u64 {
+        self.checks_passed
     }
 
     /// Media sections, ours and the remote's, in SDP order.
@@ -605,7 +715,8 @@ impl WebrtcPeer {
     /// One line of state, for assertion messages.
     pub fn describe(&self) -> String {
         format!(
-            "peer {} connected={} ice={:?} failure={:?} media={:?} received={} datagrams in/out={}/{}",
+            "peer {} connected={} ice={:?} failure={:?} media={:?} received={} datagrams in/out={}/{} \
+             checks in/accepted={}/{}",
             self.local,
             self.connected,
             self.ice_state,
@@ -617,8 +728,21 @@ impl WebrtcPeer {
             self.received.len(),
             self.datagrams_in,
             self.datagrams_out,
+            self.checks_in,
+            self.checks_passed,
         )
     }
+}
+
+/// STUN message types (RFC 5389 §6, §7.3.1).
+const STUN_BINDING_REQUEST: u16 = 0x0001;
+const STUN_BINDING_SUCCESS: u16 = 0x0101;
+
+/// The message type of a STUN datagram (RFC 5389 §6: two zero bits, magic cookie), else `None`.
+fn stun_type(datagram: &[u8]) -> Option<u16> {
+    let header = datagram.get(..8)?;
+    let cookie = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    (header[0] < 0x40 && cookie == 0x2112_A442).then(|| u16::from_be_bytes([header[0], header[1]]))
 }
 
 fn codec_ok(codec: Codec, kind: MediaKind) -> bool {

@@ -259,21 +259,11 @@ impl Manager {
         }
     }
 
-    /// Opens the legs of an offer the server makes (`webrtc`: one bundled leg) and writes it.
-    /// Each WebRTC entry gets a fixed SSRC and `cname` (announced in the offer).
+    /// Opens the legs of an offer the server makes (`webrtc`: one bundled leg) and writes it,
+    /// with a data-channel m-line in a WebRTC offer when `data` (a listener of a publisher,
+    /// the slave of a master, that has data channels). Each WebRTC entry gets a fixed SSRC
+    /// and `cname` (announced in the offer).
     pub(super) fn open_offer_legs(
-        &mut self,
-        group: GroupId,
-        offered: &mut [OfferMedia],
-        webrtc: bool,
-        cname: &str,
-    ) -> Result<(Opened, SdpText), ApiError> {
-        self.open_offer_legs_with_data(group, offered, webrtc, cname, false)
-    }
-
-    /// As [`Manager::open_offer_legs`], with a data-channel m-line in a WebRTC offer when
-    /// `data` (a listener whose publisher has data channels).
-    pub(super) fn open_offer_legs_with_data(
         &mut self,
         group: GroupId,
         offered: &mut [OfferMedia],

@@ -119,9 +119,16 @@ impl Manager {
                 }
             })
             .collect();
+        // A WebRTC master's data channels are offered to a WebRTC slave and relayed.
+        let data = m.webrtc.is_some()
+            && m.peer_offer
+                .as_ref()
+                .and_then(crate::webrtc::sdp::data_offer)
+                .is_some();
         let id = new_id();
         let webrtc = sdp_type == SdpType::Webrtc;
-        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname_for(&id))?;
+        let (opened, offer) =
+            self.open_offer_legs(group, &mut offered, webrtc, &cname_for(&id), data)?;
         let kind = Kind::ProxySlave {
             master: master.to_owned(),
         };

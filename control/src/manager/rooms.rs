@@ -276,8 +276,7 @@ impl Manager {
             .get(&publisher)
             .and_then(|p| p.webrtc.as_ref())
             .is_some_and(|t| t.has_data());
-        let (opened, offer) =
-            self.open_offer_legs_with_data(group, &mut offered, webrtc, &cname, data)?;
+        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname, data)?;
         let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
             let rewrite = Rewrite {

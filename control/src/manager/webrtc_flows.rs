@@ -12,13 +12,14 @@ use super::session::{Kind, MediaLine, Session};
 use super::{Manager, Outcome, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};
-use crate::webrtc::dcep::ChannelSpec;
-use crate::webrtc::sctp::SctpEvent;
 use crate::webrtc::sdp::{
-    DataOffer, RemoteIce, WebrtcLocal, announce_ssrc, data_offer, webrtc_answer,
-    webrtc_answer_with_data, webrtc_offer_with_data,
+    DataOffer, RemoteIce, WebrtcLocal, announce_ssrc, data_offer, webrtc_answer_with_data,
+    webrtc_offer_with_data,
 };
 use crate::webrtc::transport::{Effect, WebrtcTransport};
+
+#[path = "datachannels.rs"]
+mod datachannels;
 
 /// `cname` of the streams the server sends (RFC 7022 allows any per-session value).
 pub(super) fn cname_for(session: &str) -> String {
@@ -166,13 +167,27 @@ impl Manager {
     ) -> Option<Sdp> {
         self.sdp_version += 1;
         let version = self.sdp_version;
-        let s = self.sessions.get(id)?;
-        let t = s.webrtc.as_ref()?;
+        // A WebRTC slave that took the data m-line we offered: the master's is accepted too,
+        // and channels are relayed both ways.
+        let slave_data = match self.sessions.get(id).map(|s| &s.kind) {
+            Some(Kind::ProxyMaster { slave: Some(slave) }) => self
+                .sessions
+                .get(slave)
+                .and_then(|s| s.webrtc.as_ref())
+                .is_some_and(|t| t.has_data()),
+            _ => false,
+        };
+        let data = data_offer(offer).filter(|_| slave_data);
+        let s = self.sessions.get_mut(id)?;
+        let t = s.webrtc.as_mut()?;
+        if let Some(d) = &data {
+            t.enable_data(d.max_message_size);
+        }
         let port = s.legs.first()?.info.rtp_port;
         let mut local = t.local(self.announced_ip, port, &self.cert);
         local.session_id = random_u64() >> 2;
         local.session_version = version;
-        let mut answer = webrtc_answer(offer, selected, &local);
+        let mut answer = webrtc_answer_with_data(offer, selected, data.as_ref(), &local);
         announce_ssrcs(&mut answer, &s.legs, &cname_for(id));
         Some(answer)
     }
@@ -272,179 +287,6 @@ impl Manager {
                 }
             }
         }
-    }
-
-    /// A data-channel event of the session's peer:
-    /// - `echo`: every message goes back on its channel as it came;
-    /// - `publish`: each channel is mirrored on every listener (same label, protocol,
-    ///   ordering, reliability), messages follow, a closed channel closes its mirrors;
-    /// - `listen`: once SCTP is up the publisher's channels are mirrored; what the listener
-    ///   sends goes nowhere (counted).
-    ///
-    /// `mute_data` drops (counted) what an echo's or publisher's peer sends, and what goes to
-    /// a listener's peer; channels stay open.
-    fn data_event(&mut self, id: &str, ev: SctpEvent) {
-        let Some(s) = self.sessions.get_mut(id) else {
-            return;
-        };
-        let muted = s.media.mute_data;
-        let kind = s.kind.clone();
-        let Some(t) = s.webrtc.as_mut() else {
-            return;
-        };
-        let now = Instant::now();
-        match (kind, ev) {
-            (Kind::Echo, SctpEvent::Message { sid, kind, data }) => {
-                if muted {
-                    t.count_muted();
-                    return;
-                }
-                let mut out = Vec::new();
-                if let Err(e) = t.send_data(now, sid, kind, &data, &mut out) {
-                    tracing::debug!(session = id, sid, error = %e, "data echo not sent");
-                }
-                self.apply_effects(id, out);
-            }
-            (Kind::Publish { .. }, SctpEvent::ChannelOpen { sid, spec }) => {
-                for l in self.listeners_of(id) {
-                    self.open_mirror(&l, sid, &spec, now);
-                }
-            }
-            (Kind::Publish { .. }, SctpEvent::ChannelClosed { sid }) => {
-                for l in self.listeners_of(id) {
-                    let mut out = Vec::new();
-                    if let Some(t) = self.sessions.get_mut(&l).and_then(|s| s.webrtc.as_mut())
-                        && let Some(mirror) = t.take_mirror(sid)
-                    {
-                        t.close_channel(now, mirror, &mut out);
-                    }
-                    self.apply_effects(&l, out);
-                }
-            }
-            (Kind::Publish { .. }, SctpEvent::Message { sid, kind, data }) => {
-                if muted {
-                    t.count_muted();
-                    return;
-                }
-                for l in self.listeners_of(id) {
-                    let Some(ls) = self.sessions.get_mut(&l) else {
-                        continue;
-                    };
-                    let muted = ls.media.mute_data;
-                    let Some(t) = ls.webrtc.as_mut() else {
-                        continue;
-                    };
-                    // A mirror not open yet (its SCTP still connecting) loses the message.
-                    let Some(mirror) = t.mirror(sid) else {
-                        t.count_unrelayed();
-                        continue;
-                    };
-                    if muted {
-                        t.count_muted();
-                        continue;
-                    }
-                    let mut out = Vec::new();
-                    let _ = t.send_data(now, mirror, kind, &data, &mut out);
-                    self.apply_effects(&l, out);
-                }
-            }
-            (Kind::Listen { publisher, .. }, SctpEvent::Connected) => {
-                let channels = self
-                    .sessions
-                    .get(&publisher)
-                    .and_then(|p| p.webrtc.as_ref())
-                    .map(|t| t.data_channels())
-                    .unwrap_or_default();
-                for (sid, spec) in channels {
-                    self.open_mirror(id, sid, &spec, now);
-                }
-            }
-            (Kind::Listen { .. }, SctpEvent::Message { .. }) => t.count_unrelayed(),
-            _ => {}
-        }
-    }
-
-    /// `set_type`: a listener's mirrors follow its new publisher. A channel of the new
-    /// publisher with the label and settings of an open mirror takes that mirror over (the
-    /// listener's channel goes on); the others get new mirrors; mirrors left over close.
-    pub(super) fn repoint_mirrors(&mut self, listener: &str) {
-        let Some(Kind::Listen { publisher, .. }) = self.sessions.get(listener).map(|s| &s.kind)
-        else {
-            return;
-        };
-        let channels = self
-            .sessions
-            .get(publisher)
-            .and_then(|p| p.webrtc.as_ref())
-            .map(|t| t.data_channels())
-            .unwrap_or_default();
-        let now = Instant::now();
-        let Some(t) = self
-            .sessions
-            .get_mut(listener)
-            .and_then(|s| s.webrtc.as_mut())
-        else {
-            return;
-        };
-        let open = t.data_channels();
-        let mut old: Vec<u16> = t.take_mirrors().into_iter().map(|(_, m)| m).collect();
-        let mut fresh = Vec::new();
-        for (sid, spec) in channels {
-            let same = old
-                .iter()
-                .position(|m| open.iter().any(|(o, s)| o == m && *s == spec));
-            match same {
-                Some(i) => t.set_mirror(sid, old.swap_remove(i)),
-                None => fresh.push((sid, spec)),
-            }
-        }
-        let mut out = Vec::new();
-        for m in old {
-            t.close_channel(now, m, &mut out);
-        }
-        self.apply_effects(listener, out);
-        for (sid, spec) in fresh {
-            self.open_mirror(listener, sid, &spec, now);
-        }
-    }
-
-    /// Listeners currently fed by publisher `id`.
-    fn listeners_of(&self, id: &str) -> Vec<String> {
-        let Some(Kind::Publish { room }) = self.sessions.get(id).map(|s| &s.kind) else {
-            return Vec::new();
-        };
-        let Some(r) = self.rooms.get(room) else {
-            return Vec::new();
-        };
-        r.listeners
-            .iter()
-            .filter(|l| {
-                self.sessions.get(*l).is_some_and(
-                    |s| matches!(&s.kind, Kind::Listen { publisher, .. } if publisher == id),
-                )
-            })
-            .cloned()
-            .collect()
-    }
-
-    /// Opens on listener `listener` the mirror of its publisher's channel `sid`, once its
-    /// SCTP is up (else [`SctpEvent::Connected`] does it later).
-    fn open_mirror(&mut self, listener: &str, sid: u16, spec: &ChannelSpec, now: Instant) {
-        let Some(t) = self
-            .sessions
-            .get_mut(listener)
-            .and_then(|s| s.webrtc.as_mut())
-        else {
-            return;
-        };
-        if !t.data_connected() || t.mirror(sid).is_some() {
-            return;
-        }
-        let mut out = Vec::new();
-        if let Some(mirror) = t.open_channel(now, spec.clone(), &mut out) {
-            t.set_mirror(sid, mirror);
-        }
-        self.apply_effects(listener, out);
     }
 
     /// Asks the sender(s) of the video this session's peer receives for a keyframe (RTCP PLI):

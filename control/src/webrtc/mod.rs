@@ -1,7 +1,8 @@
 //! WebRTC transport building blocks for the control plane's slow path, all sans-IO:
 //! STUN ([`stun`]), an ICE-lite agent ([`ice`]), the DTLS certificate ([`cert`]), DTLS-SRTP
-//! handshakes over `dimpl` ([`dtls`]), WebRTC SDP on top of [`crate::sdp`] ([`sdp`]), and
-//! the transport of one session that drives them together ([`transport`]).
+//! handshakes over `dimpl` ([`dtls`]), WebRTC SDP on top of [`crate::sdp`] ([`sdp`]), data
+//! channels (SCTP over DTLS with `sctp-proto`, [`sctp`]; DCEP, [`dcep`]), and the transport
+//! of one session that drives them together ([`transport`]).
 //!
 //! Nothing here opens a socket, reads a clock or spawns a task: every state machine takes
 //! `now` and bytes (`handle_*`), hands back datagrams and events (`poll_*`) and says when it

@@ -118,6 +118,13 @@ impl WebrtcTransport {
         self.mirrors.remove(&publisher_sid)
     }
 
+    /// The channel (of the session relaying to us) that our channel `sid` mirrors.
+    pub fn mirror_source(&self, sid: u16) -> Option<u16> {
+        self.mirrors
+            .iter()
+            .find_map(|(source, m)| (*m == sid).then_some(*source))
+    }
+
     /// Every mirror, `(publisher's stream id, ours)`, forgotten.
     pub fn take_mirrors(&mut self) -> Vec<(u16, u16)> {
         std::mem::take(&mut self.mirrors).into_iter().collect()
@@ -199,3 +206,7 @@ impl WebrtcTransport {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "transport_data_tests.rs"]
+mod tests;

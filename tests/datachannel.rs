@@ -1,0 +1,436 @@
+//! WebRTC data channels end to end: a str0m peer (an independent WebRTC stack playing the
+//! browser) opens a channel on an echo session next to audio and video; text, binary and a
+//! 60 KiB message come back identical, in order, on the same channel; `mute_data` drops
+//! (counted) while the channel stays open, and unmuting resumes. Both I/O backends; every wait
+//! is bounded; payloads come from a fixed-seed generator.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use sluice_tests::webrtc_peer::*;
+use sluice_tests::*;
+
+/// Drives the peer while polling `get_info` until `done` holds.
+fn info_while_driving(
+    c: &mut Client,
+    p: &mut WebrtcPeer,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        p.step(STEP);
+        let info = c.info(id);
+        if done(&info) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "never held: {info}");
+    }
+}
+
+/// An echo session with audio, video and one channel "chat"; returns its id, the channel
+/// once open, and the server's answer.
+fn open_echo(c: &mut Client, p: &mut WebrtcPeer) -> (String, ChannelId, String) {
+    let (offer, ch) =
+        p.offer_with_channel(Some(Direction::SendRecv), Some(Direction::SendRecv), "chat");
+    assert!(offer.contains("m=application"), "{offer}");
+    let reply = c
+        .session("create", json!({"type": "echo", "offer": {"sdp": offer}}))
+        .expect("create echo");
+    let answer = sdp_in(&reply, "answer");
+    p.accept_answer(&answer).expect("str0m accepts the answer");
+    let id = str_of(&reply, "session_id");
+    assert!(p.run_until(WAIT, |p| p.connected()), "{}", p.describe());
+    expect_up(c, &id);
+    assert!(
+        p.run_until(WAIT, |p| p.channel_open(ch)),
+        "channel never opened: {}",
+        p.describe()
+    );
+    (id, ch, answer)
+}
+
+fn echo_returns_text_binary_and_large_messages(server: &Server) {
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (id, ch, answer) = open_echo(&mut c, &mut p);
+    for want in [
+        "m=application ",
+        " UDP/DTLS/SCTP webrtc-datachannel",
+        "a=sctp-port:5000",
+        "a=max-message-size:65536",
+    ] {
+        assert!(answer.contains(want), "{want} missing in {answer}");
+    }
+    let bundle = answer
+        .lines()
+        .find(|l| l.starts_with("a=group:BUNDLE"))
+        .expect("a BUNDLE group");
+    assert_eq!(
+        bundle.split(' ').count(),
+        4,
+        "audio, video and data: {bundle}"
+    );
+
+    let mut payloads = Payloads(0xda7a_0001);
+    let sent: Vec<(bool, Vec<u8>)> = vec![
+        (false, "héllo, data".as_bytes().to_vec()),
+        (true, vec![0, 255, 1, 254, 0, 0, 7]),
+        (true, payloads.next(60 * 1024)),
+        (false, "x".repeat(3000).into_bytes()),
+        (true, payloads.next(1)),
+    ];
+    for (binary, data) in &sent {
+        assert!(p.channel_write(ch, *binary, data), "str0m buffer full");
+    }
+    // Audio alongside: it still comes back.
+    p.send_audio(b"audio next to data");
+    let done = p.run_until(WAIT, |p| {
+        p.channel_messages().len() >= sent.len() && p.received_of(MediaKind::Audio).count() >= 1
+    });
+    assert!(done, "echo incomplete: {}", p.describe());
+    let got: Vec<(bool, Vec<u8>)> = p
+        .channel_messages()
+        .iter()
+        .map(|m| {
+            assert_eq!(m.id, ch, "same channel");
+            (m.binary, m.data.clone())
+        })
+        .collect();
+    assert_eq!(got, sent, "same kind, same bytes, same order");
+
+    let info = c.info(&id);
+    let data = &info["webrtc"]["data"];
+    assert_eq!(data["sctp"], "up", "{info}");
+    assert_eq!(data["channels"][0]["label"], "chat", "{info}");
+    assert_eq!(data["messages_in"], sent.len(), "{info}");
+    assert_eq!(data["messages_out"], sent.len(), "{info}");
+    let open = c.wait_event(&id, "status");
+    assert_eq!(open["body"]["class"], "datachannel", "{open}");
+    assert_eq!(open["body"]["label"], "chat", "{open}");
+}
+
+both_backends!(echo_returns_text_binary_and_large_messages);
+
+fn mute_data_drops_and_unmute_resumes(server: &Server) {
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (id, ch, _) = open_echo(&mut c, &mut p);
+
+    assert!(p.channel_write(ch, false, b"before"));
+    assert!(p.run_until(WAIT, |p| p.channel_messages().len() == 1));
+
+    c.session("update_media", json!({"session_id": id, "mute_data": true}))
+        .expect("mute data");
+    for i in 0..3 {
+        assert!(p.channel_write(ch, false, format!("muted {i}").as_bytes()));
+    }
+    let info = info_while_driving(&mut c, &mut p, &id, |i| {
+        i["webrtc"]["data"]["dropped_muted"] == 3
+    });
+    assert_eq!(info["mute_data"], true);
+    assert_eq!(info["webrtc"]["data"]["messages_out"], 1, "{info}");
+
+    c.session(
+        "update_media",
+        json!({"session_id": id, "mute_data": false}),
+    )
+    .expect("unmute data");
+    assert!(p.channel_write(ch, true, b"after"));
+    assert!(
+        p.run_until(WAIT, |p| p.channel_messages().len() == 2),
+        "{}",
+        p.describe()
+    );
+    let got: Vec<&[u8]> = p
+        .channel_messages()
+        .iter()
+        .map(|m| m.data.as_slice())
+        .collect();
+    assert_eq!(got, [&b"before"[..], &b"after"[..]], "muted ones dropped");
+    assert!(p.channel_open(ch), "the channel stayed open");
+    assert!(p.channels_closed().is_empty());
+}
+
+both_backends!(mute_data_drops_and_unmute_resumes);
+
+/// A publisher's channel is mirrored to a listener that joins later (same label); 100
+/// messages arrive in order; what the listener sends reaches nobody (counted); `mute_data` on
+/// the listener drops what goes to it, and unmuting resumes on the same channel.
+fn publisher_channels_are_mirrored_to_listeners(server: &Server) {
+    let mut c = server.client();
+    let mut publ = WebrtcPeer::new();
+    let (offer, ch) = publ.offer_with_channel(Some(Direction::SendOnly), None, "chat");
+    let r = c
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("publish");
+    let answer = sdp_in(&r, "answer");
+    assert!(answer.contains("a=sctp-port:5000"), "{answer}");
+    publ.accept_answer(&answer)
+        .expect("str0m accepts the answer");
+    let pub_id = str_of(&r, "session_id");
+    assert!(
+        publ.run_until(WAIT, |p| p.channel_open(ch)),
+        "{}",
+        publ.describe()
+    );
+    expect_up(&mut c, &pub_id);
+
+    let mut l = WebrtcPeer::new();
+    let r = c
+        .session("create", json!({"type": "listen", "publisher_id": pub_id}))
+        .expect("listen");
+    let offer = sdp_in(&r, "offer");
+    assert!(offer.contains("webrtc-datachannel"), "{offer}");
+    let answer = l.answer(&offer).expect("the listener answers");
+    let lid = str_of(&r, "session_id");
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let up = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].connected() && p[1].channels_open().len() == 1
+    });
+    assert!(up, "mirror never opened: {}", l.describe());
+    let (lch, label) = l.channels_open()[0].clone();
+    assert_eq!(label, "chat");
+
+    let sent: Vec<Vec<u8>> = (0..100).map(|i| format!("m{i:03}").into_bytes()).collect();
+    for m in &sent {
+        assert!(publ.channel_write(ch, false, m));
+    }
+    let got = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].channel_messages().len() == sent.len()
+    });
+    assert!(got, "{}", l.describe());
+    let data: Vec<&Vec<u8>> = l.channel_messages().iter().map(|m| &m.data).collect();
+    assert_eq!(data, sent.iter().collect::<Vec<_>>(), "in order");
+    assert!(
+        l.channel_messages()
+            .iter()
+            .all(|m| m.id == lch && !m.binary)
+    );
+
+    // The listener's own message goes nowhere.
+    assert!(l.channel_write(lch, false, b"to nobody"));
+    info_while_driving(&mut c, &mut l, &lid, |i| {
+        i["webrtc"]["data"]["dropped_unrelayed"] == 1
+    });
+    assert!(publ.channel_messages().is_empty());
+
+    c.session(
+        "update_media",
+        json!({"session_id": lid, "mute_data": true}),
+    )
+    .expect("mute listener data");
+    assert!(publ.channel_write(ch, true, b"hidden"));
+    info_while_driving(&mut c, &mut publ, &lid, |i| {
+        i["webrtc"]["data"]["dropped_muted"] == 1
+    });
+    c.session(
+        "update_media",
+        json!({"session_id": lid, "mute_data": false}),
+    )
+    .expect("unmute listener data");
+    assert!(publ.channel_write(ch, true, b"shown"));
+    let got = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].channel_messages().len() == sent.len() + 1
+    });
+    assert!(got, "{}", l.describe());
+    let last = l.channel_messages().last().expect("a message");
+    assert_eq!((last.binary, last.data.as_slice()), (true, &b"shown"[..]));
+    assert_eq!(l.channels_open().len(), 1, "no new channel");
+}
+
+both_backends!(publisher_channels_are_mirrored_to_listeners);
+
+/// A publish session with one channel "chat" open; returns the session id and the channel.
+fn publish_with_chat(
+    c: &mut Client,
+    p: &mut WebrtcPeer,
+    room: Option<&str>,
+) -> (String, ChannelId) {
+    let (offer, ch) = p.offer_with_channel(Some(Direction::SendOnly), None, "chat");
+    let mut req = json!({"type": "publish", "offer": {"sdp": offer}});
+    if let Some(room) = room {
+        req["room_id"] = json!(room);
+    }
+    let r = c.session("create", req).expect("publish");
+    p.accept_answer(&sdp_in(&r, "answer"))
+        .expect("str0m accepts the answer");
+    let id = str_of(&r, "session_id");
+    assert!(
+        p.run_until(WAIT, |p| p.channel_open(ch)),
+        "{}",
+        p.describe()
+    );
+    expect_up(c, &id);
+    (id, ch)
+}
+
+/// `set_type` re-points the listener's mirror to the new publisher's channel of the same
+/// label (no new channel); a publisher closing its channel closes the mirror.
+fn set_type_repoints_mirrors_and_closes_follow(server: &Server) {
+    let mut c = server.client();
+    let mut pub1 = WebrtcPeer::new();
+    let mut pub2 = WebrtcPeer::new();
+    let (id1, ch1) = publish_with_chat(&mut c, &mut pub1, None);
+    let room = str_of(&c.info(&id1), "room_id");
+    let (id2, ch2) = publish_with_chat(&mut c, &mut pub2, Some(&room));
+
+    let mut l = WebrtcPeer::new();
+    let r = c
+        .session("create", json!({"type": "listen", "publisher_id": id1}))
+        .expect("listen");
+    let answer = l
+        .answer(&sdp_in(&r, "offer"))
+        .expect("the listener answers");
+    let lid = str_of(&r, "session_id");
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let up = run_all(&mut [&mut pub1, &mut pub2, &mut l], WAIT, |p| {
+        p[2].channels_open().len() == 1
+    });
+    assert!(up, "{}", l.describe());
+    let lch = l.channels_open()[0].0;
+
+    assert!(pub1.channel_write(ch1, false, b"from one"));
+    let got = run_all(&mut [&mut pub1, &mut pub2, &mut l], WAIT, |p| {
+        p[2].channel_messages().len() == 1
+    });
+    assert!(got, "{}", l.describe());
+
+    c.session(
+        "set_type",
+        json!({"session_id": lid, "type": "listen", "publisher_id": id2}),
+    )
+    .expect("set_type");
+    assert!(pub1.channel_write(ch1, false, b"old publisher"));
+    assert!(pub2.channel_write(ch2, false, b"from two"));
+    let got = run_all(&mut [&mut pub1, &mut pub2, &mut l], WAIT, |p| {
+        p[2].channel_messages().len() == 2
+    });
+    assert!(got, "{}", l.describe());
+    let last = l.channel_messages().last().expect("a message");
+    assert_eq!((last.id, last.data.as_slice()), (lch, &b"from two"[..]));
+    assert_eq!(l.channels_open().len(), 1, "the same channel goes on");
+
+    pub2.channel_close(ch2);
+    let closed = run_all(&mut [&mut pub1, &mut pub2, &mut l], WAIT, |p| {
+        p[2].channels_closed().contains(&lch)
+    });
+    assert!(closed, "mirror not closed: {}", l.describe());
+}
+
+both_backends!(set_type_repoints_mirrors_and_closes_follow);
+
+/// A WebRTC↔WebRTC proxy relays channels both ways: the caller's channel appears at the
+/// callee (same label); messages cross it in order each way.
+fn webrtc_proxy_relays_channels_both_ways(server: &Server) {
+    let mut c = server.client();
+    let (mut caller, mut callee) = (WebrtcPeer::new(), WebrtcPeer::new());
+    let (offer, ch) = caller.offer_with_channel(Some(Direction::SendRecv), None, "calls");
+    let m = c
+        .session("create", json!({"type": "proxy", "offer": {"sdp": offer}}))
+        .expect("master");
+    let master = str_of(&m, "session_id");
+    let s = c
+        .session("get_proxy_offer", json!({"session_id": master}))
+        .expect("slave offer");
+    let slave = str_of(&s, "session_id");
+    let slave_offer = sdp_in(&s, "offer");
+    assert!(slave_offer.contains("webrtc-datachannel"), "{slave_offer}");
+    let answer = callee.answer(&slave_offer).expect("callee answers");
+    c.session(
+        "set_answer",
+        json!({"session_id": slave, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let ev = c.wait_event(&master, "answer");
+    let master_answer = sdp_in(&ev["body"], "answer");
+    assert!(
+        master_answer.contains("a=sctp-port:5000"),
+        "{master_answer}"
+    );
+    caller
+        .accept_answer(&master_answer)
+        .expect("caller accepts");
+    let up = run_all(&mut [&mut caller, &mut callee], WAIT, |p| {
+        p[0].channel_open(ch) && p[1].channels_open().len() == 1
+    });
+    assert!(up, "{}\n{}", caller.describe(), callee.describe());
+    let (at_callee, label) = callee.channels_open()[0].clone();
+    assert_eq!(label, "calls");
+
+    for i in 0..20 {
+        assert!(caller.channel_write(ch, false, format!("there {i}").as_bytes()));
+    }
+    assert!(callee.channel_write(at_callee, true, b"back on the same channel"));
+    let done = run_all(&mut [&mut caller, &mut callee], WAIT, |p| {
+        p[1].channel_messages().len() == 20 && p[0].channel_messages().len() == 1
+    });
+    assert!(done, "{}\n{}", caller.describe(), callee.describe());
+    let there: Vec<String> = callee
+        .channel_messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    assert_eq!(
+        there,
+        (0..20).map(|i| format!("there {i}")).collect::<Vec<_>>()
+    );
+    let back = &caller.channel_messages()[0];
+    assert_eq!((back.id, back.binary), (ch, true));
+    assert_eq!(back.data, b"back on the same channel");
+}
+
+both_backends!(webrtc_proxy_relays_channels_both_ways);
+
+/// The WebRTC→SIP gateway: the SIP side gets no data m-line, and the browser's is answered
+/// with port 0 (nothing to relay to).
+fn gateway_to_sip_rejects_the_data_line(server: &Server) {
+    let mut c = server.client();
+    let mut caller = WebrtcPeer::new();
+    let (offer, _) = caller.offer_with_channel(Some(Direction::SendRecv), None, "chat");
+    let m = c
+        .session(
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "offer": {"sdp": offer}}),
+        )
+        .expect("WebRTC master");
+    let master = str_of(&m, "session_id");
+    let s = c
+        .session("get_proxy_offer", json!({"session_id": master}))
+        .expect("slave offer");
+    let plain = sdp_in(&s, "offer");
+    assert!(!plain.contains("m=application"), "{plain}");
+    let b = Peer::new();
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\n",
+        b.port()
+    );
+    c.session(
+        "set_answer",
+        json!({"session_id": str_of(&s, "session_id"), "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let ev = c.wait_event(&master, "answer");
+    let master_answer = sdp_in(&ev["body"], "answer");
+    assert!(
+        master_answer.contains("m=application 0 UDP/DTLS/SCTP"),
+        "{master_answer}"
+    );
+    caller
+        .accept_answer(&master_answer)
+        .expect("str0m accepts a rejected data line");
+}
+
+both_backends!(gateway_to_sip_rejects_the_data_line);
