@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         fwd.add_leg(id, kind, remote, s)
     });
     let mut tx = TxBatch::new(16);
-    let mut run = |fwd: &mut Forwarder, cmd: Command, tx: &mut TxBatch| {
+    let run = |fwd: &mut Forwarder, cmd: Command, tx: &mut TxBatch| {
         // Every leg named exists: a command can only fail on an unknown leg.
         fwd.handle_command(cmd, tx).expect("known legs");
         tx.clear();
