@@ -24,7 +24,8 @@ build_flags=(--sanitizer none --debug-assertions)
 cargo fuzz build "${build_flags[@]}"
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir=target/$triple/release
+# cargo builds where CARGO_TARGET_DIR says, if set.
+bin_dir=${CARGO_TARGET_DIR:-target}/$triple/release
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
