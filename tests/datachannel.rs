@@ -108,6 +108,23 @@ fn echo_returns_text_binary_and_large_messages(server: &Server) {
     let open = c.wait_event(&id, "status");
     assert_eq!(open["body"]["class"], "datachannel", "{open}");
     assert_eq!(open["body"]["label"], "chat", "{open}");
+
+    // /metrics counts the messages, and keeps them once the session is gone.
+    let data_messages = |server: &Server| {
+        let text = String::from_utf8(http_get(server.api, "/metrics", &[]).body).expect("text");
+        ["in", "out"].map(|d| {
+            let series = format!("sluice_data_messages_total{{direction=\"{d}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {series} in /metrics"))
+        })
+    };
+    let n = sent.len() as u64;
+    assert_eq!(data_messages(server), [n, n]);
+    c.session("destroy", json!({"session_id": id}))
+        .expect("destroy");
+    assert_eq!(data_messages(server), [n, n], "counters never go down");
 }
 
 both_backends!(echo_returns_text_binary_and_large_messages);

@@ -13,8 +13,9 @@
 //! the drop reasons, the commands of `request::COMMANDS`, `ok`/`error` and the limits.
 //!
 //! `sluice_worker_busy_ratio{worker}` is each worker's busy share of the time since the
-//! previous scrape (its own single-writer idle clock, [`BusyWindow`]). Not exported yet:
-//! `sluice_data_messages_total` (data channels are not relayed yet).
+//! previous scrape (its own single-writer idle clock, [`BusyWindow`]).
+//! `sluice_data_messages_total{direction}` sums the sessions' SCTP message counts, sessions
+//! gone included.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +95,8 @@ pub struct Snapshot {
     pub ingress_bps: u64,
     /// Per worker: (time busy, time alive) since it started.
     pub workers: Vec<(Duration, Duration)>,
+    /// Data-channel messages received from peers and sent to them, sessions gone included.
+    pub data_messages: [u64; 2],
 }
 
 /// The workers' busy and alive times at the previous scrape: each scrape reports the busy
@@ -277,6 +280,7 @@ pub fn render(
 ) -> Result<String, fmt::Error> {
     let scrape = Scrape {
         busy: busy.ratios(&snapshot.workers),
+        data_messages: snapshot.data_messages,
         sessions: snapshot.sessions,
         rooms: snapshot.rooms,
         recordings_active: snapshot.recordings_active,
@@ -300,6 +304,7 @@ pub fn render(
 struct Scrape {
     /// Per worker, its busy share since the previous scrape.
     busy: Vec<f64>,
+    data_messages: [u64; 2],
     sessions: [u64; 4],
     rooms: u64,
     recordings_active: u64,
@@ -415,6 +420,16 @@ impl Collector for Scrape {
         for reason in DropReason::ALL {
             let c = ConstCounter::new(t.drops[reason as usize]);
             c.encode(drops.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let mut data = e.encode_descriptor(
+            "sluice_data_messages",
+            "Data-channel messages received from peers (in) and sent to them (out).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, n) in ["in", "out"].into_iter().zip(self.data_messages) {
+            let c = ConstCounter::new(n);
+            c.encode(data.encode_family(&[("direction", direction)])?)?;
         }
         let mut api = e.encode_descriptor(
             "sluice_api_requests",

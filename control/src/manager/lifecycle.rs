@@ -214,6 +214,9 @@ impl Manager {
             self.webrtc_sessions.remove(&id);
             tracing::debug!(session = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
+            if let Some(t) = &s.webrtc {
+                self.operations.data_closed(t.data_messages());
+            }
             for leg in &s.legs {
                 self.leg_owner.remove(&leg.info.id);
             }

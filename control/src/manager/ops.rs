@@ -47,6 +47,8 @@ pub struct Operations {
     live: HashMap<LegId, Arc<LegStats>>,
     /// What the closed legs had counted.
     closed: Traffic,
+    /// Data-channel messages (in, out) of the sessions already gone.
+    closed_data: [u64; 2],
     /// Drain supervisors waiting for the last session to end.
     idle: Vec<oneshot::Sender<()>>,
 }
@@ -65,6 +67,7 @@ impl Operations {
             max_bitrate: 0,
             live: HashMap::new(),
             closed: Traffic::default(),
+            closed_data: [0, 0],
             idle: Vec::new(),
         }
     }
@@ -79,6 +82,12 @@ impl Operations {
         if let Some(stats) = self.live.remove(&leg) {
             self.closed.add(&stats.snapshot());
         }
+    }
+
+    /// A session with data channels is gone: its counts stay in the sums.
+    pub fn data_closed(&mut self, messages: [u64; 2]) {
+        self.closed_data[0] += messages[0];
+        self.closed_data[1] += messages[1];
     }
 }
 
@@ -281,6 +290,14 @@ impl Manager {
             draining: self.operations.ops.is_draining(),
             ingress_bps: self.ingress_estimate(),
             workers: self.dp.worker_busy(),
+            data_messages: self
+                .sessions
+                .values()
+                .filter_map(|s| s.webrtc.as_ref())
+                .fold(self.operations.closed_data, |[i, o], t| {
+                    let [ti, to] = t.data_messages();
+                    [i + ti, o + to]
+                }),
         }
     }
 }

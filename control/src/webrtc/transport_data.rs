@@ -34,6 +34,14 @@ impl WebrtcTransport {
         self.data.is_some()
     }
 
+    /// Data-channel messages received from the peer and sent to it (`/metrics`).
+    pub fn data_messages(&self) -> [u64; 2] {
+        self.sctp.as_ref().map_or([0, 0], |s| {
+            let st = s.stats();
+            [st.messages_in, st.messages_out]
+        })
+    }
+
     /// Sends one message on a data channel (an echo, a relay); failures are counted.
     pub fn send_data(
         &mut self,
