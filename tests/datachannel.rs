@@ -451,3 +451,55 @@ fn gateway_to_sip_rejects_the_data_line(server: &Server) {
 }
 
 both_backends!(gateway_to_sip_rejects_the_data_line);
+
+/// An offer of data channels alone (no audio, no video): the echo session answers just the
+/// data line, ICE and DTLS come up on its transport, messages come back, and destroying the
+/// session frees its port.
+fn data_only_echo_comes_back(server: &Server) {
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (offer, ch) = p.offer_with_channel(None, None, "only");
+    assert!(
+        !offer.contains("m=audio") && !offer.contains("m=video"),
+        "{offer}"
+    );
+    let reply = c
+        .session("create", json!({"type": "echo", "offer": {"sdp": offer}}))
+        .expect("create a data-only echo");
+    let answer = sdp_in(&reply, "answer");
+    assert!(answer.contains("m=application "), "{answer}");
+    assert!(
+        !answer.contains("m=audio") && !answer.contains("m=video"),
+        "{answer}"
+    );
+    p.accept_answer(&answer)
+        .unwrap_or_else(|e| panic!("str0m refuses {answer}: {e}"));
+    let id = str_of(&reply, "session_id");
+    assert!(p.run_until(WAIT, |p| p.connected()), "{}", p.describe());
+    assert!(
+        p.run_until(WAIT, |p| p.channel_open(ch)),
+        "channel never opened: {}",
+        p.describe()
+    );
+    let sent = vec![(false, b"just data".to_vec()), (true, vec![1, 2, 3])];
+    for (binary, data) in &sent {
+        assert!(p.channel_write(ch, *binary, data), "str0m buffer full");
+    }
+    assert!(
+        p.run_until(WAIT, |p| p.channel_messages().len() >= sent.len()),
+        "echo incomplete: {}",
+        p.describe()
+    );
+    let got: Vec<(bool, Vec<u8>)> = p
+        .channel_messages()
+        .iter()
+        .map(|m| (m.binary, m.data.clone()))
+        .collect();
+    assert_eq!(got, sent);
+    let port = server_addr(&answer, 0).port();
+    c.session("destroy", json!({"session_id": id}))
+        .expect("destroy");
+    // The port pair is free again once destroy answers: a socket can bind it.
+    std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the session's port is free");
+}
+both_backends!(data_only_echo_comes_back);

@@ -75,6 +75,22 @@ pub(super) fn negotiation_error(e: NegotiationError) -> ApiError {
     ApiError::invalid(e.to_string())
 }
 
+/// The codec of each offered m-line (`sdp::select_codecs`), where a WebRTC offer of data
+/// channels alone is usable too: every audio/video m-line rejected, the data line answered.
+pub(super) fn select_media(
+    offer: &Sdp,
+    forced: &Forced,
+) -> Result<Vec<Option<Selected>>, ApiError> {
+    match sdp::select_codecs(offer, forced) {
+        Err(NegotiationError::NoUsableMedia)
+            if offer.is_webrtc() && data_offer(offer).is_some() =>
+        {
+            Ok(vec![None; offer.media.len()])
+        }
+        r => r.map_err(negotiation_error),
+    }
+}
+
 /// The peer's SDP as the client sent it, kept verbatim for `get_offer`/`get_answer`.
 pub(super) fn client_sdp(obj: Option<&SdpObject>, parsed: &Sdp) -> SdpText {
     SdpText {
@@ -94,6 +110,8 @@ pub(super) struct Opened {
     /// RTP port per m-line of the peer's SDP (0 = rejected).
     pub ports: Vec<u16>,
     pub webrtc: Option<Box<WebrtcTransport>>,
+    /// The WebRTC transport's port (every m-line bundled on it, data included).
+    pub bundle_port: Option<u16>,
     /// The data-channel m-line the answer accepts (echo sessions over WebRTC).
     pub data: Option<DataOffer>,
 }
@@ -160,12 +178,13 @@ impl Manager {
             }
         }
         let webrtc = offer.is_webrtc();
-        let (infos, transport): (Vec<LegInfo>, _) = if webrtc {
+        let (infos, transport, bundle_port): (Vec<LegInfo>, _, _) = if webrtc {
             let (info, t) = self.open_answer_bundle(group, offer, selected)?;
-            (vec![info; accepted.len()], Some(Box::new(t)))
+            let port = info.rtp_port;
+            (vec![info; accepted.len()], Some(Box::new(t)), Some(port))
         } else {
             let specs: Vec<(MediaKind, Remote)> = accepted.iter().map(|a| (a.1, a.2)).collect();
-            (self.open_legs(group, &specs)?, None)
+            (self.open_legs(group, &specs)?, None, None)
         };
         let mut ports = vec![0; offer.media.len()];
         let legs = accepted
@@ -216,6 +235,7 @@ impl Manager {
             legs,
             ports,
             webrtc: transport,
+            bundle_port,
             data: None,
         })
     }
@@ -241,11 +261,16 @@ impl Manager {
         selected: &[Option<Selected>],
         opened: &Opened,
     ) -> SdpText {
-        match (&opened.webrtc, opened.legs.first()) {
-            (Some(t), Some(leg)) => {
+        let port = opened
+            .legs
+            .first()
+            .map(|l| l.info.rtp_port)
+            .or(opened.bundle_port);
+        match (&opened.webrtc, port) {
+            (Some(t), Some(port)) => {
                 let sdp = self.webrtc_answer_sdp(
                     t,
-                    leg.info.rtp_port,
+                    port,
                     (offer, selected, opened.data.as_ref()),
                     &opened.legs,
                     &cname_for(id),
@@ -291,10 +316,12 @@ impl Manager {
             }
             let (info, t) = self.open_offer_bundle(group, offered)?;
             let sdp = self.webrtc_offer_sdp(&t, info.rtp_port, offered, data);
+            let bundle_port = Some(info.rtp_port);
             let opened = Opened {
                 legs: offer_legs(offered, vec![info; offered.len()], Transport::Webrtc),
                 ports: vec![sdp.media.first().map_or(0, |m| m.port); offered.len()],
                 webrtc: Some(Box::new(t)),
+                bundle_port,
                 data: None,
             };
             return Ok((opened, SdpText::of(&sdp)));
@@ -316,6 +343,7 @@ impl Manager {
             legs: offer_legs(offered, infos, Transport::Plain),
             ports,
             webrtc: None,
+            bundle_port: None,
             data: None,
         };
         Ok((opened, offer))
@@ -339,7 +367,7 @@ impl Manager {
 
     fn create_echo(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
         let offer = peer_sdp(c.offer.as_ref())?;
-        let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
+        let selected = select_media(&offer, &Forced::default())?;
         let group = self.new_group();
         let mut opened = self.open_answer_legs(group, &offer, &selected)?;
         // Data channels come back too.

@@ -2,7 +2,6 @@
 
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Remote};
 
-use super::session::MediaLine;
 use super::{Manager, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::LocalTransport;
@@ -84,9 +83,9 @@ impl Manager {
         }
     }
 
-    pub(super) fn register_legs(&mut self, id: &str, legs: &[MediaLine]) {
-        for l in legs {
-            self.leg_owner.insert(l.info.id, id.to_owned());
+    pub(super) fn register_legs(&mut self, id: &str, legs: &[LegId]) {
+        for &leg in legs {
+            self.leg_owner.insert(leg, id.to_owned());
         }
     }
 

@@ -87,7 +87,7 @@ impl Manager {
     pub(super) fn insert_session(&mut self, s: Session, subscribe: bool) {
         let id = s.id.clone();
         let owner: ConnId = s.owner;
-        self.register_legs(&id, &s.legs);
+        self.register_legs(&id, &s.leg_ids());
         let body = created_body(&s);
         let (after, timer) = if s.is_ready() {
             (
@@ -217,19 +217,19 @@ impl Manager {
             if let Some(t) = &s.webrtc {
                 self.operations.data_closed(t.data_messages());
             }
-            for leg in &s.legs {
-                self.leg_owner.remove(&leg.info.id);
+            let legs = s.leg_ids();
+            for leg in &legs {
+                self.leg_owner.remove(leg);
             }
-            // A bundled leg serves several m-lines: closed once.
             match to_close.as_deref_mut() {
                 Some(out) => {
-                    for l in &s.legs {
-                        if !out.contains(&l.info.id) {
-                            out.push(l.info.id);
-                        }
+                    out.extend(legs.iter().filter(|l| !out.contains(l)).collect::<Vec<_>>())
+                }
+                None => {
+                    for leg in legs {
+                        self.close_leg(leg);
                     }
                 }
-                None => self.close_legs(&s.legs),
             }
             let gone = ApiError::new(
                 ErrorCode::SessionStop,

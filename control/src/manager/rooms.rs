@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite};
 
-use super::flows::{NewSession, client_sdp, negotiation_error};
+use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, random_ssrc, sdp_kind};
@@ -169,7 +169,7 @@ impl Manager {
             audio: Some(audio),
             video: Some(video),
         };
-        let mut selected = sdp::select_codecs(&offer, &forced).map_err(negotiation_error)?;
+        let mut selected = super::flows::select_media(&offer, &forced)?;
         // A publisher only sends to us.
         for s in selected.iter_mut().flatten() {
             s.direction = Direction::RecvOnly;

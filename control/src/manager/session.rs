@@ -1,11 +1,12 @@
 //! One media session as the manager sees it: its kind and links, its SDP, and its legs.
 
-use sluice_dataplane::api::Ssrc;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{DropReason, Feedback, GroupId, LegInfo, MediaKind, Remote};
+use sluice_dataplane::api::{
+    DropReason, Feedback, GroupId, LegId, LegInfo, MediaKind, Remote, Ssrc,
+};
 use tokio::sync::oneshot;
 
 use crate::errors::ApiError;
@@ -184,6 +185,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session's data-plane legs, each once: its m-lines' (a bundled leg serves several)
+    /// and its WebRTC transport's, which is all a session of data channels alone has.
+    pub fn leg_ids(&self) -> Vec<LegId> {
+        let mut ids: Vec<LegId> = Vec::with_capacity(self.legs.len() + 1);
+        let lines = self.legs.iter().map(|l| l.info.id);
+        for id in lines.chain(self.webrtc.as_ref().map(|t| t.leg)) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
     pub fn is_ready(&self) -> bool {
         self.answer.is_some()
     }
