@@ -503,3 +503,45 @@ fn data_only_echo_comes_back(server: &Server) {
     std::net::UdpSocket::bind(("127.0.0.1", port)).expect("the session's port is free");
 }
 both_backends!(data_only_echo_comes_back);
+
+/// A publisher of data channels alone (a chat with no audio or video): answered with the
+/// data line alone on its WebRTC transport; its channel opens and what it sends reaches the
+/// server; a listener is offered the data line alone.
+fn data_only_publisher_is_answered(server: &Server) {
+    let mut c = server.client();
+    let mut publ = WebrtcPeer::new();
+    let (offer, ch) = publ.offer_with_channel(None, None, "chat");
+    let r = c
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("a data-only publisher");
+    let answer = sdp_in(&r, "answer");
+    assert!(
+        !answer.contains("m=audio") && !answer.contains("m=video"),
+        "{answer}"
+    );
+    publ.accept_answer(&answer)
+        .expect("str0m accepts the answer");
+    let pub_id = str_of(&r, "session_id");
+    assert!(
+        publ.run_until(WAIT, |p| p.channel_open(ch)),
+        "{}",
+        publ.describe()
+    );
+    assert!(publ.channel_write(ch, false, b"hello room"));
+    info_while_driving(&mut c, &mut publ, &pub_id, |i| {
+        i["webrtc"]["data"]["messages_in"] == 1
+    });
+    let r = c
+        .session("create", json!({"type": "listen", "publisher_id": pub_id}))
+        .expect("listen");
+    let offer = sdp_in(&r, "offer");
+    assert!(offer.contains("webrtc-datachannel"), "{offer}");
+    assert!(
+        !offer.contains("m=audio") && !offer.contains("m=video"),
+        "{offer}"
+    );
+}
+both_backends!(data_only_publisher_is_answered);

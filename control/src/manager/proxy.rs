@@ -200,7 +200,10 @@ impl Manager {
                 (codec, dtmf, remote_of(answer, m), feedback)
             }));
         }
-        if updates.iter().all(Option::is_none) {
+        // An offer of data channels alone (a listener of a chat-only publisher) is answered
+        // by its data line.
+        let data_accepted = s.webrtc.is_some() && crate::webrtc::sdp::data_offer(answer).is_some();
+        if updates.iter().all(Option::is_none) && !data_accepted {
             return Err(ApiError::invalid(
                 "the answer accepts none of the offered media (no matching codec)",
             ));
