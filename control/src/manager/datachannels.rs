@@ -40,7 +40,7 @@ impl Manager {
                 }
                 let mut out = Vec::new();
                 if let Err(e) = t.send_data(now, sid, kind, &data, &mut out) {
-                    tracing::debug!(session = id, sid, error = %e, "data echo not sent");
+                    tracing::debug!(session_id = id, sid, error = %e, "data echo not sent");
                 }
                 self.apply_effects(id, out);
             }

@@ -130,7 +130,7 @@ impl Manager {
                     .get(&session)
                     .is_some_and(|s| s.timer_gen == generation && !s.is_ready());
                 if expired {
-                    tracing::info!(%session, "no answer in time: session destroyed");
+                    tracing::info!(session_id = %session, "no answer in time: session destroyed");
                     self.destroy(&session, ErrorCode::SessionTimeout);
                 }
             }
@@ -143,7 +143,7 @@ impl Manager {
                     .get(&session)
                     .is_some_and(|s| s.timer_gen == generation)
                 {
-                    tracing::info!(%session, "ready timeout: session destroyed");
+                    tracing::info!(session_id = %session, "ready timeout: session destroyed");
                     self.destroy(&session, ErrorCode::SessionTimeout);
                 }
             }
@@ -212,7 +212,7 @@ impl Manager {
                 continue;
             };
             self.webrtc_sessions.remove(&id);
-            tracing::debug!(session = %id, %reason, "destroying session");
+            tracing::debug!(session_id = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             if let Some(t) = &s.webrtc {
                 self.operations.data_closed(t.data_messages());

@@ -216,7 +216,7 @@ impl Manager {
                 streams,
             });
         }
-        tracing::info!(session = %id, %uri, "recording started");
+        tracing::info!(session_id = %id, %uri, "recording started");
         self.emit_session(id, "record", json!({ "uri": uri, "status": "started" }));
         Ok(reply)
     }
@@ -282,7 +282,7 @@ impl Manager {
             return;
         };
         let body = json!({ "uri": rec.uri, "status": "stopped", "dropped": rec.dropped() });
-        tracing::info!(session = %id, uri = %rec.uri, "recording stopped");
+        tracing::info!(session_id = %id, uri = %rec.uri, "recording stopped");
         self.emit_session(id, "record", body);
     }
 
