@@ -226,8 +226,21 @@ impl Cdp {
         Cdp { ws, next_id: 1 }
     }
 
-    /// Evaluates `expression` (awaiting a promise) and returns its value.
+    /// Evaluates `expression` (awaiting a promise) and returns its value. A DevTools error
+    /// (say, the page's context was replaced while the script ran) is retried a couple of
+    /// times, then fails the test with its text.
     fn evaluate(&mut self, expression: &str) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..3 {
+            match self.evaluate_once(expression) {
+                Ok(v) => return v,
+                Err(e) => last = e,
+            }
+        }
+        panic!("DevTools refused to evaluate the script: {last}");
+    }
+
+    fn evaluate_once(&mut self, expression: &str) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": "Runtime.evaluate", "params": {
@@ -243,9 +256,12 @@ impl Cdp {
             if v["id"] != id {
                 continue;
             }
+            if let Some(e) = v.get("error") {
+                return Err(e.clone());
+            }
             let r = &v["result"];
             assert!(r.get("exceptionDetails").is_none(), "script threw: {v}");
-            return r["result"]["value"].clone();
+            return Ok(r["result"]["value"].clone());
         }
     }
 }
