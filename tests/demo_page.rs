@@ -287,6 +287,34 @@ const VIDEO_SECOND: u64 = 30;
 /// [`VIDEO_SECOND`] more `drops.muted` on its video leg than when mute took effect. (Audio and
 /// video share one bundled leg whose `tx_packets` counts both, so `get_info` cannot show that no
 /// video went back; `tests/webrtc.rs` checks that with a str0m peer.)
+/// With an API secret, the page asks for it at the first refused request, logs in and goes
+/// on; the browser's dialog is replaced by one answering at once (what a user would type).
+#[test]
+fn the_page_asks_for_the_secret() {
+    let Some(chromium) = chromium() else { return };
+    let _one = BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let server = Server::start_with(IoMode::Mmsg, |c| c.api_secret = Some("s3cret".into()))
+        .expect("the mmsg backend always starts");
+    let browser = Browser::launch(&chromium, &format!("http://{}/", server.api));
+    let mut page = browser.page();
+    page.eval(
+        "window.asked = 0; window.prompt = () => { window.asked += 1; return 's3cret'; }; true",
+    );
+    let r = page.eval_async(
+        "window.sluice.api.request('session', 'get_list', {}) \
+           .then((list) => ({ ok: Array.isArray(list), asked: window.asked }))",
+    );
+    assert_eq!(
+        r,
+        json!({"ok": true, "asked": 1}),
+        "asked once, then served"
+    );
+    let again = page.eval_async(
+        "window.sluice.api.request('session', 'get_list', {}).then(() => window.asked)",
+    );
+    assert_eq!(again, json!(1), "logged in: not asked again");
+}
+
 fn expect_video_muted(c: &mut Client, id: &str) {
     let muted = |info: &Value| {
         info["media"]
