@@ -81,7 +81,10 @@ pub(super) fn run(args: &Args, api_url: &str, cpu: Option<&CpuSource>) -> anyhow
         // Nobody sends to these addresses: the sessions only have to exist. RTCP muxed: one
         // socket a session, so 10,000 fit a 20,000-descriptor limit.
         let peer = SocketAddr::new(LOOPBACK, 2 * (1000 + (i % 30_000)) as u16);
-        ids.push(api.create_echo(&sdp::offer_with(peer, i as u64, true))?.session_id);
+        ids.push(
+            api.create_echo(&sdp::offer_with(peer, i as u64, true))?
+                .session_id,
+        );
     }
     let bytes = get_metrics(&host)?.len();
     let scrapes = args.scrapes;
