@@ -1,8 +1,10 @@
 //! WebRTC data channels end to end: a str0m peer (an independent WebRTC stack playing the
 //! browser) opens a channel on an echo session next to audio and video; text, binary and a
 //! 60 KiB message come back identical, in order, on the same channel; `mute_data` drops
-//! (counted) while the channel stays open, and unmuting resumes. Both I/O backends; every wait
-//! is bounded; payloads come from a fixed-seed generator.
+//! (counted) while the channel stays open, and unmuting resumes; with small `--data-*` limits a
+//! message too large and a burst beyond the rate are dropped and counted, and a listener that
+//! stops reading loses messages without stalling anyone. Both I/O backends; every wait is
+//! bounded; payloads come from a fixed-seed generator.
 
 use std::time::Instant;
 
@@ -545,3 +547,145 @@ fn data_only_publisher_is_answered(server: &Server) {
     );
 }
 both_backends!(data_only_publisher_is_answered);
+
+/// A server with small data limits: its answer advertises the smaller `a=max-message-size`; a
+/// peer that ignores it has its larger message dropped (counted) and the association goes
+/// on; a burst beyond `--data-burst` with a tiny `--data-rate` loses exactly the excess
+/// (counted), and what passed comes back in order.
+fn limits_drop_and_count(io: sluice_dataplane::api::IoMode) {
+    let Some(server) = Server::start_with(io, |c| {
+        c.data_limits.max_message_size = 1024;
+        c.data_limits.rate = 0.001;
+        c.data_limits.burst = 5;
+    }) else {
+        return;
+    };
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (offer, ch) = p.offer_with_channel(None, None, "chat");
+    let reply = c
+        .session("create", json!({"type": "echo", "offer": {"sdp": offer}}))
+        .expect("create echo");
+    let answer = sdp_in(&reply, "answer");
+    assert!(answer.contains("a=max-message-size:1024\r\n"), "{answer}");
+    // A peer that sends more than we advertise.
+    let answer = answer.replace("a=max-message-size:1024", "a=max-message-size:65536");
+    p.accept_answer(&answer).expect("str0m accepts the answer");
+    let id = str_of(&reply, "session_id");
+    assert!(
+        p.run_until(WAIT, |p| p.channel_open(ch)),
+        "channel never opened: {}",
+        p.describe()
+    );
+
+    assert!(p.channel_write(ch, true, &Payloads(0xda7a_0002).next(2000)));
+    let sent: Vec<Vec<u8>> = (0..8).map(|i| format!("m{i}").into_bytes()).collect();
+    for m in &sent {
+        assert!(p.channel_write(ch, false, m));
+    }
+    let info = info_while_driving(&mut c, &mut p, &id, |i| {
+        let d = &i["webrtc"]["data"];
+        d["dropped_too_large"] == 1 && d["dropped_rate"] == 3
+    });
+    let data = &info["webrtc"]["data"];
+    assert_eq!(data["messages_in"], 5, "{info}");
+    assert_eq!(data["dropped_bytes_rate"], 0, "{info}");
+    assert!(
+        p.run_until(WAIT, |p| p.channel_messages().len() == 5),
+        "{}",
+        p.describe()
+    );
+    let got: Vec<&Vec<u8>> = p.channel_messages().iter().map(|m| &m.data).collect();
+    assert_eq!(
+        got,
+        sent[..5].iter().collect::<Vec<_>>(),
+        "the first five, in order"
+    );
+    assert!(p.channel_open(ch), "the channel stayed open");
+}
+
+#[test]
+fn limits_drop_and_count_mmsg() {
+    limits_drop_and_count(sluice_dataplane::api::IoMode::Mmsg);
+}
+
+#[test]
+fn limits_drop_and_count_uring() {
+    limits_drop_and_count(sluice_dataplane::api::IoMode::Uring);
+}
+
+/// A listener that stops reading (acknowledges nothing) loses what goes beyond
+/// `--data-max-buffered` (counted on its session); the publisher and the other listener get
+/// everything, in order.
+#[test]
+fn a_slow_listener_loses_messages_and_stalls_nobody() {
+    let Some(server) = Server::start_with(sluice_dataplane::api::IoMode::Mmsg, |c| {
+        c.data_limits.max_buffered = 4096;
+    }) else {
+        return;
+    };
+    let mut c = server.client();
+    let mut publ = WebrtcPeer::new();
+    let (pub_id, ch) = publish_with_chat(&mut c, &mut publ, None);
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        let mut l = WebrtcPeer::new();
+        let r = c
+            .session("create", json!({"type": "listen", "publisher_id": pub_id}))
+            .expect("listen");
+        let answer = l
+            .answer(&sdp_in(&r, "offer"))
+            .expect("the listener answers");
+        let lid = str_of(&r, "session_id");
+        c.session(
+            "set_answer",
+            json!({"session_id": lid, "answer": {"sdp": answer}}),
+        )
+        .expect("set_answer");
+        listeners.push((lid, l));
+    }
+    let [(fast_id, fast), (slow_id, slow)] = &mut listeners[..] else {
+        unreachable!("two listeners");
+    };
+    let up = run_all(&mut [&mut publ, fast, slow], WAIT, |p| {
+        p[1].channels_open().len() == 1 && p[2].channels_open().len() == 1
+    });
+    assert!(up, "{}\n{}", fast.describe(), slow.describe());
+
+    // From now on the slow listener reads nothing. Each message reaches the fast one and is
+    // acknowledged (nothing waits towards it) before the next.
+    let sent: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000]).collect();
+    for (i, m) in sent.iter().enumerate() {
+        assert!(publ.channel_write(ch, true, m));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            publ.step(STEP);
+            fast.step(STEP);
+            if fast.channel_messages().len() == i + 1
+                && c.info(fast_id)["webrtc"]["data"]["buffered"] == 0
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", fast.describe());
+        }
+    }
+    let data: Vec<&Vec<u8>> = fast.channel_messages().iter().map(|m| &m.data).collect();
+    assert_eq!(
+        data,
+        sent.iter().collect::<Vec<_>>(),
+        "all of them, in order"
+    );
+
+    let info = c.info(slow_id);
+    let d = &info["webrtc"]["data"];
+    let (out, full) = (
+        d["messages_out"].as_u64().expect("a count"),
+        d["dropped_buffer_full"].as_u64().expect("a count"),
+    );
+    // 4096 bytes hold four messages (and the few bytes of the mirror's DCEP OPEN).
+    assert_eq!((out, full), (4, 16), "{info}");
+    assert!(d["buffered"].as_u64().expect("bytes") > 4000, "{info}");
+    let fast_info = c.info(fast_id);
+    assert_eq!(fast_info["webrtc"]["data"]["dropped_buffer_full"], 0);
+    assert_eq!(c.info(&pub_id)["webrtc"]["data"]["messages_in"], sent.len());
+}

@@ -91,6 +91,29 @@ pub struct Cli {
     /// API requests a connection may send at once before --api-rate applies [default: 2000]
     #[arg(long, env = "SLUICE_API_BURST", value_name = "N")]
     pub api_burst: Option<u32>,
+    /// Largest data-channel message accepted, advertised in a=max-message-size; a larger
+    /// one is dropped and counted [default: 65536]
+    #[arg(long, env = "SLUICE_DATA_MAX_MESSAGE_SIZE", value_name = "BYTES")]
+    pub data_max_message_size: Option<u32>,
+    /// Data channels per session; one beyond it is refused and counted [default: 16]
+    #[arg(long, env = "SLUICE_DATA_MAX_CHANNELS", value_name = "N")]
+    pub data_max_channels: Option<usize>,
+    /// Bytes queued towards one peer's data channels; beyond it messages to that peer are
+    /// dropped and counted [default: 262144]
+    #[arg(long, env = "SLUICE_DATA_MAX_BUFFERED", value_name = "BYTES")]
+    pub data_max_buffered: Option<usize>,
+    /// Data-channel messages per second a session's peer may send; beyond it and the burst
+    /// they are dropped and counted (0 = unlimited) [default: 1000]
+    #[arg(long, env = "SLUICE_DATA_RATE", value_name = "PER_SECOND")]
+    pub data_rate: Option<f64>,
+    /// Data-channel messages a peer may send at once before --data-rate applies
+    /// [default: 2000]
+    #[arg(long, env = "SLUICE_DATA_BURST", value_name = "N")]
+    pub data_burst: Option<u32>,
+    /// Data-channel bytes per second a session's peer may send; beyond it messages are
+    /// dropped and counted (0 = unlimited) [default: 8000000]
+    #[arg(long, env = "SLUICE_DATA_BYTES_RATE", value_name = "BYTES_PER_SECOND")]
+    pub data_bytes_rate: Option<u64>,
     /// Log line format: text, or json (one object per line, for log shippers)
     /// [default: text]
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "text|json")]
@@ -126,6 +149,12 @@ impl Cli {
             login_timeout: self.login_timeout,
             api_rate: self.api_rate,
             api_burst: self.api_burst,
+            data_max_message_size: self.data_max_message_size,
+            data_max_channels: self.data_max_channels,
+            data_max_buffered: self.data_max_buffered,
+            data_rate: self.data_rate,
+            data_burst: self.data_burst,
+            data_bytes_rate: self.data_bytes_rate,
             log_format: self.log_format.clone(),
         }
     }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_dataplane::api::IoMode;
 
+use crate::webrtc::data_limits::DataLimits;
+
 /// Everything `sluice` needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -57,6 +59,8 @@ pub struct Config {
     pub api_rate: f64,
     /// ... and how many may come at once.
     pub api_burst: u32,
+    /// Every session's data-channel limits (`--data-*`).
+    pub data_limits: DataLimits,
     /// How log lines are written.
     pub log_format: LogFormat,
 }
@@ -80,6 +84,8 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = crate::request::MAX_FRAME;
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_API_RATE: f64 = 1000.0;
 pub const DEFAULT_API_BURST: u32 = 2000;
+/// The largest `data_max_message_size`: sctp-proto's receive window grows to twice it.
+pub const MAX_DATA_MESSAGE_SIZE: u32 = 16 << 20;
 
 impl Default for Config {
     fn default() -> Self {
@@ -105,6 +111,7 @@ impl Default for Config {
             login_timeout: DEFAULT_LOGIN_TIMEOUT,
             api_rate: DEFAULT_API_RATE,
             api_burst: DEFAULT_API_BURST,
+            data_limits: DataLimits::default(),
             log_format: LogFormat::Text,
         }
     }
@@ -176,6 +183,17 @@ pub struct Layer {
     /// Requests per second, fractional allowed; 0 = unlimited.
     pub api_rate: Option<f64>,
     pub api_burst: Option<u32>,
+    /// Bytes, at least 1.
+    pub data_max_message_size: Option<u32>,
+    /// At least 1.
+    pub data_max_channels: Option<usize>,
+    /// Bytes, at least 1.
+    pub data_max_buffered: Option<usize>,
+    /// Messages per second, fractional allowed; 0 = unlimited.
+    pub data_rate: Option<f64>,
+    pub data_burst: Option<u32>,
+    /// Bytes per second; 0 = unlimited.
+    pub data_bytes_rate: Option<u64>,
     /// "text" or "json".
     pub log_format: Option<String>,
 }
@@ -221,6 +239,12 @@ impl Layer {
             login_timeout: self.login_timeout.or(lower.login_timeout),
             api_rate: self.api_rate.or(lower.api_rate),
             api_burst: self.api_burst.or(lower.api_burst),
+            data_max_message_size: self.data_max_message_size.or(lower.data_max_message_size),
+            data_max_channels: self.data_max_channels.or(lower.data_max_channels),
+            data_max_buffered: self.data_max_buffered.or(lower.data_max_buffered),
+            data_rate: self.data_rate.or(lower.data_rate),
+            data_burst: self.data_burst.or(lower.data_burst),
+            data_bytes_rate: self.data_bytes_rate.or(lower.data_bytes_rate),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -228,6 +252,7 @@ impl Layer {
     /// Fills what is missing with the defaults and checks every value.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let d = Config::default();
+        let data_limits = self.data_limits(&d.data_limits)?;
         let api = match self.api {
             Some(v) => parse_socket_addr(&v)?,
             None => d.api,
@@ -309,7 +334,45 @@ impl Layer {
             api_rate,
             // At least one request at a time, or none would pass.
             api_burst: self.api_burst.unwrap_or(d.api_burst).max(1),
+            data_limits,
             log_format,
+        })
+    }
+
+    /// The `data_*` settings over the defaults `d`.
+    fn data_limits(&self, d: &DataLimits) -> Result<DataLimits, ConfigError> {
+        let max_message_size = self.data_max_message_size.unwrap_or(d.max_message_size);
+        if !(1..=MAX_DATA_MESSAGE_SIZE).contains(&max_message_size) {
+            return Err(invalid(
+                "data_max_message_size",
+                &max_message_size.to_string(),
+                format!("from 1 to {MAX_DATA_MESSAGE_SIZE} bytes"),
+            ));
+        }
+        let max_channels = self.data_max_channels.unwrap_or(d.max_channels);
+        if max_channels == 0 {
+            return Err(invalid("data_max_channels", "0", "at least one channel"));
+        }
+        let max_buffered = self.data_max_buffered.unwrap_or(d.max_buffered);
+        if max_buffered == 0 {
+            return Err(invalid("data_max_buffered", "0", "at least one byte"));
+        }
+        let rate = self.data_rate.unwrap_or(d.rate);
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(invalid(
+                "data_rate",
+                &rate.to_string(),
+                "a number of messages per second, 0 = unlimited",
+            ));
+        }
+        Ok(DataLimits {
+            max_message_size,
+            max_channels,
+            max_buffered,
+            rate,
+            // At least one message at a time, or none would pass.
+            burst: self.data_burst.unwrap_or(d.burst).max(1),
+            bytes_rate: self.data_bytes_rate.unwrap_or(d.bytes_rate),
         })
     }
 }
@@ -402,6 +465,12 @@ mod tests {
         assert_eq!(c.login_timeout, Duration::from_secs(10));
         assert_eq!(c.api_rate, 1000.0);
         assert_eq!(c.api_burst, 2000);
+        assert_eq!(c.data_limits.max_message_size, 65536);
+        assert_eq!(c.data_limits.max_channels, 16);
+        assert_eq!(c.data_limits.max_buffered, 262_144);
+        assert_eq!(c.data_limits.rate, 1000.0);
+        assert_eq!(c.data_limits.burst, 2000);
+        assert_eq!(c.data_limits.bytes_rate, 8_000_000);
         assert_eq!(c.log_format, LogFormat::Text);
     }
 
@@ -412,7 +481,9 @@ mod tests {
              disconnect_grace = 0.5\napi_secret = \"s3\"\nsteer = \"off\"\n\
              raw_send = \"off\"\nmax_sessions = 3\ndrain_timeout = 30\n\
              max_bitrate = 5000000\nmax_login_failures = 2\nmax_frame_bytes = 4096\n\
-             login_timeout = 2.5\napi_rate = 0.5\napi_burst = 3\nlog_format = \"json\"\n",
+             login_timeout = 2.5\napi_rate = 0.5\napi_burst = 3\nlog_format = \"json\"\n\
+             data_max_message_size = 1024\ndata_max_channels = 2\ndata_max_buffered = 4096\n\
+             data_rate = 0\ndata_burst = 7\ndata_bytes_rate = 100\n",
         )
         .expect("valid toml");
         let c = layer.resolve().expect("valid values");
@@ -433,6 +504,17 @@ mod tests {
         assert_eq!(c.api_rate, 0.5);
         assert_eq!(c.api_burst, 3);
         assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.data_limits,
+            DataLimits {
+                max_message_size: 1024,
+                max_channels: 2,
+                max_buffered: 4096,
+                rate: 0.0,
+                burst: 7,
+                bytes_rate: 100,
+            }
+        );
     }
 
     #[test]
@@ -530,6 +612,34 @@ mod tests {
                     ..Layer::default()
                 },
                 "max_frame_bytes",
+            ),
+            (
+                Layer {
+                    data_max_message_size: Some(0),
+                    ..Layer::default()
+                },
+                "data_max_message_size",
+            ),
+            (
+                Layer {
+                    data_max_channels: Some(0),
+                    ..Layer::default()
+                },
+                "data_max_channels",
+            ),
+            (
+                Layer {
+                    data_max_buffered: Some(0),
+                    ..Layer::default()
+                },
+                "data_max_buffered",
+            ),
+            (
+                Layer {
+                    data_rate: Some(f64::INFINITY),
+                    ..Layer::default()
+                },
+                "data_rate",
             ),
             (
                 Layer {

@@ -160,7 +160,8 @@ fn start_api(
     let manager = Manager::new(dp, config.announced_ip(), config.disconnect_grace)
         .with_recordings(Arc::clone(&index))
         .with_operations(Arc::clone(&ops), config.max_sessions)
-        .with_max_bitrate(config.max_bitrate);
+        .with_max_bitrate(config.max_bitrate)
+        .with_data_limits(config.data_limits);
     let secret: Option<Arc<str>> = config.api_secret.as_deref().map(Arc::from);
     let http = recordings::HttpState {
         index,

@@ -30,18 +30,30 @@ impl TokenBucket {
 
     /// Takes a token if there is one at `now`.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens at once if there are that many at `now`; none otherwise. More than
+    /// the burst never passes.
+    pub fn take_n(&mut self, now: Instant, n: u64) -> bool {
+        if !self.has(now, n) {
+            return false;
+        }
+        if self.rate.is_some() {
+            self.tokens -= n as f64;
+        }
+        true
+    }
+
+    /// Whether `n` tokens are there at `now`; nothing is taken.
+    pub fn has(&mut self, now: Instant, n: u64) -> bool {
         let Some(rate) = self.rate else {
             return true;
         };
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens >= n as f64
     }
 }
 
@@ -122,6 +134,20 @@ mod tests {
             assert!(admitted as f64 <= bound + 1e-9, "{admitted} > {bound}");
         }
         assert!(admitted > 0);
+    }
+
+    #[test]
+    fn many_tokens_are_taken_at_once_or_not_at_all() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(100.0, 1000, t0);
+        assert!(b.take_n(t0, 600));
+        assert!(!b.take_n(t0, 600), "400 left: nothing taken");
+        assert!(b.has(t0, 400) && !b.has(t0, 401));
+        assert!(b.take_n(t0, 400));
+        // One second later 100 came back; more than the burst never passes.
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(!b.take_n(t1, 101) && b.take_n(t1, 100));
+        assert!(!b.take_n(t0 + Duration::from_secs(3600), 1001));
     }
 
     #[test]

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Dcep::parse(&d.to_bytes()), Ok(d));
     }
     let mut now = Instant::now();
-    let mut a = SctpAssociation::new(SctpRole::Server, now, None);
+    let mut a = SctpAssociation::new(SctpRole::Server, now, None, Default::default());
     for packet in data.split(|b| *b == 0xff) {
         a.handle_input(now, packet);
         now += Duration::from_millis(250);

@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         setup: Setup::Passive,
         session_id: 42,
         session_version: 1,
+        max_message_size: 65_536,
     };
     let answer = webrtc_answer(&offer, &selected, &local);
     assert_eq!(answer.media.len(), offer.media.len());

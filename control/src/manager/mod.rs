@@ -40,6 +40,7 @@ use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::RecordIndex;
 use crate::request::Request;
 use crate::webrtc::cert::Certificate;
+use crate::webrtc::data_limits::DataLimits;
 use conn::Conn;
 pub use conn::session_pattern;
 use convert::answer_body;
@@ -136,6 +137,8 @@ pub struct Manager {
     closings: lifecycle::Closings,
     /// Admission, drain waiters, leg counters for `/metrics`.
     operations: ops::Operations,
+    /// Every WebRTC transport's data-channel limits (`--data-*`).
+    data_limits: DataLimits,
 }
 
 impl Manager {
@@ -147,6 +150,7 @@ impl Manager {
             timers: timers::Timers::default(),
             closings: lifecycle::Closings::default(),
             operations: ops::Operations::default(),
+            data_limits: DataLimits::default(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -164,6 +168,12 @@ impl Manager {
     /// Where `recorder_action` writes (the default is the default `--record-dir`).
     pub fn with_recordings(mut self, index: Arc<RecordIndex>) -> Self {
         self.recordings = index;
+        self
+    }
+
+    /// The data-channel limits of the sessions to come.
+    pub fn with_data_limits(mut self, limits: DataLimits) -> Self {
+        self.data_limits = limits;
         self
     }
 

@@ -103,7 +103,7 @@ impl Manager {
             .flatten()
             .filter_map(|s| super::dp_kind(&s.kind).map(|k| (k, &s.codec, s.dtmf.as_ref())));
         let info = self.open_bundle(group, streams)?;
-        let transport = WebrtcTransport::answering(info.id, &remote);
+        let transport = WebrtcTransport::answering(info.id, &remote, self.data_limits);
         Ok((info, transport))
     }
 
@@ -117,7 +117,7 @@ impl Manager {
             .iter()
             .filter_map(|om| super::dp_kind(&om.kind).map(|k| (k, &om.codec, om.dtmf.as_ref())));
         let info = self.open_bundle(group, streams)?;
-        let transport = WebrtcTransport::offering(info.id);
+        let transport = WebrtcTransport::offering(info.id, self.data_limits);
         Ok((info, transport))
     }
 

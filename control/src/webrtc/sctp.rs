@@ -20,7 +20,8 @@
 //!   overhead the UDP payload stays under 1,200 bytes. Retransmission never gives up:
 //!   liveness belongs to ICE consent (as in str0m).
 //! - Nothing a peer sends can panic this module; what cannot be used is counted
-//!   ([`SctpStats`]).
+//!   ([`SctpStats`]), as is what the session's [`DataLimits`] drop: a message too large or
+//!   beyond the rates (from the peer), or beyond the bytes queued (to it).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use sctp_proto::{
     TransportConfig,
 };
 
+use super::data_limits::{DataLimits, DataRate, RateDrop};
 use super::dcep::{ChannelSpec, Dcep, Reliability};
 
 /// Largest SCTP packet we send: dimpl's records (≤ 1150 bytes with its default MTU) carry it
@@ -40,18 +42,14 @@ use super::dcep::{ChannelSpec, Dcep, Reliability};
 pub const MAX_SCTP_PACKET: usize = 1100;
 /// SCTP common header (12) + DATA chunk header (16), which sctp-proto adds to its payload size.
 const SCTP_HEADERS: usize = 28;
-/// What we advertise in `a=max-message-size` and accept (RFC 8841 §6).
-pub const LOCAL_MAX_MESSAGE_SIZE: u32 = 65_536;
+/// sctp-proto ends the association on a message beyond its own receive limit, so that
+/// limit (and the receive window) is at least this and twice what we accept: a message
+/// larger than we accept, within reason, is dropped and counted by us instead.
+const RECEIVE_CEILING: u32 = 1 << 20;
 /// RFC 8841 §6: a peer that does not say accepts 64 KiB.
 pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: u32 = 65_536;
 /// The SCTP port in `a=sctp-port` (RFC 8841 §5), ours and, by default, the peer's.
 pub const SCTP_PORT: u16 = 5000;
-/// Bytes queued for a peer (not yet acknowledged) beyond which a message is refused: a slow
-/// or vanished peer loses messages instead of growing our memory.
-pub const MAX_BUFFERED: usize = 256 * 1024;
-/// Channels one association carries at most; a peer's OPEN beyond it is refused (its stream
-/// reset, RFC 8832 §6).
-pub const MAX_CHANNELS: usize = 16;
 
 /// Which side sends INIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +128,16 @@ pub struct SctpStats {
     pub unknown_ppid: u64,
     /// User messages on a stream no channel was opened on.
     pub no_channel: u64,
-    /// Channels the peer opened beyond [`MAX_CHANNELS`].
+    /// Channels beyond [`DataLimits::max_channels`]: the peer's OPENs, and ours.
     pub refused_channels: u64,
+    /// Messages from the peer larger than [`DataLimits::max_message_size`].
+    pub too_large: u64,
+    /// Messages from the peer beyond [`DataLimits::rate`] and its burst.
+    pub rate_limited: u64,
+    /// Messages from the peer beyond [`DataLimits::bytes_rate`].
+    pub bytes_limited: u64,
+    /// Messages to the peer dropped with [`DataLimits::max_buffered`] bytes waiting.
+    pub buffer_full: u64,
     /// INITs that reached us as SCTP client (see [`SctpRole`]).
     pub ignored_inits: u64,
 }
@@ -162,6 +168,10 @@ pub struct SctpAssociation {
     events: VecDeque<SctpEvent>,
     transmit: VecDeque<Vec<u8>>,
     stats: SctpStats,
+    limits: DataLimits,
+    rate: DataRate,
+    /// See [`SctpAssociation::buffered`].
+    buffered: usize,
 }
 
 impl std::fmt::Debug for SctpAssociation {
@@ -180,25 +190,35 @@ fn peer_addr() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 1], SCTP_PORT))
 }
 
-fn transport_config() -> Arc<TransportConfig> {
+fn transport_config(limits: &DataLimits) -> Arc<TransportConfig> {
+    let ceiling = limits
+        .max_message_size
+        .saturating_mul(2)
+        .max(RECEIVE_CEILING);
     Arc::new(
         TransportConfig::default()
             .with_max_init_retransmits(None)
             .with_max_data_retransmits(None)
-            .with_max_receive_message_size(LOCAL_MAX_MESSAGE_SIZE),
+            .with_max_receive_buffer_size(ceiling)
+            .with_max_receive_message_size(ceiling),
     )
 }
 
 impl SctpAssociation {
     /// A new association; a client has its INIT ready in
     /// [`SctpAssociation::poll_transmit`]. `remote_max_message_size` is the peer's
-    /// `a=max-message-size` (`None`: absent, 64 KiB; 0: unlimited).
-    pub fn new(role: SctpRole, now: Instant, remote_max_message_size: Option<u32>) -> Self {
+    /// `a=max-message-size` (`None`: absent, 64 KiB; 0: unlimited); `limits` are ours.
+    pub fn new(
+        role: SctpRole,
+        now: Instant,
+        remote_max_message_size: Option<u32>,
+        limits: DataLimits,
+    ) -> Self {
         let mut config = EndpointConfig::default();
         config.max_payload_size((MAX_SCTP_PACKET - SCTP_HEADERS) as u32);
         let server = (role == SctpRole::Server).then(|| {
             let mut s = ServerConfig::default();
-            s.transport = transport_config();
+            s.transport = transport_config(&limits);
             Arc::new(s)
         });
         let remote_max = match remote_max_message_size {
@@ -218,10 +238,13 @@ impl SctpAssociation {
             events: VecDeque::new(),
             transmit: VecDeque::new(),
             stats: SctpStats::default(),
+            limits,
+            rate: DataRate::new(&limits, now),
+            buffered: 0,
         };
         if role == SctpRole::Client {
             let mut config = ClientConfig::new();
-            config.transport = transport_config();
+            config.transport = transport_config(&limits);
             match a.endpoint.connect(config, peer_addr()) {
                 Ok((handle, assoc)) => {
                     a.handle = Some(handle);
@@ -244,6 +267,12 @@ impl SctpAssociation {
 
     pub fn stats(&self) -> SctpStats {
         self.stats
+    }
+
+    /// Bytes written to the peer and not acknowledged yet, over every channel, as of the
+    /// last packet, timer or send.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     /// Open channels: stream id and what was negotiated.
@@ -352,13 +381,10 @@ impl SctpAssociation {
                 max: self.remote_max_message_size,
             });
         }
+        let buffered = self.buffered;
         let assoc = self.assoc.as_mut().ok_or(SendError::NoChannel(sid))?;
-        let buffered: usize = self
-            .channels
-            .keys()
-            .filter_map(|id| assoc.stream(*id).ok()?.buffered_amount().ok())
-            .sum();
-        if buffered + data.len() > MAX_BUFFERED {
+        if buffered + data.len() > self.limits.max_buffered {
+            self.stats.buffer_full += 1;
             return Err(SendError::Full(buffered));
         }
         let mut stream = assoc
@@ -391,10 +417,11 @@ impl SctpAssociation {
     }
 
     fn open(&mut self, now: Instant, sid: u16, spec: ChannelSpec) -> Result<(), SendError> {
-        if !self.is_connected()
-            || self.channels.contains_key(&sid)
-            || self.channels.len() >= MAX_CHANNELS
-        {
+        if !self.is_connected() || self.channels.contains_key(&sid) {
+            return Err(SendError::NoChannel(sid));
+        }
+        if self.channels.len() >= self.limits.max_channels {
+            self.stats.refused_channels += 1;
             return Err(SendError::NoChannel(sid));
         }
         let assoc = self.assoc.as_mut().ok_or(SendError::NoChannel(sid))?;
@@ -476,9 +503,14 @@ impl SctpAssociation {
                 Event::Stream(StreamEvent::Readable { id }) => read_stream(
                     assoc,
                     id,
-                    &mut self.channels,
-                    &mut self.events,
-                    &mut self.stats,
+                    Reader {
+                        now,
+                        limits: &self.limits,
+                        rate: &mut self.rate,
+                        channels: &mut self.channels,
+                        events: &mut self.events,
+                        stats: &mut self.stats,
+                    },
                 ),
                 Event::Stream(StreamEvent::Finished { id } | StreamEvent::Stopped { id, .. }) => {
                     // RFC 8831 §6.7: the peer reset its outgoing stream; reset ours too.
@@ -495,6 +527,11 @@ impl SctpAssociation {
         while let Some(t) = assoc.poll_transmit(now) {
             push_packets(&mut self.transmit, t.payload);
         }
+        self.buffered = self
+            .channels
+            .keys()
+            .filter_map(|id| assoc.stream(*id).ok()?.buffered_amount().ok())
+            .sum();
     }
 
     /// Runs `f` on the association; should sctp-proto panic (a bug a peer's bytes could
@@ -549,14 +586,27 @@ fn configure(stream: &mut sctp_proto::Stream<'_>, spec: &ChannelSpec) {
     let _ = stream.set_reliability_params(!spec.ordered, ty, value);
 }
 
-/// Reads every whole message waiting on stream `sid`.
-fn read_stream(
-    assoc: &mut Association,
-    sid: u16,
-    channels: &mut BTreeMap<u16, Channel>,
-    events: &mut VecDeque<SctpEvent>,
-    stats: &mut SctpStats,
-) {
+/// What reading a stream decides with: the limits, and where messages and drops go.
+struct Reader<'a> {
+    now: Instant,
+    limits: &'a DataLimits,
+    rate: &'a mut DataRate,
+    channels: &'a mut BTreeMap<u16, Channel>,
+    events: &'a mut VecDeque<SctpEvent>,
+    stats: &'a mut SctpStats,
+}
+
+/// Reads every whole message waiting on stream `sid`; those beyond the limits are dropped
+/// and counted.
+fn read_stream(assoc: &mut Association, sid: u16, r: Reader<'_>) {
+    let Reader {
+        now,
+        limits,
+        rate,
+        channels,
+        events,
+        stats,
+    } = r;
     loop {
         let Ok(mut stream) = assoc.stream(sid) else {
             return;
@@ -571,7 +621,8 @@ fn read_stream(
         }
         let kind = match chunks.ppi {
             Ppid::Dcep => {
-                dcep(&mut stream, sid, &data, channels, events, stats);
+                let full = channels.len() >= limits.max_channels;
+                dcep(&mut stream, sid, &data, full, channels, events, stats);
                 continue;
             }
             Ppid::String | Ppid::StringEmpty => MessageKind::Text,
@@ -596,6 +647,21 @@ fn read_stream(
                 spec: channel.spec.clone(),
             });
         }
+        if data.len() > limits.max_message_size as usize {
+            stats.too_large += 1;
+            continue;
+        }
+        match rate.admit(now, data.len()) {
+            Ok(()) => {}
+            Err(RateDrop::Messages) => {
+                stats.rate_limited += 1;
+                continue;
+            }
+            Err(RateDrop::Bytes) => {
+                stats.bytes_limited += 1;
+                continue;
+            }
+        }
         stats.messages_in += 1;
         stats.bytes_in += data.len() as u64;
         events.push_back(SctpEvent::Message { sid, kind, data });
@@ -608,11 +674,11 @@ fn dcep(
     stream: &mut sctp_proto::Stream<'_>,
     sid: u16,
     data: &[u8],
+    full: bool,
     channels: &mut BTreeMap<u16, Channel>,
     events: &mut VecDeque<SctpEvent>,
     stats: &mut SctpStats,
 ) {
-    let full = channels.len() >= MAX_CHANNELS;
     match (Dcep::parse(data), channels.get_mut(&sid)) {
         (Ok(Dcep::Open(_)), None) if full => {
             stats.refused_channels += 1;

@@ -16,10 +16,21 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_server_limits(DataLimits::default())
+    }
+
+    /// A pair whose server side has `limits`; the client's are the defaults, except that it
+    /// sends up to 1 MiB (a peer that ignores our `a=max-message-size`).
+    fn with_server_limits(limits: DataLimits) -> Pair {
         let now = Instant::now();
         Pair {
-            client: SctpAssociation::new(SctpRole::Client, now, None),
-            server: SctpAssociation::new(SctpRole::Server, now, None),
+            client: SctpAssociation::new(
+                SctpRole::Client,
+                now,
+                Some(1 << 20),
+                DataLimits::default(),
+            ),
+            server: SctpAssociation::new(SctpRole::Server, now, None, limits),
             now,
             largest: 0,
             drop_client: false,
@@ -93,7 +104,12 @@ fn messages(events: &[SctpEvent]) -> Vec<(u16, MessageKind, Vec<u8>)> {
 
 /// The server side of a pair with channel 1 opened by the client.
 fn with_channel(spec: ChannelSpec) -> Pair {
-    let mut p = Pair::new().connected();
+    with_channel_limited(spec, DataLimits::default())
+}
+
+/// As [`with_channel`], the server side with `limits`.
+fn with_channel_limited(spec: ChannelSpec, limits: DataLimits) -> Pair {
+    let mut p = Pair::with_server_limits(limits).connected();
     events(&mut p.client);
     events(&mut p.server);
     p.client
@@ -220,7 +236,10 @@ fn a_silent_peer_fills_the_send_buffer_then_refuses() {
     let mut sent = 0;
     while p.server.send(p.now, 1, MessageKind::Binary, &msg).is_ok() {
         sent += 1;
-        assert!(sent <= MAX_BUFFERED / msg.len(), "never refused");
+        assert!(
+            sent <= DataLimits::default().max_buffered / msg.len(),
+            "never refused"
+        );
         // Packets vanish: the client hears nothing.
         while p.server.poll_transmit().is_some() {}
     }
@@ -228,7 +247,8 @@ fn a_silent_peer_fills_the_send_buffer_then_refuses() {
         p.server.send(p.now, 1, MessageKind::Binary, &msg),
         Err(SendError::Full(_))
     ));
-    assert!(sent >= MAX_BUFFERED / msg.len() - 1);
+    assert!(sent >= DataLimits::default().max_buffered / msg.len() - 1);
+    assert_eq!(p.server.stats().buffer_full, 2, "each refusal counted");
     for _ in 0..200 {
         p.advance();
         if p.client.stats().messages_in == sent as u64 {
@@ -280,8 +300,8 @@ fn garbage_and_bad_dcep_are_counted_and_the_association_survives() {
 #[test]
 fn a_repeated_init_does_not_replace_the_association() {
     let now = Instant::now();
-    let mut client = SctpAssociation::new(SctpRole::Client, now, None);
-    let mut server = SctpAssociation::new(SctpRole::Server, now, None);
+    let mut client = SctpAssociation::new(SctpRole::Client, now, None, DataLimits::default());
+    let mut server = SctpAssociation::new(SctpRole::Server, now, None, DataLimits::default());
     let init = client.poll_transmit().expect("INIT");
     server.handle_input(now, &init);
     let first = server.poll_transmit().expect("INIT ACK");
@@ -301,20 +321,27 @@ fn a_repeated_init_does_not_replace_the_association() {
 
 #[test]
 fn channels_beyond_the_limit_are_refused() {
-    let mut p = Pair::new().connected();
-    for i in 0..=MAX_CHANNELS as u16 {
+    let max = 3;
+    let mut p = Pair::with_server_limits(DataLimits {
+        max_channels: max,
+        ..DataLimits::default()
+    })
+    .connected();
+    for i in 0..max as u16 {
         p.client
             .open_channel(p.now, 2 * i, ChannelSpec::reliable(&format!("c{i}")))
             .ok();
     }
     p.exchange();
-    assert_eq!(p.server.channels().count(), MAX_CHANNELS);
-    assert_eq!(
-        p.server.stats().refused_channels,
-        0,
-        "our own open is refused locally"
+    assert_eq!(p.server.channels().count(), max);
+    // Our own open beyond the limit is refused locally, and counted.
+    assert!(
+        p.server
+            .open_channel(p.now, 1, ChannelSpec::reliable("ours"))
+            .is_err()
     );
-    // The peer's OPEN beyond the limit: written raw, as a peer with a higher limit would.
+    assert_eq!(p.server.stats().refused_channels, 1);
+    // The peer's OPEN beyond the limit.
     let assoc = p.client.assoc.as_mut().expect("assoc");
     let mut s = assoc.open_stream(1001, Ppid::Unknown).expect("stream");
     s.write_with_ppi(
@@ -325,9 +352,115 @@ fn channels_beyond_the_limit_are_refused() {
     let now = p.now;
     p.client.drive(now);
     p.exchange();
-    assert_eq!(p.server.stats().refused_channels, 1);
-    assert_eq!(p.server.channels().count(), MAX_CHANNELS);
+    assert_eq!(p.server.stats().refused_channels, 2);
+    assert_eq!(p.server.channels().count(), max);
     assert!(p.server.is_connected());
+}
+
+/// Runs the pair until the server has dealt with `n` messages (accepted or dropped).
+fn until_server_saw(p: &mut Pair, n: u64) {
+    for _ in 0..50 {
+        p.exchange();
+        let s = p.server.stats();
+        if s.messages_in + s.too_large + s.rate_limited + s.bytes_limited >= n {
+            return;
+        }
+        p.advance();
+    }
+    panic!("server saw too little: {:?}", p.server.stats());
+}
+
+#[test]
+fn a_message_larger_than_we_accept_is_dropped_and_counted() {
+    let mut p = with_channel_limited(
+        ChannelSpec::reliable("chat"),
+        DataLimits {
+            max_message_size: 1000,
+            ..DataLimits::default()
+        },
+    );
+    for len in [1000, 1001, 200_000, 5] {
+        p.client
+            .send(p.now, 1, MessageKind::Binary, &vec![1; len])
+            .expect("send");
+    }
+    until_server_saw(&mut p, 4);
+    let got: Vec<usize> = messages(&events(&mut p.server))
+        .iter()
+        .map(|(_, _, d)| d.len())
+        .collect();
+    assert_eq!(got, [1000, 5], "the association goes on");
+    assert_eq!(p.server.stats().too_large, 2);
+    assert!(p.server.is_connected());
+}
+
+#[test]
+fn messages_beyond_the_rates_are_dropped_and_counted() {
+    let mut p = with_channel_limited(
+        ChannelSpec::reliable("chat"),
+        DataLimits {
+            rate: 0.001,
+            burst: 5,
+            ..DataLimits::default()
+        },
+    );
+    for i in 0..8u8 {
+        p.client
+            .send(p.now, 1, MessageKind::Binary, &[i])
+            .expect("send");
+    }
+    until_server_saw(&mut p, 8);
+    let got: Vec<Vec<u8>> = messages(&events(&mut p.server))
+        .into_iter()
+        .map(|(_, _, d)| d)
+        .collect();
+    assert_eq!(got, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
+    assert_eq!(p.server.stats().rate_limited, 3, "exactly the excess");
+
+    let mut p = with_channel_limited(
+        ChannelSpec::reliable("chat"),
+        DataLimits {
+            bytes_rate: 1,
+            max_message_size: 3000,
+            ..DataLimits::default()
+        },
+    );
+    for _ in 0..3 {
+        p.client
+            .send(p.now, 1, MessageKind::Binary, &[0; 2000])
+            .expect("send");
+    }
+    until_server_saw(&mut p, 3);
+    assert_eq!(
+        p.server.stats().messages_in,
+        1,
+        "one largest message fits the burst"
+    );
+    assert_eq!(p.server.stats().bytes_limited, 2);
+}
+
+#[test]
+fn a_smaller_send_buffer_drops_and_counts_sooner() {
+    let mut p = with_channel_limited(
+        ChannelSpec::reliable("chat"),
+        DataLimits {
+            max_buffered: 4096,
+            ..DataLimits::default()
+        },
+    );
+    let mut refused = 0;
+    for _ in 0..10 {
+        if p.server
+            .send(p.now, 1, MessageKind::Binary, &[0; 1000])
+            .is_err()
+        {
+            refused += 1;
+        }
+        // The peer acknowledges nothing.
+        while p.server.poll_transmit().is_some() {}
+    }
+    assert_eq!(refused, 6, "4 KiB hold four messages");
+    assert_eq!(p.server.stats().buffer_full, 6);
 }
 
 /// Both sides send INIT (a peer that takes its SCTP role from ICE while we are the DTLS
@@ -338,8 +471,8 @@ fn channels_beyond_the_limit_are_refused() {
 fn init_collision_does_not_panic() {
     let now = Instant::now();
     let mut p = Pair {
-        client: SctpAssociation::new(SctpRole::Client, now, None),
-        server: SctpAssociation::new(SctpRole::Client, now, None),
+        client: SctpAssociation::new(SctpRole::Client, now, None, DataLimits::default()),
+        server: SctpAssociation::new(SctpRole::Client, now, None, DataLimits::default()),
         now,
         largest: 0,
         drop_client: false,

@@ -17,7 +17,7 @@ use crate::sdp::{
 };
 
 use super::cert::{CertError, Fingerprint};
-use super::sctp::{LOCAL_MAX_MESSAGE_SIZE, SCTP_PORT};
+use super::sctp::SCTP_PORT;
 
 /// RTCP feedback the forwarder honours or generates (RFC 4585 NACK/PLI, RFC 5104 FIR,
 /// draft-alvestrand-rmcat-remb). `transport-cc` is not: there is no TWCC feedback.
@@ -72,6 +72,8 @@ pub struct WebrtcLocal {
     pub setup: Setup,
     pub session_id: u64,
     pub session_version: u64,
+    /// Our `a=max-message-size` on a data m-line (`--data-max-message-size`).
+    pub max_message_size: u32,
 }
 
 impl WebrtcLocal {
@@ -221,7 +223,7 @@ fn data_media(mid: Option<String>, local: &WebrtcLocal) -> Media {
         .push(Attribute::new("sctp-port", Some(&SCTP_PORT.to_string())));
     m.attributes.push(Attribute::new(
         "max-message-size",
-        Some(&LOCAL_MAX_MESSAGE_SIZE.to_string()),
+        Some(&local.max_message_size.to_string()),
     ));
     m
 }

@@ -18,6 +18,7 @@ fn local(setup: Setup) -> WebrtcLocal {
         setup,
         session_id: 42,
         session_version: 1,
+        max_message_size: 65_536,
     }
 }
 

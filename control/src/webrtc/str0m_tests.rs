@@ -57,6 +57,7 @@ fn negotiate(now: Instant, wrong_pwd: bool) -> (Rtc, Server) {
         setup,
         session_id: 1,
         session_version: 1,
+        max_message_size: 65_536,
     };
     let selected = select_codecs(&offer, &Forced::default()).expect("usable");
     let answer = webrtc_answer(&offer, &selected, &local).to_string();

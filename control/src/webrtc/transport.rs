@@ -36,6 +36,7 @@ use sluice_dataplane::api::{Command, LegId, Remote};
 
 use crate::errors::ApiError;
 use crate::webrtc::cert::{Certificate, Fingerprint};
+use crate::webrtc::data_limits::DataLimits;
 use crate::webrtc::dtls::{DtlsEndpoint, DtlsEvent, DtlsRole};
 use crate::webrtc::ice::{IceCredentials, IceEvent, IceLite, IceOutput};
 use crate::webrtc::sctp::{SctpAssociation, SctpEvent, SctpRole};
@@ -98,6 +99,8 @@ pub struct WebrtcTransport {
     /// The association, from the end of the DTLS handshake.
     sctp: Option<SctpAssociation>,
     data_stats: DataStats,
+    /// Ours: advertised in SDP and applied to the association.
+    data_limits: DataLimits,
     /// A listener's mirrors: the publisher's stream id → ours.
     mirrors: BTreeMap<u16, u16>,
 }
@@ -117,7 +120,7 @@ fn status(state: &str) -> Value {
 }
 
 impl WebrtcTransport {
-    fn new(leg: LegId, setup: Setup) -> WebrtcTransport {
+    fn new(leg: LegId, setup: Setup, data_limits: DataLimits) -> WebrtcTransport {
         WebrtcTransport {
             leg,
             ice: IceLite::new(IceCredentials::random()),
@@ -131,22 +134,23 @@ impl WebrtcTransport {
             data: None,
             sctp: None,
             data_stats: DataStats::default(),
+            data_limits,
             mirrors: BTreeMap::new(),
         }
     }
 
     /// Answering the peer's WebRTC offer (RFC 8842 §5.3: `passive` unless the offer is).
-    pub fn answering(leg: LegId, remote: &RemoteIce) -> WebrtcTransport {
+    pub fn answering(leg: LegId, remote: &RemoteIce, data_limits: DataLimits) -> WebrtcTransport {
         let (role, setup) = DtlsRole::answering(remote.setup);
-        let mut t = WebrtcTransport::new(leg, setup);
+        let mut t = WebrtcTransport::new(leg, setup, data_limits);
         t.role = Some(role);
         t.set_remote(remote);
         t
     }
 
     /// Offering (`actpass`): role and fingerprint come with the answer.
-    pub fn offering(leg: LegId) -> WebrtcTransport {
-        WebrtcTransport::new(leg, Setup::ActPass)
+    pub fn offering(leg: LegId, data_limits: DataLimits) -> WebrtcTransport {
+        WebrtcTransport::new(leg, Setup::ActPass, data_limits)
     }
 
     fn set_remote(&mut self, remote: &RemoteIce) {
@@ -175,6 +179,7 @@ impl WebrtcTransport {
             setup: self.setup,
             session_id: 0,
             session_version: 0,
+            max_message_size: self.data_limits.max_message_size,
         }
     }
 
@@ -384,7 +389,12 @@ impl WebrtcTransport {
                             Some(DtlsRole::Client) => SctpRole::Client,
                             _ => SctpRole::Server,
                         };
-                        self.sctp = Some(SctpAssociation::new(role, now, remote_max));
+                        self.sctp = Some(SctpAssociation::new(
+                            role,
+                            now,
+                            remote_max,
+                            self.data_limits,
+                        ));
                     }
                 }
                 DtlsEvent::Failed(e) => failed = Some(e.to_string()),
@@ -497,7 +507,7 @@ mod tests {
         assert!(!valid_candidate("1 1 udp 1 127.0.0.1 5000 typ bogus"));
         assert!(!valid_candidate("1 1 udp x 127.0.0.1 5000 typ host"));
         assert!(!valid_candidate("garbage"));
-        let mut t = WebrtcTransport::offering(LegId(1));
+        let mut t = WebrtcTransport::offering(LegId(1), DataLimits::default());
         assert!(
             t.add_candidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host")
                 .is_ok()
@@ -538,7 +548,11 @@ mod tests {
     #[test]
     fn a_valid_check_is_answered_and_selects_the_remote_until_consent_expires() {
         let cert = Certificate::generate().expect("cert");
-        let mut t = WebrtcTransport::answering(LegId(7), &remote(&cert, Setup::ActPass));
+        let mut t = WebrtcTransport::answering(
+            LegId(7),
+            &remote(&cert, Setup::ActPass),
+            DataLimits::default(),
+        );
         assert_eq!(t.role, Some(DtlsRole::Server));
         let peer: SocketAddr = "192.0.2.1:5000".parse().expect("addr");
         let t0 = Instant::now();
@@ -576,8 +590,16 @@ mod tests {
     #[test]
     fn a_wrong_password_is_dropped_silently() {
         let cert = Certificate::generate().expect("cert");
-        let mut t = WebrtcTransport::answering(LegId(7), &remote(&cert, Setup::ActPass));
-        let mut other = WebrtcTransport::answering(LegId(8), &remote(&cert, Setup::ActPass));
+        let mut t = WebrtcTransport::answering(
+            LegId(7),
+            &remote(&cert, Setup::ActPass),
+            DataLimits::default(),
+        );
+        let mut other = WebrtcTransport::answering(
+            LegId(8),
+            &remote(&cert, Setup::ActPass),
+            DataLimits::default(),
+        );
         other.ice = IceLite::new(IceCredentials {
             ufrag: t.ice.local().ufrag.clone(),
             pwd: "notthepasswordnotthepass".into(),
@@ -592,7 +614,7 @@ mod tests {
     #[test]
     fn offering_waits_for_the_answer_before_dtls() {
         let cert = Certificate::generate().expect("cert");
-        let mut t = WebrtcTransport::offering(LegId(1));
+        let mut t = WebrtcTransport::offering(LegId(1), DataLimits::default());
         let mut out = Vec::new();
         t.maybe_start_dtls(&cert, Instant::now(), &mut out);
         assert!(t.dtls.is_none() && out.is_empty());

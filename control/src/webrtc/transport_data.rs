@@ -17,7 +17,8 @@ pub(super) struct DataStats {
     pub(super) records_dropped: u64,
     /// Messages the session dropped (`mute_data`).
     pub(super) muted: u64,
-    /// Messages that could not be sent (no channel, too large).
+    /// Messages that could not be sent (no channel, too large for the peer); those dropped
+    /// with the send buffer full are the association's `buffer_full`.
     pub(super) send_errors: u64,
     /// Messages of a peer whose data goes nowhere (a listener's).
     pub(super) unrelayed: u64,
@@ -55,7 +56,10 @@ impl WebrtcTransport {
             Some(s) => s.send(now, sid, kind, data),
             None => Err(SendError::NoChannel(sid)),
         };
-        if result.is_err() {
+        if result
+            .as_ref()
+            .is_err_and(|e| !matches!(e, SendError::Full(_)))
+        {
             self.data_stats.send_errors += 1;
         }
         self.sctp_output(out);
@@ -203,11 +207,16 @@ impl WebrtcTransport {
             "bytes_in": s.bytes_in,
             "messages_out": s.messages_out,
             "bytes_out": s.bytes_out,
+            "buffered": self.sctp.as_ref().map_or(0, SctpAssociation::buffered),
             "dropped_muted": d.muted,
             "dropped_bad_dcep": s.bad_dcep,
             "dropped_unknown_ppid": s.unknown_ppid,
             "dropped_no_channel": s.no_channel,
             "refused_channels": s.refused_channels,
+            "dropped_too_large": s.too_large,
+            "dropped_rate": s.rate_limited,
+            "dropped_bytes_rate": s.bytes_limited,
+            "dropped_buffer_full": s.buffer_full,
             "dropped_early": d.records_dropped,
             "send_errors": d.send_errors,
             "dropped_unrelayed": d.unrelayed,

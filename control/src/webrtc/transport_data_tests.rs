@@ -45,7 +45,7 @@ impl Echo {
         let (offer, pending) = api.apply().expect("offer");
         let offer = Sdp::parse(&offer.to_sdp_string()).expect("we parse str0m's offer");
         let remote = RemoteIce::from_sdp(&offer).expect("ICE/DTLS");
-        let mut t = WebrtcTransport::answering(LegId(1), &remote);
+        let mut t = WebrtcTransport::answering(LegId(1), &remote, Default::default());
         let data = data_offer(&offer).expect("a data m-line");
         t.enable_data(data.max_message_size);
         let cert = Certificate::generate().expect("cert");
