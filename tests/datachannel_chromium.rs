@@ -32,7 +32,10 @@ const SCRIPT: &str = r#"
     dc.binaryType = "arraybuffer";
     await pc.setLocalDescription(await pc.createOffer());
     const ws = new WebSocket(`ws://${location.host}/api/ws`);
-    await new Promise((ok, no) => { ws.onopen = ok; ws.onerror = no; });
+    await new Promise((ok, no) => {
+      ws.onopen = ok;
+      ws.onerror = () => no(new Error("the API WebSocket did not open"));
+    });
     const reply = new Promise((ok) => ws.onmessage = (m) => {
       const v = JSON.parse(m.data);
       if (v.tid === 1 && v.result) ok(v);
@@ -70,7 +73,16 @@ fn chromium_channel_is_echoed() {
     let url = format!("http://{}/", server.api);
     let browser = Browser::launch(&url);
     let mut page = browser.page(&url);
-    let result = page.evaluate(SCRIPT);
+    // The script's own WebSocket to the API has failed to open once in a loaded full run
+    // (never alone): one more try, then the failure stands.
+    let mut result = page.evaluate(SCRIPT);
+    if result["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("did not open"))
+    {
+        eprintln!("first try: {result}; trying once more");
+        result = page.evaluate(SCRIPT);
+    }
     assert!(result.get("error").is_none(), "{result}");
     assert_eq!(result["label"], "chat");
     assert_eq!(result["maxMessageSize"], 65536, "our a=max-message-size");
