@@ -134,7 +134,7 @@ fn start_api(
     // One worker: the session manager is one actor, so a second thread mostly added a
     // cross-thread wake-up to every hop between a connection and the actor (churn: 4.7k →
     // 5.3k create+destroy/s, 211 → 182 µs CPU per pair). Multi-threaded all the same, for
-    // `block_in_place` and the blocking pool.
+    // the blocking pool (recordings' file work).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("sluice-control")

@@ -217,18 +217,12 @@ impl Manager {
             if let Some(t) = &s.webrtc {
                 self.operations.data_closed(t.data_messages());
             }
-            let legs = s.leg_ids();
-            for leg in &legs {
-                self.leg_owner.remove(leg);
-            }
-            match to_close.as_deref_mut() {
-                Some(out) => {
-                    out.extend(legs.iter().filter(|l| !out.contains(l)).collect::<Vec<_>>())
-                }
-                None => {
-                    for leg in legs {
-                        self.close_leg(leg);
-                    }
+            for leg in s.leg_ids() {
+                self.leg_owner.remove(&leg);
+                match to_close.as_deref_mut() {
+                    Some(out) if !out.contains(&leg) => out.push(leg),
+                    Some(_) => {}
+                    None => self.close_leg(leg),
                 }
             }
             let gone = ApiError::new(
