@@ -414,11 +414,13 @@ impl WorkerLoad {
         }
     }
 
-    /// A wait that began at `since` just ended.
-    pub(crate) fn waited(&self, since: std::time::Instant) {
-        let ns = since.elapsed().as_nanos() as u64;
+    /// A wait that began at `since` just ended; returns now (the driver's clock for the round).
+    pub(crate) fn waited(&self, since: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        let ns = now.saturating_duration_since(since).as_nanos() as u64;
         let idle = self.idle_ns.load(Ordering::Relaxed);
         self.idle_ns.store(idle.wrapping_add(ns), Ordering::Relaxed);
+        now
     }
 
     /// (time busy, time alive), both since the worker started.

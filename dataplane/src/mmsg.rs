@@ -155,7 +155,8 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                     st.count(ahead.iter().filter(|u| u.socket().is_some()).count() as u64);
                 }
                 if got > 0 {
-                    core.begin_round(&ahead);
+                    // Each batch of an epoll round arrived at its own time.
+                    core.begin_round(&ahead, Instant::now());
                 }
                 for i in 0..got {
                     core.next_in_round(&ahead, i);

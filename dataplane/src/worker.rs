@@ -299,11 +299,12 @@ impl WorkerCore {
         Flow::Continue
     }
 
-    /// Starts a round over the datagrams a driver has in hand, in order (`ahead`): one clock
-    /// read (their arrival time), then the first stages of the prefetch pipeline.
+    /// Starts a round over the datagrams a driver has in hand, in order (`ahead`), which
+    /// arrived by `now` (the driver's one clock read for them), with the first stages of the
+    /// prefetch pipeline.
     #[inline]
-    pub(crate) fn begin_round(&mut self, ahead: &[Upcoming]) {
-        self.fwd.set_now(std::time::Instant::now());
+    pub(crate) fn begin_round(&mut self, ahead: &[Upcoming], now: std::time::Instant) {
+        self.fwd.set_now(now);
         for i in -(PREFETCH_DEPTH as isize)..0 {
             self.fwd.prefetch_ahead(ahead, i);
         }

@@ -212,7 +212,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 _ => d.submit_and_wait(0)?,
             },
         }
-        core.load.waited(waiting);
+        let mut woke = core.load.waited(waiting);
         d.reap();
         // Adaptive batching: when the previous round carried several datagrams, traffic is
         // steady, so wait (boundedly) for more before handling this round. An isolated packet
@@ -226,7 +226,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             d.arm_breakers(core.wake.raw())?;
             let waiting = Instant::now();
             d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
-            core.load.waited(waiting);
+            woke = core.load.waited(waiting);
             d.reap();
         }
         // Datagrams only: a round of commands, cancels and closes (session churn, no media)
@@ -234,7 +234,7 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
         last_round = d.cqes.iter().filter(|c| is_datagram(c)).count();
         // Only what is here now: completions reaped while flushing wait for the next round.
         d.look_ahead();
-        core.begin_round(&d.ahead);
+        core.begin_round(&d.ahead, woke);
         // Until a command changes which port is whose, the round's steered datagrams keep
         // the socket `look_ahead` found for them.
         let mut resolved = true;
