@@ -118,6 +118,17 @@ pub struct Cli {
     /// [default: text]
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_name = "text|json")]
     pub log_format: Option<String>,
+    /// Join a cluster of nodes sharing one Redis: redis://HOST:PORT[/DB] or
+    /// redis+unix:///PATH [default: none, a single node]
+    #[arg(long, env = "SLUICE_CLUSTER", value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's id in the cluster, unique per node [default: the host name]
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Seconds a node's liveness record lives in Redis; refreshed three times per TTL, and
+    /// a node silent for longer is cleaned up after [default: 3]
+    #[arg(long, env = "SLUICE_CLUSTER_TTL", value_name = "SECONDS")]
+    pub cluster_ttl: Option<f64>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -156,6 +167,9 @@ impl Cli {
             data_burst: self.data_burst,
             data_bytes_rate: self.data_bytes_rate,
             log_format: self.log_format.clone(),
+            cluster: self.cluster.clone(),
+            node_id: self.node_id.clone(),
+            cluster_ttl: self.cluster_ttl,
         }
     }
 }

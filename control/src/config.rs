@@ -63,6 +63,12 @@ pub struct Config {
     pub data_limits: DataLimits,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// `--cluster`: the Redis URL; `None` = one node, no Redis.
+    pub cluster: Option<String>,
+    /// `--node-id`: unique per node (default: the host name).
+    pub node_id: String,
+    /// `--cluster-ttl`: lifetime of a node's liveness record, refreshed three times per TTL.
+    pub cluster_ttl: Duration,
 }
 
 /// `--log-format`.
@@ -84,6 +90,7 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = crate::request::MAX_FRAME;
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_API_RATE: f64 = 1000.0;
 pub const DEFAULT_API_BURST: u32 = 2000;
+pub const DEFAULT_CLUSTER_TTL: Duration = Duration::from_secs(3);
 /// The largest `data_max_message_size`: sctp-proto's receive window grows to twice it.
 pub const MAX_DATA_MESSAGE_SIZE: u32 = 16 << 20;
 
@@ -113,8 +120,20 @@ impl Default for Config {
             api_burst: DEFAULT_API_BURST,
             data_limits: DataLimits::default(),
             log_format: LogFormat::Text,
+            cluster: None,
+            node_id: host_name(),
+            cluster_ttl: DEFAULT_CLUSTER_TTL,
         }
     }
+}
+
+/// This machine's host name (the default `--node-id`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sluice".to_string())
 }
 
 impl Config {
@@ -196,6 +215,11 @@ pub struct Layer {
     pub data_bytes_rate: Option<u64>,
     /// "text" or "json".
     pub log_format: Option<String>,
+    /// Redis URL; empty = no cluster.
+    pub cluster: Option<String>,
+    pub node_id: Option<String>,
+    /// Seconds, fractional allowed.
+    pub cluster_ttl: Option<f64>,
 }
 
 impl Layer {
@@ -246,6 +270,9 @@ impl Layer {
             data_burst: self.data_burst.or(lower.data_burst),
             data_bytes_rate: self.data_bytes_rate.or(lower.data_bytes_rate),
             log_format: self.log_format.or(lower.log_format),
+            cluster: self.cluster.or(lower.cluster),
+            node_id: self.node_id.or(lower.node_id),
+            cluster_ttl: self.cluster_ttl.or(lower.cluster_ttl),
         }
     }
 
@@ -309,6 +336,38 @@ impl Layer {
             Some("json") => LogFormat::Json,
             Some(v) => return Err(invalid("log_format", v, "expected text or json")),
         };
+        let cluster = self.cluster.filter(|u| !u.is_empty());
+        if let Some(url) = &cluster
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://")
+                || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "cluster",
+                url,
+                "expected redis://HOST:PORT[/DB] or redis+unix:///PATH",
+            ));
+        }
+        let node_id = self.node_id.unwrap_or(d.node_id);
+        if node_id.is_empty() || node_id.contains(char::is_whitespace) {
+            return Err(invalid(
+                "node_id",
+                &node_id,
+                "a non-empty name without spaces",
+            ));
+        }
+        let cluster_ttl = match self.cluster_ttl {
+            Some(s) => parse_seconds("cluster_ttl", s)?,
+            None => d.cluster_ttl,
+        };
+        if cluster_ttl < Duration::from_millis(300) {
+            return Err(invalid(
+                "cluster_ttl",
+                &format!("{}", cluster_ttl.as_secs_f64()),
+                "at least 0.3 seconds",
+            ));
+        }
         Ok(Config {
             api,
             media_ip,
@@ -336,6 +395,9 @@ impl Layer {
             api_burst: self.api_burst.unwrap_or(d.api_burst).max(1),
             data_limits,
             log_format,
+            cluster,
+            node_id,
+            cluster_ttl,
         })
     }
 

@@ -207,6 +207,25 @@ impl ApiError {
         }
     }
 
+    /// Reads back what [`ApiError::to_data`] wrote (a reply carried between cluster nodes);
+    /// an unknown code is an `internal_error`.
+    pub fn from_data(data: &Value) -> Self {
+        let code = data.get("code").and_then(Value::as_u64).unwrap_or(0);
+        let text = data.get("error").and_then(Value::as_str).unwrap_or("");
+        let Some(code) = ErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| u64::from(c.code()) == code)
+        else {
+            return ApiError::new(ErrorCode::InternalError, text);
+        };
+        let message = text
+            .strip_prefix(code.name())
+            .map(|rest| rest.strip_prefix(": ").unwrap_or(rest))
+            .unwrap_or(text);
+        ApiError::new(code, message)
+    }
+
     /// The `data` of an error reply: `{code, error}`.
     pub fn to_data(&self) -> Value {
         json!({ "code": self.code.code(), "error": self.error_text() })
@@ -254,6 +273,17 @@ mod tests {
             (ErrorCode::RegisteredDown, "registered_down"),
         ] {
             assert_eq!(code.name(), name);
+        }
+    }
+
+    #[test]
+    fn error_data_reads_back() {
+        for e in [
+            ApiError::missing_field("type"),
+            ApiError::plain(ErrorCode::ProcessDown),
+            ApiError::new(ErrorCode::Timeout, "node n2: no reply in 2 s"),
+        ] {
+            assert_eq!(ApiError::from_data(&e.to_data()), e);
         }
     }
 

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod errors;
@@ -157,11 +158,27 @@ fn start_api(
         .map_err(StartError::Runtime)?;
 
     let index = Arc::new(recordings::RecordIndex::new(config.record_dir.clone()));
+    let (link, cluster) = match &config.cluster {
+        Some(url) => {
+            let (link, pending) = cluster::channel(cluster::ClusterConfig {
+                url: url.clone(),
+                node_id: config.node_id.clone(),
+                ttl: config.cluster_ttl,
+            });
+            let announce = (
+                format!("ws://{api_addr}/api/ws"),
+                config.announced_ip().to_string(),
+            );
+            (Some(link), Some((pending, announce)))
+        }
+        None => (None, None),
+    };
     let manager = Manager::new(dp, config.announced_ip(), config.disconnect_grace)
         .with_recordings(Arc::clone(&index))
         .with_operations(Arc::clone(&ops), config.max_sessions)
         .with_max_bitrate(config.max_bitrate)
-        .with_data_limits(config.data_limits);
+        .with_data_limits(config.data_limits)
+        .with_cluster(link);
     let secret: Option<Arc<str>> = config.api_secret.as_deref().map(Arc::from);
     let http = recordings::HttpState {
         index,
@@ -177,6 +194,7 @@ fn start_api(
         manager,
         inbox_rx,
         inbox: inbox_tx.clone(),
+        cluster,
     };
     let state = ws::ApiState {
         manager: inbox_tx,
@@ -201,11 +219,13 @@ fn start_api(
     Ok((api_addr, stop_tx, thread))
 }
 
-/// The session manager, its inbox, and a way to reach it.
+/// The session manager, its inbox, and a way to reach it; the cluster engine to start beside
+/// it (`--cluster`) with the addresses the node announces.
 struct Actor {
     manager: Manager,
     inbox_rx: mpsc::Receiver<Msg>,
     inbox: mpsc::Sender<Msg>,
+    cluster: Option<(cluster::Pending, (String, String))>,
 }
 
 async fn serve(
@@ -218,6 +238,9 @@ async fn serve(
 ) {
     let inbox = actor.inbox;
     let manager_task = tokio::spawn(actor.manager.run(actor.inbox_rx));
+    if let Some((pending, (api, media))) = actor.cluster {
+        pending.spawn(inbox.clone(), Arc::clone(&ops), api, media);
+    }
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -303,8 +326,9 @@ async fn drain_begins(state_rx: &mut tokio::sync::watch::Receiver<NodeState>) ->
 
 impl Running {
     /// `sluice ready api=ws://ADDR/api/ws media=IP:LO-HI io=uring|mmsg workers=N`
+    /// (plus ` node=ID` in a cluster).
     pub fn ready_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "sluice ready api=ws://{}/api/ws media={}:{}-{} io={} workers={}",
             self.api_addr,
             self.config.media_ip,
@@ -312,7 +336,12 @@ impl Running {
             self.config.rtp_ports.1,
             self.backend.as_str(),
             self.workers
-        )
+        );
+        if self.config.cluster.is_some() {
+            line.push_str(" node=");
+            line.push_str(&self.config.node_id);
+        }
+        line
     }
 
     /// Starts a graceful drain with the configured `--drain-timeout` (as SIGTERM does): `/ready`

@@ -18,7 +18,7 @@
 //! gone included.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sluice_dataplane::api::{DropReason, LegStats, StatsSnapshot};
 
@@ -187,6 +188,37 @@ impl Door {
     }
 }
 
+/// The cluster's numbers (`--cluster`; exported only with it): live nodes, relay streams,
+/// and the latency of requests carried to another node.
+#[derive(Debug)]
+pub struct ClusterCounters {
+    pub enabled: AtomicBool,
+    /// Live nodes this node sees, itself included.
+    pub nodes: AtomicU64,
+    /// Relay streams this node receives from other nodes' publishers.
+    pub relays_in: AtomicU64,
+    /// Cross-node requests, seconds from sending to the reply.
+    requests: Histogram,
+}
+
+impl Default for ClusterCounters {
+    fn default() -> Self {
+        ClusterCounters {
+            enabled: AtomicBool::new(false),
+            nodes: AtomicU64::new(0),
+            relays_in: AtomicU64::new(0),
+            // 250 µs .. about 4 s.
+            requests: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
+        }
+    }
+}
+
+impl ClusterCounters {
+    pub fn request_done(&self, took: Duration) {
+        self.requests.observe(took.as_secs_f64());
+    }
+}
+
 /// The `cmd` label of frames that name no known command.
 const UNKNOWN_COMMAND: &str = "unknown";
 
@@ -268,6 +300,7 @@ pub fn request_index(r: &Request) -> Option<usize> {
         Request::RoomGetInfo { .. } => ("media", "room", "get_info"),
         Request::RoomGetList => ("media", "room", "get_list"),
         Request::NodeDrain { .. } => ("media", "node", "drain"),
+        Request::NodeGetList => ("media", "node", "get_list"),
     };
     command_index(class, Some(subclass), cmd)
 }
@@ -277,6 +310,7 @@ pub fn render(
     snapshot: &Snapshot,
     api: &ApiCounters,
     busy: &BusyWindow,
+    cluster: &ClusterCounters,
 ) -> Result<String, fmt::Error> {
     let scrape = Scrape {
         busy: busy.ratios(&snapshot.workers),
@@ -293,6 +327,13 @@ pub fn render(
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
+    if cluster.enabled.load(Ordering::Relaxed) {
+        registry.register_collector(Box::new(ClusterScrape {
+            nodes: cluster.nodes.load(Ordering::Relaxed),
+            relays_in: cluster.relays_in.load(Ordering::Relaxed),
+            requests: cluster.requests.clone(),
+        }));
+    }
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
@@ -314,6 +355,39 @@ struct Scrape {
     traffic: Traffic,
     api: Vec<(String, &'static str, u64)>,
     limited: [(&'static str, u64); Door::ALL.len()],
+}
+
+/// The cluster's families, read at scrape time.
+#[derive(Debug)]
+struct ClusterScrape {
+    nodes: u64,
+    relays_in: u64,
+    /// A handle on the live histogram (it is shared, not copied).
+    requests: Histogram,
+}
+
+impl Collector for ClusterScrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let c = self;
+        gauge(
+            &mut e,
+            "sluice_cluster_nodes",
+            "Live cluster nodes this node sees, itself included.",
+            c.nodes,
+        )?;
+        gauge(
+            &mut e,
+            "sluice_cluster_relay_streams",
+            "Relay streams this node receives from publishers on other nodes.",
+            c.relays_in,
+        )?;
+        c.requests.encode(e.encode_descriptor(
+            "sluice_cluster_request_seconds",
+            "Requests carried to another node: seconds until its reply.",
+            None,
+            c.requests.metric_type(),
+        )?)
+    }
 }
 
 fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
@@ -492,7 +566,13 @@ mod tests {
         api.limited(Door::RateLimited);
         api.limited(Door::RateLimited);
         api.limited(Door::LoginTimeout);
-        let text = render(&Snapshot::default(), &api, &BusyWindow::default()).expect("renders");
+        let text = render(
+            &Snapshot::default(),
+            &api,
+            &BusyWindow::default(),
+            &ClusterCounters::default(),
+        )
+        .expect("renders");
         for (series, value) in [
             ("sluice_api_limited_total{reason=\"rate_limited\"}", "2"),
             ("sluice_api_limited_total{reason=\"frame_too_large\"}", "0"),
@@ -540,7 +620,13 @@ mod tests {
             rooms: 3,
             ..Snapshot::default()
         };
-        let text = render(&s, &api, &BusyWindow::default()).expect("renders");
+        let text = render(
+            &s,
+            &api,
+            &BusyWindow::default(),
+            &ClusterCounters::default(),
+        )
+        .expect("renders");
         for (series, value) in [
             ("sluice_sessions{type=\"echo\"}", "1"),
             ("sluice_sessions{type=\"proxy\"}", "2"),

@@ -49,6 +49,8 @@ pub struct Ops {
     pub api: ApiCounters,
     /// The workers' busy times at the previous scrape.
     pub busy: crate::metrics::BusyWindow,
+    /// The cluster's numbers (`--cluster`).
+    pub cluster: crate::metrics::ClusterCounters,
 }
 
 impl Ops {
@@ -58,6 +60,7 @@ impl Ops {
             drain_timeout,
             api: ApiCounters::default(),
             busy: Default::default(),
+            cluster: Default::default(),
         }
     }
 
@@ -153,7 +156,12 @@ async fn metrics(State(state): State<OpsHttp>, headers: HeaderMap) -> Response {
     let Ok(snapshot) = rx.await else {
         return text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n");
     };
-    match crate::metrics::render(&snapshot, &state.ops.api, &state.ops.busy) {
+    match crate::metrics::render(
+        &snapshot,
+        &state.ops.api,
+        &state.ops.busy,
+        &state.ops.cluster,
+    ) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

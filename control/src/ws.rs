@@ -326,6 +326,7 @@ async fn connection(socket: WebSocket, state: ApiState) {
                 conn,
                 request,
                 reply: tx,
+                frame: Arc::from(text.as_str()),
             })
             .await
             .is_err()

@@ -3,7 +3,7 @@
 //! need.
 
 use serde_json::Value;
-use sluice_control::metrics::{ApiCounters, BusyWindow, Snapshot, render};
+use sluice_control::metrics::{ApiCounters, BusyWindow, ClusterCounters, Snapshot, render};
 
 fn deploy_file(name: &str) -> String {
     let path = format!("{}/../deploy/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -55,8 +55,13 @@ fn the_dashboard_queries_exported_families_only() {
         )],
         ..Snapshot::default()
     };
-    let exposition =
-        render(&snapshot, &ApiCounters::default(), &BusyWindow::default()).expect("renders");
+    let exposition = render(
+        &snapshot,
+        &ApiCounters::default(),
+        &BusyWindow::default(),
+        &ClusterCounters::default(),
+    )
+    .expect("renders");
     let exported: Vec<&str> = exposition
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -212,6 +212,7 @@ impl Manager {
                 continue;
             };
             self.webrtc_sessions.remove(&id);
+            self.cluster_disown(crate::cluster::Owned::Session, &id);
             tracing::debug!(session_id = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             if let Some(t) = &s.webrtc {

@@ -36,6 +36,7 @@ use sluice_dataplane::Dataplane;
 use sluice_dataplane::api::{Event, LegId};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::{ClusterCmd, ClusterLink, Owned, Target};
 use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::RecordIndex;
 use crate::request::Request;
@@ -66,6 +67,21 @@ pub enum Msg {
         conn: ConnId,
         request: Request,
         reply: oneshot::Sender<Reply>,
+        /// The frame as the client sent it: carried to the owner when the request is about
+        /// something on another cluster node.
+        frame: Arc<str>,
+    },
+    /// A request to run on this node, never carried elsewhere (from the cluster: a request
+    /// of another node's connection, or one whose cluster-wide claim succeeded).
+    Local {
+        conn: ConnId,
+        request: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// An event for one of this node's connections, from the node that owns its session.
+    Deliver {
+        conn: ConnId,
+        event: Value,
     },
     Dataplane(Event),
     Shutdown {
@@ -139,6 +155,8 @@ pub struct Manager {
     operations: ops::Operations,
     /// Every WebRTC transport's data-channel limits (`--data-*`).
     data_limits: DataLimits,
+    /// The cluster engine (`--cluster`); `None`: this node alone.
+    cluster: Option<ClusterLink>,
 }
 
 impl Manager {
@@ -151,6 +169,7 @@ impl Manager {
             closings: lifecycle::Closings::default(),
             operations: ops::Operations::default(),
             data_limits: DataLimits::default(),
+            cluster: None,
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -174,6 +193,12 @@ impl Manager {
     /// The data-channel limits of the sessions to come.
     pub fn with_data_limits(mut self, limits: DataLimits) -> Self {
         self.data_limits = limits;
+        self
+    }
+
+    /// Joins a cluster: requests about other nodes' sessions and rooms go to their owners.
+    pub fn with_cluster(mut self, link: Option<ClusterLink>) -> Self {
+        self.cluster = link;
         self
     }
 
@@ -207,10 +232,30 @@ impl Manager {
                     conn,
                     request,
                     reply,
+                    frame,
+                } => {
+                    let _span = self.request_span(&request).entered();
+                    let r = match self.route(conn, &request, &frame) {
+                        Some(r) => r,
+                        None => self.handle(conn, request),
+                    };
+                    let _ = reply.send(r);
+                }
+                Msg::Local {
+                    conn,
+                    request,
+                    reply,
                 } => {
                     let _span = self.request_span(&request).entered();
                     let r = self.handle(conn, request);
                     let _ = reply.send(r);
+                }
+                Msg::Deliver { conn, event } => {
+                    if let Some(c) = self.conns.get_mut(&conn)
+                        && c.outbox.try_send(Outgoing::Event(event)).is_err()
+                    {
+                        c.dropped_events += 1;
+                    }
                 }
                 Msg::Dataplane(ev) => {
                     let _span = self.event_span(&ev).entered();
@@ -246,7 +291,15 @@ impl Manager {
                 }
                 done(Ok(json!({})))
             }
-            Request::Create(c) => done(self.admit_create(&c).and_then(|()| self.create(conn, *c))),
+            Request::Create(c) => {
+                let created = self.admit_create(&c).and_then(|()| self.create(conn, *c));
+                if let Ok(v) = &created
+                    && let Some(id) = v.get("session_id").and_then(Value::as_str)
+                {
+                    self.cluster_own(Owned::Session, id);
+                }
+                done(created)
+            }
             Request::Destroy { session_id } => self.destroy_request(&session_id),
             Request::SetAnswer { session_id, answer } => {
                 done(self.set_answer(&session_id, &answer))
@@ -261,9 +314,17 @@ impl Manager {
             Request::GetList => {
                 let mut list: Vec<(&String, &Session)> = self.sessions.iter().collect();
                 list.sort_by_key(|(id, _)| *id);
+                let node = self.cluster.as_ref().map(|c| c.node_id.clone());
                 let list: Vec<Value> = list
                     .into_iter()
-                    .map(|(id, s)| json!({ "session_id": id, "type": s.kind.session_type().as_str() }))
+                    .map(|(id, s)| {
+                        let mut v =
+                            json!({ "session_id": id, "type": s.kind.session_type().as_str() });
+                        if let Some(n) = &node {
+                            v["node"] = json!(n.as_ref());
+                        }
+                        v
+                    })
                     .collect();
                 done(Ok(Value::Array(list)))
             }
@@ -305,6 +366,95 @@ impl Manager {
             Request::RoomGetInfo { room_id } => done(self.room_info(&room_id)),
             Request::RoomGetList => done(Ok(self.room_list())),
             Request::NodeDrain { timeout } => done(self.drain_request(timeout)),
+            Request::NodeGetList => match &self.cluster {
+                Some(link) => {
+                    let (tx, rx) = oneshot::channel();
+                    link.send(ClusterCmd::Nodes { reply: tx });
+                    Reply::Wait(rx)
+                }
+                None => done(Ok(json!([{
+                    "node_id": crate::config::host_name(),
+                    "state": if self.draining() { "draining" } else { "serving" },
+                    "sessions": self.sessions.len(),
+                }]))),
+            },
+        }
+    }
+
+    /// In a cluster: the reply of a request that is about another node (carried to its
+    /// owner) or about the whole cluster (asked of every node); `None`: handled here.
+    fn route(&mut self, conn: ConnId, request: &Request, frame: &Arc<str>) -> Option<Reply> {
+        let link = self.cluster.clone()?;
+        let (tx, rx) = oneshot::channel();
+        let forward = |to, reply| ClusterCmd::Forward {
+            to,
+            conn,
+            frame: Arc::clone(frame),
+            reply,
+        };
+        let cmd = match request {
+            Request::Create(c) => match &c.node {
+                Some(node) if **node != *link.node_id => forward(Target::Node(node.clone()), tx),
+                _ => return None,
+            },
+            Request::GetList | Request::RoomGetList => {
+                let local = match self.handle(conn, request.clone()) {
+                    Reply::Done(Ok(Value::Array(list))) => list,
+                    other => return Some(other),
+                };
+                ClusterCmd::FanOut {
+                    frame: Arc::clone(frame),
+                    local,
+                    reply: tx,
+                }
+            }
+            Request::RoomCreate(c) => {
+                let mut c = c.clone();
+                let room_id = c.room_id.get_or_insert_with(new_id).clone();
+                if self.rooms.contains_key(&room_id) {
+                    return None;
+                }
+                ClusterCmd::ClaimRoom {
+                    room_id,
+                    conn,
+                    request: Request::RoomCreate(c),
+                    reply: tx,
+                }
+            }
+            Request::RoomDestroy { room_id } | Request::RoomGetInfo { room_id } => {
+                if self.rooms.contains_key(room_id) {
+                    return None;
+                }
+                forward(Target::Room(room_id.clone()), tx)
+            }
+            other => match other.session_id() {
+                Some(id) if !self.sessions.contains_key(id) => {
+                    forward(Target::Session(id.to_string()), tx)
+                }
+                _ => return None,
+            },
+        };
+        link.send(cmd);
+        Some(Reply::Wait(rx))
+    }
+
+    /// Records that a session or room lives here (a cluster only).
+    fn cluster_own(&self, what: Owned, id: &str) {
+        if let Some(link) = &self.cluster {
+            link.send(ClusterCmd::Own {
+                what,
+                id: id.to_string(),
+            });
+        }
+    }
+
+    /// Drops the record of a session or room that ended here (a cluster only).
+    fn cluster_disown(&self, what: Owned, id: &str) {
+        if let Some(link) = &self.cluster {
+            link.send(ClusterCmd::Disown {
+                what,
+                id: id.to_string(),
+            });
         }
     }
 
@@ -367,6 +517,11 @@ impl Manager {
 
     fn connection_closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        if let Some(link) = &self.cluster
+            && !crate::cluster::is_remote(conn)
+        {
+            link.send(ClusterCmd::ConnClosed { conn });
+        }
         if !self.sessions.values().any(|s| s.owner == conn) {
             return;
         }

@@ -198,6 +198,11 @@ impl Manager {
         Ok(())
     }
 
+    /// True while the node drains.
+    pub(super) fn draining(&self) -> bool {
+        self.operations.ops.is_draining()
+    }
+
     /// `media/node/drain`.
     pub(super) fn drain_request(&mut self, timeout: Option<Duration>) -> Outcome {
         if self.operations.ops.start_drain(timeout) {

@@ -142,6 +142,9 @@ impl Manager {
         if let Some(r) = room {
             info["room_bitrate"] = json!(r.bitrate);
         }
+        if let Some(c) = &self.cluster {
+            info["node"] = json!(c.node_id.as_ref());
+        }
         Ok(info)
     }
 

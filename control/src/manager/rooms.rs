@@ -113,6 +113,7 @@ impl Manager {
             self.destroy(&m, ErrorCode::RoomDestroyed);
         }
         self.rooms.remove(id);
+        self.cluster_disown(crate::cluster::Owned::Room, id);
         self.emit_room(id, "destroyed", stop_body(ErrorCode::UserStop));
         Ok(json!({}))
     }
@@ -150,6 +151,7 @@ impl Manager {
         self.emit_room(room, kind, json!({ "session_id": session }));
         if empty {
             self.rooms.remove(room);
+            self.cluster_disown(crate::cluster::Owned::Room, room);
             self.emit_room(room, "destroyed", stop_body(ErrorCode::NoRoomMembers));
         }
     }

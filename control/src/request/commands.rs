@@ -27,6 +27,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("media", "room", "get_info"),
     ("media", "room", "get_list"),
     ("media", "node", "drain"),
+    ("media", "node", "get_list"),
 ];
 
 /// The subclass a frame without one means: `core` → `user` (login), `media` → `session`.

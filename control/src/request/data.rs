@@ -99,6 +99,8 @@ pub(super) struct CreateData {
     pub room_bitrate: Option<u64>,
     pub publisher_id: Option<String>,
     pub publisher: Option<String>,
+    /// The node to place the session on (a cluster); absent = the node asked.
+    pub node: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -175,5 +177,6 @@ pub(super) fn parse_create(data: Value) -> Result<CreateSession, ApiError> {
         room_video_codec: codec(d.room_video_codec, "room_video_codec", MediaKind::Video)?,
         room_bitrate: d.room_bitrate,
         publisher_id: d.publisher_id.or(d.publisher),
+        node: d.node.filter(|n| !n.is_empty()),
     })
 }

@@ -155,6 +155,8 @@ pub struct CreateSession {
     /// kbps.
     pub room_bitrate: Option<u64>,
     pub publisher_id: Option<String>,
+    /// The cluster node to place the session on (`None`: the node that got the request).
+    pub node: Option<String>,
 }
 
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -266,12 +268,32 @@ pub enum Request {
     NodeDrain {
         timeout: Option<Duration>,
     },
+    /// The live nodes of the cluster (this node alone without one).
+    NodeGetList,
 }
 
 impl Request {
     /// True for requests that may wait for the session (an `{ack}` is sent first).
     pub fn may_wait(&self) -> bool {
         matches!(self, Request::GetOffer { .. } | Request::GetAnswer { .. })
+    }
+
+    /// The session a request is about, if it names one.
+    pub fn session_id(&self) -> Option<&str> {
+        match self {
+            Request::Destroy { session_id }
+            | Request::SetAnswer { session_id, .. }
+            | Request::GetOffer { session_id }
+            | Request::GetAnswer { session_id }
+            | Request::GetProxyOffer { session_id }
+            | Request::GetInfo { session_id }
+            | Request::UpdateMedia { session_id, .. }
+            | Request::SetType { session_id, .. }
+            | Request::RecorderAction { session_id, .. }
+            | Request::SetCandidate { session_id, .. }
+            | Request::SetCandidateEnd { session_id } => Some(session_id),
+            _ => None,
+        }
     }
 }
 
@@ -461,6 +483,7 @@ fn parse_request(
                 .transpose()?;
             Ok(Request::NodeDrain { timeout })
         }
+        ("media", "node", "get_list") => Ok(Request::NodeGetList),
         _ => Err(commands::unlisted(known)),
     }
 }

@@ -1,0 +1,636 @@
+//! A cluster of real `sluice` processes on one real Redis (`--cluster`), all on loopback.
+//!
+//! Each test starts its own `redis-server` on a unix socket in a temporary folder (no port
+//! to collide on) and two or three `sluice` children, each with its own `--rtp-ports` range
+//! and `--cluster-ttl 0.6` so that a dead node is noticed within a second. Nothing sleeps to
+//! synchronise: the tests poll the API (bounded) until the cluster shows what they wait for.
+//! The one deliberate pause is the scenario itself: Redis stopped (SIGSTOP) for 5 s.
+//!
+//! Without `redis-server` (`.ci/prepare` installs it) every test says so and passes.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+
+/// Upper bound of any wait.
+const WAIT: Duration = Duration::from_secs(20);
+/// The nodes' record TTL: short, so that a killed node is noticed quickly.
+const TTL: &str = "0.6";
+
+static NEXT: AtomicU16 = AtomicU16::new(0);
+
+fn kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+}
+
+/// A `redis-server` of the test's own, stopped by PID when dropped.
+struct Redis {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Redis {
+    /// `None` (after saying why) where `redis-server` cannot be had.
+    fn start(name: &str) -> Option<Redis> {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sluice-cluster-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let sock = dir.join("redis.sock");
+        let child = match Command::new("redis-server")
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&sock)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP {name}: redis-server not available ({e}); .ci/prepare installs it");
+                return None;
+            }
+        };
+        let redis = Redis { child, dir };
+        let deadline = Instant::now() + WAIT;
+        while !redis.ping() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::yield_now();
+        }
+        Some(redis)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.socket()) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 16];
+        matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    }
+
+    fn signal(&self, signal: &str) {
+        kill(self.child.id(), signal);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `sluice` node, killed when dropped.
+struct Node {
+    child: Child,
+    api: SocketAddr,
+    /// Its media ports.
+    ports: std::ops::RangeInclusive<u16>,
+    id: String,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(redis: &Redis, id: &str) -> Node {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = redis.dir.join(format!("{id}.log"));
+        let lo = 33000 + n * 100;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--api", "127.0.0.1:0", "--media-ip", "127.0.0.1"])
+            .args(["--rtp-ports", &format!("{lo}-{}", lo + 99)])
+            .args([
+                "--workers",
+                "1",
+                "--io",
+                "mmsg",
+                "--steer",
+                "off",
+                "--raw-send",
+                "off",
+            ])
+            .args(["--disconnect-grace", "0", "--api-rate", "0"])
+            .args([
+                "--cluster",
+                &redis.url(),
+                "--node-id",
+                id,
+                "--cluster-ttl",
+                TTL,
+            ])
+            .arg("--record-dir")
+            .arg(redis.dir.join(format!("rec-{id}")))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start sluice");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the ready line");
+        assert!(line.contains(&format!(" node={id}")), "ready line {line:?}");
+        let api = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api=ws://"))
+            .and_then(|a| a.strip_suffix("/api/ws"))
+            .unwrap_or_else(|| panic!("no ready line ({line:?}); see {}", log.display()))
+            .parse()
+            .expect("API address");
+        Node {
+            child,
+            api,
+            ports: lo..=lo + 99,
+            id: id.to_string(),
+            log,
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect(self.api)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A WebSocket API client keeping events aside.
+struct Client {
+    ws: WebSocket<TcpStream>,
+    tid: u64,
+    events: Vec<Value>,
+}
+
+impl Client {
+    fn connect(api: SocketAddr) -> Client {
+        let stream = TcpStream::connect(api).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let (ws, _) = tungstenite::client(format!("ws://{api}/api/ws"), stream).expect("upgrade");
+        Client {
+            ws,
+            tid: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn frame(&mut self) -> Value {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).expect("JSON"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
+                Err(e) => panic!("read a frame: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, class: &str, subclass: &str, cmd: &str, data: Value) -> u64 {
+        self.tid += 1;
+        let req = json!({"class": class, "subclass": subclass, "cmd": cmd, "data": data,
+            "tid": self.tid});
+        self.ws.send(Message::text(req.to_string())).expect("send");
+        self.tid
+    }
+
+    /// The reply to `tid`: `Ok(data)` or `Err((code, error text))`.
+    fn reply(&mut self, tid: u64) -> Result<Value, (i64, String)> {
+        loop {
+            let f = self.frame();
+            if f["cmd"] == "event" {
+                self.events.push(f["data"].clone());
+            } else if f["tid"] == json!(tid) && f.get("result").is_some() {
+                return match f["result"].as_str() {
+                    Some("ok") => Ok(f["data"].clone()),
+                    _ => Err((
+                        f["data"]["code"].as_i64().unwrap_or(-1),
+                        f["data"]["error"].as_str().unwrap_or("").to_string(),
+                    )),
+                };
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        class: &str,
+        subclass: &str,
+        cmd: &str,
+        data: Value,
+    ) -> Result<Value, (i64, String)> {
+        let tid = self.send(class, subclass, cmd, data);
+        self.reply(tid)
+    }
+
+    fn session(&mut self, cmd: &str, data: Value) -> Result<Value, (i64, String)> {
+        self.call("media", "session", cmd, data)
+    }
+
+    /// The ids of the live nodes, sorted.
+    fn nodes(&mut self) -> Vec<String> {
+        let list = self
+            .call("media", "node", "get_list", json!({}))
+            .expect("node get_list");
+        let mut ids: Vec<String> = list
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|n| n["node_id"].as_str().expect("node_id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Polls `node get_list` until it lists exactly `want`.
+    fn nodes_become(&mut self, want: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ids = self.nodes();
+            if ids == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nodes {ids:?}, never {want:?}");
+        }
+    }
+
+    /// The `destroyed` event of `id`.
+    fn destroyed(&mut self, id: &str) -> Value {
+        loop {
+            if let Some(e) = self
+                .events
+                .iter()
+                .find(|e| e["obj_id"] == id && e["type"] == "destroyed")
+            {
+                return e["body"].clone();
+            }
+            let f = self.frame();
+            if f["cmd"] == "event" {
+                self.events.push(f["data"].clone());
+            }
+        }
+    }
+}
+
+/// A plain-RTP PCMU offer from `port`.
+fn rtp_offer(port: u16) -> Value {
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    json!({"sdp": sdp, "sdp_type": "rtp"})
+}
+
+/// The audio port of an SDP.
+fn audio_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("an audio port")
+}
+
+/// A plain-RTP phone with an echo session.
+struct Echo {
+    id: String,
+    sock: UdpSocket,
+    to: SocketAddr,
+    seq: u16,
+}
+
+impl Echo {
+    fn create(c: &mut Client, extra: Value) -> Echo {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(WAIT)).expect("timeout");
+        let port = sock.local_addr().expect("bound").port();
+        let mut data = json!({"type": "echo", "offer": rtp_offer(port)});
+        if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        let r = c.session("create", data).expect("create echo");
+        let port = audio_port(r["answer"]["sdp"].as_str().expect("answer"));
+        Echo {
+            id: r["session_id"].as_str().expect("id").to_owned(),
+            sock,
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+            seq: 0,
+        }
+    }
+
+    /// Sends `n` RTP packets and asserts each comes back intact.
+    fn echoes(&mut self, n: usize) {
+        let mut buf = [0u8; 1500];
+        for _ in 0..n {
+            self.seq = self.seq.wrapping_add(1);
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0, 42];
+            p[2..4].copy_from_slice(&self.seq.to_be_bytes());
+            p.extend_from_slice(b"cluster payload");
+            self.sock.send_to(&p, self.to).expect("send RTP");
+            let got = loop {
+                match self.sock.recv(&mut buf) {
+                    Ok(len) => break len,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => panic!("packet {} not echoed: {e}", self.seq),
+                }
+            };
+            assert_eq!(&buf[..got], &p[..], "echoed intact");
+        }
+    }
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn nodes_appear_in_the_registry_and_expire() {
+    let Some(redis) = Redis::start("registry") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    let mut n3 = Node::start(&redis, "n3");
+    let mut c = n1.client();
+    c.nodes_become(&["n1", "n2", "n3"]);
+    let list = c
+        .call("media", "node", "get_list", json!({}))
+        .expect("list");
+    for n in list.as_array().expect("list") {
+        assert_eq!(n["state"], "serving", "{n}");
+        assert_eq!(n["sessions"], 0, "{n}");
+    }
+    n3.kill();
+    c.nodes_become(&["n1", "n2"]);
+    n2.client().nodes_become(&["n1", "n2"]);
+    let metrics = http_get(n1.api, "/metrics");
+    assert!(
+        metrics.contains("sluice_cluster_nodes 2"),
+        "cluster gauge in {metrics}"
+    );
+    assert!(metrics.contains("sluice_cluster_request_seconds_count"));
+}
+
+#[test]
+fn requests_reach_the_owner_from_any_node() {
+    let Some(redis) = Redis::start("routing") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    let n3 = Node::start(&redis, "n3");
+    let mut c1 = n1.client();
+    c1.nodes_become(&["n1", "n2", "n3"]);
+
+    // Created through n1, placed on n2: media goes to n2's ports.
+    let mut echo = Echo::create(&mut c1, json!({"node": "n2"}));
+    echo.echoes(3);
+    assert!(n2.ports.contains(&echo.to.port()), "n2's media port");
+
+    // A third node reads and changes it.
+    let mut c3 = n3.client();
+    let info = c3
+        .session("get_info", json!({"session_id": echo.id}))
+        .expect("get_info through n3");
+    assert_eq!(info["node"], "n2", "{info}");
+    assert_eq!(info["type"], "echo");
+    c3.session(
+        "update_media",
+        json!({"session_id": echo.id, "mute_audio": true}),
+    )
+    .expect("update_media through n3");
+    let info = c1
+        .session("get_info", json!({"session_id": echo.id}))
+        .expect("get_info through n1");
+    assert_eq!(info["node"], "n2");
+
+    // The cluster-wide list has it once.
+    let list = c3.session("get_list", json!({})).expect("get_list");
+    let found: Vec<&Value> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["session_id"] == echo.id.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "{list}");
+    assert_eq!(found[0]["node"], "n2");
+
+    // An unknown id fails on every node, without waiting for a timeout.
+    for node in [&n1, &n2, &n3] {
+        let mut c = node.client();
+        let e = c
+            .session("get_info", json!({"session_id": "no-such-session"}))
+            .expect_err("unknown session");
+        assert_eq!(e.0, 100062, "{} says {e:?}", node.id);
+    }
+    // A node that is not in the cluster is refused.
+    let e = c1
+        .session(
+            "create",
+            json!({"type": "echo", "offer": rtp_offer(4000), "node": "nowhere"}),
+        )
+        .expect_err("unknown node");
+    assert_eq!(e.0, 300001, "{e:?}");
+
+    // Destroyed through n3: the creating connection on n1 gets the event.
+    c3.session("destroy", json!({"session_id": echo.id}))
+        .expect("destroy through n3");
+    let body = c1.destroyed(&echo.id);
+    assert_eq!(body["reason"], "user_stop", "{body}");
+    let e = c1
+        .session("get_info", json!({"session_id": echo.id}))
+        .expect_err("gone");
+    assert_eq!(e.0, 100062);
+}
+
+#[test]
+fn a_killed_node_is_cleaned_up_after() {
+    let Some(redis) = Redis::start("failure") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let mut n2 = Node::start(&redis, "n2");
+    let mut c1 = n1.client();
+    c1.nodes_become(&["n1", "n2"]);
+    let remote = Echo::create(&mut c1, json!({"node": "n2"}));
+    // A session on n1 driven from n2's API: when n2 dies, its connection is gone.
+    let mut c2 = n2.client();
+    let driven = Echo::create(&mut c2, json!({"node": "n1"}));
+    assert!(
+        c1.session("get_info", json!({"session_id": driven.id}))
+            .is_ok()
+    );
+
+    n2.kill();
+    // The client on n1 hears that the session on n2 is gone.
+    let body = c1.destroyed(&remote.id);
+    assert_eq!(body["reason"], "process_down", "{body}");
+    c1.nodes_become(&["n1"]);
+    // What n2's client drove on n1 ends (disconnect grace 0 here).
+    let deadline = Instant::now() + WAIT;
+    while c1
+        .session("get_info", json!({"session_id": driven.id}))
+        .is_ok()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "n2's session on n1 lives on; see {}",
+            log_of(&n1.log)
+        );
+    }
+    // New sessions are served.
+    let mut local = Echo::create(&mut c1, json!({}));
+    local.echoes(2);
+    let e = c1
+        .session(
+            "create",
+            json!({"type": "echo", "offer": rtp_offer(4000), "node": "n2"}),
+        )
+        .expect_err("n2 is gone");
+    assert_eq!(e.0, 300001, "{e:?}");
+}
+
+#[test]
+fn redis_paused_keeps_local_media_and_recovers() {
+    let Some(redis) = Redis::start("pause") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    let mut c1 = n1.client();
+    c1.nodes_become(&["n1", "n2"]);
+    let mut echo = Echo::create(&mut c1, json!({}));
+    echo.echoes(5);
+
+    redis.signal("STOP");
+    let paused = Instant::now();
+    // Media on the node goes on, and cross-node requests fail with a clear error.
+    let mut refused = 0;
+    while paused.elapsed() < Duration::from_secs(5) {
+        echo.echoes(10);
+        let r = c1.session(
+            "create",
+            json!({"type": "echo", "offer": rtp_offer(4000), "node": "n2"}),
+        );
+        if let Err((code, text)) = r {
+            assert!([100009, 100005, 300001].contains(&code), "{code} {text}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 0,
+        "cross-node requests were refused while Redis was stopped"
+    );
+    redis.signal("CONT");
+
+    // The cluster comes back by itself.
+    c1.nodes_become(&["n1", "n2"]);
+    let deadline = Instant::now() + WAIT;
+    let mut c = n1.client();
+    while let Err(e) = c.session(
+        "create",
+        json!({"type": "echo", "offer": rtp_offer(4000), "node": "n2"}),
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "no cross-node create after Redis resumed: {e:?}"
+        );
+    }
+    // The connection that creates it stays open (a closed one ends its sessions).
+    let mut remote = Echo::create(&mut c, json!({"node": "n2"}));
+    remote.echoes(3);
+    echo.echoes(3);
+    drop(n2);
+}
+
+#[test]
+fn one_room_id_is_claimed_once_cluster_wide() {
+    let Some(redis) = Redis::start("rooms") else {
+        return;
+    };
+    let nodes = [
+        Node::start(&redis, "n1"),
+        Node::start(&redis, "n2"),
+        Node::start(&redis, "n3"),
+    ];
+    nodes[0].client().nodes_become(&["n1", "n2", "n3"]);
+    // 20 creates of one id at once, spread over the three nodes.
+    let mut clients: Vec<Client> = (0..20).map(|i| nodes[i % 3].client()).collect();
+    let tids: Vec<u64> = clients
+        .iter_mut()
+        .map(|c| c.send("media", "room", "create", json!({"room_id": "webinar"})))
+        .collect();
+    let results: Vec<_> = clients
+        .iter_mut()
+        .zip(tids)
+        .map(|(c, tid)| c.reply(tid))
+        .collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for r in &results {
+        if let Err((code, _)) = r {
+            assert_eq!(*code, 304002, "room_already_exists: {results:?}");
+        }
+    }
+    // Any node finds it; destroyed through another node, the id is free again.
+    let mut c = nodes[2].client();
+    let info = c
+        .call("media", "room", "get_info", json!({"room_id": "webinar"}))
+        .expect("room get_info through any node");
+    assert!(info.is_object(), "{info}");
+    c.call("media", "room", "destroy", json!({"room_id": "webinar"}))
+        .expect("room destroy through any node");
+    nodes[1]
+        .client()
+        .call("media", "room", "create", json!({"room_id": "webinar"}))
+        .expect("the id is free again");
+}
+
+fn http_get(api: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(api).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
