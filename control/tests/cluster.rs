@@ -621,6 +621,200 @@ fn one_room_id_is_claimed_once_cluster_wide() {
         .expect("the id is free again");
 }
 
+/// A plain-RTP PCMU publisher in room `room`.
+struct Publisher {
+    id: String,
+    sock: UdpSocket,
+    to: SocketAddr,
+}
+
+impl Publisher {
+    fn create(c: &mut Client, room: &str) -> Publisher {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = sock.local_addr().expect("bound").port();
+        let r = c
+            .session(
+                "create",
+                json!({"type": "publish", "offer": rtp_offer(port), "room_id": room,
+                    "room_audio_codec": "pcmu"}),
+            )
+            .expect("publish");
+        let port = audio_port(r["answer"]["sdp"].as_str().expect("answer"));
+        Publisher {
+            id: r["session_id"].as_str().expect("id").to_owned(),
+            sock,
+            to: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// Sends RTP packets `seqs`, each with a payload naming its publisher and number.
+    fn send(&self, tag: u8, seqs: std::ops::RangeInclusive<u16>) {
+        for seq in seqs {
+            let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0, 0, 0x51, tag];
+            p[2..4].copy_from_slice(&seq.to_be_bytes());
+            p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+            p.extend_from_slice(&[tag, (seq >> 8) as u8, seq as u8]);
+            self.sock.send_to(&p, self.to).expect("send RTP");
+        }
+    }
+}
+
+/// A plain-RTP listener; `port` is where the server sends from.
+struct Listener {
+    id: String,
+    sock: UdpSocket,
+    port: u16,
+}
+
+impl Listener {
+    fn create(c: &mut Client, publisher: &str) -> Listener {
+        let r = c
+            .session(
+                "create",
+                json!({"type": "listen", "publisher_id": publisher, "sdp_type": "rtp"}),
+            )
+            .expect("listen");
+        let id = r["session_id"].as_str().expect("id").to_owned();
+        let port = audio_port(r["offer"]["sdp"].as_str().expect("offer"));
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mine = sock.local_addr().expect("bound").port();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {mine} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\n"
+        );
+        c.session(
+            "set_answer",
+            json!({"session_id": id, "answer": {"sdp": sdp, "sdp_type": "rtp"}}),
+        )
+        .expect("listener set_answer");
+        Listener { id, sock, port }
+    }
+
+    /// The next `n` packets: (sequence number, payload).
+    fn recv(&self, n: usize) -> Vec<(u16, Vec<u8>)> {
+        let mut buf = [0u8; 1500];
+        (0..n)
+            .map(|i| {
+                let len = loop {
+                    match self.sock.recv(&mut buf) {
+                        Ok(len) => break len,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => panic!("listener {}: packet {i} of {n} missing: {e}", self.id),
+                    }
+                };
+                assert!(len >= 12, "an RTP packet");
+                (u16::from_be_bytes([buf[2], buf[3]]), buf[12..len].to_vec())
+            })
+            .collect()
+    }
+}
+
+/// Payloads as [`Publisher::send`] writes them.
+fn payloads(tag: u8, seqs: std::ops::RangeInclusive<u16>) -> Vec<Vec<u8>> {
+    seqs.map(|s| vec![tag, (s >> 8) as u8, s as u8]).collect()
+}
+
+fn assert_in_order(got: &[(u16, Vec<u8>)], want: &[Vec<u8>]) {
+    let payloads: Vec<&Vec<u8>> = got.iter().map(|(_, p)| p).collect();
+    assert_eq!(payloads, want.iter().collect::<Vec<_>>(), "all, in order");
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].0,
+            w[0].0.wrapping_add(1),
+            "continuous sequence numbers"
+        );
+    }
+}
+
+/// Listen sessions that live on `node`, as the cluster-wide list says.
+fn listeners_on(c: &mut Client, node: &str) -> usize {
+    let list = c.session("get_list", json!({})).expect("get_list");
+    list.as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["node"] == node && s["type"] == "listen")
+        .count()
+}
+
+#[test]
+fn rooms_span_nodes_through_one_relay_per_publisher_and_node() {
+    let Some(redis) = Redis::start("relay") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    let mut c1 = n1.client();
+    let mut c2 = n2.client();
+    c1.nodes_become(&["n1", "n2"]);
+    c2.nodes_become(&["n1", "n2"]);
+
+    let p = Publisher::create(&mut c1, "stage");
+    let local = Listener::create(&mut c1, &p.id);
+    let remote_a = Listener::create(&mut c2, &p.id);
+    let remote_b = Listener::create(&mut c2, &p.id);
+    assert!(n1.ports.contains(&local.port));
+    for l in [&remote_a, &remote_b] {
+        assert!(n2.ports.contains(&l.port), "served by n2: {}", l.port);
+    }
+
+    p.send(1, 1..=50);
+    let want = payloads(1, 1..=50);
+    for l in [&local, &remote_a, &remote_b] {
+        assert_in_order(&l.recv(50), &want);
+    }
+    // One relay stream into n2, whatever its number of listeners.
+    assert_eq!(
+        listeners_on(&mut c1, "n1"),
+        2,
+        "the local listener and one relay"
+    );
+    let metrics = http_get(n2.api, "/metrics");
+    assert!(
+        metrics.contains("sluice_cluster_relay_streams 1"),
+        "{metrics}"
+    );
+
+    // set_type on n2 to another publisher of the room on n1.
+    let p2 = Publisher::create(&mut c1, "stage");
+    c2.session(
+        "set_type",
+        json!({"session_id": remote_b.id, "type": "listen", "publisher_id": p2.id}),
+    )
+    .expect("set_type across nodes");
+    p2.send(2, 1..=20);
+    p.send(1, 51..=60);
+    let got_b = remote_b.recv(20);
+    assert_eq!(
+        got_b.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        payloads(2, 1..=20),
+        "the new publisher only"
+    );
+    assert_in_order(&remote_a.recv(10), &payloads(1, 51..=60));
+    assert_in_order(&local.recv(10), &payloads(1, 51..=60));
+    assert_eq!(
+        listeners_on(&mut c1, "n1"),
+        3,
+        "one relay per publisher and node"
+    );
+
+    // The last remote listener of p leaves: its relay closes after the linger.
+    c2.session("destroy", json!({"session_id": remote_a.id}))
+        .expect("destroy");
+    let deadline = Instant::now() + WAIT;
+    while listeners_on(&mut c1, "n1") != 2 {
+        assert!(Instant::now() < deadline, "p's relay never closed");
+    }
+    // p's listeners still hear it; p2's relay still feeds remote_b.
+    p.send(1, 61..=65);
+    assert_in_order(&local.recv(5), &payloads(1, 61..=65));
+    // The publisher stops: its remote listener ends with publisher_stop.
+    c1.session("destroy", json!({"session_id": p2.id}))
+        .expect("destroy p2");
+    let body = c2.destroyed(&remote_b.id);
+    assert_eq!(body["reason"], "publisher_stop", "{body}");
+}
+
 fn http_get(api: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(api).expect("connect");

@@ -42,7 +42,8 @@ use crate::errors::{ApiError, ErrorCode};
 use crate::manager::session::ConnId;
 use crate::manager::{Msg, Outcome, Outgoing, Reply, random_u64};
 use crate::ops::Ops;
-use crate::request::{Frame, Request, parse_frame};
+use crate::request::{CreateSession, Frame, Request, parse_frame};
+use crate::sdp::{CodecName, MediaKind, Sdp};
 
 /// How long a request to another node may take before it fails with `timeout`.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,6 +53,11 @@ const QUEUE: usize = 4096;
 const REMOTE_OUTBOX: usize = 1024;
 /// Remote connections get ids from here up, far from the WebSocket connections'.
 const REMOTE_CONN_BASE: u64 = 1 << 62;
+/// The connection that owns this node's relay publishers and, on a publisher's node, in
+/// whose name the relay listeners are created.
+const RELAY_CONN: u64 = REMOTE_CONN_BASE - 1;
+/// How long a relay publisher waits for a new listener once its last one has left.
+pub const RELAY_LINGER: Duration = Duration::from_secs(5);
 
 /// `--cluster`, `--node-id`, `--cluster-ttl`, and what the node announces.
 #[derive(Clone, Debug)]
@@ -108,8 +114,13 @@ pub enum ClusterCmd {
     },
     /// `media/node/get_list`.
     Nodes { reply: oneshot::Sender<Outcome> },
-    /// A session or room now lives here: record it.
-    Own { what: Owned, id: String },
+    /// A session or room now lives here: record it, then answer `reply` with `value` (so
+    /// that once a client has its reply, every node finds the session).
+    Own {
+        what: Owned,
+        id: String,
+        reply: Option<(Value, oneshot::Sender<Outcome>)>,
+    },
     /// It ended here: drop its record.
     Disown { what: Owned, id: String },
     /// Claims a room id cluster-wide (`SET NX`); once claimed, runs `request` here (as
@@ -123,6 +134,20 @@ pub enum ClusterCmd {
     /// One of this node's API connections closed: the owners of what it drove elsewhere
     /// start their disconnect grace.
     ConnClosed { conn: ConnId },
+    /// A listener (`create`) of a publisher on another node: served here, by a local relay
+    /// publisher fed from that node (one per publisher and node, opened on first use).
+    Listen {
+        conn: ConnId,
+        create: Box<CreateSession>,
+        reply: oneshot::Sender<Outcome>,
+    },
+    /// `set_type` of a listener here to a publisher on another node (through its relay).
+    SetType {
+        conn: ConnId,
+        session_id: String,
+        publisher_id: String,
+        reply: oneshot::Sender<Outcome>,
+    },
 }
 
 impl ClusterCmd {
@@ -132,8 +157,17 @@ impl ClusterCmd {
             ClusterCmd::Forward { reply, .. }
             | ClusterCmd::FanOut { reply, .. }
             | ClusterCmd::Nodes { reply }
-            | ClusterCmd::ClaimRoom { reply, .. } => {
+            | ClusterCmd::ClaimRoom { reply, .. }
+            | ClusterCmd::Listen { reply, .. }
+            | ClusterCmd::SetType { reply, .. } => {
                 let _ = reply.send(Err(e));
+            }
+            ClusterCmd::Own {
+                reply: Some((value, reply)),
+                ..
+            } => {
+                tracing::warn!("cluster: {e}: a record was not written");
+                let _ = reply.send(Ok(value));
             }
             ClusterCmd::Own { .. } | ClusterCmd::Disown { .. } | ClusterCmd::ConnClosed { .. } => {
                 tracing::warn!("cluster: {e}: a record was not updated");
@@ -248,6 +282,18 @@ struct Driven {
     conns: BTreeSet<ConnId>,
 }
 
+/// A stream from a publisher on another node, fed into a local relay publisher.
+#[derive(Clone, Debug)]
+struct Relay {
+    node: String,
+    /// The relay listener on the publisher's node.
+    listen: String,
+    /// The relay publisher here, which this node's listeners listen to.
+    publisher: String,
+}
+
+type RelayWaiter = oneshot::Sender<Result<String, ApiError>>;
+
 /// The engine's state, shared by its tasks (never held across an await).
 struct State {
     inc: u64,
@@ -265,6 +311,10 @@ struct State {
     conn_nodes: HashMap<ConnId, BTreeSet<String>>,
     /// What this node owns (rewritten under a new incarnation after fencing).
     owned: BTreeSet<(u8, String)>,
+    /// Relays into this node, by the remote publisher's id.
+    relays: HashMap<String, Relay>,
+    /// Relays being opened: who else waits for them.
+    relays_opening: HashMap<String, Vec<RelayWaiter>>,
 }
 
 struct Engine {
@@ -343,8 +393,11 @@ impl Pending {
                     driven: HashMap::new(),
                     conn_nodes: HashMap::new(),
                     owned: BTreeSet::new(),
+                    relays: HashMap::new(),
+                    relays_opening: HashMap::new(),
                 }),
             });
+            Arc::clone(&engine).open_relay_conn().await;
             tokio::spawn(Arc::clone(&engine).listen(client));
             tokio::spawn(Arc::clone(&engine).heartbeat());
             engine.commands(rx).await;
@@ -397,8 +450,13 @@ impl Engine {
                 ClusterCmd::Nodes { reply } => {
                     let _ = reply.send(Ok(self.node_list()));
                 }
-                ClusterCmd::Own { what, id } => {
-                    tokio::spawn(async move { engine.own(what, id).await });
+                ClusterCmd::Own { what, id, reply } => {
+                    tokio::spawn(async move {
+                        engine.own(what, id).await;
+                        if let Some((value, reply)) = reply {
+                            let _ = reply.send(Ok(value));
+                        }
+                    });
                 }
                 ClusterCmd::Disown { what, id } => {
                     tokio::spawn(async move { engine.disown(what, id).await });
@@ -414,6 +472,43 @@ impl Engine {
                             Ok(true) => engine.run_here(conn, request).await,
                             Ok(false) => {
                                 Err(ApiError::new(ErrorCode::RoomAlreadyExists, room_id.clone()))
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(outcome);
+                    });
+                }
+                ClusterCmd::Listen {
+                    conn,
+                    mut create,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let publisher = create.publisher_id.clone().unwrap_or_default();
+                        let outcome = match engine.relay_publisher(&publisher).await {
+                            Ok(relay) => {
+                                create.publisher_id = Some(relay);
+                                engine.run_here(conn, Request::Create(create)).await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(outcome);
+                    });
+                }
+                ClusterCmd::SetType {
+                    conn,
+                    session_id,
+                    publisher_id,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        let outcome = match engine.relay_publisher(&publisher_id).await {
+                            Ok(relay) => {
+                                let request = Request::SetType {
+                                    session_id,
+                                    publisher_id: relay,
+                                };
+                                engine.run_here(conn, request).await
                             }
                             Err(e) => Err(e),
                         };
@@ -719,6 +814,209 @@ impl Engine {
         Ok(claimed == 1)
     }
 
+    // ----- relays -----
+
+    /// The local relay publisher of remote publisher `publisher`: the open one, or a new one
+    /// (single-flight: concurrent listeners wait for the same relay).
+    async fn relay_publisher(self: &Arc<Self>, publisher: &str) -> Result<String, ApiError> {
+        let rx = {
+            let mut st = self.lock();
+            if !st.attached {
+                return Err(not_attached());
+            }
+            if let Some(r) = st.relays.get(publisher) {
+                return Ok(r.publisher.clone());
+            }
+            match st.relays_opening.get_mut(publisher) {
+                Some(waiters) => {
+                    let (tx, rx) = oneshot::channel();
+                    waiters.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    st.relays_opening.insert(publisher.to_string(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = rx {
+            return rx.await.unwrap_or_else(|_| Err(not_attached()));
+        }
+        let opened = self.open_relay(publisher).await;
+        let waiters = {
+            let mut st = self.lock();
+            if let Ok(r) = &opened {
+                st.relays.insert(publisher.to_string(), r.clone());
+                self.ops
+                    .cluster
+                    .relays_in
+                    .store(st.relays.len() as u64, Ordering::Relaxed);
+            }
+            st.relays_opening.remove(publisher).unwrap_or_default()
+        };
+        let result = opened.map(|r| r.publisher);
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+        result
+    }
+
+    /// Opens a relay, receiver first: the relay listener on the publisher's node makes the
+    /// offer (its media address, the publisher's codecs), a relay publisher here answers it
+    /// (this node's ports), and the answer starts the stream.
+    async fn open_relay(&self, publisher: &str) -> Result<Relay, ApiError> {
+        let relay = ConnId(RELAY_CONN);
+        let (node, inc) = self.owner_of(Owned::Session, publisher).await?;
+        let create = request_frame(
+            "create",
+            json!({ "type": "listen", "publisher_id": publisher, "sdp_type": "rtp" }),
+        );
+        let created = self.rpc(&node, relay, &create).await?;
+        let listen = created["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let offer = created["offer"]["sdp"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        self.lock().driven.insert(
+            listen.clone(),
+            Driven {
+                node: node.clone(),
+                inc,
+                conns: BTreeSet::from([relay]),
+            },
+        );
+        let abandon = |why: ApiError| self.abandon_relay(&node, &listen, why);
+        let info = match self
+            .rpc(
+                &node,
+                relay,
+                &request_frame("get_info", json!({ "session_id": listen })),
+            )
+            .await
+        {
+            Ok(info) => info,
+            Err(e) => return abandon(e).await,
+        };
+        let mut data = json!({
+            "type": "publish",
+            "offer": { "sdp": offer, "sdp_type": "rtp" },
+            "room_id": info["room_id"],
+        });
+        let sdp = Sdp::parse(&offer).ok();
+        for m in sdp.iter().flat_map(|s| &s.media) {
+            let Some(codec) = m.codecs.first().and_then(|c| CodecName::parse(&c.name)) else {
+                continue;
+            };
+            match m.kind {
+                MediaKind::Audio => data["room_audio_codec"] = json!(codec.as_str()),
+                MediaKind::Video => data["room_video_codec"] = json!(codec.as_str()),
+                _ => {}
+            }
+        }
+        let request = match parse_frame(&request_frame("create", data)) {
+            Ok(Frame::Request { request, .. }) => request,
+            Ok(Frame::Ignore) => return abandon(ApiError::invalid("relay offer")).await,
+            Err(fe) => return abandon(fe.error).await,
+        };
+        let published = match self.run_here(relay, request).await {
+            Ok(v) => v,
+            Err(e) => return abandon(e).await,
+        };
+        let here = published["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let answer = published["answer"]["sdp"].as_str().unwrap_or_default();
+        let set_answer = request_frame(
+            "set_answer",
+            json!({ "session_id": listen, "answer": { "sdp": answer, "sdp_type": "rtp" } }),
+        );
+        if let Err(e) = self.rpc(&node, relay, &set_answer).await {
+            let destroy = Request::Destroy {
+                session_id: here.clone(),
+            };
+            let _ = self.run_here(relay, destroy).await;
+            return abandon(e).await;
+        }
+        tracing::info!(
+            %node, publisher, relay_listener = %listen, relay_publisher = %here,
+            "cluster: relay opened"
+        );
+        Ok(Relay {
+            node,
+            listen,
+            publisher: here,
+        })
+    }
+
+    /// A relay that could not be opened: its listener on the publisher's node goes.
+    async fn abandon_relay(
+        &self,
+        node: &str,
+        listen: &str,
+        why: ApiError,
+    ) -> Result<Relay, ApiError> {
+        let destroy = request_frame("destroy", json!({ "session_id": listen }));
+        let _ = self.rpc(node, ConnId(RELAY_CONN), &destroy).await;
+        Err(why)
+    }
+
+    /// Opens the relay connection with the manager and watches its events: a relay whose
+    /// listener (there) or publisher (here) ended is taken down on both sides.
+    async fn open_relay_conn(self: Arc<Self>) {
+        let (tx, mut rx) = mpsc::channel::<Outgoing>(REMOTE_OUTBOX);
+        let conn = ConnId(RELAY_CONN);
+        if self
+            .manager
+            .send(Msg::Open { conn, outbox: tx })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(Outgoing::Event(data)) = rx.recv().await {
+                if data["subclass"] != "session" || data["type"] != "destroyed" {
+                    continue;
+                }
+                let Some(id) = data["obj_id"].as_str().map(str::to_string) else {
+                    continue;
+                };
+                let ended = {
+                    let mut st = self.lock();
+                    let key = st
+                        .relays
+                        .iter()
+                        .find(|(_, r)| r.listen == id || r.publisher == id)
+                        .map(|(p, _)| p.clone());
+                    let ended = key.and_then(|k| st.relays.remove(&k));
+                    self.ops
+                        .cluster
+                        .relays_in
+                        .store(st.relays.len() as u64, Ordering::Relaxed);
+                    ended
+                };
+                let Some(r) = ended else { continue };
+                tracing::info!(node = %r.node, relay_publisher = %r.publisher, "cluster: relay closed");
+                let engine = Arc::clone(&self);
+                tokio::spawn(async move {
+                    if r.listen == id {
+                        let destroy = Request::Destroy {
+                            session_id: r.publisher,
+                        };
+                        let _ = engine.run_here(conn, destroy).await;
+                    } else {
+                        let destroy = request_frame("destroy", json!({ "session_id": r.listen }));
+                        let _ = engine.rpc(&r.node, conn, &destroy).await;
+                    }
+                });
+            }
+        });
+    }
+
     // ----- liveness -----
 
     async fn heartbeat(self: Arc<Self>) {
@@ -871,10 +1169,10 @@ impl Engine {
         let (conns, lost) = {
             let mut st = self.lock();
             let mut conns = Vec::new();
-            st.remote_conns.retain(|(n, i, _), local| {
+            st.remote_conns.retain(|(n, i, c), local| {
                 let gone = n == node && *i == inc;
                 if gone {
-                    conns.push(*local);
+                    conns.push((*local, *c == RELAY_CONN));
                 }
                 !gone
             });
@@ -888,8 +1186,14 @@ impl Engine {
             });
             (conns, lost)
         };
-        for conn in conns {
-            let _ = self.manager.try_send(Msg::Closed { conn });
+        for (conn, relay) in conns {
+            // Relays to a dead node stop at once; its clients' sessions get their grace.
+            let msg = if relay {
+                Msg::Abandoned { conn }
+            } else {
+                Msg::Closed { conn }
+            };
+            let _ = self.manager.try_send(msg);
         }
         for (sid, conns) in lost {
             let data = json!({
@@ -1039,6 +1343,16 @@ impl Engine {
         });
         local
     }
+}
+
+/// True for the connection that owns this node's relay publishers.
+pub fn is_relay(conn: ConnId) -> bool {
+    conn.0 == RELAY_CONN
+}
+
+/// A `media/session/CMD` frame.
+fn request_frame(cmd: &str, data: Value) -> String {
+    json!({ "class": "media", "subclass": "session", "cmd": cmd, "data": data }).to_string()
 }
 
 /// True for the id of another node's connection (one that owns sessions here).

@@ -147,6 +147,7 @@ impl Manager {
                     self.destroy(&session, ErrorCode::SessionTimeout);
                 }
             }
+            Timer::RelayLinger { publisher } => self.relay_linger_over(&publisher),
             Timer::Grace { conn } => {
                 if !self.conns.contains_key(&conn) {
                     self.destroy_owned_by(conn);
@@ -268,8 +269,41 @@ impl Manager {
                     queue.extend(listeners.into_iter().map(|l| (l, ErrorCode::PublisherStop)));
                     self.left_room(room, &id, true);
                 }
-                Kind::Listen { room, .. } => self.left_room(room, &id, false),
+                Kind::Listen { room, publisher } => {
+                    self.left_room(room, &id, false);
+                    self.relay_maybe_idle(publisher);
+                }
             }
+        }
+    }
+
+    /// A relay publisher (fed from another cluster node) whose last listener may have left:
+    /// it lingers a few seconds for a new one, then ends (and with it the relay stream).
+    pub(super) fn relay_maybe_idle(&mut self, publisher: &str) {
+        let relay = self
+            .sessions
+            .get(publisher)
+            .is_some_and(|p| crate::cluster::is_relay(p.owner));
+        if relay && !self.has_listeners(publisher) {
+            self.schedule(
+                crate::cluster::RELAY_LINGER,
+                Timer::RelayLinger {
+                    publisher: publisher.to_string(),
+                },
+            );
+        }
+    }
+
+    fn has_listeners(&self, publisher: &str) -> bool {
+        self.sessions
+            .values()
+            .any(|l| matches!(&l.kind, Kind::Listen { publisher: p, .. } if p == publisher))
+    }
+
+    fn relay_linger_over(&mut self, publisher: &str) {
+        if self.sessions.contains_key(publisher) && !self.has_listeners(publisher) {
+            tracing::info!(session_id = %publisher, "relay without listeners: closed");
+            self.destroy(publisher, ErrorCode::UserStop);
         }
     }
 

@@ -63,6 +63,11 @@ pub enum Msg {
     Closed {
         conn: ConnId,
     },
+    /// A connection that is gone for good (its cluster node died): what it owns ends now,
+    /// without the disconnect grace.
+    Abandoned {
+        conn: ConnId,
+    },
     Request {
         conn: ConnId,
         request: Request,
@@ -127,6 +132,11 @@ pub enum Timer {
     /// A `destroy` whose legs' closings have not all been confirmed: answered anyway.
     Closing {
         wait: u64,
+    },
+    /// A relay publisher (a stream from another cluster node) that may have no listener
+    /// left: destroyed if it still has none.
+    RelayLinger {
+        publisher: String,
     },
 }
 
@@ -228,6 +238,10 @@ impl Manager {
                     self.conns.insert(conn, Conn::new(outbox));
                 }
                 Msg::Closed { conn } => self.connection_closed(conn),
+                Msg::Abandoned { conn } => {
+                    self.conns.remove(&conn);
+                    self.destroy_owned_by(conn);
+                }
                 Msg::Request {
                     conn,
                     request,
@@ -293,12 +307,28 @@ impl Manager {
             }
             Request::Create(c) => {
                 let created = self.admit_create(&c).and_then(|()| self.create(conn, *c));
-                if let Ok(v) = &created
-                    && let Some(id) = v.get("session_id").and_then(Value::as_str)
-                {
-                    self.cluster_own(Owned::Session, id);
+                let id = match &created {
+                    Ok(v) => v
+                        .get("session_id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    Err(_) => None,
+                };
+                let (Some(id), Some(link), Ok(value)) = (id, self.cluster.clone(), &created) else {
+                    return done(created);
+                };
+                if crate::cluster::is_relay(conn) {
+                    // A relay publisher: gone again unless a listener comes.
+                    self.relay_maybe_idle(&id);
                 }
-                done(created)
+                // Answered once the cluster knows where the session lives.
+                let (tx, rx) = oneshot::channel();
+                link.send(ClusterCmd::Own {
+                    what: Owned::Session,
+                    id,
+                    reply: Some((value.clone(), tx)),
+                });
+                Reply::Wait(rx)
             }
             Request::Destroy { session_id } => self.destroy_request(&session_id),
             Request::SetAnswer { session_id, answer } => {
@@ -395,8 +425,34 @@ impl Manager {
         let cmd = match request {
             Request::Create(c) => match &c.node {
                 Some(node) if **node != *link.node_id => forward(Target::Node(node.clone()), tx),
-                _ => return None,
+                _ => match &c.publisher_id {
+                    // A listener of a publisher on another node: served here, from a relay.
+                    Some(p)
+                        if c.session_type == crate::request::SessionType::Listen
+                            && !self.sessions.contains_key(p) =>
+                    {
+                        ClusterCmd::Listen {
+                            conn,
+                            create: c.clone(),
+                            reply: tx,
+                        }
+                    }
+                    _ => return None,
+                },
             },
+            Request::SetType {
+                session_id,
+                publisher_id,
+            } if self.sessions.contains_key(session_id)
+                && !self.sessions.contains_key(publisher_id) =>
+            {
+                ClusterCmd::SetType {
+                    conn,
+                    session_id: session_id.clone(),
+                    publisher_id: publisher_id.clone(),
+                    reply: tx,
+                }
+            }
             Request::GetList | Request::RoomGetList => {
                 let local = match self.handle(conn, request.clone()) {
                     Reply::Done(Ok(Value::Array(list))) => list,
@@ -436,16 +492,6 @@ impl Manager {
         };
         link.send(cmd);
         Some(Reply::Wait(rx))
-    }
-
-    /// Records that a session or room lives here (a cluster only).
-    fn cluster_own(&self, what: Owned, id: &str) {
-        if let Some(link) = &self.cluster {
-            link.send(ClusterCmd::Own {
-                what,
-                id: id.to_string(),
-            });
-        }
     }
 
     /// Drops the record of a session or room that ended here (a cluster only).

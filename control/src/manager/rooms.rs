@@ -387,11 +387,18 @@ impl Manager {
         for cmd in disconnects.into_iter().chain(connects).chain(holds) {
             self.send(cmd)?;
         }
-        if let Some(s) = self.sessions.get_mut(id) {
-            s.kind = Kind::Listen {
-                room,
-                publisher: publisher.to_owned(),
-            };
+        let old = match self.sessions.get_mut(id) {
+            Some(s) => std::mem::replace(
+                &mut s.kind,
+                Kind::Listen {
+                    room,
+                    publisher: publisher.to_owned(),
+                },
+            ),
+            None => return Err(ApiError::session_not_found(id)),
+        };
+        if let Kind::Listen { publisher: old, .. } = old {
+            self.relay_maybe_idle(&old);
         }
         self.repoint_mirrors(id);
         self.request_keyframes_for(id);
