@@ -22,6 +22,7 @@
 //! a request rate, a frame size, failed logins and a login deadline ([`limits`], enforced by
 //! [`ws`]); `--max-bitrate` beside `--max-sessions` in the actor.
 
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -6,6 +6,9 @@
 //! synchronise: the tests poll the API (bounded) until the cluster shows what they wait for.
 //! The one deliberate pause is the scenario itself: Redis stopped (SIGSTOP) for 5 s.
 //!
+//! The nodes are the `sluice` program built as this package's `sluice-node` binary
+//! (`sluice_control::app::run`, exactly what `sluice` runs), one process per node.
+//!
 //! Without `redis-server` (`.ci/prepare` installs it) every test says so and passes.
 
 use std::io::{BufRead, BufReader};
@@ -122,7 +125,7 @@ impl Node {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let log = redis.dir.join(format!("{id}.log"));
         let lo = 33000 + n * 100;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-node"))
             .args(["--api", "127.0.0.1:0", "--media-ip", "127.0.0.1"])
             .args(["--rtp-ports", &format!("{lo}-{}", lo + 99)])
             .args([
@@ -827,4 +830,92 @@ fn http_get(api: SocketAddr, path: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// A WebRTC publisher on n1 (str0m), WebRTC listeners on n2 through the relay: the listener
+/// connects, the publisher is asked for a keyframe when the listener joins (the PLI crosses
+/// the relay), and what the publisher sends reaches the listener in order.
+#[test]
+fn webrtc_listener_on_another_node_gets_the_publishers_media() {
+    use sluice_tests::webrtc_peer::{
+        Direction, MediaKind, Received, WebrtcPeer, expect_up, run_all,
+    };
+
+    let Some(redis) = Redis::start("webrtc") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    n1.client().nodes_become(&["n1", "n2"]);
+    let mut c1 = sluice_tests::Client::connect(n1.api);
+    let mut c2 = sluice_tests::Client::connect(n2.api);
+
+    let mut publisher = WebrtcPeer::new();
+    let offer = publisher.offer_with(Some(Direction::SendOnly), Some(Direction::SendOnly));
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("publish on n1");
+    let pid = r["session_id"].as_str().expect("id").to_string();
+    publisher
+        .accept_answer(r["answer"]["sdp"].as_str().expect("answer"))
+        .expect("accept the answer");
+    assert!(
+        publisher.run_until(WAIT, |p| p.connected()),
+        "{}",
+        publisher.describe()
+    );
+    expect_up(&mut c1, &pid);
+    // The server names the SSRC it last received in its keyframe requests.
+    publisher.send_video(b"before any listener", true);
+    let heard = run_all(&mut [&mut publisher], WAIT, |_| {
+        c1.info(&pid)["media"][1]["rx_packets"].as_u64() >= Some(1)
+    });
+    assert!(heard, "the publisher's first frame reaches n1");
+    let asked_before = publisher.keyframe_requests().len();
+
+    let mut listener = WebrtcPeer::new();
+    let r = c2
+        .session("create", json!({"type": "listen", "publisher_id": pid}))
+        .expect("listen on n2");
+    let lid = r["session_id"].as_str().expect("id").to_string();
+    let answer = listener
+        .answer(r["offer"]["sdp"].as_str().expect("offer"))
+        .expect("answer");
+    c2.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer on n2");
+    let up = run_all(&mut [&mut publisher, &mut listener], WAIT, |p| {
+        p[1].connected() && p[0].keyframe_requests().len() > asked_before
+    });
+    assert!(
+        up,
+        "listener up on n2, keyframe asked of the publisher on n1: {}\n{}",
+        listener.describe(),
+        publisher.describe()
+    );
+    expect_up(&mut c2, &lid);
+    let info = c2.info(&lid);
+    assert_eq!(info["node"], "n2");
+
+    for i in 0..5u8 {
+        publisher.send_video(&[b'v', i], i == 0);
+        publisher.send_audio(&[b'a', i]);
+    }
+    let got = run_all(&mut [&mut publisher, &mut listener], WAIT, |p| {
+        p[1].received().len() >= 10
+    });
+    assert!(got, "{}", listener.describe());
+    let video: Vec<&[u8]> = listener
+        .received_of(MediaKind::Video)
+        .map(Received::body)
+        .collect();
+    let want: Vec<[u8; 2]> = (0..5u8).map(|i| [b'v', i]).collect();
+    assert_eq!(video, want.iter().map(|w| &w[..]).collect::<Vec<_>>());
+    let audio = listener.received_of(MediaKind::Audio).count();
+    assert_eq!(audio, 5);
 }
