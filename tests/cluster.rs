@@ -901,6 +901,11 @@ fn webrtc_listener_on_another_node_gets_the_publishers_media() {
     expect_up(&mut c2, &lid);
     let info = c2.info(&lid);
     assert_eq!(info["node"], "n2");
+    assert_eq!(
+        info["publisher_id"],
+        pid.as_str(),
+        "the publisher, not its relay"
+    );
 
     for i in 0..5u8 {
         publisher.send_video(&[b'v', i], i == 0);

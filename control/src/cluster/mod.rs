@@ -945,6 +945,13 @@ impl Engine {
             %node, publisher, relay_listener = %listen, relay_publisher = %here,
             "cluster: relay opened"
         );
+        let _ = self
+            .manager
+            .send(Msg::RelayOrigin {
+                relay: here.clone(),
+                origin: publisher.to_string(),
+            })
+            .await;
         Ok(Relay {
             node,
             listen,

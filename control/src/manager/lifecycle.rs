@@ -214,6 +214,7 @@ impl Manager {
             };
             self.webrtc_sessions.remove(&id);
             self.cluster_disown(crate::cluster::Owned::Session, &id);
+            self.relay_origins.remove(&id);
             tracing::debug!(session_id = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             if let Some(t) = &s.webrtc {

@@ -83,6 +83,12 @@ pub enum Msg {
         request: Request,
         reply: oneshot::Sender<Reply>,
     },
+    /// A relay publisher here (`relay`) carries publisher `origin` of another node: what
+    /// listeners are told their publisher is.
+    RelayOrigin {
+        relay: String,
+        origin: String,
+    },
     /// An event for one of this node's connections, from the node that owns its session.
     Deliver {
         conn: ConnId,
@@ -167,6 +173,8 @@ pub struct Manager {
     data_limits: DataLimits,
     /// The cluster engine (`--cluster`); `None`: this node alone.
     cluster: Option<ClusterLink>,
+    /// Relay publishers here, and the remote publisher each carries.
+    relay_origins: HashMap<String, String>,
 }
 
 impl Manager {
@@ -180,6 +188,7 @@ impl Manager {
             operations: ops::Operations::default(),
             data_limits: DataLimits::default(),
             cluster: None,
+            relay_origins: HashMap::new(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -263,6 +272,11 @@ impl Manager {
                     let _span = self.request_span(&request).entered();
                     let r = self.handle(conn, request);
                     let _ = reply.send(r);
+                }
+                Msg::RelayOrigin { relay, origin } => {
+                    if self.sessions.contains_key(&relay) {
+                        self.relay_origins.insert(relay, origin);
+                    }
                 }
                 Msg::Deliver { conn, event } => {
                     if let Some(c) = self.conns.get_mut(&conn)
@@ -492,6 +506,14 @@ impl Manager {
         };
         link.send(cmd);
         Some(Reply::Wait(rx))
+    }
+
+    /// The publisher id listeners are told: a relay publisher stands for the remote
+    /// publisher it carries.
+    fn public_publisher_id<'a>(&'a self, publisher: &'a str) -> &'a str {
+        self.relay_origins
+            .get(publisher)
+            .map_or(publisher, String::as_str)
     }
 
     /// Drops the record of a session or room that ended here (a cluster only).

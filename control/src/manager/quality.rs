@@ -144,6 +144,9 @@ impl Manager {
         }
         if let Some(c) = &self.cluster {
             info["node"] = json!(c.node_id.as_ref());
+            if let Some(p) = info["publisher_id"].as_str() {
+                info["publisher_id"] = json!(self.public_publisher_id(p));
+            }
         }
         Ok(info)
     }

@@ -405,7 +405,7 @@ impl Manager {
         self.emit_session(
             id,
             "type",
-            json!({ "type": "listen", "publisher_id": publisher }),
+            json!({ "type": "listen", "publisher_id": self.public_publisher_id(publisher) }),
         );
         Ok(json!({}))
     }
