@@ -470,6 +470,44 @@ fn requests_reach_the_owner_from_any_node() {
         .expect_err("unknown node");
     assert_eq!(e.0, 300001, "{e:?}");
 
+    // A proxy slave asked of n3 lives with its master on n2.
+    let master = c1
+        .session(
+            "create",
+            json!({"type": "proxy", "sdp_type": "rtp", "offer": rtp_offer(4002), "node": "n2"}),
+        )
+        .expect("proxy master on n2");
+    let master = master["session_id"].as_str().expect("id").to_string();
+    let slave = c3
+        .session(
+            "create",
+            json!({"type": "proxy", "master_id": master, "sdp_type": "rtp"}),
+        )
+        .expect("slave through n3");
+    assert!(slave["offer"]["sdp"].is_string(), "{slave}");
+    let slave = slave["session_id"].as_str().expect("id").to_string();
+    let info = c3
+        .session("get_info", json!({"session_id": slave}))
+        .expect("slave info");
+    assert_eq!(info["node"], "n2", "{info}");
+    assert_eq!(info["master_id"], master.as_str());
+
+    // A room a publisher made on n3 is found through n1.
+    let _publisher = Publisher::create(&mut c3, "made-by-publisher");
+    let room = c1
+        .call(
+            "media",
+            "room",
+            "get_info",
+            json!({"room_id": "made-by-publisher"}),
+        )
+        .expect("room get_info through n1");
+    assert_eq!(
+        room["publishers"].as_array().map(Vec::len),
+        Some(1),
+        "{room}"
+    );
+
     // Destroyed through n3: the creating connection on n1 gets the event.
     c3.session("destroy", json!({"session_id": echo.id}))
         .expect("destroy through n3");

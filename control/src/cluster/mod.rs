@@ -121,8 +121,10 @@ pub enum ClusterCmd {
         id: String,
         reply: Option<(Value, oneshot::Sender<Outcome>)>,
     },
-    /// It ended here: drop its record.
+    /// It ended here: drop its record (if it is this node's).
     Disown { what: Owned, id: String },
+    /// Claims an id if no node holds it (a room a publisher made); nothing to answer.
+    ClaimQuietly { what: Owned, id: String },
     /// Claims a room id cluster-wide (`SET NX`); once claimed, runs `request` here (as
     /// [`Msg::Local`]) and answers with its outcome; a taken id is `room_already_exists`.
     ClaimRoom {
@@ -169,7 +171,10 @@ impl ClusterCmd {
                 tracing::warn!("cluster: {e}: a record was not written");
                 let _ = reply.send(Ok(value));
             }
-            ClusterCmd::Own { .. } | ClusterCmd::Disown { .. } | ClusterCmd::ConnClosed { .. } => {
+            ClusterCmd::Own { .. }
+            | ClusterCmd::Disown { .. }
+            | ClusterCmd::ClaimQuietly { .. }
+            | ClusterCmd::ConnClosed { .. } => {
                 tracing::warn!("cluster: {e}: a record was not updated");
             }
         }
@@ -262,6 +267,14 @@ for _, key in ipairs(redis.call('SMEMBERS', set)) do
 end
 redis.call('DEL', set)
 if not cur then redis.call('SREM', 'sluice:nodes', ARGV[1]) end
+return 1
+"#;
+
+/// Drops a record only if it still names this owner (never another node's).
+/// KEYS: the key; ARGV: "node inc", the owner's set.
+const DISOWN: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SREM', ARGV[2], KEYS[1])
 return 1
 "#;
 
@@ -455,6 +468,13 @@ impl Engine {
                         engine.own(what, id).await;
                         if let Some((value, reply)) = reply {
                             let _ = reply.send(Ok(value));
+                        }
+                    });
+                }
+                ClusterCmd::ClaimQuietly { what, id } => {
+                    tokio::spawn(async move {
+                        if let Err(e) = engine.claim(what, &id).await {
+                            tracing::debug!("cluster: {id} not claimed: {e}");
                         }
                     });
                 }
@@ -769,18 +789,24 @@ impl Engine {
     async fn disown(&self, what: Owned, id: String) {
         let inc = {
             let mut st = self.lock();
-            st.owned.remove(&(Self::owned_tag(what), id.clone()));
+            if !st.owned.remove(&(Self::owned_tag(what), id.clone())) {
+                // Another node's (this node held a shard of its room), or never recorded.
+                return;
+            }
             st.inc
         };
         let mut redis = self.redis.clone();
         let key = what.key(&id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(&key)
-            .ignore()
-            .srem(owned_set(&self.me, inc), &key)
-            .ignore();
-        if let Err(e) = self.call(pipe.query_async::<()>(&mut redis)).await {
+        let dropped: Result<i64, String> = self
+            .call(
+                redis::Script::new(DISOWN)
+                    .key(&key)
+                    .arg(owner_value(&self.me, inc))
+                    .arg(owned_set(&self.me, inc))
+                    .invoke_async(&mut redis),
+            )
+            .await;
+        if let Err(e) = dropped {
             tracing::warn!("cluster: cannot drop {key}: {e}");
         }
     }

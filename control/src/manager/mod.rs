@@ -439,6 +439,15 @@ impl Manager {
         let cmd = match request {
             Request::Create(c) => match &c.node {
                 Some(node) if **node != *link.node_id => forward(Target::Node(node.clone()), tx),
+                // A proxy slave lives with its master.
+                _ if c
+                    .master_id
+                    .as_ref()
+                    .is_some_and(|m| !self.sessions.contains_key(m)) =>
+                {
+                    let master = c.master_id.clone().unwrap_or_default();
+                    forward(Target::Session(master), tx)
+                }
                 _ => match &c.publisher_id {
                     // A listener of a publisher on another node: served here, from a relay.
                     Some(p)

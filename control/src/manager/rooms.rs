@@ -11,6 +11,7 @@ use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, random_ssrc, sdp_kind};
+use crate::cluster::{ClusterCmd, Owned};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request::{CreateRoom, CreateSession, SdpType};
 use crate::sdp::{self, CodecName, Direction, Forced, OfferMedia};
@@ -77,6 +78,14 @@ impl Manager {
         let body =
             json!({ "class": "sfu", "audio_codec": audio.as_str(), "video_codec": video.as_str() });
         self.rooms.insert(id.clone(), room);
+        if auto && let Some(link) = &self.cluster {
+            // A room a publisher made: known cluster-wide unless another node has it already
+            // (this node then holds a shard of that room).
+            link.send(ClusterCmd::ClaimQuietly {
+                what: Owned::Room,
+                id: id.clone(),
+            });
+        }
         self.emit_room(&id, "created", body);
         group
     }
@@ -192,6 +201,7 @@ impl Manager {
             Err(e) => {
                 if existing_group.is_none() {
                     self.rooms.remove(&room_id);
+                    self.cluster_disown(Owned::Room, &room_id);
                     self.emit_room(&room_id, "destroyed", stop_body(ErrorCode::InternalError));
                 }
                 return Err(e);
