@@ -398,6 +398,32 @@ fn nodes_appear_in_the_registry_and_expire() {
         assert_eq!(n["state"], "serving", "{n}");
         assert_eq!(n["sessions"], 0, "{n}");
     }
+    // A draining node is listed as such and takes no new placement.
+    let _keeps_n3_up = Echo::create(&mut c, json!({"node": "n3"}));
+    n3.client()
+        .call("media", "node", "drain", json!({}))
+        .expect("drain n3");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = c
+            .call("media", "node", "get_list", json!({}))
+            .expect("list");
+        let n3 = list
+            .as_array()
+            .and_then(|l| l.iter().find(|n| n["node_id"] == "n3"));
+        if n3.is_some_and(|n| n["state"] == "draining") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3 never shown draining: {list}");
+    }
+    let e = c
+        .session(
+            "create",
+            json!({"type": "echo", "offer": rtp_offer(4000), "node": "n3"}),
+        )
+        .expect_err("n3 drains");
+    assert_eq!(e.0, 300001, "{e:?}");
+
     n3.kill();
     c.nodes_become(&["n1", "n2"]);
     n2.client().nodes_become(&["n1", "n2"]);
