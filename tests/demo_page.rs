@@ -130,6 +130,14 @@ fn echo_plays_in_chromium() {
     assert_eq!(info["type"], "echo");
     assert_eq!(info["state"], "ready", "{info}");
 
+    // The chat box: a message on the page's data channel comes back.
+    if !page.wait_true("window.sluice.sendEchoChat('hello, echo')", PAGE_WAIT) {
+        browser.fail(&mut page, "the echo chat channel never opened");
+    }
+    if !page.wait_true("window.sluice.echoChat.includes('hello, echo')", PAGE_WAIT) {
+        browser.fail(&mut page, "the chat message did not come back");
+    }
+
     // Mute video (update_media): the server drops the page's video; unmute: it comes back.
     page.eval_async("window.sluice.muteVideo(true).then(() => 'ok')");
     assert_eq!(c.info(&id)["mute_video"], true);
@@ -257,6 +265,17 @@ fn room_publish_listen_and_switch_in_chromium() {
     }
     let mut c = server.client();
     assert_eq!(c.info(&listener)["publisher_id"], pub_bob.as_str());
+
+    // Bob's chat reaches Alice, his listener, through the mirrored channel.
+    if !bob.wait_true("window.sluice.sendRoomChat('hello from bob')", PAGE_WAIT) {
+        browser.fail(&mut bob, "the publisher's chat channel never opened");
+    }
+    if !alice.wait_true(
+        "window.sluice.roomChat.includes('hello from bob')",
+        PAGE_WAIT,
+    ) {
+        browser.fail(&mut alice, "the listener did not get the publisher's chat");
+    }
 
     // Switch to Alice's own stream, without renegotiation.
     alice.eval_async(&format!(

@@ -1,6 +1,10 @@
 // Sluice demo page: an echo test and an SFU room over the session API (/api/ws).
 // Plain JavaScript, no build step, no external resources.
 //
+// Chat: the echo test and the publisher open a data channel "chat"; the echo test gets its
+// messages back, a listener gets its publisher's (the server mirrors the channel). Received
+// messages are in window.sluice.echoChat and window.sluice.roomChat.
+//
 // Test hooks: window.sluice.status is "idle" | "connecting" | "playing" | "error: ..." for the
 // echo test ("playing" once the echoed video has frames and its clock advances);
 // publishStatus and listenStatus do the same for the room. ?autostart=echo starts the echo
@@ -24,6 +28,8 @@
     listenSession: null,
     room: null,
     log: [],
+    echoChat: [],
+    roomChat: [],
   };
   window.sluice = sluice;
 
@@ -254,6 +260,53 @@
     return () => clearInterval(timer);
   }
 
+  // A chat over data channel `dc`: the form sends, what arrives goes to `received` and the log
+  // list. Returns a function that detaches it.
+  function chat(dc, formId, received, tag) {
+    const input = $(formId.replace("-form", "-text"));
+    const button = $(formId.replace("-form", "-send"));
+    const list = $(formId.replace("-form", "-log"));
+    const show = (text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      list.appendChild(li);
+      list.scrollTop = list.scrollHeight;
+    };
+    const enable = (on) => {
+      input.disabled = !on;
+      button.disabled = !on;
+    };
+    dc.onopen = () => {
+      enable(true);
+      log(`${tag}: chat channel open`);
+    };
+    dc.onclose = () => enable(false);
+    dc.onmessage = (e) => {
+      const text = typeof e.data === "string" ? e.data : `(${e.data.byteLength || e.data.size} bytes)`;
+      received.push(text);
+      show("← " + text);
+    };
+    if (dc.readyState === "open") enable(true);
+    $(formId).onsubmit = (e) => {
+      e.preventDefault();
+      if (dc.readyState !== "open" || !input.value) return;
+      dc.send(input.value);
+      show("→ " + input.value);
+      input.value = "";
+    };
+    return () => {
+      enable(false);
+      $(formId).onsubmit = (e) => e.preventDefault();
+    };
+  }
+
+  // Sends `text` on an open channel (for tests); false when it is not open.
+  function sendOn(dc, text) {
+    if (!dc || dc.readyState !== "open") return false;
+    dc.send(text);
+    return true;
+  }
+
   function stopStream(stream) {
     if (stream) stream.getTracks().forEach((t) => t.stop());
   }
@@ -267,7 +320,7 @@
 
   // ---- Echo test ------------------------------------------------------------------------------
 
-  const echoState = { pc: null, stream: null, unwatch: null, muteAudio: false, muteVideo: false, stopping: false };
+  const echoState = { pc: null, stream: null, unwatch: null, muteAudio: false, muteVideo: false, stopping: false, dc: null, unchat: null };
 
   function echoButtons(running) {
     $("echo-start").disabled = running;
@@ -279,6 +332,9 @@
 
   function echoCleanup() {
     if (echoState.unwatch) echoState.unwatch();
+    if (echoState.unchat) echoState.unchat();
+    echoState.dc = null;
+    echoState.unchat = null;
     if (echoState.pc) echoState.pc.close();
     stopStream(echoState.stream);
     echoState.pc = null;
@@ -306,6 +362,8 @@
       const pc = newPeerConnection("echo");
       echoState.pc = pc;
       stream.getTracks().forEach((t) => pc.addTrack(t, stream));
+      echoState.dc = pc.createDataChannel("chat");
+      echoState.unchat = chat(echoState.dc, "echo-chat-form", sluice.echoChat, "echo");
       const remote = $("echo-remote");
       attachRemote(pc, remote, "echo");
       pc.addEventListener("connectionstatechange", () => {
@@ -380,7 +438,7 @@
 
   // ---- Room: publish, list, listen, switch ----------------------------------------------------
 
-  const pubState = { pc: null, stream: null, unwatch: null };
+  const pubState = { pc: null, stream: null, unwatch: null, dc: null, unchat: null };
   const lisState = { pc: null, unwatch: null };
 
   function setRoomStatus(which, s) {
@@ -394,9 +452,10 @@
 
   function publishCleanup() {
     if (pubState.unwatch) pubState.unwatch();
+    if (pubState.unchat) pubState.unchat();
     if (pubState.pc) pubState.pc.close();
     stopStream(pubState.stream);
-    Object.assign(pubState, { pc: null, stream: null, unwatch: null });
+    Object.assign(pubState, { pc: null, stream: null, unwatch: null, dc: null, unchat: null });
     sluice.publishSession = null;
     $("room-local").srcObject = null;
     $("room-pub-id").textContent = "";
@@ -417,6 +476,8 @@
       const pc = newPeerConnection("publish");
       pubState.pc = pc;
       stream.getTracks().forEach((t) => pc.addTransceiver(t, { direction: "sendonly", streams: [stream] }));
+      pubState.dc = pc.createDataChannel("chat");
+      pubState.unchat = chat(pubState.dc, "room-chat-form", [], "publish");
       await pc.setLocalDescription(await pc.createOffer());
       await gathered(pc);
       const data = {
@@ -501,6 +562,18 @@
       lisState.pc = pc;
       const remote = $("room-remote");
       attachRemote(pc, remote, "listen");
+      // The publisher's channels, mirrored: what arrives is shown (a listener's own sends
+      // would go nowhere, so the form stays with publishing).
+      pc.ondatachannel = (e) => {
+        log(`listen: data channel "${e.channel.label}"`);
+        e.channel.onmessage = (m) => {
+          const text = typeof m.data === "string" ? m.data : "(binary)";
+          sluice.roomChat.push(text);
+          const li = document.createElement("li");
+          li.textContent = "← " + text;
+          $("room-chat-log").appendChild(li);
+        };
+      };
       pc.addEventListener("connectionstatechange", () => {
         if (pc.connectionState === "failed") setRoomStatus("listenStatus", "error: WebRTC connection failed");
       });
@@ -627,6 +700,9 @@
     switchTo,
     unlisten,
     stats,
+    // Chat for tests: false while the channel is not open.
+    sendEchoChat: (text) => sendOn(echoState.dc, text),
+    sendRoomChat: (text) => sendOn(pubState.dc, text),
   });
 
   if (params.get("room")) $("room-id").value = params.get("room");
