@@ -534,11 +534,27 @@ fn requests_reach_the_owner_from_any_node() {
         "{room}"
     );
 
+    // A connection on n1 that subscribed to every destroyed session hears of this one on n2.
+    let mut watcher = n1.client();
+    watcher
+        .call(
+            "core",
+            "event",
+            "subscribe",
+            json!({"class": "media", "subclass": "session", "type": "destroyed"}),
+        )
+        .expect("subscribe");
+
     // Destroyed through n3: the creating connection on n1 gets the event.
     c3.session("destroy", json!({"session_id": echo.id}))
         .expect("destroy through n3");
     let body = c1.destroyed(&echo.id);
     assert_eq!(body["reason"], "user_stop", "{body}");
+    let body = watcher.destroyed(&echo.id);
+    assert_eq!(
+        body["reason"], "user_stop",
+        "a subscriber on another node: {body}"
+    );
     let e = c1
         .session("get_info", json!({"session_id": echo.id}))
         .expect_err("gone");

@@ -112,6 +112,15 @@ pub enum ClusterCmd {
         local: Vec<Value>,
         reply: oneshot::Sender<Outcome>,
     },
+    /// Runs a request on every other live node, for its effect there (an event subscription
+    /// of one of this node's connections), then answers `reply` with `value` (what it did
+    /// here).
+    Broadcast {
+        conn: ConnId,
+        frame: Arc<str>,
+        value: Value,
+        reply: oneshot::Sender<Outcome>,
+    },
     /// `media/node/get_list`.
     Nodes { reply: oneshot::Sender<Outcome> },
     /// A session or room now lives here: record it, then answer `reply` with `value` (so
@@ -160,6 +169,7 @@ impl ClusterCmd {
             | ClusterCmd::FanOut { reply, .. }
             | ClusterCmd::Nodes { reply }
             | ClusterCmd::ClaimRoom { reply, .. }
+            | ClusterCmd::Broadcast { reply, .. }
             | ClusterCmd::Listen { reply, .. }
             | ClusterCmd::SetType { reply, .. } => {
                 let _ = reply.send(Err(e));
@@ -460,6 +470,17 @@ impl Engine {
                         let _ = reply.send(engine.fan_out(&frame, local).await);
                     });
                 }
+                ClusterCmd::Broadcast {
+                    conn,
+                    frame,
+                    value,
+                    reply,
+                } => {
+                    tokio::spawn(async move {
+                        engine.broadcast(conn, &frame).await;
+                        let _ = reply.send(Ok(value));
+                    });
+                }
                 ClusterCmd::Nodes { reply } => {
                     let _ = reply.send(Ok(self.node_list()));
                 }
@@ -730,6 +751,34 @@ impl Engine {
             }
         }
         Ok(Value::Array(list))
+    }
+
+    async fn broadcast(&self, conn: ConnId, frame: &str) {
+        let nodes: Vec<String> = {
+            let mut st = self.lock();
+            if !st.attached {
+                return;
+            }
+            let nodes: Vec<String> = st
+                .registry
+                .nodes()
+                .map(|(n, _)| n.clone())
+                .filter(|n| *n != self.me)
+                .collect();
+            // Their remote connections for `conn` must close with it.
+            st.conn_nodes
+                .entry(conn)
+                .or_default()
+                .extend(nodes.iter().cloned());
+            nodes
+        };
+        let replies =
+            futures_util::future::join_all(nodes.iter().map(|n| self.rpc(n, conn, frame))).await;
+        for (node, r) in nodes.iter().zip(replies) {
+            if let Err(e) = r {
+                tracing::warn!("cluster: {node} did not take a subscription: {e}");
+            }
+        }
     }
 
     fn node_list(&self) -> Value {

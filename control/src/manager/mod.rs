@@ -476,6 +476,20 @@ impl Manager {
                     reply: tx,
                 }
             }
+            Request::Subscribe(_) | Request::Unsubscribe(_) => {
+                // Here, and on every other node for the events of what lives there; answered
+                // once every node has it.
+                let value = match self.handle(conn, request.clone()) {
+                    Reply::Done(Ok(v)) => v,
+                    other => return Some(other),
+                };
+                ClusterCmd::Broadcast {
+                    conn,
+                    frame: Arc::clone(frame),
+                    value,
+                    reply: tx,
+                }
+            }
             Request::GetList | Request::RoomGetList => {
                 let local = match self.handle(conn, request.clone()) {
                     Reply::Done(Ok(Value::Array(list))) => list,
