@@ -689,3 +689,191 @@ fn a_slow_listener_loses_messages_and_stalls_nobody() {
     assert_eq!(fast_info["webrtc"]["data"]["dropped_buffer_full"], 0);
     assert_eq!(c.info(&pub_id)["webrtc"]["data"]["messages_in"], sent.len());
 }
+
+/// True if `cmd` is on the PATH.
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// A recorded echo session with a data channel: `BASE-data.mjr` is Janus's data format (info
+/// `t: d`, codec `text`, each message a frame after its 8-byte time) holding what the peer
+/// sent, in order, except what `mute_data` dropped; a listener's recording holds what it was
+/// sent. `janus-pp-rec` (Debian's `janus-tools`; the test says SKIPPED without it) turns the
+/// echo's file into a `.srt` text file with every message.
+fn recorded_data_converts_with_janus_pp_rec(io: sluice_dataplane::api::IoMode) {
+    let dir = temp_dir(&format!("dc-rec-{io:?}"));
+    let Some(server) = recording_server(io, &dir) else {
+        return;
+    };
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (id, ch, _) = open_echo(&mut c, &mut p);
+    let started = recorder_action(
+        &mut c,
+        &id,
+        json!({"action": "start", "uri": "file://chat"}),
+    )
+    .expect("start");
+    assert_eq!(
+        started["files"],
+        json!(["chat-audio.mjr", "chat-video.mjr", "chat-data.mjr"]),
+        "{started}"
+    );
+    let recorded: Vec<(bool, Vec<u8>)> = vec![
+        (false, b"first line".to_vec()),
+        (false, "second, h\u{e9}llo".as_bytes().to_vec()),
+        (true, b"binary bytes".to_vec()),
+    ];
+    for (binary, m) in &recorded[..2] {
+        assert!(p.channel_write(ch, *binary, m));
+    }
+    assert!(p.run_until(WAIT, |p| p.channel_messages().len() == 2));
+    c.session("update_media", json!({"session_id": id, "mute_data": true}))
+        .expect("mute data");
+    assert!(p.channel_write(ch, false, b"muted, not recorded"));
+    info_while_driving(&mut c, &mut p, &id, |i| {
+        i["webrtc"]["data"]["dropped_muted"] == 1
+    });
+    c.session(
+        "update_media",
+        json!({"session_id": id, "mute_data": false}),
+    )
+    .expect("unmute data");
+    assert!(p.channel_write(ch, true, &recorded[2].1));
+    assert!(p.run_until(WAIT, |p| p.channel_messages().len() == 3));
+    let info = c.info(&id);
+    let files = info["recording"]["files"].as_array().expect("files");
+    let data_file = files
+        .iter()
+        .find(|f| f["kind"] == "data")
+        .expect("a data file");
+    assert_eq!(data_file["name"], "chat-data.mjr", "{info}");
+    assert_eq!(data_file["codec"], "text", "{info}");
+    let stopped = recorder_action(&mut c, &id, json!({"action": "stop"})).expect("stop");
+    assert_eq!(stopped["closed"], true, "{stopped}");
+    assert_eq!(stopped["dropped"], 0, "{stopped}");
+    assert!(
+        stopped["files"]
+            .as_array()
+            .expect("files")
+            .contains(&json!("chat-data.mjr")),
+        "{stopped}"
+    );
+
+    let path = dir.join("chat-data.mjr");
+    let (header, frames) = read_mjr(&path);
+    assert_eq!((&header["t"], &header["c"]), (&json!("d"), &json!("text")));
+    let created = header["s"].as_u64().expect("s");
+    let messages: Vec<&[u8]> = frames.iter().map(|f| &f.rtp[8..]).collect();
+    let want: Vec<&[u8]> = recorded.iter().map(|(_, m)| m.as_slice()).collect();
+    assert_eq!(
+        messages, want,
+        "what the peer sent, in order, not the muted one"
+    );
+    for f in &frames {
+        let at = u64::from_be_bytes(f.rtp[..8].try_into().expect("8 bytes"));
+        assert!(
+            at >= created && at - created < 120_000_000,
+            "the wall-clock time before each message: {at} (created {created})"
+        );
+    }
+    let listing = http_get(server.api, "/recordings", &[]);
+    let listing: Value = serde_json::from_slice(&listing.body).expect("JSON");
+    let entry = listing
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|e| e["name"] == "chat-data.mjr")
+        .unwrap_or_else(|| panic!("not listed: {listing}"));
+    assert_eq!(
+        (&entry["kind"], &entry["state"]),
+        (&json!("data"), &json!("done"))
+    );
+
+    // A listener records what it is sent.
+    let mut publ = WebrtcPeer::new();
+    let (pub_id, pch) = publish_with_chat(&mut c, &mut publ, None);
+    let mut l = WebrtcPeer::new();
+    let r = c
+        .session("create", json!({"type": "listen", "publisher_id": pub_id}))
+        .expect("listen");
+    let lid = str_of(&r, "session_id");
+    let answer = l
+        .answer(&sdp_in(&r, "offer"))
+        .expect("the listener answers");
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let up = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].channels_open().len() == 1
+    });
+    assert!(up, "{}", l.describe());
+    recorder_action(
+        &mut c,
+        &lid,
+        json!({"action": "start", "uri": "file://heard"}),
+    )
+    .expect("start the listener's recording");
+    assert!(publ.channel_write(pch, false, b"to the room"));
+    let got = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].channel_messages().len() == 1
+    });
+    assert!(got, "{}", l.describe());
+    recorder_action(&mut c, &lid, json!({"action": "stop"})).expect("stop");
+    let (_, frames) = read_mjr(&dir.join("heard-data.mjr"));
+    let heard: Vec<&[u8]> = frames.iter().map(|f| &f.rtp[8..]).collect();
+    assert_eq!(heard, [&b"to the room"[..]]);
+
+    if !on_path("janus-pp-rec") {
+        eprintln!(
+            "SKIPPED: janus-pp-rec not on the PATH (apt-get install janus-tools, as .ci/prepare \
+             does): the data file was checked, not its conversion"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let out = dir.join("chat.srt");
+    let conv = std::process::Command::new("timeout")
+        .args(["60", "janus-pp-rec"])
+        .arg(&path)
+        .arg(&out)
+        .output()
+        .expect("run janus-pp-rec");
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        conv.status.success(),
+        "janus-pp-rec failed: {}{}",
+        String::from_utf8_lossy(&conv.stdout),
+        String::from_utf8_lossy(&conv.stderr)
+    );
+    // One cue per message: number, times, the message, a blank line.
+    let cues: Vec<&str> = text
+        .split("\n\n")
+        .filter(|c| !c.trim().is_empty())
+        .collect();
+    assert_eq!(cues.len(), recorded.len(), "{text}");
+    for (i, (cue, (_, m))) in cues.iter().zip(&recorded).enumerate() {
+        let mut lines = cue.lines();
+        assert_eq!(lines.next(), Some((i + 1).to_string().as_str()), "{text}");
+        assert!(lines.next().is_some_and(|l| l.contains(" --> ")), "{text}");
+        assert_eq!(
+            lines.collect::<Vec<_>>().join("\n").as_bytes(),
+            m.as_slice(),
+            "{text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recorded_data_converts_with_janus_pp_rec_mmsg() {
+    recorded_data_converts_with_janus_pp_rec(sluice_dataplane::api::IoMode::Mmsg);
+}
+
+#[test]
+fn recorded_data_converts_with_janus_pp_rec_uring() {
+    recorded_data_converts_with_janus_pp_rec(sluice_dataplane::api::IoMode::Uring);
+}

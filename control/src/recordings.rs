@@ -10,7 +10,7 @@
 //! Both require `Authorization: Bearer SECRET` when an API secret is set (401 otherwise).
 //!
 //! Also the naming rules of `recorder_action`: a recording is named by a flat base name inside
-//! the record dir, its streams are `BASE-audio.mjr` and `BASE-video.mjr`.
+//! the record dir, its streams are `BASE-audio.mjr`, `BASE-video.mjr` and `BASE-data.mjr`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sluice_dataplane::api::{MediaKind, RecordingStats};
+use sluice_dataplane::api::RecordingStats;
 use sluice_dataplane::record::mjr;
 
 /// Bytes read from disk per chunk of a download.
@@ -37,7 +37,8 @@ const MAX_NAME: usize = 160;
 #[derive(Clone, Debug)]
 pub struct Known {
     pub session: String,
-    pub kind: MediaKind,
+    /// `audio`, `video` or `data`.
+    pub kind: &'static str,
     pub codec: String,
     pub stats: Arc<RecordingStats>,
 }
@@ -107,7 +108,7 @@ impl RecordIndex {
                 Some(k) => {
                     let s = k.stats.snapshot();
                     json!({
-                        "name": name, "session": k.session, "kind": k.kind.as_str(),
+                        "name": name, "session": k.session, "kind": k.kind,
                         "codec": k.codec, "bytes": bytes, "duration": s.duration_ms as f64 / 1000.0,
                         "state": s.state.as_str(), "dropped": s.dropped,
                     })
@@ -130,6 +131,7 @@ fn unknown_entry(name: &str, tmp: bool, path: &Path, bytes: u64) -> Value {
     let kind = match info["t"].as_str() {
         Some("a") => Value::from("audio"),
         Some("v") => Value::from("video"),
+        Some("d") => Value::from("data"),
         _ => Value::Null,
     };
     json!({

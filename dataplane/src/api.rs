@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use crate::record::{
-    RecordSink, RecordSpec, RecordState, Recording, RecordingSnapshot, RecordingStats, Tap,
+    DataSink, RecordSink, RecordSpec, RecordState, Recording, RecordingSnapshot, RecordingStats,
+    Tap,
 };
 
 /// Identifies a leg across the whole data plane. The top 16 bits name the owning worker.

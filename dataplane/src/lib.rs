@@ -38,8 +38,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::api::{
-    Backend, Command, Config, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats, RecordSink,
-    RecordSpec, Recording, WorkerLoad,
+    Backend, Command, Config, DataSink, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats,
+    RecordSink, RecordSpec, Recording, WorkerLoad,
 };
 use crate::ports::PortPool;
 use crate::record::Recorder;
@@ -306,6 +306,17 @@ impl Dataplane {
     /// for `Command::Record`, and its handle. Fails if the file exists or cannot be created.
     pub fn open_recording(&self, spec: RecordSpec) -> Result<(RecordSink, Recording), Error> {
         self.shared.recorder.open(spec)
+    }
+
+    /// Creates the file of a new data-channel recording (`NAME.mjr.tmp` in `dir`, Janus's
+    /// data format) and returns its sink, to which control hands each message, and its
+    /// handle. Fails if the file exists or cannot be created.
+    pub fn open_data_recording(
+        &self,
+        dir: &std::path::Path,
+        name: &str,
+    ) -> Result<(DataSink, Recording), Error> {
+        self.shared.recorder.open_data(dir, name)
     }
 
     /// Stops every worker and waits for them, then finishes every recording.

@@ -21,13 +21,20 @@ impl Manager {
     ///   sends goes nowhere (counted).
     ///
     /// `mute_data` drops (counted) what an echo's or publisher's peer sends, and what goes to
-    /// a listener's peer; channels stay open.
+    /// a listener's peer; channels stay open. A recording session records what it does not
+    /// drop: what its peer sends, or for a listener what it is sent.
     pub(in crate::manager) fn data_event(&mut self, id: &str, ev: SctpEvent) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
         let muted = s.media.mute_data;
         let kind = s.kind.clone();
+        if let (SctpEvent::Message { data, .. }, Some(rec)) = (&ev, &s.recording)
+            && !muted
+            && !matches!(kind, Kind::Listen { .. })
+        {
+            rec.record_data(data);
+        }
         let Some(t) = s.webrtc.as_mut() else {
             return;
         };
@@ -70,6 +77,7 @@ impl Manager {
                         continue;
                     };
                     let muted = ls.media.mute_data;
+                    let rec = &ls.recording;
                     let Some(t) = ls.webrtc.as_mut() else {
                         continue;
                     };
@@ -83,7 +91,11 @@ impl Manager {
                         continue;
                     }
                     let mut out = Vec::new();
-                    let _ = t.send_data(now, mirror, kind, &data, &mut out);
+                    if t.send_data(now, mirror, kind, &data, &mut out).is_ok()
+                        && let Some(rec) = rec
+                    {
+                        rec.record_data(&data);
+                    }
                     self.apply_effects(&l, out);
                 }
             }

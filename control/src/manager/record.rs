@@ -2,7 +2,8 @@
 //!
 //! `start` opens one recording per accepted stream (audio, video) of the session, named
 //! `BASE-audio.mjr` / `BASE-video.mjr` in the record dir, and installs each sink on its leg with
-//! `Command::Record`. BASE comes from `uri` (`file://NAME`, or `file:///RECORD_DIR/NAME`) or
+//! `Command::Record`; a session with data channels also gets `BASE-data.mjr` (Janus's data
+//! format), to which the manager hands each message ([`SessionRecording::record_data`]). BASE comes from `uri` (`file://NAME`, or `file:///RECORD_DIR/NAME`) or
 //! defaults to `SESSION_ID-N`; the reply and the `record` event carry
 //! `uri = file:///CANONICAL_RECORD_DIR/BASE`. A session records what its peer sends (echo,
 //! proxy legs, publishers), except a listener, which records what it is sent. A proxy call's
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_dataplane::api::{
-    Command, LegId, MediaKind, Pt, RecordSpec, RecordState, Recording, Tap,
+    Command, DataSink, LegId, MediaKind, Pt, RecordSpec, RecordState, Recording, Tap,
 };
 use tokio::sync::oneshot;
 
@@ -41,21 +42,43 @@ pub struct RecordedStream {
     pub handle: Recording,
 }
 
+/// The data channels' recording of a session.
+#[derive(Debug)]
+pub struct RecordedData {
+    /// File name, `BASE-data.mjr`.
+    pub name: String,
+    /// Gone once the recording stops: the writer then finishes the file.
+    pub sink: Option<DataSink>,
+    pub handle: Recording,
+}
+
 /// A session's current (or last) recording.
 #[derive(Debug)]
 pub struct SessionRecording {
     pub uri: String,
     pub active: bool,
     pub streams: Vec<RecordedStream>,
+    pub data: Option<RecordedData>,
 }
 
 impl SessionRecording {
-    /// Packets lost so far over all streams (full ring, failed writes).
+    /// Packets (and messages) lost so far over all files (full queue, failed writes).
     pub fn dropped(&self) -> u64 {
-        self.streams
-            .iter()
-            .map(|s| s.handle.stats.snapshot().dropped)
-            .sum()
+        self.handles().map(|h| h.stats.snapshot().dropped).sum()
+    }
+
+    fn handles(&self) -> impl Iterator<Item = &Recording> {
+        let data = self.data.as_ref().map(|d| &d.handle);
+        self.streams.iter().map(|s| &s.handle).chain(data)
+    }
+
+    /// A data-channel message to record (what the session's peer sent, or for a listener
+    /// what it was sent), if data is being recorded: queued for the writer, never waited
+    /// for; a full queue is a counted drop.
+    pub fn record_data(&self, msg: &[u8]) {
+        if let Some(sink) = self.data.as_ref().and_then(|d| d.sink.as_ref()) {
+            sink.push(Instant::now(), msg);
+        }
     }
 
     /// The `recording` of `get_info`.
@@ -71,6 +94,14 @@ impl SessionRecording {
                     "duration": st.duration_ms as f64 / 1000.0, "state": st.state.as_str(),
                 })
             })
+            .chain(self.data.iter().map(|d| {
+                let st = d.handle.stats.snapshot();
+                json!({
+                    "name": d.name, "kind": "data", "codec": "text",
+                    "packets": st.packets, "bytes": st.bytes, "dropped": st.dropped,
+                    "duration": st.duration_ms as f64 / 1000.0, "state": st.state.as_str(),
+                })
+            }))
             .collect();
         json!({
             "uri": self.uri,
@@ -81,8 +112,13 @@ impl SessionRecording {
     }
 }
 
-fn names(streams: &[RecordedStream]) -> Vec<&str> {
-    streams.iter().map(|s| s.name.as_str()).collect()
+fn names<'a>(streams: &'a [RecordedStream], data: Option<&'a RecordedData>) -> Vec<&'a str> {
+    let data = data.map(|d| d.name.as_str());
+    streams
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain(data)
+        .collect()
 }
 
 impl Manager {
@@ -124,7 +160,8 @@ impl Manager {
                 (l.info.id, l.kind, codec, l.codec.pt)
             })
             .collect();
-        if streams.is_empty() {
+        let data = s.webrtc.as_ref().is_some_and(|t| t.has_data());
+        if streams.is_empty() && !data {
             return Err(ApiError::new(
                 ErrorCode::InvalidOperation,
                 format!("session {id} has no negotiated media to record yet"),
@@ -137,8 +174,13 @@ impl Manager {
             )
         })?;
         let taken = |base: &str| {
-            streams.iter().any(|(_, kind, _, _)| {
-                let f = format!("{base}-{}.mjr", kind.as_str());
+            let data = data.then_some("data");
+            let mut kinds = streams
+                .iter()
+                .map(|(_, kind, _, _)| kind.as_str())
+                .chain(data);
+            kinds.any(|kind| {
+                let f = format!("{base}-{kind}.mjr");
                 dir.join(&f).exists() || dir.join(format!("{f}.tmp")).exists()
             })
         };
@@ -189,13 +231,40 @@ impl Manager {
                 },
             ));
         }
+        let data = match data {
+            false => None,
+            true => {
+                let name = format!("{base}-data");
+                let (sink, handle) = self.dp.open_data_recording(&dir, &name).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InternalError,
+                        format!("cannot create recording {name}: {e}"),
+                    )
+                })?;
+                let name = format!("{name}.mjr");
+                self.recordings.insert(
+                    name.clone(),
+                    Known {
+                        session: id.to_string(),
+                        kind: "data",
+                        codec: "text".into(),
+                        stats: handle.stats.clone(),
+                    },
+                );
+                Some(RecordedData {
+                    name,
+                    sink: Some(sink),
+                    handle,
+                })
+            }
+        };
         let mut streams = Vec::with_capacity(opened.len());
         for (sink, stream) in opened {
             self.recordings.insert(
                 stream.name.clone(),
                 Known {
                     session: id.to_owned(),
-                    kind: stream.kind,
+                    kind: stream.kind.as_str(),
                     codec: stream.codec.clone(),
                     stats: stream.handle.stats.clone(),
                 },
@@ -208,12 +277,13 @@ impl Manager {
             streams.push(stream);
         }
         let uri = format!("file://{}", dir.join(&base).display());
-        let reply = json!({ "uri": uri, "files": names(&streams) });
+        let reply = json!({ "uri": uri, "files": names(&streams, data.as_ref()) });
         if let Some(s) = self.sessions.get_mut(id) {
             s.recording = Some(SessionRecording {
                 uri: uri.clone(),
                 active: true,
                 streams,
+                data,
             });
         }
         tracing::info!(session_id = %id, %uri, "recording started");
@@ -245,8 +315,15 @@ impl Manager {
                 sink: None,
             })
             .collect();
-        let handles: Vec<Recording> = rec.streams.iter().map(|st| st.handle.clone()).collect();
-        let files: Vec<String> = rec.streams.iter().map(|st| st.name.clone()).collect();
+        // Without its sink the data file is finished by the writer.
+        if let Some(d) = rec.data.as_mut() {
+            d.sink = None;
+        }
+        let handles: Vec<Recording> = rec.handles().cloned().collect();
+        let files: Vec<String> = names(&rec.streams, rec.data.as_ref())
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         for cmd in stops {
             // A worker that is gone has dropped the sink already.
             let _ = self.send(cmd);
@@ -293,6 +370,9 @@ impl Manager {
             return;
         };
         rec.active = false;
+        if let Some(d) = rec.data.as_mut() {
+            d.sink = None;
+        }
         let body = json!({ "uri": rec.uri, "status": "stopped", "dropped": rec.dropped() });
         self.emit_session(id, "record", body);
     }

@@ -8,6 +8,11 @@
 //! - per packet: `MEET`, a u32 offset in milliseconds from the first packet, a u16 length, then
 //!   the (decrypted) RTP packet.
 //!
+//! A data-channel recording (Janus's `-data.mjr`) has the info `{"t":"d","c":"text",...}` and
+//! frames whose length counts an 8-byte big-endian wall-clock time in µs before the message,
+//! as Janus's `janus_recorder_save_frame` writes them; `janus-pp-rec` turns it into a `.srt`
+//! file, one cue per message, timed by those 8 bytes.
+//!
 //! The post-processor stops at the first frame that is not whole, and so does [`parse`]: a file
 //! cut short by a crash is readable up to its last complete frame.
 //!
@@ -26,6 +31,9 @@ pub const FRAME_MAGIC: &[u8; 4] = b"MEET";
 pub const FRAME_HEADER_LEN: usize = 10;
 /// `janus-pp-rec` skips longer frames as "not RTP".
 pub const MAX_FRAME: usize = 1500;
+
+/// Longest message a data frame holds: its length field also counts the 8-byte time.
+pub const MAX_DATA_FRAME: usize = u16::MAX as usize - 8;
 
 /// What the info header says about a recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +83,28 @@ pub fn write_frame(offset_ms: u32, rtp: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&offset_ms.to_be_bytes());
     out.extend_from_slice(&(rtp.len().min(MAX_FRAME) as u16).to_be_bytes());
     out.extend_from_slice(&rtp[..rtp.len().min(MAX_FRAME)]);
+}
+
+/// Appends the header of a data-channel recording (Janus's codec `text`, which
+/// `janus-pp-rec` converts to `.srt`).
+pub fn write_data_header(created_us: u64, first_us: u64, out: &mut Vec<u8>) {
+    let json = format!("{{\"t\":\"d\",\"c\":\"text\",\"s\":{created_us},\"u\":{first_us}}}");
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u16).to_be_bytes());
+    out.extend_from_slice(json.as_bytes());
+}
+
+/// Appends one data-channel message as Janus writes it: the frame header, whose length counts
+/// the 8-byte wall-clock time `at_us` (µs since the epoch) that precedes the message. Messages
+/// longer than [`MAX_DATA_FRAME`] must be split by the caller.
+pub fn write_data_frame(offset_ms: u32, at_us: u64, msg: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(msg.len() <= MAX_DATA_FRAME);
+    let msg = &msg[..msg.len().min(MAX_DATA_FRAME)];
+    out.extend_from_slice(FRAME_MAGIC);
+    out.extend_from_slice(&offset_ms.to_be_bytes());
+    out.extend_from_slice(&((msg.len() + 8) as u16).to_be_bytes());
+    out.extend_from_slice(&at_us.to_be_bytes());
+    out.extend_from_slice(msg);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +277,18 @@ mod tests {
             assert_eq!(part.frames.len(), 19, "cut {cut}");
             assert_eq!(scan(&out[..out.len() - cut]).expect("scans").frames, 19);
         }
+    }
+
+    #[test]
+    fn data_frames_carry_their_time_before_the_message() {
+        let mut out = Vec::new();
+        write_data_header(1_000, 2_000, &mut out);
+        write_data_frame(7, 0x0102_0304_0506_0708, b"hi", &mut out);
+        let file = parse(&out).expect("parses");
+        assert_eq!(file.info_json, r#"{"t":"d","c":"text","s":1000,"u":2000}"#);
+        assert_eq!(file.frames.len(), 1);
+        assert_eq!(file.frames[0].offset_ms, 7);
+        assert_eq!(file.frames[0].rtp, b"\x01\x02\x03\x04\x05\x06\x07\x08hi");
     }
 
     #[test]

@@ -12,7 +12,11 @@
 //!   last pass. When the last sink is dropped (`Command::Record { sink: None }`, the leg closed,
 //!   the data plane stopped) it writes the rest, syncs, renames the file to `NAME.mjr` and
 //!   signals the handle.
+//! - [`Dataplane::open_data_recording`](crate::Dataplane::open_data_recording) is the same for
+//!   data-channel messages, which control (not a worker) hands to a bounded queue through a
+//!   [`DataSink`]; the writer writes them as Janus data frames.
 
+mod data;
 pub mod mjr;
 mod spool;
 #[cfg(test)]
@@ -26,6 +30,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+pub use data::{DATA_QUEUE_BYTES, DATA_QUEUE_MESSAGES, DataSink};
 pub use spool::{RecordSink, SLOT_BYTES};
 pub(crate) use writer::Recorder;
 

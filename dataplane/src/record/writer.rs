@@ -8,13 +8,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
+use super::data::{DataQueue, DataSink, data_queue};
 use super::mjr::{self, MjrInfo};
 use super::spool::Spool;
 use super::{DEFAULT_CAPACITY, RecordSink, RecordSpec, RecordState, Recording, RecordingStats};
@@ -51,15 +52,6 @@ impl Recorder {
     /// Creates `NAME.mjr.tmp` (refusing to replace `NAME.mjr` or `NAME.mjr.tmp`) and hands it
     /// to the writer thread.
     pub(crate) fn open(&self, spec: RecordSpec) -> Result<(RecordSink, Recording), Error> {
-        let path = spec.dir.join(format!("{}.mjr", spec.name));
-        let tmp = spec.dir.join(format!("{}.mjr.tmp", spec.name));
-        if path.exists() {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists", path.display()),
-            )));
-        }
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let stats = Arc::new(RecordingStats::default());
         let capacity = match spec.capacity {
             0 => DEFAULT_CAPACITY,
@@ -67,13 +59,51 @@ impl Recorder {
         };
         let (spool, sink) =
             Spool::new(capacity, spec.tap, spec.pt.map(|p| p.0), Arc::clone(&stats));
+        let recording = self.open_track(
+            &spec.dir,
+            &spec.name,
+            Some((spec.kind, spec.codec)),
+            Source::Rtp(spool),
+            stats,
+        )?;
+        Ok((sink, recording))
+    }
+
+    /// Like [`Recorder::open`], for a data-channel recording: its sink takes whole messages.
+    pub(crate) fn open_data(&self, dir: &Path, name: &str) -> Result<(DataSink, Recording), Error> {
+        let stats = Arc::new(RecordingStats::default());
+        let (queue, sink) = data_queue(Arc::clone(&stats));
+        let recording = self.open_track(dir, name, None, Source::Data(queue), stats)?;
+        Ok((sink, recording))
+    }
+
+    /// Creates `NAME.mjr.tmp` (refusing to replace `NAME.mjr` or `NAME.mjr.tmp`) and hands
+    /// the track to the writer thread. `media` is `None` for data.
+    fn open_track(
+        &self,
+        dir: &Path,
+        name: &str,
+        media: Option<(MediaKind, String)>,
+        source: Source,
+        stats: Arc<RecordingStats>,
+    ) -> Result<Recording, Error> {
+        let path = dir.join(format!("{name}.mjr"));
+        let tmp = dir.join(format!("{name}.mjr.tmp"));
+        if path.exists() {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            )));
+        }
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
         let (closed_tx, closed_rx) = bounded(1);
         let created_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         let track = Track {
-            encoder: Encoder::new(spec.kind, spec.codec, Instant::now(), created_us),
-            spool,
+            encoder: Encoder::with(media, Instant::now(), created_us),
+            source,
+            stats: Arc::clone(&stats),
             file,
             tmp,
             path: path.clone(),
@@ -84,14 +114,11 @@ impl Recorder {
         self.msgs
             .send(WriterMsg::Open(Box::new(track)))
             .map_err(|_| Error::Io(io::Error::other("the recording writer has stopped")))?;
-        Ok((
-            sink,
-            Recording {
-                path,
-                stats,
-                closed: closed_rx,
-            },
-        ))
+        Ok(Recording {
+            path,
+            stats,
+            closed: closed_rx,
+        })
     }
 
     /// Finishes every open recording and stops the thread.
@@ -132,10 +159,7 @@ fn run(rx: Receiver<WriterMsg>) {
         }
         let mut i = 0;
         while i < tracks.len() {
-            // Closed is read before the last drain: every packet pushed before is then seen.
-            let closed = tracks[i].spool.is_closed();
-            tracks[i].pass(now);
-            if closed {
+            if tracks[i].pass(now) {
                 tracks.swap_remove(i).finish();
             } else {
                 i += 1;
@@ -144,10 +168,19 @@ fn run(rx: Receiver<WriterMsg>) {
     }
 }
 
+/// Where a track's packets come from.
+enum Source {
+    /// Packets a worker copied into a ring.
+    Rtp(Arc<Spool>),
+    /// Data-channel messages control queued.
+    Data(DataQueue),
+}
+
 /// One open recording on the writer thread.
 struct Track {
     encoder: Encoder,
-    spool: Arc<Spool>,
+    source: Source,
+    stats: Arc<RecordingStats>,
     file: File,
     tmp: PathBuf,
     path: PathBuf,
@@ -160,20 +193,28 @@ struct Track {
 }
 
 impl Track {
-    /// Drains the ring and writes what it held.
-    fn pass(&mut self, now: Instant) {
+    /// Drains the source and writes what it held; true if the source is closed and was
+    /// drained for the last time.
+    fn pass(&mut self, now: Instant) -> bool {
         let (encoder, buf) = (&mut self.encoder, &mut self.buf);
-        let packets = self
-            .spool
-            .drain(|slot| encoder.push(slot.at.unwrap_or(now), slot.bytes(), buf));
+        let (packets, closed) = match &self.source {
+            Source::Rtp(spool) => {
+                // Closed is read before the last drain: every packet pushed before is seen.
+                let closed = spool.is_closed();
+                let n = spool.drain(|slot| encoder.push(slot.at.unwrap_or(now), slot.bytes(), buf));
+                (n, closed)
+            }
+            Source::Data(queue) => queue.drain(|m| encoder.push_data(m.at, &m.bytes, buf)),
+        };
         self.write_out(packets as u64);
+        closed
     }
 
     fn write_out(&mut self, packets: u64) {
         if self.buf.is_empty() {
             return;
         }
-        let stats = &self.spool.stats;
+        let stats = &self.stats;
         if self.failed {
             stats.count_dropped(packets);
         } else if let Err(e) = self.file.write_all(&self.buf) {
@@ -200,19 +241,19 @@ impl Track {
         }
         if let Err(e) = std::fs::rename(&self.tmp, &self.path) {
             tracing::error!(path = %self.tmp.display(), "cannot rename the recording: {e}");
-            self.spool.stats.set_state(RecordState::Failed);
+            self.stats.set_state(RecordState::Failed);
         } else if !self.failed {
-            self.spool.stats.set_state(RecordState::Done);
+            self.stats.set_state(RecordState::Done);
         }
-        tracing::debug!(path = %self.path.display(), stats = ?self.spool.stats.snapshot(), "recording closed");
+        tracing::debug!(path = %self.path.display(), stats = ?self.stats.snapshot(), "recording closed");
     }
 }
 
 /// Turns packets with arrival times into `.mjr` bytes: the header on the first packet (Janus's
 /// `u` is that packet's time), then one frame each with its offset from the first packet.
 pub(crate) struct Encoder {
-    kind: MediaKind,
-    codec: String,
+    /// The media and its codec; `None` for data channels.
+    media: Option<(MediaKind, String)>,
     created_at: Instant,
     created_us: u64,
     first: Option<Instant>,
@@ -220,15 +261,23 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    #[cfg(test)]
     pub(crate) fn new(
         kind: MediaKind,
         codec: String,
         created_at: Instant,
         created_us: u64,
     ) -> Self {
+        Encoder::with(Some((kind, codec)), created_at, created_us)
+    }
+
+    pub(crate) fn with(
+        media: Option<(MediaKind, String)>,
+        created_at: Instant,
+        created_us: u64,
+    ) -> Self {
         Encoder {
-            kind,
-            codec,
+            media,
             created_at,
             created_us,
             first: None,
@@ -236,20 +285,30 @@ impl Encoder {
         }
     }
 
-    fn header(&self, first: Instant, out: &mut Vec<u8>) {
-        let since_created = first.saturating_duration_since(self.created_at).as_micros() as u64;
-        let info = MjrInfo {
-            kind: self.kind,
-            codec: self.codec.clone(),
-            created_us: self.created_us,
-            first_us: self.created_us + since_created,
-        };
-        mjr::write_header(&info, out);
+    /// Wall-clock µs of `at`, from the creation time.
+    fn wall_us(&self, at: Instant) -> u64 {
+        self.created_us + at.saturating_duration_since(self.created_at).as_micros() as u64
     }
 
-    /// Appends one packet (and the header before the first one). Offsets never go backwards,
-    /// even if arrival times do (several sinks).
-    pub(crate) fn push(&mut self, at: Instant, rtp: &[u8], out: &mut Vec<u8>) {
+    fn header(&self, first: Instant, out: &mut Vec<u8>) {
+        let first_us = self.wall_us(first);
+        match &self.media {
+            Some((kind, codec)) => {
+                let info = MjrInfo {
+                    kind: *kind,
+                    codec: codec.clone(),
+                    created_us: self.created_us,
+                    first_us,
+                };
+                mjr::write_header(&info, out);
+            }
+            None => mjr::write_data_header(self.created_us, first_us, out),
+        }
+    }
+
+    /// The offset of `at` from the first packet (writing the header before the first one).
+    /// Offsets never go backwards, even if arrival times do (several sinks).
+    fn offset(&mut self, at: Instant, out: &mut Vec<u8>) -> u32 {
         let first = match self.first {
             Some(f) => f,
             None => {
@@ -263,7 +322,23 @@ impl Encoder {
             .unwrap_or(u32::MAX)
             .max(self.last_offset_ms);
         self.last_offset_ms = offset;
+        offset
+    }
+
+    /// Appends one packet (and the header before the first one).
+    pub(crate) fn push(&mut self, at: Instant, rtp: &[u8], out: &mut Vec<u8>) {
+        let offset = self.offset(at, out);
         mjr::write_frame(offset, &rtp[..rtp.len().min(mjr::MAX_FRAME)], out);
+    }
+
+    /// Appends one data-channel message as Janus's data frames: a message longer than
+    /// [`mjr::MAX_DATA_FRAME`] takes several, with the same time.
+    pub(crate) fn push_data(&mut self, at: Instant, msg: &[u8], out: &mut Vec<u8>) {
+        let offset = self.offset(at, out);
+        let at_us = self.wall_us(at);
+        for chunk in msg.chunks(mjr::MAX_DATA_FRAME) {
+            mjr::write_data_frame(offset, at_us, chunk, out);
+        }
     }
 
     /// Makes an empty recording a valid file: the header alone, `u` = `s`.
@@ -280,7 +355,7 @@ mod tests {
     use super::*;
     use crate::api::Pt;
     use crate::record::Tap;
-    use crate::record::mjr::parse;
+    use crate::record::mjr::{MjrFrame, parse};
 
     fn rtp(seq: u16) -> Vec<u8> {
         let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
@@ -390,6 +465,69 @@ mod tests {
         assert_eq!(file.frames[39].offset_ms, 780);
         rec.shutdown();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn data_recording_writes_janus_data_frames() {
+        let dir = temp_dir("data");
+        let rec = Recorder::start().expect("writer thread");
+        let (sink, handle) = rec.open_data(&dir, "chat-data").expect("open");
+        assert!(dir.join("chat-data.mjr.tmp").exists());
+        let t0 = Instant::now();
+        let big: Vec<u8> = (0..70_000u32).map(|i| i as u8).collect();
+        assert!(sink.push(t0, b"hello"));
+        assert!(
+            sink.push(t0 + Duration::from_millis(30), b""),
+            "empty: skipped"
+        );
+        assert!(sink.push(t0 + Duration::from_millis(40), &big));
+        drop(sink);
+        assert!(handle.wait_closed(Duration::from_secs(10)));
+        let snap = handle.stats.snapshot();
+        assert_eq!(
+            (snap.packets, snap.dropped, snap.state),
+            (2, 0, RecordState::Done)
+        );
+        let file = parse(&std::fs::read(&handle.path).expect("renamed")).expect("parses");
+        assert!(
+            file.info_json.starts_with(r#"{"t":"d","c":"text","s":"#),
+            "{}",
+            file.info_json
+        );
+        let frames: Vec<(u32, &[u8])> = file
+            .frames
+            .iter()
+            .map(|f| (f.offset_ms, &f.rtp[8..]))
+            .collect();
+        // The long message takes two frames, both at its time.
+        assert_eq!(
+            frames,
+            vec![
+                (0, &b"hello"[..]),
+                (40, &big[..mjr::MAX_DATA_FRAME]),
+                (40, &big[mjr::MAX_DATA_FRAME..])
+            ]
+        );
+        let time = |f: &MjrFrame| u64::from_be_bytes(f.rtp[..8].try_into().expect("8 bytes"));
+        assert_eq!(time(&file.frames[1]) - time(&file.frames[0]), 40_000);
+        assert_eq!(time(&file.frames[1]), time(&file.frames[2]));
+        rec.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_full_data_queue_drops_and_counts() {
+        let stats = Arc::new(RecordingStats::default());
+        let (_queue, sink) = data_queue(Arc::clone(&stats));
+        let msg = vec![7u8; 60_000];
+        let fits = super::super::DATA_QUEUE_BYTES / msg.len();
+        let now = Instant::now();
+        for _ in 0..fits {
+            assert!(sink.push(now, &msg));
+        }
+        assert!(!sink.push(now, &msg), "over the byte bound");
+        assert!(sink.push(now, b"small"), "what still fits goes on");
+        assert_eq!(stats.snapshot().dropped, 1);
     }
 
     #[test]
