@@ -506,6 +506,59 @@ fn data_only_echo_comes_back(server: &Server) {
 }
 both_backends!(data_only_echo_comes_back);
 
+/// An offer in the legacy form (`DTLS/SCTP 5000` + `a=sctpmap`, hand-edited from str0m's) is
+/// answered in kind, and str0m's channel echoes over it.
+fn legacy_sctpmap_offer_is_answered_in_kind(server: &Server) {
+    let mut c = server.client();
+    let mut p = WebrtcPeer::new();
+    let (offer, ch) = p.offer_with_channel(Some(Direction::SendRecv), None, "legacy");
+    let legacy: String = offer
+        .split("\r\n")
+        .filter(|l| !l.starts_with("a=sctp-port") && !l.starts_with("a=max-message-size"))
+        .map(
+            |l| match l.strip_suffix(" UDP/DTLS/SCTP webrtc-datachannel") {
+                Some(m) => format!("{m} DTLS/SCTP 5000\r\na=sctpmap:5000 webrtc-datachannel 1024"),
+                None => l.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert!(legacy.contains(" DTLS/SCTP 5000\r\n"), "{legacy}");
+    let reply = c
+        .session("create", json!({"type": "echo", "offer": {"sdp": legacy}}))
+        .expect("create echo");
+    let answer = sdp_in(&reply, "answer");
+    let data_line = answer
+        .lines()
+        .find(|l| l.starts_with("m=application"))
+        .expect("a data line");
+    assert!(
+        data_line.ends_with(" DTLS/SCTP 5000") && !data_line.starts_with("m=application 0 "),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("a=sctpmap:5000 webrtc-datachannel 1024\r\n"),
+        "{answer}"
+    );
+    assert!(!answer.contains("a=sctp-port"), "{answer}");
+    p.accept_answer(&answer)
+        .unwrap_or_else(|e| panic!("str0m refuses {answer}: {e}"));
+    assert!(p.run_until(WAIT, |p| p.connected()), "{}", p.describe());
+    assert!(
+        p.run_until(WAIT, |p| p.channel_open(ch)),
+        "channel never opened: {}",
+        p.describe()
+    );
+    assert!(p.channel_write(ch, false, b"old style"));
+    assert!(
+        p.run_until(WAIT, |p| p.channel_messages().len() == 1),
+        "{}",
+        p.describe()
+    );
+    assert_eq!(p.channel_messages()[0].data, b"old style");
+}
+both_backends!(legacy_sctpmap_offer_is_answered_in_kind);
+
 /// A publisher of data channels alone (a chat with no audio or video): answered with the
 /// data line alone on its WebRTC transport; its channel opens and what it sends reaches the
 /// server; a listener is offered the data line alone.

@@ -115,7 +115,9 @@ impl WebrtcLocal {
 }
 
 /// The data-channel m-line of a WebRTC offer (RFC 8841): `m=application <port>
-/// UDP/DTLS/SCTP webrtc-datachannel`, not rejected.
+/// UDP/DTLS/SCTP webrtc-datachannel`, or the legacy form of older browsers
+/// (draft-ietf-mmusic-sctp-sdp-05): `m=application <port> DTLS/SCTP 5000` with
+/// `a=sctpmap:5000 webrtc-datachannel 1024`; not rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataOffer {
     /// Index of the m-line in the offer.
@@ -123,12 +125,15 @@ pub struct DataOffer {
     /// The offerer's `a=max-message-size` (RFC 8841 §6): `None` when absent (64 KiB),
     /// 0 for "any size".
     pub max_message_size: Option<u32>,
-    /// The offerer's `a=sctp-port` (RFC 8841 §5; 5000 when absent).
+    /// The offerer's `a=sctp-port` (RFC 8841 §5; 5000 when absent), or the legacy form's
+    /// port (its format).
     pub sctp_port: u16,
+    /// The legacy form: answered in kind (`DTLS/SCTP 5000` and `a=sctpmap`).
+    pub legacy: bool,
 }
 
-/// The first usable data-channel m-line of `offer`, if any. The legacy `DTLS/SCTP 5000`
-/// form (`a=sctpmap`) is not one: it is rejected like any unknown m-line.
+/// The first usable data-channel m-line of `offer`, if any, in the RFC 8841 form or the
+/// legacy one (`DTLS/SCTP <port>` whose `a=sctpmap:<port>` names `webrtc-datachannel`).
 pub fn data_offer(offer: &Sdp) -> Option<DataOffer> {
     let attr = |m: &Media, name: &str| {
         m.attributes
@@ -138,19 +143,46 @@ pub fn data_offer(offer: &Sdp) -> Option<DataOffer> {
             .and_then(|v| v.trim().parse::<u32>().ok())
     };
     offer.media.iter().enumerate().find_map(|(i, m)| {
-        let usable = m.kind == MediaKind::Application
-            && m.port != 0
-            && m.proto == Proto::UdpDtlsSctp
-            && m.formats.iter().any(|f| f == "webrtc-datachannel");
-        usable.then(|| DataOffer {
-            mline: i,
-            max_message_size: attr(m, "max-message-size"),
-            sctp_port: attr(m, "sctp-port")
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(SCTP_PORT),
+        if m.kind != MediaKind::Application || m.port == 0 {
+            return None;
+        }
+        let max_message_size = attr(m, "max-message-size");
+        if m.proto == Proto::UdpDtlsSctp && m.formats.iter().any(|f| f == "webrtc-datachannel") {
+            return Some(DataOffer {
+                mline: i,
+                max_message_size,
+                sctp_port: attr(m, "sctp-port")
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(SCTP_PORT),
+                legacy: false,
+            });
+        }
+        if !matches!(&m.proto, Proto::Other(p) if p == LEGACY_PROTO) {
+            return None;
+        }
+        m.formats.iter().find_map(|f| {
+            let port = f.parse::<u16>().ok()?;
+            let mapped = m.attributes.iter().any(|a| {
+                a.name == "sctpmap"
+                    && a.value.as_deref().is_some_and(|v| {
+                        let mut w = v.split_whitespace();
+                        w.next() == Some(f.as_str()) && w.next() == Some("webrtc-datachannel")
+                    })
+            });
+            mapped.then_some(DataOffer {
+                mline: i,
+                max_message_size,
+                sctp_port: port,
+                legacy: true,
+            })
         })
     })
 }
+
+/// The transport of the legacy data m-line.
+const LEGACY_PROTO: &str = "DTLS/SCTP";
+/// The stream count our legacy `a=sctpmap` announces (what browsers put there).
+const LEGACY_STREAMS: u16 = 1024;
 
 /// A WebRTC answer to `offer` (RFC 8829 §5.3): one m-line per offered one; those with a
 /// selected codec accepted on the bundled transport, the others (data channels included)
@@ -170,7 +202,8 @@ pub fn webrtc_answer_with_data(
     let mut answer = local.session();
     for (i, offered) in offer.media.iter().enumerate() {
         if data.is_some_and(|d| d.mline == i) {
-            let m = data_media(offered.mid.clone(), local);
+            let legacy = data.is_some_and(|d| d.legacy);
+            let m = data_media(offered.mid.clone(), local, legacy);
             if let Some(mid) = &m.mid {
                 answer.bundle.push(mid.clone());
             }
@@ -211,16 +244,30 @@ pub fn webrtc_answer_with_data(
     answer
 }
 
-/// Our data-channel m-line on the bundled transport (RFC 8841): no RTCP, no codecs.
-fn data_media(mid: Option<String>, local: &WebrtcLocal) -> Media {
-    let mut m = Media::new(MediaKind::Application, local.port, Proto::UdpDtlsSctp);
-    m.formats.push("webrtc-datachannel".to_owned());
+/// Our data-channel m-line on the bundled transport (RFC 8841): no RTCP, no codecs. The
+/// `legacy` form answers an offer in that form: `DTLS/SCTP 5000` and
+/// `a=sctpmap:5000 webrtc-datachannel 1024` instead of `a=sctp-port`.
+fn data_media(mid: Option<String>, local: &WebrtcLocal, legacy: bool) -> Media {
+    let proto = match legacy {
+        true => Proto::Other(LEGACY_PROTO.to_owned()),
+        false => Proto::UdpDtlsSctp,
+    };
+    let mut m = Media::new(MediaKind::Application, local.port, proto);
     m.mid = mid;
     local.transport(&mut m);
     m.rtcp = None;
     m.rtcp_mux = false;
-    m.attributes
-        .push(Attribute::new("sctp-port", Some(&SCTP_PORT.to_string())));
+    if legacy {
+        m.formats.push(SCTP_PORT.to_string());
+        m.attributes.push(Attribute::new(
+            "sctpmap",
+            Some(&format!("{SCTP_PORT} webrtc-datachannel {LEGACY_STREAMS}")),
+        ));
+    } else {
+        m.formats.push("webrtc-datachannel".to_owned());
+        m.attributes
+            .push(Attribute::new("sctp-port", Some(&SCTP_PORT.to_string())));
+    }
     m.attributes.push(Attribute::new(
         "max-message-size",
         Some(&local.max_message_size.to_string()),
@@ -313,7 +360,7 @@ pub fn webrtc_offer_with_data(media: &[OfferMedia], data: bool, local: &WebrtcLo
             mid.push('d');
         }
         offer.bundle.push(mid.clone());
-        offer.media.push(data_media(Some(mid), local));
+        offer.media.push(data_media(Some(mid), local, false));
     }
     offer
 }

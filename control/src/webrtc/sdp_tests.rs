@@ -288,7 +288,8 @@ fn chrome_data_line_is_answered_in_the_bundle() {
         DataOffer {
             mline: 2,
             max_message_size: Some(262_144),
-            sctp_port: 5000
+            sctp_port: 5000,
+            legacy: false,
         }
     );
     let text = answer.to_string();
@@ -338,7 +339,7 @@ fn max_message_size_absent_or_zero_and_rejected_lines() {
     ))
     .expect("data");
     assert_eq!((d.max_message_size, d.sctp_port), (Some(0), 5001));
-    // Rejected by the offerer, or the legacy form: no data line.
+    // Rejected by the offerer, or a legacy line without its sctpmap: no data line.
     assert_eq!(
         data_offer(&offer(
             "m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"
@@ -346,11 +347,67 @@ fn max_message_size_absent_or_zero_and_rejected_lines() {
         None
     );
     assert_eq!(
+        data_offer(&offer("m=application 9 DTLS/SCTP 5000\r\n")),
+        None
+    );
+    assert_eq!(
         data_offer(&offer(
-            "m=application 9 DTLS/SCTP 5000\r\na=sctpmap:5000 webrtc-datachannel 1024\r\n"
+            "m=application 9 DTLS/SCTP 5000\r\na=sctpmap:5000 bfcp 1024\r\n"
         )),
         None
     );
+    let d = data_offer(&offer(
+        "m=application 9 DTLS/SCTP 5001\r\na=sctpmap:5001 webrtc-datachannel 1024\r\n",
+    ))
+    .expect("the legacy form");
+    assert_eq!(
+        (d.max_message_size, d.sctp_port, d.legacy),
+        (None, 5001, true)
+    );
+}
+
+/// An offer in the legacy form (`DTLS/SCTP 5000` + `a=sctpmap`, as Chrome sent before RFC
+/// 8841) is answered in kind: same proto, `a=sctpmap`, no `a=sctp-port`.
+#[test]
+fn legacy_data_line_is_answered_in_kind() {
+    let legacy = CHROME_DATA_ONLY_OFFER
+        .replace(
+            "UDP/DTLS/SCTP webrtc-datachannel",
+            "DTLS/SCTP 5000\r\na=sctpmap:5000 webrtc-datachannel 1024",
+        )
+        .replace("a=sctp-port:5000\r\n", "")
+        .replace("a=max-message-size:262144\r\n", "");
+    assert!(
+        legacy.contains("m=application 9 DTLS/SCTP 5000\r\n"),
+        "{legacy}"
+    );
+    assert!(!legacy.contains("sctp-port"), "{legacy}");
+    let (answer, data) = data_answer_to(&legacy);
+    assert_eq!(
+        (
+            data.mline,
+            data.sctp_port,
+            data.legacy,
+            data.max_message_size
+        ),
+        (0, 5000, true, None)
+    );
+    let text = answer.to_string();
+    assert!(
+        text.contains("m=application 20000 DTLS/SCTP 5000\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a=sctpmap:5000 webrtc-datachannel 1024\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("sctp-port"), "{text}");
+    assert!(text.contains("a=max-message-size:65536\r\n"), "{text}");
+    assert_eq!(answer.bundle, ["0"]);
+    let parsed = Sdp::parse(&text).expect("our answer parses");
+    assert_eq!(parsed, answer);
+    // Parsed back, our answer is a legacy data line too.
+    assert!(data_offer(&parsed).is_some_and(|d| d.legacy));
 }
 
 /// Without a data offer the data line is still rejected as before.
