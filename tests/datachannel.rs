@@ -561,7 +561,8 @@ both_backends!(legacy_sctpmap_offer_is_answered_in_kind);
 
 /// A publisher of data channels alone (a chat with no audio or video): answered with the
 /// data line alone on its WebRTC transport; its channel opens and what it sends reaches the
-/// server; a listener is offered the data line alone.
+/// server; a listener is offered the data line alone, connects, gets the mirror and what the
+/// publisher sends next.
 fn data_only_publisher_is_answered(server: &Server) {
     let mut c = server.client();
     let mut publ = WebrtcPeer::new();
@@ -598,8 +599,90 @@ fn data_only_publisher_is_answered(server: &Server) {
         !offer.contains("m=audio") && !offer.contains("m=video"),
         "{offer}"
     );
+    let lid = str_of(&r, "session_id");
+    let mut l = WebrtcPeer::new();
+    let answer = l.answer(&offer).expect("the listener answers");
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let up = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].connected() && p[1].channels_open().len() == 1
+    });
+    assert!(up, "the data-only listener: {}", l.describe());
+    assert_eq!(l.channels_open()[0].1, "chat");
+    assert!(publ.channel_write(ch, false, b"to the listener"));
+    let got = run_all(&mut [&mut publ, &mut l], WAIT, |p| {
+        p[1].channel_messages().len() == 1
+    });
+    assert!(got, "{}", l.describe());
+    assert_eq!(l.channel_messages()[0].data, b"to the listener");
 }
 both_backends!(data_only_publisher_is_answered);
+
+/// A WebRTC proxy whose master offers data channels alone: the slave is offered the data
+/// line alone, both legs connect, and channels are relayed both ways. Towards a plain RTP
+/// slave there is nothing to relay: refused.
+fn data_only_webrtc_proxy_relays_both_ways(server: &Server) {
+    let mut c = server.client();
+    let (mut caller, mut callee) = (WebrtcPeer::new(), WebrtcPeer::new());
+    let (offer, ch) = caller.offer_with_channel(None, None, "only data");
+    let refused = c.session(
+        "create",
+        json!({"type": "proxy", "sdp_type": "rtp", "offer": {"sdp": offer}}),
+    );
+    let e = refused.expect_err("a plain slave has no data");
+    assert_eq!(e.code, 100041, "invalid_parameters: {e:?}");
+    let m = c
+        .session("create", json!({"type": "proxy", "offer": {"sdp": offer}}))
+        .expect("a data-only master");
+    let master = str_of(&m, "session_id");
+    let s = c
+        .session("get_proxy_offer", json!({"session_id": master}))
+        .expect("slave offer");
+    let slave = str_of(&s, "session_id");
+    let slave_offer = sdp_in(&s, "offer");
+    assert!(slave_offer.contains("webrtc-datachannel"), "{slave_offer}");
+    assert!(
+        !slave_offer.contains("m=audio") && !slave_offer.contains("m=video"),
+        "{slave_offer}"
+    );
+    let answer = callee.answer(&slave_offer).expect("callee answers");
+    c.session(
+        "set_answer",
+        json!({"session_id": slave, "answer": {"sdp": answer}}),
+    )
+    .expect("set_answer");
+    let ev = c.wait_event(&master, "answer");
+    let master_answer = sdp_in(&ev["body"], "answer");
+    assert!(
+        master_answer.contains("a=sctp-port:5000") && !master_answer.contains("m=application 0 "),
+        "{master_answer}"
+    );
+    caller
+        .accept_answer(&master_answer)
+        .expect("caller accepts");
+    let up = run_all(&mut [&mut caller, &mut callee], WAIT, |p| {
+        p[0].channel_open(ch) && p[1].channels_open().len() == 1
+    });
+    assert!(up, "{}\n{}", caller.describe(), callee.describe());
+    let (at_callee, label) = callee.channels_open()[0].clone();
+    assert_eq!(label, "only data");
+    assert!(caller.channel_write(ch, false, b"there"));
+    assert!(callee.channel_write(at_callee, true, b"and back"));
+    let done = run_all(&mut [&mut caller, &mut callee], WAIT, |p| {
+        p[0].channel_messages().len() == 1 && p[1].channel_messages().len() == 1
+    });
+    assert!(done, "{}\n{}", caller.describe(), callee.describe());
+    assert_eq!(callee.channel_messages()[0].data, b"there");
+    let back = &caller.channel_messages()[0];
+    assert_eq!(
+        (back.id, back.binary, back.data.as_slice()),
+        (ch, true, &b"and back"[..])
+    );
+}
+both_backends!(data_only_webrtc_proxy_relays_both_ways);
 
 /// A server with small data limits: its answer advertises the smaller `a=max-message-size`; a
 /// peer that ignores it has its larger message dropped (counted) and the association goes

@@ -344,6 +344,10 @@ impl WebrtcPeer {
         let result = self.rtc.sdp_api().accept_offer(offer);
         self.drain();
         let answer = result.map_err(|e| format!("accept_offer: {e}"))?;
+        // str0m 0.25 leaves its timers unarmed after accepting an offer of data channels
+        // alone (no media change wakes it): its next timeout is "never", so ICE would never
+        // start. A timeout now wakes it, as a browser's event loop would.
+        self.next_timeout = Instant::now();
         // str0m 0.25 emits `MediaAdded` only on a later poll (after the next input), so the
         // media list is taken from the offer's mids here; our direction is what we answered.
         for mid in offer_sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {

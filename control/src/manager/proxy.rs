@@ -11,7 +11,7 @@
 use serde_json::json;
 use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite};
 
-use super::flows::{NewSession, answered_dtmf, client_sdp, negotiation_error, pt_pairs};
+use super::flows::{NewSession, answered_dtmf, client_sdp, pt_pairs, select_media};
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Transport};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, new_id, peer_sdp, remote_of, sdp_kind};
@@ -39,7 +39,13 @@ fn answered_feedback(leg: &MediaLine, m: &sdp::Media, codec: &Codec) -> Feedback
 impl Manager {
     pub(super) fn create_master(&mut self, conn: ConnId, c: &CreateSession) -> Outcome {
         let offer = peer_sdp(c.offer.as_ref())?;
-        let selected = sdp::select_codecs(&offer, &Forced::default()).map_err(negotiation_error)?;
+        // A WebRTC offer of data channels alone is relayed to a WebRTC slave.
+        let selected = select_media(&offer, &Forced::default())?;
+        if selected.iter().all(Option::is_none) && c.sdp_type == Some(SdpType::Rtp) {
+            return Err(ApiError::invalid(
+                "an offer of data channels alone has nothing to relay to a plain RTP slave",
+            ));
+        }
         let group = self.new_group();
         let opened = self.open_answer_legs(group, &offer, &selected)?;
         let id = new_id();

@@ -103,7 +103,8 @@ impl Manager {
             .flatten()
             .filter_map(|s| super::dp_kind(&s.kind).map(|k| (k, &s.codec, s.dtmf.as_ref())));
         let info = self.open_bundle(group, streams)?;
-        let transport = WebrtcTransport::answering(info.id, &remote, self.data_limits);
+        let mut transport = WebrtcTransport::answering(info.id, &remote, self.data_limits);
+        transport.port = info.rtp_port;
         Ok((info, transport))
     }
 
@@ -117,7 +118,8 @@ impl Manager {
             .iter()
             .filter_map(|om| super::dp_kind(&om.kind).map(|k| (k, &om.codec, om.dtmf.as_ref())));
         let info = self.open_bundle(group, streams)?;
-        let transport = WebrtcTransport::offering(info.id, self.data_limits);
+        let mut transport = WebrtcTransport::offering(info.id, self.data_limits);
+        transport.port = info.rtp_port;
         Ok((info, transport))
     }
 
@@ -183,7 +185,8 @@ impl Manager {
         if let Some(d) = &data {
             t.enable_data(d.max_message_size);
         }
-        let port = s.legs.first()?.info.rtp_port;
+        // A master of data channels alone has no media leg: its transport's port.
+        let port = s.legs.first().map_or(t.port, |l| l.info.rtp_port);
         let mut local = t.local(self.announced_ip, port, &self.cert);
         local.session_id = random_u64() >> 2;
         local.session_version = version;

@@ -84,6 +84,8 @@ impl State {
 pub struct WebrtcTransport {
     /// The bundled data-plane leg.
     pub leg: LegId,
+    /// That leg's local port (what our SDP announces), once known.
+    pub port: u16,
     ice: IceLite,
     /// Our `a=setup`.
     setup: Setup,
@@ -123,6 +125,7 @@ impl WebrtcTransport {
     fn new(leg: LegId, setup: Setup, data_limits: DataLimits) -> WebrtcTransport {
         WebrtcTransport {
             leg,
+            port: 0,
             ice: IceLite::new(IceCredentials::random()),
             setup,
             role: None,
