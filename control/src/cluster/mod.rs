@@ -40,7 +40,7 @@ pub use registry::{Change, NodeRecord, Registry};
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::manager::session::ConnId;
-use crate::manager::{Msg, Outcome, Outgoing, Reply, random_u64};
+use crate::manager::{Msg, Outcome, Outgoing, Reply, SessionId, random_u64};
 use crate::ops::Ops;
 use crate::request::{CreateSession, Frame, Request, parse_frame};
 use crate::sdp::{CodecName, MediaKind, Sdp};
@@ -155,8 +155,8 @@ pub enum ClusterCmd {
     /// `set_type` of a listener here to a publisher on another node (through its relay).
     SetType {
         conn: ConnId,
-        session_id: String,
-        publisher_id: String,
+        session_id: SessionId,
+        publisher_id: SessionId,
         reply: oneshot::Sender<Outcome>,
     },
 }
@@ -525,10 +525,14 @@ impl Engine {
                     reply,
                 } => {
                     tokio::spawn(async move {
-                        let publisher = create.publisher_id.clone().unwrap_or_default();
+                        let publisher = create
+                            .publisher_id
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default();
                         let outcome = match engine.relay_publisher(&publisher).await {
                             Ok(relay) => {
-                                create.publisher_id = Some(relay);
+                                create.publisher_id = Some(relay.into());
                                 engine.run_here(conn, Request::Create(create)).await
                             }
                             Err(e) => Err(e),
@@ -543,11 +547,11 @@ impl Engine {
                     reply,
                 } => {
                     tokio::spawn(async move {
-                        let outcome = match engine.relay_publisher(&publisher_id).await {
+                        let outcome = match engine.relay_publisher(publisher_id.as_str()).await {
                             Ok(relay) => {
                                 let request = Request::SetType {
                                     session_id,
-                                    publisher_id: relay,
+                                    publisher_id: relay.into(),
                                 };
                                 engine.run_here(conn, request).await
                             }
@@ -1011,7 +1015,7 @@ impl Engine {
         );
         if let Err(e) = self.rpc(&node, relay, &set_answer).await {
             let destroy = Request::Destroy {
-                session_id: here.clone(),
+                session_id: here.as_str().into(),
             };
             let _ = self.run_here(relay, destroy).await;
             return abandon(e).await;
@@ -1087,7 +1091,7 @@ impl Engine {
                 tokio::spawn(async move {
                     if r.listen == id {
                         let destroy = Request::Destroy {
-                            session_id: r.publisher,
+                            session_id: r.publisher.into(),
                         };
                         let _ = engine.run_here(conn, destroy).await;
                     } else {

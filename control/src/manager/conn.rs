@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 
-use super::Outgoing;
+use super::{Outgoing, SessionId};
 use crate::request::EventPattern;
 
 pub(super) struct Conn {
@@ -14,7 +14,7 @@ pub(super) struct Conn {
     /// Sessions whose events this connection gets (`session_pattern`): the sessions it
     /// created, and explicit subscriptions of that shape. A set, so that events and
     /// destroys cost the same with 10,000 sessions on the connection as with one.
-    pub(super) sessions: HashSet<String>,
+    pub(super) sessions: HashSet<SessionId>,
     pub(super) dropped_events: u64,
 }
 
@@ -39,7 +39,7 @@ impl Conn {
     pub(super) fn subscribe(&mut self, p: EventPattern) {
         match session_of(&p) {
             Some(id) => {
-                self.sessions.insert(id.to_string());
+                self.sessions.insert(SessionId::from(id));
             }
             None if !self.patterns.contains(&p) => self.patterns.push(p),
             None => {}
@@ -61,12 +61,12 @@ fn session_of(p: &EventPattern) -> Option<&str> {
 }
 
 /// The subscription to one session's events (what `create` gives its connection).
-pub fn session_pattern(id: &str) -> EventPattern {
+pub fn session_pattern(id: &SessionId) -> EventPattern {
     EventPattern {
         class: "media".into(),
         subclass: "session".into(),
         kind: "*".into(),
-        obj_id: id.into(),
+        obj_id: id.to_string(),
     }
 }
 
@@ -89,7 +89,7 @@ mod tests {
         let mut c = Conn::new(tx);
         assert!(!c.wants("session", "stop", "s1"));
         // A session's own subscription (what `create` makes) goes into the set.
-        c.subscribe(session_pattern("s1"));
+        c.subscribe(session_pattern(&"s1".into()));
         assert!(c.patterns.is_empty());
         assert!(c.wants("session", "stop", "s1"));
         assert!(!c.wants("session", "stop", "s2"));
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(c.patterns.len(), 1);
         assert!(c.wants("session", "destroyed", "s2"));
         assert!(c.wants("room", "destroyed", "r1"));
-        c.unsubscribe(&session_pattern("s1"));
+        c.unsubscribe(&session_pattern(&"s1".into()));
         assert!(!c.wants("session", "stop", "s1"));
         assert!(c.wants("session", "destroyed", "s1"));
         c.unsubscribe(&pattern("*", "destroyed", "*"));

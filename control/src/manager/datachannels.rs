@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use crate::manager::Manager;
 use crate::manager::session::Kind;
+use crate::manager::{Manager, SessionId};
 use crate::webrtc::dcep::ChannelSpec;
 use crate::webrtc::sctp::SctpEvent;
 use crate::webrtc::transport::WebrtcTransport;
@@ -23,7 +23,7 @@ impl Manager {
     /// `mute_data` drops (counted) what an echo's or publisher's peer sends, and what goes to
     /// a listener's peer; channels stay open. A recording session records what it does not
     /// drop: what its peer sends, or for a listener what it is sent.
-    pub(in crate::manager) fn data_event(&mut self, id: &str, ev: SctpEvent) {
+    pub(in crate::manager) fn data_event(&mut self, id: &SessionId, ev: SctpEvent) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
@@ -47,7 +47,7 @@ impl Manager {
                 }
                 let mut out = Vec::new();
                 if let Err(e) = t.send_data(now, sid, kind, &data, &mut out) {
-                    tracing::debug!(session_id = id, sid, error = %e, "data echo not sent");
+                    tracing::debug!(session_id = %id, sid, error = %e, "data echo not sent");
                 }
                 self.apply_effects(id, out);
             }
@@ -124,7 +124,7 @@ impl Manager {
 
     /// A proxy relays channels both ways: a channel either peer opens is mirrored on the
     /// other leg; a message on a channel goes to its mirror, or to the channel it mirrors.
-    fn proxy_data(&mut self, id: &str, other: &str, ev: SctpEvent, now: Instant) {
+    fn proxy_data(&mut self, id: &SessionId, other: &SessionId, ev: SctpEvent, now: Instant) {
         match ev {
             SctpEvent::Connected => {
                 // The other leg's own channels (not the mirrors we opened there) get mirrors.
@@ -189,7 +189,7 @@ impl Manager {
     /// `set_type`: a listener's mirrors follow its new publisher. A channel of the new
     /// publisher with the label and settings of an open mirror takes that mirror over (the
     /// listener's channel goes on); the others get new mirrors; mirrors left over close.
-    pub(in crate::manager) fn repoint_mirrors(&mut self, listener: &str) {
+    pub(in crate::manager) fn repoint_mirrors(&mut self, listener: &SessionId) {
         let Some(Kind::Listen { publisher, .. }) = self.sessions.get(listener).map(|s| &s.kind)
         else {
             return;
@@ -231,7 +231,7 @@ impl Manager {
     }
 
     /// Listeners currently fed by publisher `id`.
-    fn listeners_of(&self, id: &str) -> Vec<String> {
+    fn listeners_of(&self, id: &SessionId) -> Vec<SessionId> {
         let Some(Kind::Publish { room }) = self.sessions.get(id).map(|s| &s.kind) else {
             return Vec::new();
         };
@@ -251,7 +251,7 @@ impl Manager {
 
     /// Opens on listener `listener` the mirror of its publisher's channel `sid`, once its
     /// SCTP is up (else [`SctpEvent::Connected`] does it later).
-    fn open_mirror(&mut self, listener: &str, sid: u16, spec: &ChannelSpec, now: Instant) {
+    fn open_mirror(&mut self, listener: &SessionId, sid: u16, spec: &ChannelSpec, now: Instant) {
         let Some(t) = self
             .sessions
             .get_mut(listener)
@@ -270,6 +270,6 @@ impl Manager {
     }
 }
 
-fn transport_mut<'a>(m: &'a mut Manager, id: &str) -> Option<&'a mut WebrtcTransport> {
+fn transport_mut<'a>(m: &'a mut Manager, id: &SessionId) -> Option<&'a mut WebrtcTransport> {
     m.sessions.get_mut(id).and_then(|s| s.webrtc.as_deref_mut())
 }

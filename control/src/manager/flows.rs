@@ -6,7 +6,7 @@ use sluice_dataplane::api::{Command, Feedback, GroupId, LegInfo, MediaKind, Pt, 
 
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Session, Transport};
 use super::webrtc_flows::cname_for;
-use super::{Manager, Outcome, dp_kind, new_id, peer_sdp, random_ssrc, remote_of};
+use super::{Manager, Outcome, SessionId, dp_kind, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
 use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Proto, Sdp, Selected};
@@ -40,7 +40,7 @@ impl NewSession {
 
     pub fn build(
         &self,
-        id: String,
+        id: SessionId,
         kind: Kind,
         group: GroupId,
         offer: SdpText,
@@ -256,7 +256,7 @@ impl Manager {
     /// The server's answer to a peer's offer: WebRTC for a WebRTC offer, plain RTP otherwise.
     pub(super) fn answer_sdp(
         &mut self,
-        id: &str,
+        id: &SessionId,
         offer: &Sdp,
         selected: &[Option<Selected>],
         opened: &Opened,
@@ -388,7 +388,7 @@ impl Manager {
                 return Err(e);
             }
         }
-        let id = new_id();
+        let id = SessionId::random();
         let answer = self.answer_sdp(&id, &offer, &selected, &opened);
         let mut s = NewSession::from_create(conn, c).build(
             id.clone(),
@@ -408,7 +408,7 @@ impl Manager {
 
     /// The session has its answer: wake `get_answer` waiters, tell subscribers (`emit`), and
     /// switch from the wait timeout to the ready timeout.
-    pub(super) fn mark_ready(&mut self, id: &str, answer: SdpText, emit: bool) {
+    pub(super) fn mark_ready(&mut self, id: &SessionId, answer: SdpText, emit: bool) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
@@ -426,7 +426,7 @@ impl Manager {
         self.schedule(
             after,
             super::Timer::Ready {
-                session: id.to_owned(),
+                session: id.clone(),
                 generation,
             },
         );

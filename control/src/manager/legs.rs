@@ -2,7 +2,7 @@
 
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Remote};
 
-use super::{Manager, random_u64};
+use super::{Manager, SessionId, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::LocalTransport;
 
@@ -57,7 +57,7 @@ impl Manager {
 
     /// Pushes the session's mute flags to its legs: listeners mute what goes to their peer,
     /// every other session what comes from it.
-    pub(super) fn apply_mute(&self, id: &str) {
+    pub(super) fn apply_mute(&self, id: &SessionId) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
@@ -76,16 +76,16 @@ impl Manager {
 
     /// Video resumes: a listener needs a keyframe from its publisher; a publisher's (or any
     /// sender's) receivers need one from it.
-    pub(super) fn video_unmuted(&self, id: &str) {
+    pub(super) fn video_unmuted(&self, id: &SessionId) {
         match self.sessions.get(id) {
             Some(s) if s.is_listener() => self.request_keyframes_for(id),
             s => self.request_own_keyframe(s),
         }
     }
 
-    pub(super) fn register_legs(&mut self, id: &str, legs: &[LegId]) {
+    pub(super) fn register_legs(&mut self, id: &SessionId, legs: &[LegId]) {
         for &leg in legs {
-            self.leg_owner.insert(leg, id.to_owned());
+            self.leg_owner.insert(leg, id.clone());
         }
     }
 

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::flows::created_body;
 use super::session::{ConnId, Kind, Session};
-use super::{Manager, Outcome, Reply, Timer, session_pattern};
+use super::{Manager, Outcome, Reply, RoomId, SessionId, Timer, session_pattern};
 use crate::errors::{ApiError, ErrorCode};
 
 /// How long a `destroy` waits for its legs' closings before it is answered anyway (a worker
@@ -166,9 +166,9 @@ impl Manager {
     /// once and its legs' closings are handed to the data plane; the reply waits for their
     /// `Event::LegClosed`, so a destroyed session's ports are reusable once its destroy is
     /// answered, while the actor serves other requests meanwhile.
-    pub(super) fn destroy_request(&mut self, id: &str) -> Reply {
+    pub(super) fn destroy_request(&mut self, id: &SessionId) -> Reply {
         if !self.sessions.contains_key(id) {
-            return Reply::Done(Err(ApiError::session_not_found(id)));
+            return Reply::Done(Err(ApiError::session_not_found(id.as_str())));
         }
         let mut legs = Vec::new();
         self.destroy_closing(id, ErrorCode::UserStop, Some(&mut legs));
@@ -196,24 +196,24 @@ impl Manager {
     /// Destroys a session and, transitively, the sessions linked to it: a proxy's peer
     /// (`peer_stopped`, unless that peer has `stop_after_peer: false`) and a publisher's
     /// listeners (`publisher_stop`).
-    pub(super) fn destroy(&mut self, id: &str, reason: ErrorCode) {
+    pub(super) fn destroy(&mut self, id: &SessionId, reason: ErrorCode) {
         self.destroy_closing(id, reason, None);
     }
 
     /// `destroy`, closing the legs here, or leaving them in `to_close` for the caller.
     fn destroy_closing(
         &mut self,
-        id: &str,
+        id: &SessionId,
         reason: ErrorCode,
         mut to_close: Option<&mut Vec<LegId>>,
     ) {
-        let mut queue = VecDeque::from([(id.to_owned(), reason)]);
+        let mut queue = VecDeque::from([(id.clone(), reason)]);
         while let Some((id, reason)) = queue.pop_front() {
             let Some(mut s) = self.sessions.remove(&id) else {
                 continue;
             };
             self.webrtc_sessions.remove(&id);
-            self.cluster_disown(crate::cluster::Owned::Session, &id);
+            self.cluster_disown(crate::cluster::Owned::Session, id.as_str());
             self.relay_origins.remove(&id);
             tracing::debug!(session_id = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
@@ -260,7 +260,7 @@ impl Manager {
                     self.peer_gone(master, &mut queue);
                 }
                 Kind::Publish { room } => {
-                    let mut listeners: Vec<String> = self
+                    let mut listeners: Vec<SessionId> = self
                         .sessions
                         .values()
                         .filter(|l| matches!(&l.kind, Kind::Listen { publisher, .. } if *publisher == id))
@@ -280,7 +280,7 @@ impl Manager {
 
     /// A relay publisher (fed from another cluster node) whose last listener may have left:
     /// it lingers a few seconds for a new one, then ends (and with it the relay stream).
-    pub(super) fn relay_maybe_idle(&mut self, publisher: &str) {
+    pub(super) fn relay_maybe_idle(&mut self, publisher: &SessionId) {
         let relay = self
             .sessions
             .get(publisher)
@@ -289,19 +289,19 @@ impl Manager {
             self.schedule(
                 crate::cluster::RELAY_LINGER,
                 Timer::RelayLinger {
-                    publisher: publisher.to_string(),
+                    publisher: publisher.clone(),
                 },
             );
         }
     }
 
-    fn has_listeners(&self, publisher: &str) -> bool {
+    fn has_listeners(&self, publisher: &SessionId) -> bool {
         self.sessions
             .values()
             .any(|l| matches!(&l.kind, Kind::Listen { publisher: p, .. } if p == publisher))
     }
 
-    fn relay_linger_over(&mut self, publisher: &str) {
+    fn relay_linger_over(&mut self, publisher: &SessionId) {
         if self.sessions.contains_key(publisher) && !self.has_listeners(publisher) {
             tracing::info!(session_id = %publisher, "relay without listeners: closed");
             self.destroy(publisher, ErrorCode::UserStop);
@@ -309,12 +309,12 @@ impl Manager {
     }
 
     /// The proxy peer of a destroyed session: destroyed too, or merely cut off.
-    fn peer_gone(&mut self, peer: &str, queue: &mut VecDeque<(String, ErrorCode)>) {
+    fn peer_gone(&mut self, peer: &SessionId, queue: &mut VecDeque<(SessionId, ErrorCode)>) {
         let Some(p) = self.sessions.get(peer) else {
             return;
         };
         if p.stop_after_peer {
-            queue.push_back((peer.to_owned(), ErrorCode::PeerStopped));
+            queue.push_back((peer.clone(), ErrorCode::PeerStopped));
             return;
         }
         let mut legs: Vec<_> = p.legs.iter().map(|l| l.info.id).collect();
@@ -327,12 +327,12 @@ impl Manager {
     /// Stops everything: every session gets `destroyed` with `process_down`, then the
     /// connections' outboxes are dropped so that their writers flush and close.
     pub(super) fn shutdown(&mut self) {
-        let mut ids: Vec<String> = self.sessions.keys().cloned().collect();
+        let mut ids: Vec<SessionId> = self.sessions.keys().cloned().collect();
         ids.sort();
         for id in ids {
             self.destroy(&id, ErrorCode::ProcessDown);
         }
-        let mut rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        let mut rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         rooms.sort();
         for room in rooms {
             self.rooms.remove(&room);

@@ -46,7 +46,7 @@ use conn::Conn;
 pub use conn::session_pattern;
 use convert::answer_body;
 pub use convert::{dp_kind, peer_sdp, remote_of, sdp_kind};
-pub use ids::{new_id, random_ssrc, random_u64};
+pub use ids::{RoomId, SessionId, new_id, random_ssrc, random_u64};
 use quality::Transition;
 use rooms::Room;
 use session::{ConnId, Session};
@@ -125,11 +125,11 @@ pub enum Outgoing {
 #[derive(Debug)]
 pub enum Timer {
     Wait {
-        session: String,
+        session: SessionId,
         generation: u64,
     },
     Ready {
-        session: String,
+        session: SessionId,
         generation: u64,
     },
     Grace {
@@ -142,7 +142,7 @@ pub enum Timer {
     /// A relay publisher (a stream from another cluster node) that may have no listener
     /// left: destroyed if it still has none.
     RelayLinger {
-        publisher: String,
+        publisher: SessionId,
     },
 }
 
@@ -150,12 +150,12 @@ pub struct Manager {
     dp: Dataplane,
     announced_ip: IpAddr,
     disconnect_grace: Duration,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<SessionId, Session>,
     /// The sessions that have a WebRTC transport, which is all `webrtc_tick` visits: a
     /// server with thousands of plain calls does not walk them all every 50 ms.
-    webrtc_sessions: BTreeSet<String>,
-    rooms: HashMap<String, Room>,
-    leg_owner: HashMap<LegId, String>,
+    webrtc_sessions: BTreeSet<SessionId>,
+    rooms: HashMap<RoomId, Room>,
+    leg_owner: HashMap<LegId, SessionId>,
     conns: HashMap<ConnId, Conn>,
     next_group: u64,
     sdp_version: u64,
@@ -174,7 +174,7 @@ pub struct Manager {
     /// The cluster engine (`--cluster`); `None`: this node alone.
     cluster: Option<ClusterLink>,
     /// Relay publishers here, and the remote publisher each carries.
-    relay_origins: HashMap<String, String>,
+    relay_origins: HashMap<SessionId, SessionId>,
 }
 
 impl Manager {
@@ -274,8 +274,9 @@ impl Manager {
                     let _ = reply.send(r);
                 }
                 Msg::RelayOrigin { relay, origin } => {
+                    let relay = SessionId::from(relay);
                     if self.sessions.contains_key(&relay) {
-                        self.relay_origins.insert(relay, origin);
+                        self.relay_origins.insert(relay, origin.into());
                     }
                 }
                 Msg::Deliver { conn, event } => {
@@ -333,7 +334,7 @@ impl Manager {
                 };
                 if crate::cluster::is_relay(conn) {
                     // A relay publisher: gone again unless a listener comes.
-                    self.relay_maybe_idle(&id);
+                    self.relay_maybe_idle(&SessionId::from(id.as_str()));
                 }
                 // Answered once the cluster knows where the session lives.
                 let (tx, rx) = oneshot::channel();
@@ -356,7 +357,7 @@ impl Manager {
             Request::GetProxyOffer { session_id } => done(self.get_proxy_offer(conn, &session_id)),
             Request::GetInfo { session_id } => done(self.session_info(&session_id)),
             Request::GetList => {
-                let mut list: Vec<(&String, &Session)> = self.sessions.iter().collect();
+                let mut list: Vec<(&SessionId, &Session)> = self.sessions.iter().collect();
                 list.sort_by_key(|(id, _)| *id);
                 let node = self.cluster.as_ref().map(|c| c.node_id.clone());
                 let list: Vec<Value> = list
@@ -445,7 +446,11 @@ impl Manager {
                     .as_ref()
                     .is_some_and(|m| !self.sessions.contains_key(m)) =>
                 {
-                    let master = c.master_id.clone().unwrap_or_default();
+                    let master = c
+                        .master_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
                     forward(Target::Session(master), tx)
                 }
                 _ => match &c.publisher_id {
@@ -503,12 +508,12 @@ impl Manager {
             }
             Request::RoomCreate(c) => {
                 let mut c = c.clone();
-                let room_id = c.room_id.get_or_insert_with(new_id).clone();
+                let room_id = c.room_id.get_or_insert_with(RoomId::random).clone();
                 if self.rooms.contains_key(&room_id) {
                     return None;
                 }
                 ClusterCmd::ClaimRoom {
-                    room_id,
+                    room_id: room_id.to_string(),
                     conn,
                     request: Request::RoomCreate(c),
                     reply: tx,
@@ -518,7 +523,7 @@ impl Manager {
                 if self.rooms.contains_key(room_id) {
                     return None;
                 }
-                forward(Target::Room(room_id.clone()), tx)
+                forward(Target::Room(room_id.to_string()), tx)
             }
             other => match other.session_id() {
                 Some(id) if !self.sessions.contains_key(id) => {
@@ -533,10 +538,8 @@ impl Manager {
 
     /// The publisher id listeners are told: a relay publisher stands for the remote
     /// publisher it carries.
-    fn public_publisher_id<'a>(&'a self, publisher: &'a str) -> &'a str {
-        self.relay_origins
-            .get(publisher)
-            .map_or(publisher, String::as_str)
+    fn public_publisher_id<'a>(&'a self, publisher: &'a SessionId) -> &'a SessionId {
+        self.relay_origins.get(publisher).unwrap_or(publisher)
     }
 
     /// Drops the record of a session or room that ended here (a cluster only).
@@ -549,10 +552,10 @@ impl Manager {
         }
     }
 
-    fn get_answer(&mut self, id: &str) -> Reply {
+    fn get_answer(&mut self, id: &SessionId) -> Reply {
         let s = match self.sessions.get_mut(id) {
             Some(s) => s,
-            None => return Reply::Done(Err(ApiError::session_not_found(id))),
+            None => return Reply::Done(Err(ApiError::session_not_found(id.as_str()))),
         };
         if let Some(a) = &s.answer {
             return Reply::Done(Ok(json!({ "answer": a.to_json() })));
@@ -562,27 +565,28 @@ impl Manager {
         Reply::Wait(rx)
     }
 
-    fn session(&self, id: &str) -> Result<&Session, ApiError> {
+    fn session(&self, id: &SessionId) -> Result<&Session, ApiError> {
         self.sessions
             .get(id)
-            .ok_or_else(|| ApiError::session_not_found(id))
+            .ok_or_else(|| ApiError::session_not_found(id.as_str()))
     }
 
-    fn session_mut(&mut self, id: &str) -> Result<&mut Session, ApiError> {
+    fn session_mut(&mut self, id: &SessionId) -> Result<&mut Session, ApiError> {
         self.sessions
             .get_mut(id)
-            .ok_or_else(|| ApiError::session_not_found(id))
+            .ok_or_else(|| ApiError::session_not_found(id.as_str()))
     }
 
     // ----- connections and events -----
 
-    fn subscribe_to_session(&mut self, conn: ConnId, id: &str) {
+    fn subscribe_to_session(&mut self, conn: ConnId, id: &SessionId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.sessions.insert(id.to_string());
+            c.sessions.insert(id.clone());
         }
     }
 
-    /// Sends an event to every connection with a matching subscription.
+    /// Sends an event to every connection with a matching subscription (`obj_id`: a session's
+    /// or a room's id).
     fn emit(&mut self, subclass: &str, kind: &str, obj_id: &str, body: Value) {
         let data = json!({
             "class": "media", "subclass": subclass, "type": kind, "obj_id": obj_id, "body": body,
@@ -602,8 +606,8 @@ impl Manager {
         }
     }
 
-    fn emit_session(&mut self, id: &str, kind: &str, body: Value) {
-        self.emit("session", kind, id, body);
+    fn emit_session(&mut self, id: &SessionId, kind: &str, body: Value) {
+        self.emit("session", kind, id.as_str(), body);
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
@@ -624,7 +628,7 @@ impl Manager {
     }
 
     fn destroy_owned_by(&mut self, conn: ConnId) {
-        let mut owned: Vec<String> = self
+        let mut owned: Vec<SessionId> = self
             .sessions
             .values()
             .filter(|s| s.owner == conn)

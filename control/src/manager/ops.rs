@@ -23,7 +23,7 @@ use tracing::Span;
 
 use super::quality::min_cap;
 use super::session::{Kind, MediaLine, Session};
-use super::{Manager, Outcome};
+use super::{Manager, Outcome, SessionId};
 use crate::errors::{ApiError, ErrorCode};
 use crate::metrics::{Snapshot, Traffic, session_type_index};
 use crate::ops::Ops;
@@ -308,7 +308,7 @@ impl Manager {
 }
 
 /// The session a request is about, if it names one.
-fn request_session(request: &Request) -> Option<&str> {
+fn request_session(request: &Request) -> Option<&SessionId> {
     match request {
         Request::Destroy { session_id }
         | Request::SetAnswer { session_id, .. }

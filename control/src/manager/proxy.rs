@@ -14,7 +14,7 @@ use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite};
 use super::flows::{NewSession, answered_dtmf, client_sdp, pt_pairs, select_media};
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Transport};
 use super::webrtc_flows::cname_for;
-use super::{Manager, Outcome, new_id, peer_sdp, remote_of, sdp_kind};
+use super::{Manager, Outcome, SessionId, peer_sdp, remote_of, sdp_kind};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request::{CreateSession, SdpObject, SdpType};
 use crate::sdp::{self, Codec, Forced, OfferMedia, Proto, Sdp};
@@ -48,7 +48,7 @@ impl Manager {
         }
         let group = self.new_group();
         let opened = self.open_answer_legs(group, &offer, &selected)?;
-        let id = new_id();
+        let id = SessionId::random();
         let kind = Kind::ProxyMaster { slave: None };
         let mut s = NewSession::from_create(conn, c).build(
             id.clone(),
@@ -66,7 +66,7 @@ impl Manager {
         Ok(json!({ "session_id": id }))
     }
 
-    pub(super) fn get_proxy_offer(&mut self, conn: ConnId, master: &str) -> Outcome {
+    pub(super) fn get_proxy_offer(&mut self, conn: ConnId, master: &SessionId) -> Outcome {
         let m = self.session(master)?;
         match &m.kind {
             Kind::ProxyMaster { slave: Some(s) } => {
@@ -96,7 +96,7 @@ impl Manager {
     /// group; they are connected once S's answer arrives.
     pub(super) fn create_slave(
         &mut self,
-        master: &str,
+        master: &SessionId,
         sdp_type: SdpType,
         opts: NewSession,
     ) -> Outcome {
@@ -131,12 +131,12 @@ impl Manager {
                 .as_ref()
                 .and_then(crate::webrtc::sdp::data_offer)
                 .is_some();
-        let id = new_id();
+        let id = SessionId::random();
         let webrtc = sdp_type == SdpType::Webrtc;
         let (opened, offer) =
             self.open_offer_legs(group, &mut offered, webrtc, &cname_for(&id), data)?;
         let kind = Kind::ProxySlave {
-            master: master.to_owned(),
+            master: master.clone(),
         };
         let subscribe = opts.subscribe;
         let mut s = opts.build(id.clone(), kind, group, offer.clone(), opened.legs);
@@ -151,7 +151,7 @@ impl Manager {
         Ok(json!({ "session_id": id, "offer": offer.to_json() }))
     }
 
-    pub(super) fn set_answer(&mut self, id: &str, answer: &SdpObject) -> Outcome {
+    pub(super) fn set_answer(&mut self, id: &SessionId, answer: &SdpObject) -> Outcome {
         let s = self.session(id)?;
         if s.answer.is_some() {
             return Err(ApiError::plain(ErrorCode::AnswerAlreadySet));
@@ -191,7 +191,7 @@ impl Manager {
 
     /// Matches the peer's answer to what we offered on each leg and points plain legs at it
     /// (a WebRTC leg's remote is what ICE selects).
-    fn apply_answer(&mut self, id: &str, answer: &Sdp) -> Result<(), ApiError> {
+    fn apply_answer(&mut self, id: &SessionId, answer: &Sdp) -> Result<(), ApiError> {
         let s = self.session(id)?;
         let mut updates = Vec::with_capacity(s.legs.len());
         for leg in &s.legs {
@@ -246,7 +246,7 @@ impl Manager {
     }
 
     /// Connects master and slave legs both ways and makes the master's answer.
-    fn connect_proxy(&mut self, master: &str, slave: &str) -> Result<(), ApiError> {
+    fn connect_proxy(&mut self, master: &SessionId, slave: &SessionId) -> Result<(), ApiError> {
         let m = self.session(master)?;
         let s = self.session(slave)?;
         let mut commands = Vec::new();

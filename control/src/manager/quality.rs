@@ -18,8 +18,8 @@
 use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, LegId, MediaKind, VideoCodec};
 
-use super::Manager;
 use super::session::{Kind, MediaLine, Session};
+use super::{Manager, SessionId};
 use crate::errors::ApiError;
 use crate::sdp::CodecName;
 
@@ -109,7 +109,7 @@ impl Manager {
 
     /// Sends the session's effective cap to each of its legs (a bundled leg once). With
     /// `force` false, only when it differs from what was last sent.
-    pub(super) fn push_bitrate(&mut self, id: &str, force: bool) {
+    pub(super) fn push_bitrate(&mut self, id: &SessionId, force: bool) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
@@ -134,7 +134,7 @@ impl Manager {
     }
 
     /// `get_info`, with the effective bitrate (bps) and the room's cap (kbps) where one applies.
-    pub(super) fn session_info(&self, id: &str) -> Result<Value, ApiError> {
+    pub(super) fn session_info(&self, id: &SessionId) -> Result<Value, ApiError> {
         let s = self.session(id)?;
         let mut info = s.info();
         info["bitrate"] = json!(self.effective_bitrate(s));
@@ -144,8 +144,8 @@ impl Manager {
         }
         if let Some(c) = &self.cluster {
             info["node"] = json!(c.node_id.as_ref());
-            if let Some(p) = info["publisher_id"].as_str() {
-                info["publisher_id"] = json!(self.public_publisher_id(p));
+            if let Kind::Listen { publisher, .. } = &s.kind {
+                info["publisher_id"] = json!(self.public_publisher_id(publisher));
             }
         }
         Ok(info)

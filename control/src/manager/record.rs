@@ -21,7 +21,7 @@ use sluice_dataplane::api::{
 use tokio::sync::oneshot;
 
 use super::session::Session;
-use super::{Manager, Outcome, Reply};
+use super::{Manager, Outcome, Reply, SessionId};
 use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::{Known, base_from_uri, janus_codec};
 use crate::request::RecorderOp;
@@ -124,7 +124,7 @@ fn names<'a>(streams: &'a [RecordedStream], data: Option<&'a RecordedData>) -> V
 impl Manager {
     pub(super) fn recorder_action(
         &mut self,
-        id: &str,
+        id: &SessionId,
         action: RecorderOp,
         uri: Option<String>,
     ) -> Reply {
@@ -138,7 +138,7 @@ impl Manager {
         }
     }
 
-    fn start_recording(&mut self, id: &str, uri: Option<&str>) -> Outcome {
+    fn start_recording(&mut self, id: &SessionId, uri: Option<&str>) -> Outcome {
         let s = self.session(id)?;
         if s.recording.as_ref().is_some_and(|r| r.active) {
             return Err(ApiError::new(
@@ -263,7 +263,7 @@ impl Manager {
             self.recordings.insert(
                 stream.name.clone(),
                 Known {
-                    session: id.to_owned(),
+                    session: id.to_string(),
                     kind: stream.kind.as_str(),
                     codec: stream.codec.clone(),
                     stats: stream.handle.stats.clone(),
@@ -291,7 +291,7 @@ impl Manager {
         Ok(reply)
     }
 
-    fn stop_recording(&mut self, id: &str) -> Reply {
+    fn stop_recording(&mut self, id: &SessionId) -> Reply {
         let rec = match self.session_mut(id) {
             Err(e) => return Reply::Done(Err(e)),
             Ok(s) => match s.recording.as_mut() {
@@ -354,7 +354,7 @@ impl Manager {
         Reply::Wait(rx)
     }
 
-    fn emit_record_stopped(&mut self, id: &str) {
+    fn emit_record_stopped(&mut self, id: &SessionId) {
         let Some(rec) = self.sessions.get(id).and_then(|s| s.recording.as_ref()) else {
             return;
         };
@@ -365,7 +365,7 @@ impl Manager {
 
     /// The session is being destroyed (already out of the table): its legs close, which
     /// closes the files; subscribers hear `record stopped` before `destroyed`.
-    pub(super) fn recording_ended(&mut self, id: &str, s: &mut Session) {
+    pub(super) fn recording_ended(&mut self, id: &SessionId, s: &mut Session) {
         let Some(rec) = s.recording.as_mut().filter(|r| r.active) else {
             return;
         };

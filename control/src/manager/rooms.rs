@@ -10,7 +10,7 @@ use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite};
 use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
 use super::webrtc_flows::cname_for;
-use super::{Manager, Outcome, new_id, peer_sdp, random_ssrc, sdp_kind};
+use super::{Manager, Outcome, RoomId, SessionId, peer_sdp, random_ssrc, sdp_kind};
 use crate::cluster::{ClusterCmd, Owned};
 use crate::errors::{ApiError, ErrorCode};
 use crate::request::{CreateRoom, CreateSession, SdpType};
@@ -20,14 +20,14 @@ pub const DEFAULT_AUDIO: CodecName = CodecName::Opus;
 pub const DEFAULT_VIDEO: CodecName = CodecName::Vp8;
 
 pub struct Room {
-    pub id: String,
+    pub id: RoomId,
     pub audio_codec: CodecName,
     pub video_codec: CodecName,
     /// kbps, 0 = none.
     pub bitrate: u64,
     pub group: GroupId,
-    pub publishers: Vec<String>,
-    pub listeners: Vec<String>,
+    pub publishers: Vec<SessionId>,
+    pub listeners: Vec<SessionId>,
     /// Created by a `publish`: destroyed when its last member leaves.
     pub auto: bool,
 }
@@ -52,13 +52,13 @@ pub fn stop_body(reason: ErrorCode) -> Value {
 }
 
 impl Manager {
-    pub(super) fn emit_room(&mut self, room: &str, kind: &str, body: Value) {
-        self.emit("room", kind, room, body);
+    pub(super) fn emit_room(&mut self, room: &RoomId, kind: &str, body: Value) {
+        self.emit("room", kind, room.as_str(), body);
     }
 
     fn add_room(
         &mut self,
-        id: String,
+        id: RoomId,
         audio: CodecName,
         video: CodecName,
         bitrate: u64,
@@ -83,7 +83,7 @@ impl Manager {
             // (this node then holds a shard of that room).
             link.send(ClusterCmd::ClaimQuietly {
                 what: Owned::Room,
-                id: id.clone(),
+                id: id.to_string(),
             });
         }
         self.emit_room(&id, "created", body);
@@ -91,7 +91,7 @@ impl Manager {
     }
 
     pub(super) fn room_create(&mut self, c: CreateRoom) -> Outcome {
-        let id = c.room_id.unwrap_or_else(new_id);
+        let id = c.room_id.unwrap_or_else(RoomId::random);
         if self.rooms.contains_key(&id) {
             return Err(ApiError::new(
                 ErrorCode::RoomAlreadyExists,
@@ -104,15 +104,15 @@ impl Manager {
         Ok(json!({ "room_id": id }))
     }
 
-    pub(super) fn room_destroy(&mut self, id: &str) -> Outcome {
+    pub(super) fn room_destroy(&mut self, id: &RoomId) -> Outcome {
         let room = self
             .rooms
             .get_mut(id)
-            .ok_or_else(|| ApiError::room_not_found(id))?;
+            .ok_or_else(|| ApiError::room_not_found(id.as_str()))?;
         // Keep the room while its members go, so that it is not auto-destroyed under us.
         room.auto = false;
         // Listeners first: once their publisher is gone they would end as `publisher_stop`.
-        let members: Vec<String> = room
+        let members: Vec<SessionId> = room
             .listeners
             .iter()
             .chain(&room.publishers)
@@ -122,20 +122,20 @@ impl Manager {
             self.destroy(&m, ErrorCode::RoomDestroyed);
         }
         self.rooms.remove(id);
-        self.cluster_disown(crate::cluster::Owned::Room, id);
+        self.cluster_disown(crate::cluster::Owned::Room, id.as_str());
         self.emit_room(id, "destroyed", stop_body(ErrorCode::UserStop));
         Ok(json!({}))
     }
 
-    pub(super) fn room_info(&self, id: &str) -> Outcome {
+    pub(super) fn room_info(&self, id: &RoomId) -> Outcome {
         self.rooms
             .get(id)
             .map(Room::info)
-            .ok_or_else(|| ApiError::room_not_found(id))
+            .ok_or_else(|| ApiError::room_not_found(id.as_str()))
     }
 
     pub(super) fn room_list(&self) -> Value {
-        let mut ids: Vec<&String> = self.rooms.keys().collect();
+        let mut ids: Vec<&RoomId> = self.rooms.keys().collect();
         ids.sort();
         Value::Array(
             ids.into_iter()
@@ -145,7 +145,7 @@ impl Manager {
     }
 
     /// A member left: tell subscribers, and drop an auto-created room once it is empty.
-    pub(super) fn left_room(&mut self, room: &str, session: &str, publisher: bool) {
+    pub(super) fn left_room(&mut self, room: &RoomId, session: &SessionId, publisher: bool) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -160,7 +160,7 @@ impl Manager {
         self.emit_room(room, kind, json!({ "session_id": session }));
         if empty {
             self.rooms.remove(room);
-            self.cluster_disown(crate::cluster::Owned::Room, room);
+            self.cluster_disown(crate::cluster::Owned::Room, room.as_str());
             self.emit_room(room, "destroyed", stop_body(ErrorCode::NoRoomMembers));
         }
     }
@@ -185,7 +185,7 @@ impl Manager {
         for s in selected.iter_mut().flatten() {
             s.direction = Direction::RecvOnly;
         }
-        let room_id = c.room_id.clone().unwrap_or_else(new_id);
+        let room_id = c.room_id.clone().unwrap_or_else(RoomId::random);
         let group = match existing_group {
             Some(g) => g,
             None => self.add_room(
@@ -201,14 +201,14 @@ impl Manager {
             Err(e) => {
                 if existing_group.is_none() {
                     self.rooms.remove(&room_id);
-                    self.cluster_disown(Owned::Room, &room_id);
+                    self.cluster_disown(Owned::Room, room_id.as_str());
                     self.emit_room(&room_id, "destroyed", stop_body(ErrorCode::InternalError));
                 }
                 return Err(e);
             }
         };
         super::flows::accept_data(&mut opened, &offer);
-        let id = new_id();
+        let id = SessionId::random();
         let answer = self.answer_sdp(&id, &offer, &selected, &opened);
         let kind = Kind::Publish {
             room: room_id.clone(),
@@ -232,7 +232,10 @@ impl Manager {
     }
 
     /// A publisher's room and legs, or why `id` cannot be listened to.
-    fn publisher(&self, id: &str) -> Result<(String, Vec<MediaLine>, Option<&sdp::Sdp>), ApiError> {
+    fn publisher(
+        &self,
+        id: &SessionId,
+    ) -> Result<(RoomId, Vec<MediaLine>, Option<&sdp::Sdp>), ApiError> {
         let p = self.session(id)?;
         match &p.kind {
             Kind::Publish { room } => Ok((room.clone(), p.legs.clone(), p.peer_offer.as_ref())),
@@ -262,8 +265,8 @@ impl Manager {
             .rooms
             .get(&room)
             .map(|r| r.group)
-            .ok_or_else(|| ApiError::room_not_found(&room))?;
-        let id = new_id();
+            .ok_or_else(|| ApiError::room_not_found(room.as_str()))?;
+        let id = SessionId::random();
         let cname = cname_for(&id);
         let mut offered: Vec<OfferMedia> = pub_legs
             .iter()
@@ -328,7 +331,7 @@ impl Manager {
     /// Switches a listener to another publisher of its room, without renegotiation: the
     /// listener keeps its SSRC and payload types; the data plane keeps seq/ts continuous,
     /// switches audio at once and holds video until the new publisher's keyframe.
-    pub(super) fn set_type(&mut self, id: &str, publisher: &str) -> Outcome {
+    pub(super) fn set_type(&mut self, id: &SessionId, publisher: &SessionId) -> Outcome {
         let l = self.session(id)?;
         let Kind::Listen { room, .. } = &l.kind else {
             return Err(ApiError::invalid(format!("session {id} is not a listener")));
@@ -402,10 +405,10 @@ impl Manager {
                 &mut s.kind,
                 Kind::Listen {
                     room,
-                    publisher: publisher.to_owned(),
+                    publisher: publisher.clone(),
                 },
             ),
-            None => return Err(ApiError::session_not_found(id)),
+            None => return Err(ApiError::session_not_found(id.as_str())),
         };
         if let Kind::Listen { publisher: old, .. } = old {
             self.relay_maybe_idle(&old);

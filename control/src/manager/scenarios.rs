@@ -11,7 +11,7 @@ use sluice_dataplane::api::{Config, IoMode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::session::ConnId;
-use super::{Manager, Outcome, Outgoing, Reply, Timer};
+use super::{Manager, Outcome, Outgoing, Reply, SessionId, Timer};
 use crate::errors::ErrorCode;
 use crate::request::{Frame, Request, parse_frame};
 
@@ -108,10 +108,10 @@ impl Harness {
         out
     }
 
-    fn destroyed_reason(&mut self, id: &str) -> Option<String> {
+    fn destroyed_reason(&mut self, id: &SessionId) -> Option<String> {
         self.events()
             .into_iter()
-            .find(|(o, t, _)| o == id && t == "destroyed")
+            .find(|(o, t, _)| *id == o.as_str() && t == "destroyed")
             .and_then(|(_, _, b)| b["reason"].as_str().map(str::to_owned))
     }
 }
@@ -139,8 +139,8 @@ fn av(port: u16) -> String {
     )
 }
 
-fn id(v: &Value) -> String {
-    v["session_id"].as_str().expect("session_id").to_owned()
+fn id(v: &Value) -> SessionId {
+    v["session_id"].as_str().expect("session_id").into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +211,11 @@ async fn proxy_answer_flows_from_slave_to_master_and_peers_stop_together() {
         json!({"session_id": s, "answer": {"sdp": phone(5002)}}),
     )
     .expect("answer");
-    assert!(h.events().iter().any(|(o, t, _)| *o == m && t == "answer"));
+    assert!(
+        h.events()
+            .iter()
+            .any(|(o, t, _)| m == o.as_str() && t == "answer")
+    );
     let a = h
         .session("get_answer", json!({"session_id": m}))
         .expect("master answer");
@@ -494,7 +498,7 @@ async fn refused_srtp_keys_fail_the_webrtc_transport() {
     let failed: Vec<Value> = h
         .events()
         .into_iter()
-        .filter(|(o, t, b)| *o == l && t == "status" && b["class"] == "webrtc")
+        .filter(|(o, t, b)| l == o.as_str() && t == "status" && b["class"] == "webrtc")
         .map(|(_, _, b)| b)
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
@@ -525,7 +529,7 @@ async fn destroy_waits_for_its_ports_without_holding_up_the_actor() {
             json!({"type": "echo", "offer": {"sdp": phone(5100)}}),
         )
         .expect("echo b"));
-    let port_of = |h: &Harness, id: &str| h.m.sessions[id].legs[0].info.rtp_port;
+    let port_of = |h: &Harness, id: &SessionId| h.m.sessions[id].legs[0].info.rtp_port;
     let a_port = port_of(&h, &a);
     let stall = h.dp.stall_worker(0).expect("worker runs");
     let destroy = json!({"class": "media", "subclass": "session", "cmd": "destroy",

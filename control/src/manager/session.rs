@@ -9,6 +9,7 @@ use sluice_dataplane::api::{
 };
 use tokio::sync::oneshot;
 
+use super::{RoomId, SessionId};
 use crate::errors::ApiError;
 use crate::request::{MediaUpdate, SdpType, SessionType};
 use crate::sdp::{Codec, OfferMedia, Sdp, Selected};
@@ -31,10 +32,10 @@ pub enum Transport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
     Echo,
-    ProxyMaster { slave: Option<String> },
-    ProxySlave { master: String },
-    Publish { room: String },
-    Listen { room: String, publisher: String },
+    ProxyMaster { slave: Option<SessionId> },
+    ProxySlave { master: SessionId },
+    Publish { room: RoomId },
+    Listen { room: RoomId, publisher: SessionId },
 }
 
 impl Kind {
@@ -47,7 +48,7 @@ impl Kind {
         }
     }
 
-    pub fn room(&self) -> Option<&str> {
+    pub fn room(&self) -> Option<&RoomId> {
         match self {
             Kind::Publish { room } | Kind::Listen { room, .. } => Some(room),
             _ => None,
@@ -155,7 +156,7 @@ impl MediaSettings {
 pub type Waiter = oneshot::Sender<Result<Value, ApiError>>;
 
 pub struct Session {
-    pub id: String,
+    pub id: SessionId,
     pub kind: Kind,
     pub owner: ConnId,
     pub group: GroupId,
@@ -316,7 +317,8 @@ mod tests {
             Kind::ProxySlave { master: "m".into() }.session_type(),
             SessionType::Proxy
         );
-        assert_eq!(Kind::Publish { room: "r".into() }.room(), Some("r"));
+        let room = RoomId::from("r");
+        assert_eq!(Kind::Publish { room: room.clone() }.room(), Some(&room));
         assert_eq!(Kind::Echo.room(), None);
     }
 }

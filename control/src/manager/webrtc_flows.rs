@@ -9,7 +9,7 @@ use serde_json::json;
 use sluice_dataplane::api::{Command, GroupId, LegId, LegInfo, LegSpec, MediaKind, Pt, Remote};
 
 use super::session::{Kind, MediaLine, Session};
-use super::{Manager, Outcome, random_u64};
+use super::{Manager, Outcome, SessionId, random_u64};
 use crate::errors::{ApiError, ErrorCode};
 use crate::sdp::{Codec, Direction, OfferMedia, Sdp, Selected};
 use crate::webrtc::sdp::{
@@ -22,8 +22,9 @@ use crate::webrtc::transport::{Effect, WebrtcTransport};
 mod datachannels;
 
 /// `cname` of the streams the server sends (RFC 7022 allows any per-session value).
-pub(super) fn cname_for(session: &str) -> String {
-    format!("sluice-{}", session.get(..8).unwrap_or(session))
+pub(super) fn cname_for(session: &SessionId) -> String {
+    let s = session.as_str();
+    format!("sluice-{}", s.get(..8).unwrap_or(s))
 }
 
 /// The peer's ICE/DTLS parameters, or why its WebRTC SDP is unusable.
@@ -163,7 +164,7 @@ impl Manager {
     /// The WebRTC answer of a session whose transport lives in it already (a proxy master).
     pub(super) fn session_webrtc_answer(
         &mut self,
-        id: &str,
+        id: &SessionId,
         offer: &Sdp,
         selected: &[Option<Selected>],
     ) -> Option<Sdp> {
@@ -196,7 +197,11 @@ impl Manager {
     }
 
     /// The peer's answer to the server's WebRTC offer: ICE credentials, fingerprint, role.
-    pub(super) fn webrtc_apply_answer(&mut self, id: &str, answer: &Sdp) -> Result<(), ApiError> {
+    pub(super) fn webrtc_apply_answer(
+        &mut self,
+        id: &SessionId,
+        answer: &Sdp,
+    ) -> Result<(), ApiError> {
         let remote = remote_ice(answer)?;
         let mut out = Vec::new();
         let now = Instant::now();
@@ -267,7 +272,7 @@ impl Manager {
         }
     }
 
-    fn apply_effects(&mut self, id: &str, effects: Vec<Effect>) {
+    fn apply_effects(&mut self, id: &SessionId, effects: Vec<Effect>) {
         for e in effects {
             match e {
                 Effect::Data(ev) => self.data_event(id, ev),
@@ -295,7 +300,7 @@ impl Manager {
     /// Asks the sender(s) of the video this session's peer receives for a keyframe (RTCP PLI):
     /// a listener's publisher, a proxy leg's peer, an echo's own peer. Used when a WebRTC
     /// transport comes up, a listener is answered or switched, or video is unmuted.
-    pub(super) fn request_keyframes_for(&self, id: &str) {
+    pub(super) fn request_keyframes_for(&self, id: &SessionId) {
         let Some(s) = self.sessions.get(id) else {
             return;
         };
@@ -330,7 +335,7 @@ impl Manager {
     /// `set_candidate`: a trickled candidate of the session's WebRTC peer.
     pub(super) fn set_candidate(
         &mut self,
-        id: &str,
+        id: &SessionId,
         mid: Option<&str>,
         mline_index: Option<u32>,
         candidate: &str,
@@ -363,7 +368,7 @@ impl Manager {
     }
 
     /// `set_candidate_end`.
-    pub(super) fn set_candidate_end(&mut self, id: &str) -> Outcome {
+    pub(super) fn set_candidate_end(&mut self, id: &SessionId) -> Outcome {
         let s = self.session_mut(id)?;
         transport_of(s)?.end_of_candidates();
         Ok(json!({}))

@@ -12,6 +12,7 @@ use super::{
     SessionType,
 };
 use crate::errors::ApiError;
+use crate::manager::{RoomId, SessionId};
 use crate::sdp::{CodecName, MediaKind};
 
 pub(super) fn data_as<T: DeserializeOwned>(data: Value) -> Result<T, ApiError> {
@@ -50,8 +51,8 @@ pub(super) fn codec(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct IdData {
-    pub session_id: Option<String>,
-    pub room_id: Option<String>,
+    pub session_id: Option<SessionId>,
+    pub room_id: Option<RoomId>,
 }
 
 /// `media/node/drain`: `timeout` in seconds (absent: `--drain-timeout`).
@@ -86,19 +87,19 @@ pub(super) struct CreateData {
     pub offer: Option<SdpObject>,
     pub wait_reply: Option<bool>,
     pub sdp_type: Option<String>,
-    pub master_id: Option<String>,
+    pub master_id: Option<SessionId>,
     pub stop_after_peer: Option<bool>,
     pub wait_timeout: Option<f64>,
     pub ready_timeout: Option<f64>,
     pub subscribe: Option<bool>,
     #[serde(flatten)]
     pub media: MediaUpdate,
-    pub room_id: Option<String>,
+    pub room_id: Option<RoomId>,
     pub room_audio_codec: Option<String>,
     pub room_video_codec: Option<String>,
     pub room_bitrate: Option<u64>,
-    pub publisher_id: Option<String>,
-    pub publisher: Option<String>,
+    pub publisher_id: Option<SessionId>,
+    pub publisher: Option<SessionId>,
     /// The node to place the session on (a cluster); absent = the node asked.
     pub node: Option<String>,
 }
@@ -106,7 +107,7 @@ pub(super) struct CreateData {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct SetAnswerData {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     pub answer: Option<SdpObject>,
 }
 
@@ -114,7 +115,7 @@ pub(super) struct SetAnswerData {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct CandidateData {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     #[serde(rename = "sdpMid")]
     pub sdp_mid: Option<String>,
     #[serde(rename = "sdpMLineIndex")]
@@ -125,7 +126,7 @@ pub(super) struct CandidateData {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct UpdateMediaData {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     #[serde(flatten)]
     pub media: MediaUpdate,
 }
@@ -133,17 +134,17 @@ pub(super) struct UpdateMediaData {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct SetTypeData {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     #[serde(rename = "type")]
     pub session_type: Option<String>,
-    pub publisher_id: Option<String>,
-    pub publisher: Option<String>,
+    pub publisher_id: Option<SessionId>,
+    pub publisher: Option<SessionId>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct RecorderData {
-    pub session_id: Option<String>,
+    pub session_id: Option<SessionId>,
     pub action: Option<String>,
     pub uri: Option<String>,
 }
@@ -151,7 +152,7 @@ pub(super) struct RecorderData {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(super) struct RoomCreateData {
-    pub room_id: Option<String>,
+    pub room_id: Option<RoomId>,
     pub class: Option<String>,
     pub audio_codec: Option<String>,
     pub video_codec: Option<String>,

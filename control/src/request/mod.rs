@@ -20,6 +20,7 @@ use data::{
 };
 
 use crate::errors::ApiError;
+use crate::manager::{RoomId, SessionId};
 use crate::sdp::{CodecName, MediaKind};
 
 /// Frames larger than this get an error reply instead of being processed.
@@ -143,18 +144,18 @@ pub struct CreateSession {
     pub session_type: SessionType,
     pub offer: Option<SdpObject>,
     pub sdp_type: Option<SdpType>,
-    pub master_id: Option<String>,
+    pub master_id: Option<SessionId>,
     pub stop_after_peer: bool,
     pub wait_timeout: Duration,
     pub ready_timeout: Duration,
     pub subscribe: bool,
     pub media: MediaUpdate,
-    pub room_id: Option<String>,
+    pub room_id: Option<RoomId>,
     pub room_audio_codec: Option<CodecName>,
     pub room_video_codec: Option<CodecName>,
     /// kbps.
     pub room_bitrate: Option<u64>,
-    pub publisher_id: Option<String>,
+    pub publisher_id: Option<SessionId>,
     /// The cluster node to place the session on (`None`: the node that got the request).
     pub node: Option<String>,
 }
@@ -164,7 +165,7 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(86400);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreateRoom {
-    pub room_id: Option<String>,
+    pub room_id: Option<RoomId>,
     pub audio_codec: Option<CodecName>,
     pub video_codec: Option<CodecName>,
     /// kbps.
@@ -212,55 +213,55 @@ pub enum Request {
     Unsubscribe(EventPattern),
     Create(Box<CreateSession>),
     Destroy {
-        session_id: String,
+        session_id: SessionId,
     },
     SetAnswer {
-        session_id: String,
+        session_id: SessionId,
         answer: SdpObject,
     },
     GetOffer {
-        session_id: String,
+        session_id: SessionId,
     },
     GetAnswer {
-        session_id: String,
+        session_id: SessionId,
     },
     GetProxyOffer {
-        session_id: String,
+        session_id: SessionId,
     },
     GetInfo {
-        session_id: String,
+        session_id: SessionId,
     },
     GetList,
     UpdateMedia {
-        session_id: String,
+        session_id: SessionId,
         media: MediaUpdate,
     },
     SetType {
-        session_id: String,
-        publisher_id: String,
+        session_id: SessionId,
+        publisher_id: SessionId,
     },
     RecorderAction {
-        session_id: String,
+        session_id: SessionId,
         action: RecorderOp,
         /// `file://…` naming the recording (inside the record dir).
         uri: Option<String>,
     },
     /// A trickled remote ICE candidate (`candidate:...`, as `RTCIceCandidate.candidate`).
     SetCandidate {
-        session_id: String,
+        session_id: SessionId,
         mid: Option<String>,
         mline_index: Option<u32>,
         candidate: String,
     },
     SetCandidateEnd {
-        session_id: String,
+        session_id: SessionId,
     },
     RoomCreate(CreateRoom),
     RoomDestroy {
-        room_id: String,
+        room_id: RoomId,
     },
     RoomGetInfo {
-        room_id: String,
+        room_id: RoomId,
     },
     RoomGetList,
     /// Stop accepting sessions and stop once the live ones end, or after `timeout` (`None`:
@@ -279,7 +280,7 @@ impl Request {
     }
 
     /// The session a request is about, if it names one.
-    pub fn session_id(&self) -> Option<&str> {
+    pub fn session_id(&self) -> Option<&SessionId> {
         match self {
             Request::Destroy { session_id }
             | Request::SetAnswer { session_id, .. }
@@ -349,10 +350,10 @@ fn parse_request(
     cmd: &str,
     data: Value,
 ) -> Result<Request, ApiError> {
-    let session_id = |data: Value| -> Result<String, ApiError> {
+    let session_id = |data: Value| -> Result<SessionId, ApiError> {
         required(data_as::<IdData>(data)?.session_id, "session_id")
     };
-    let room_id = |data: Value| -> Result<String, ApiError> {
+    let room_id = |data: Value| -> Result<RoomId, ApiError> {
         required(data_as::<IdData>(data)?.room_id, "room_id")
     };
     let known = commands::lookup(class, subclass, cmd)?;
@@ -585,7 +586,7 @@ mod tests {
         else {
             panic!("create expected")
         };
-        assert_eq!(c.publisher_id.as_deref(), Some("p1"));
+        assert_eq!(c.publisher_id, Some("p1".into()));
         assert_eq!(c.room_audio_codec, Some(CodecName::Pcmu));
     }
 
