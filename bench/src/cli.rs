@@ -9,6 +9,8 @@ use crate::traffic::{self, Load};
 
 /// srtp-echo binds one socket per session and polls them all every tick.
 pub const MAX_SRTP_SESSIONS: usize = 1000;
+/// cluster: the nodes share ports 61000-65499, at least 400 each.
+pub const MAX_CLUSTER_NODES: usize = 11;
 
 /// Settings the spawned server gets unless `--server-arg` overrides them.
 pub const SPAWN_DEFAULTS: [(&str, &str); 4] = [
@@ -42,6 +44,10 @@ pub enum Mode {
     /// --sessions plain echo sessions, then --scrapes GETs of /metrics: the server's CPU
     /// per scrape.
     Scrape,
+    /// Starts its own redis-server and --nodes sluice nodes (--sluice) in one cluster and
+    /// measures a request carried to another node, a relayed listener against a local one,
+    /// and a 1 -> --room-listeners room spread over every node.
+    Cluster,
 }
 
 #[derive(Clone, Debug)]
@@ -82,6 +88,40 @@ pub struct Args {
     /// Length of each `--saturate` search step.
     pub step: Duration,
     pub max_rate: u64,
+    /// cluster: what it starts and measures.
+    pub cluster: ClusterArgs,
+}
+
+/// The options of `cluster` mode.
+#[derive(Clone, Debug)]
+pub struct ClusterArgs {
+    /// The sluice binary each node runs.
+    pub sluice: String,
+    /// The redis-server binary.
+    pub redis: String,
+    pub nodes: usize,
+    /// `--cluster-ttl` of every node, seconds.
+    pub ttl: String,
+    /// get_info requests per path (local, through another node).
+    pub requests: usize,
+    /// Relay scenario: publishers on the first node, 50 pkt/s each.
+    pub publishers: usize,
+    /// Room scenario: listeners spread over the nodes.
+    pub room_listeners: usize,
+    /// Which scenarios to run, in order.
+    pub scenarios: Vec<Scenario>,
+}
+
+/// A measurement of `cluster` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// p50/p99 of get_info of a session on node 1, through node 1 and through node 2.
+    Requests,
+    /// The receiving node's CPU per egress packet: listeners on node 2 (served by a relay)
+    /// against listeners on node 1 (local), for the same publishers on node 1.
+    Relay,
+    /// One publisher on node 1, --room-listeners listeners spread over every node.
+    Room,
 }
 
 /// A forwarder `proxy` mode measures.
@@ -129,7 +169,7 @@ struct Cli {
     /// Echo sessions / reflector streams.
     #[arg(long, default_value_t = 10)]
     sessions: usize,
-    /// Fanout listeners.
+    /// Fanout listeners; cluster relay: listeners per publisher.
     #[arg(long, default_value_t = 8)]
     listeners: usize,
     /// Packets/s sent in total (default 50000; fanout: 5000 into the publisher).
@@ -201,6 +241,30 @@ struct Cli {
     /// proxy --saturate: the search's upper bound (packets/s).
     #[arg(long = "max-rate", default_value_t = 2_000_000)]
     max_rate: u64,
+    /// cluster: the sluice binary every node runs.
+    #[arg(long, default_value = "target/release/sluice")]
+    sluice: String,
+    /// cluster: the redis-server binary (started on a unix socket in a temporary folder).
+    #[arg(long = "redis-server", default_value = "redis-server")]
+    redis_server: String,
+    /// cluster: sluice nodes started (each --workers 1).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// cluster: --cluster-ttl of every node, in seconds.
+    #[arg(long = "cluster-ttl", default_value = "0.6")]
+    cluster_ttl: String,
+    /// cluster: get_info requests per path.
+    #[arg(long, default_value_t = 5000)]
+    requests: usize,
+    /// cluster relay: publishers on node 1 (50 pkt/s each), each with --listeners listeners.
+    #[arg(long, default_value_t = 40)]
+    publishers: usize,
+    /// cluster room: listeners of the one publisher, spread over every node.
+    #[arg(long = "room-listeners", default_value_t = 1000)]
+    room_listeners: usize,
+    /// cluster: the scenarios to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "requests,relay,room")]
+    scenarios: Vec<Scenario>,
 }
 
 /// A duration in seconds from the command line, within what `Duration` holds.
@@ -251,6 +315,16 @@ impl Args {
             loss_free_pct: cli.loss_free,
             step: seconds("step", cli.step)?,
             max_rate: cli.max_rate,
+            cluster: ClusterArgs {
+                sluice: cli.sluice,
+                redis: cli.redis_server,
+                nodes: cli.nodes,
+                ttl: cli.cluster_ttl,
+                requests: cli.requests,
+                publishers: cli.publishers,
+                room_listeners: cli.room_listeners,
+                scenarios: cli.scenarios,
+            },
         };
         a.validate()?;
         Ok(a)
@@ -293,6 +367,33 @@ impl Args {
         }
         if self.step < Duration::from_millis(200) || self.step > Duration::from_secs(60) {
             bail!("--step must be 0.2..=60 seconds");
+        }
+        if self.mode == Mode::Cluster {
+            let c = &self.cluster;
+            if !(2..=MAX_CLUSTER_NODES).contains(&c.nodes) {
+                bail!("cluster: --nodes must be 2..={MAX_CLUSTER_NODES}");
+            }
+            if !(1..=1_000_000).contains(&c.requests)
+                || !(1..=1000).contains(&c.publishers)
+                || !(1..=20_000).contains(&c.room_listeners)
+            {
+                bail!(
+                    "cluster: --requests must be 1..=1000000, --publishers 1..=1000 and \
+                     --room-listeners 1..=20000"
+                );
+            }
+            if c.ttl
+                .parse::<f64>()
+                .map_or(true, |t| !(t > 0.0 && t <= 60.0))
+            {
+                bail!("cluster: --cluster-ttl must be a number of seconds in (0, 60]");
+            }
+            if c.scenarios.is_empty() {
+                bail!("cluster: --scenarios: empty list");
+            }
+            if self.json || self.spawn.is_some() || self.pid.is_some() {
+                bail!("cluster: --json, --spawn and --pid do not apply (it starts its own nodes)");
+            }
         }
         if self.mode == Mode::SrtpEcho && self.sessions > MAX_SRTP_SESSIONS {
             bail!("srtp-echo: --sessions must be at most {MAX_SRTP_SESSIONS} (one socket each)");
@@ -393,6 +494,33 @@ mod tests {
         assert_eq!((a.connections, a.pipeline, a.pairs), (8, 4, Some(1000)));
         assert!(parse("churn --connections 0").is_err());
         assert!(parse("churn --pipeline 65").is_err());
+    }
+
+    #[test]
+    fn cluster_options() {
+        let a = parse("cluster").unwrap();
+        assert_eq!(a.mode, Mode::Cluster);
+        let c = &a.cluster;
+        assert_eq!((c.nodes, c.requests, c.publishers), (3, 5000, 40));
+        assert_eq!(
+            (c.sluice.as_str(), c.ttl.as_str()),
+            ("target/release/sluice", "0.6")
+        );
+        assert_eq!(
+            c.scenarios,
+            vec![Scenario::Requests, Scenario::Relay, Scenario::Room]
+        );
+        let a = parse("cluster --nodes 2 --scenarios room,requests --sluice /x/sluice").unwrap();
+        assert_eq!(a.cluster.nodes, 2);
+        assert_eq!(
+            a.cluster.scenarios,
+            vec![Scenario::Room, Scenario::Requests]
+        );
+        assert_eq!(a.cluster.sluice, "/x/sluice");
+        assert!(parse("cluster --nodes 1").is_err());
+        assert!(parse("cluster --cluster-ttl 0").is_err());
+        assert!(parse("cluster --json").is_err());
+        assert!(parse("cluster --scenarios nope").is_err());
     }
 
     #[test]

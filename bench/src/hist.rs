@@ -53,6 +53,15 @@ impl Histogram {
         self.max = self.max.max(v);
     }
 
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     pub fn count(&self) -> u64 {
         self.total
     }
@@ -111,6 +120,16 @@ mod tests {
         }
         assert_eq!(h.quantile(1.0), 1_000_000);
         assert_eq!(h.count(), 100_000);
+    }
+
+    #[test]
+    fn merged_histograms_hold_both() {
+        let (mut a, mut b) = (Histogram::new(), Histogram::new());
+        a.record(10);
+        b.record(1000);
+        b.record(20);
+        a.merge(&b);
+        assert_eq!((a.count(), a.max(), a.quantile(0.5)), (3, 1000, 20));
     }
 
     #[test]

@@ -102,6 +102,32 @@ pub fn clock_ticks_per_sec() -> u64 {
     if t > 0 { t as u64 } else { 100 }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (children inherit it);
+/// returns the soft limit in force afterwards.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the call fills.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return Ok(lim.rlim_cur);
+    }
+    // An unlimited hard limit is still capped by fs.nr_open (1 Mi by default).
+    let want = libc::rlimit {
+        rlim_cur: lim.rlim_max.min(1 << 20),
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: `want` is a live rlimit the call only reads.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(want.rlim_cur)
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
     let pid =

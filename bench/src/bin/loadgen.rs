@@ -22,6 +22,8 @@ use sluice_control::webrtc::cert::Certificate;
 use sluice_control::webrtc::ice::IceCredentials;
 use sluice_dataplane::srtp::{Profile, SessionKeys};
 
+#[path = "loadgen/cluster.rs"]
+mod cluster;
 #[path = "loadgen/echo.rs"]
 mod echo;
 #[path = "loadgen/fanout.rs"]
@@ -142,6 +144,7 @@ fn measure(
             Mode::Churn => "churn".into(),
             Mode::Proxy => "proxy".into(),
             Mode::Scrape => "scrape".into(),
+            Mode::Cluster => "cluster".into(),
         },
         streams,
         rate: args.rate,
@@ -190,6 +193,10 @@ fn run() -> anyhow::Result<()> {
     let gen_cpu = args
         .gen_cpu
         .or((machine.cores > 1).then(|| machine.cores - 1));
+    if args.mode == Mode::Cluster {
+        // It starts its own Redis and nodes, and prints its own tables.
+        return cluster::run(&args, &machine, gen_cpu);
+    }
     let mut server = match &args.spawn {
         Some(path)
             if args.mode != Mode::Reflector
@@ -265,6 +272,7 @@ fn run() -> anyhow::Result<()> {
                 churned = Some(churn::run(&opts, cpu.as_ref())?);
             }
             Mode::Scrape => scraped = Some(scrape::run(&args, &api_url, cpu.as_ref())?),
+            Mode::Cluster => bail!("cluster runs on its own"),
         }
         if args.mode == Mode::Reflector || args.baseline {
             rows.push(reflector_row(&args, gen_cpu)?);

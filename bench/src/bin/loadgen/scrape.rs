@@ -51,7 +51,7 @@ impl Scraped {
 }
 
 /// One `GET /metrics` over a fresh connection; the body.
-fn get_metrics(host: &str) -> anyhow::Result<String> {
+pub(super) fn get_metrics(host: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
     s.set_read_timeout(Some(wsapi::TIMEOUT))?;
     write!(
