@@ -129,9 +129,9 @@ pub(super) fn pt_pairs(
     from: (&Codec, Option<&Codec>),
     to: (&Codec, Option<&Codec>),
 ) -> Vec<(Pt, Pt)> {
-    let mut map = vec![(Pt(from.0.pt), Pt(to.0.pt))];
+    let mut map = vec![(from.0.pt, to.0.pt)];
     if let (Some(a), Some(b)) = (from.1, to.1) {
-        map.push((Pt(a.pt), Pt(b.pt)));
+        map.push((a.pt, b.pt));
     }
     map
 }
@@ -203,7 +203,7 @@ impl Manager {
                 let feedback = Feedback {
                     clock_rate: s.codec.clock_rate,
                     nack: s.codec.has_nack() && (webrtc || avpf),
-                    rtx_pts: rtx.map_or(Vec::new(), |r| vec![(Pt(s.codec.pt), Pt(r.pt))]),
+                    rtx_pts: rtx.map_or(Vec::new(), |r| vec![(s.codec.pt, r.pt)]),
                     rtx_ssrc,
                 };
                 MediaLine {
@@ -297,7 +297,7 @@ impl Manager {
         data: bool,
     ) -> Result<(Opened, SdpText), ApiError> {
         if webrtc {
-            let mut used: Vec<u8> = offered
+            let mut used: Vec<Pt> = offered
                 .iter()
                 .flat_map(|om| std::iter::once(om.codec.pt).chain(om.dtmf.as_ref().map(|d| d.pt)))
                 .collect();
@@ -307,7 +307,7 @@ impl Manager {
                 // Video is offered with RTX (RFC 4588) on a payload type of its own.
                 if om.kind == sdp::MediaKind::Video
                     && om.rtx.is_none()
-                    && let Some(pt) = (96..=127u8).find(|pt| !used.contains(pt))
+                    && let Some(pt) = (96..=127).map(Pt).find(|pt| !used.contains(pt))
                 {
                     used.push(pt);
                     om.rtx = Some(Codec::rtx(pt, om.codec.pt, om.codec.clock_rate));
@@ -484,10 +484,10 @@ mod tests {
 
     #[test]
     fn pt_pairs_include_dtmf_only_when_both_sides_have_it() {
-        let opus = Codec::new(111, "opus", 48000, Some(2));
-        let opus2 = Codec::new(109, "opus", 48000, Some(2));
-        let te = Codec::new(126, "telephone-event", 48000, None);
-        let te2 = Codec::new(101, "telephone-event", 48000, None);
+        let opus = Codec::new(Pt(111), "opus", 48000, Some(2));
+        let opus2 = Codec::new(Pt(109), "opus", 48000, Some(2));
+        let te = Codec::new(Pt(126), "telephone-event", 48000, None);
+        let te2 = Codec::new(Pt(101), "telephone-event", 48000, None);
         assert_eq!(
             pt_pairs((&opus, None), (&opus2, Some(&te2))),
             vec![(Pt(111), Pt(109))]
@@ -503,7 +503,10 @@ mod tests {
         let text = "v=0\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nm=audio 3000 RTP/AVP 0 101 102\r\n\
             a=rtpmap:101 telephone-event/8000\r\na=rtpmap:102 telephone-event/48000\r\n";
         let sdp = Sdp::parse(text).expect("valid");
-        assert_eq!(answered_dtmf(&sdp.media[0], 48000).map(|c| c.pt), Some(102));
+        assert_eq!(
+            answered_dtmf(&sdp.media[0], 48000).map(|c| c.pt),
+            Some(Pt(102))
+        );
         assert_eq!(answered_dtmf(&sdp.media[0], 16000), None);
     }
 }

@@ -9,7 +9,7 @@
 //! always carries the SSRC that leg's SDP announced.
 
 use serde_json::json;
-use sluice_dataplane::api::{Command, Feedback, Pt, Rewrite};
+use sluice_dataplane::api::{Command, Feedback, Rewrite};
 
 use super::flows::{NewSession, answered_dtmf, client_sdp, pt_pairs, select_media};
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Transport};
@@ -31,7 +31,7 @@ fn answered_feedback(leg: &MediaLine, m: &sdp::Media, codec: &Codec) -> Feedback
     Feedback {
         clock_rate: codec.clock_rate,
         nack: codec.has_nack() && (webrtc || m.proto == Proto::RtpAvpf),
-        rtx_pts: rtx.map_or(Vec::new(), |(media, rtx)| vec![(Pt(media), Pt(rtx))]),
+        rtx_pts: rtx.map_or(Vec::new(), |(media, rtx)| vec![(media, rtx)]),
         rtx_ssrc: rtx.and(leg.rtx_ssrc),
     }
 }

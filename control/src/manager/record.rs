@@ -151,7 +151,7 @@ impl Manager {
         } else {
             Tap::Received
         };
-        let streams: Vec<(LegId, MediaKind, String, u8)> = s
+        let streams: Vec<(LegId, MediaKind, String, Pt)> = s
             .legs
             .iter()
             .filter(|l| l.accepted)
@@ -209,7 +209,7 @@ impl Manager {
                 kind,
                 codec: codec.clone(),
                 tap,
-                pt: Some(Pt(pt)),
+                pt: Some(pt),
                 capacity: 0,
             };
             // On failure the streams opened so far are dropped with `opened`: their sinks

@@ -5,7 +5,7 @@
 //! answered with those only, and listeners are offered them with the publisher's payload types.
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, MediaKind, Pt, Rewrite};
+use sluice_dataplane::api::{Command, GroupId, MediaKind, Rewrite};
 
 use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
@@ -354,10 +354,10 @@ impl Manager {
                     let want = ll.offered.as_ref().map_or(&ll.codec, |o| &o.codec);
                     let mut pt_map = Vec::new();
                     if pl.codec.pt != want.pt {
-                        pt_map.push((Pt(pl.codec.pt), Pt(want.pt)));
+                        pt_map.push((pl.codec.pt, want.pt));
                         let want_dtmf = ll.offered.as_ref().and_then(|o| o.dtmf.as_ref());
                         if let (Some(a), Some(b)) = (&pl.dtmf, want_dtmf) {
-                            pt_map.push((Pt(a.pt), Pt(b.pt)));
+                            pt_map.push((a.pt, b.pt));
                         }
                     }
                     Command::Connect {

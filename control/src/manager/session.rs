@@ -265,7 +265,7 @@ fn leg_info(leg: &MediaLine) -> Value {
         "rtcp_port": leg.info.rtcp_port,
         "remote_rtp": remote,
         "codec": codec_text(&leg.codec),
-        "pt": leg.codec.pt,
+        "pt": leg.codec.pt.0,
         "accepted": leg.accepted,
         "rx_packets": s.rx_packets,
         "rx_bytes": s.rx_bytes,
@@ -285,6 +285,7 @@ fn leg_info(leg: &MediaLine) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_dataplane::api::Pt;
 
     #[test]
     fn update_changes_only_given_settings() {
@@ -305,10 +306,13 @@ mod tests {
     #[test]
     fn codec_text_has_channels_only_when_given() {
         assert_eq!(
-            codec_text(&Codec::new(111, "opus", 48000, Some(2))),
+            codec_text(&Codec::new(Pt(111), "opus", 48000, Some(2))),
             "opus/48000/2"
         );
-        assert_eq!(codec_text(&Codec::new(0, "PCMU", 8000, None)), "PCMU/8000");
+        assert_eq!(
+            codec_text(&Codec::new(Pt(0), "PCMU", 8000, None)),
+            "PCMU/8000"
+        );
     }
 
     #[test]

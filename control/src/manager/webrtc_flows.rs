@@ -39,8 +39,8 @@ fn bundle_of<'a>(
     let mut bundle = Vec::new();
     for (kind, codec, dtmf) in streams {
         for c in std::iter::once(codec).chain(dtmf) {
-            if !bundle.iter().any(|(pt, _)| *pt == Pt(c.pt)) {
-                bundle.push((Pt(c.pt), kind));
+            if !bundle.iter().any(|(pt, _)| *pt == c.pt) {
+                bundle.push((c.pt, kind));
             }
         }
     }

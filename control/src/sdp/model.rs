@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use sluice_dataplane::api::Pt;
+
 /// A session description (RFC 8866 §5). Fields the server acts on are typed; every other
 /// attribute is kept verbatim so that nothing a peer sent is silently lost.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -145,7 +147,7 @@ impl Media {
     }
 
     /// The codec with payload type `pt`, if this media description has one.
-    pub fn codec(&self, pt: u8) -> Option<&Codec> {
+    pub fn codec(&self, pt: Pt) -> Option<&Codec> {
         self.codecs.iter().find(|c| c.pt == pt)
     }
 }
@@ -298,7 +300,7 @@ impl fmt::Display for Direction {
 /// One RTP payload format: `a=rtpmap`, `a=fmtp` and `a=rtcp-fb` for a payload type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codec {
-    pub pt: u8,
+    pub pt: Pt,
     /// Encoding name as written, e.g. `opus`, `PCMU`, `telephone-event`.
     pub name: String,
     pub clock_rate: u32,
@@ -310,7 +312,7 @@ pub struct Codec {
 }
 
 impl Codec {
-    pub fn new(pt: u8, name: &str, clock_rate: u32, channels: Option<u8>) -> Self {
+    pub fn new(pt: Pt, name: &str, clock_rate: u32, channels: Option<u8>) -> Self {
         Codec {
             pt,
             name: name.to_owned(),
@@ -322,8 +324,8 @@ impl Codec {
     }
 
     /// The codec a static payload type stands for without an `a=rtpmap` (RFC 3551 §6).
-    pub fn from_static(pt: u8) -> Option<Self> {
-        let (name, clock_rate, channels) = match pt {
+    pub fn from_static(pt: Pt) -> Option<Self> {
+        let (name, clock_rate, channels) = match pt.0 {
             0 => ("PCMU", 8000, None),
             3 => ("GSM", 8000, None),
             4 => ("G723", 8000, None),
@@ -366,14 +368,14 @@ impl Codec {
     }
 
     /// An RTX payload format (RFC 4588 §8.1): `rtx/RATE` with `a=fmtp:PT apt=MEDIA`.
-    pub fn rtx(pt: u8, apt: u8, clock_rate: u32) -> Self {
+    pub fn rtx(pt: Pt, apt: Pt, clock_rate: u32) -> Self {
         let mut c = Codec::new(pt, "rtx", clock_rate, None);
-        c.fmtp = Some(format!("apt={apt}"));
+        c.fmtp = Some(format!("apt={}", apt.0));
         c
     }
 
     /// The payload type this RTX format repairs (`apt=`), if it is one.
-    pub fn apt(&self) -> Option<u8> {
+    pub fn apt(&self) -> Option<Pt> {
         if !self.name.eq_ignore_ascii_case("rtx") {
             return None;
         }
@@ -384,6 +386,7 @@ impl Codec {
             .trim()
             .parse()
             .ok()
+            .map(Pt)
     }
 
     /// Generic NACK among this format's `a=rtcp-fb` values (RFC 4585 §4.2).
@@ -481,18 +484,21 @@ mod tests {
 
     #[test]
     fn static_payload_types_have_codecs() {
-        let pcmu = Codec::from_static(0).expect("PCMU is static");
+        let pcmu = Codec::from_static(Pt(0)).expect("PCMU is static");
         assert_eq!((pcmu.name.as_str(), pcmu.clock_rate), ("PCMU", 8000));
-        assert_eq!(Codec::from_static(18).map(|c| c.name), Some("G729".into()));
-        assert_eq!(Codec::from_static(96), None);
+        assert_eq!(
+            Codec::from_static(Pt(18)).map(|c| c.name),
+            Some("G729".into())
+        );
+        assert_eq!(Codec::from_static(Pt(96)), None);
     }
 
     #[test]
     fn same_encoding_ignores_pt_and_case() {
-        let a = Codec::new(0, "PCMU", 8000, None);
-        let b = Codec::new(99, "pcmu", 8000, Some(1));
+        let a = Codec::new(Pt(0), "PCMU", 8000, None);
+        let b = Codec::new(Pt(99), "pcmu", 8000, Some(1));
         assert!(a.same_encoding(&b));
-        assert!(!a.same_encoding(&Codec::new(0, "PCMU", 16000, None)));
+        assert!(!a.same_encoding(&Codec::new(Pt(0), "PCMU", 16000, None)));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Offer/answer (RFC 3264) for a server that forwards media and never transcodes: it picks
 //! one codec per m-line among those it can forward, and keeps the peer's payload types.
 
-use sluice_dataplane::api::Ssrc;
+use sluice_dataplane::api::{Pt, Ssrc};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -268,7 +268,7 @@ pub(crate) fn rejected(offered: &Media) -> Media {
     let mut m = Media::new(offered.kind.clone(), 0, offered.proto.clone());
     if let Some(format) = offered.formats.first() {
         m.formats.push(format.clone());
-        let codec = format.parse::<u8>().ok().and_then(|pt| offered.codec(pt));
+        let codec = format.parse().ok().and_then(|pt| offered.codec(Pt(pt)));
         if let Some(c) = codec.filter(|_| offered.proto.is_rtp()) {
             m.codecs
                 .push(Codec::new(c.pt, &c.name, c.clock_rate, c.channels));
@@ -335,7 +335,7 @@ fn plain_media(
         if m.proto == Proto::RtpAvp {
             c.rtcp_fb.clear();
         }
-        m.formats.push(c.pt.to_string());
+        m.formats.push(c.pt.0.to_string());
         m.codecs.push(c);
     }
     m.rtcp = port.checked_add(1).filter(|_| port != 0).map(|p| (p, None));
@@ -343,7 +343,7 @@ fn plain_media(
 }
 
 /// `(offered PT, answered PT)` when both are the same encoding.
-pub fn pt_map(offered: &Codec, answered: &Codec) -> Option<(u8, u8)> {
+pub fn pt_map(offered: &Codec, answered: &Codec) -> Option<(Pt, Pt)> {
     offered
         .same_encoding(answered)
         .then_some((offered.pt, answered.pt))
@@ -401,7 +401,7 @@ mod tests {
 
     #[test]
     fn isac_matches_by_clock_rate() {
-        let isac16 = Codec::new(103, "ISAC", 16000, None);
+        let isac16 = Codec::new(Pt(103), "ISAC", 16000, None);
         assert_eq!(CodecName::of(&isac16), Some(CodecName::Isac16));
         assert!(!CodecName::Isac32.matches(&isac16));
     }
@@ -410,12 +410,15 @@ mod tests {
     fn first_supported_codec_wins_in_offer_order() {
         let sel = select_codecs(&offer(), &Forced::default()).expect("usable");
         let audio = sel[0].as_ref().expect("audio accepted");
-        assert_eq!((audio.codec.pt, audio.codec.name.as_str()), (18, "G729"));
-        assert_eq!(audio.dtmf.as_ref().map(|c| c.pt), Some(98));
+        assert_eq!(
+            (audio.codec.pt, audio.codec.name.as_str()),
+            (Pt(18), "G729")
+        );
+        assert_eq!(audio.dtmf.as_ref().map(|c| c.pt), Some(Pt(98)));
         assert_eq!(audio.direction, Direction::RecvOnly);
         assert_eq!(audio.mid.as_deref(), Some("a"));
         let video = sel[1].as_ref().expect("video accepted");
-        assert_eq!(video.codec.pt, 97);
+        assert_eq!(video.codec.pt, Pt(97));
         assert!(sel[2].is_none(), "data channel is rejected");
     }
 
@@ -426,7 +429,7 @@ mod tests {
             video: None,
         };
         let sel = select_codecs(&offer(), &forced).expect("usable");
-        assert_eq!(sel[0].as_ref().map(|s| s.codec.pt), Some(0));
+        assert_eq!(sel[0].as_ref().map(|s| s.codec.pt), Some(Pt(0)));
     }
 
     #[test]
@@ -541,8 +544,8 @@ mod tests {
             OfferMedia {
                 kind: MediaKind::Audio,
                 mid: Some("audio".into()),
-                codec: Codec::new(111, "opus", 48000, Some(2)),
-                dtmf: Some(Codec::new(126, "telephone-event", 48000, None)),
+                codec: Codec::new(Pt(111), "opus", 48000, Some(2)),
+                dtmf: Some(Codec::new(Pt(126), "telephone-event", 48000, None)),
                 direction: Direction::SendRecv,
                 ssrc: Some(Ssrc(1234)),
                 cname: Some("leg-1".into()),
@@ -552,7 +555,7 @@ mod tests {
             OfferMedia {
                 kind: MediaKind::Video,
                 mid: None,
-                codec: Codec::new(96, "VP8", 90000, None),
+                codec: Codec::new(Pt(96), "VP8", 90000, None),
                 dtmf: None,
                 direction: Direction::SendOnly,
                 ssrc: Some(Ssrc(5678)),
@@ -587,8 +590,8 @@ mod tests {
             a=rtpmap:109 OPUS/48000/2\r\na=rtpmap:101 telephone-event/48000\r\n";
         let answer = Sdp::parse(text).expect("valid");
         let chosen = answered_codec(&answer.media[0], ours).expect("opus answered");
-        assert_eq!(chosen.pt, 109);
-        assert_eq!(pt_map(&ours.codec, &chosen), Some((111, 109)));
+        assert_eq!(chosen.pt, Pt(109));
+        assert_eq!(pt_map(&ours.codec, &chosen), Some((Pt(111), Pt(109))));
         let mut rejected = answer.media[0].clone();
         rejected.port = 0;
         assert_eq!(answered_codec(&rejected, ours), None);
@@ -596,7 +599,7 @@ mod tests {
 
     #[test]
     fn pt_map_refuses_different_encodings() {
-        let opus = Codec::new(111, "opus", 48000, Some(2));
-        assert_eq!(pt_map(&opus, &Codec::new(0, "PCMU", 8000, None)), None);
+        let opus = Codec::new(Pt(111), "opus", 48000, Some(2));
+        assert_eq!(pt_map(&opus, &Codec::new(Pt(0), "PCMU", 8000, None)), None);
     }
 }

@@ -6,6 +6,8 @@
 
 use std::net::IpAddr;
 
+use sluice_dataplane::api::Pt;
+
 use super::model::{Attribute, Codec, Direction, Media, MediaKind, Origin, Proto, Sdp};
 
 /// Why an SDP text was refused. The message is shown to API users as is.
@@ -114,13 +116,13 @@ fn split_attribute(value: &str) -> (&str, Option<&str>) {
 }
 
 /// Values that name a payload type first: `a=fmtp:<pt> <params>`, `a=rtcp-fb:<pt> <fb>`.
-fn split_pt(value: &str) -> Option<(u8, &str)> {
+fn split_pt(value: &str) -> Option<(Pt, &str)> {
     let (pt, rest) = value.split_once(' ')?;
     let rest = rest.trim();
     if rest.is_empty() {
         return None;
     }
-    Some((pt.parse().ok()?, rest))
+    Some((Pt(pt.parse().ok()?), rest))
 }
 
 struct SessionBuilder {
@@ -190,8 +192,8 @@ impl SessionBuilder {
 enum Pending {
     Attribute(Attribute),
     Rtpmap(Codec, Attribute),
-    Fmtp(u8, String, Attribute),
-    RtcpFb(u8, String, Attribute),
+    Fmtp(Pt, String, Attribute),
+    RtcpFb(Pt, String, Attribute),
 }
 
 struct MediaBuilder {
@@ -280,7 +282,7 @@ impl MediaBuilder {
         let mut used = vec![false; self.pending.len()];
         if m.proto.is_rtp() {
             for format in &m.formats {
-                let Ok(pt) = format.parse::<u8>() else {
+                let Ok(pt) = format.parse().map(Pt) else {
                     continue;
                 };
                 if m.codecs.iter().any(|c| c.pt == pt) {
@@ -429,7 +431,7 @@ fn parse_rtpmap(line: usize, value: &str) -> Result<Codec, SdpError> {
     if parts.next().is_some() {
         return Err(err(format!("too many '/' fields in {encoding:?}")));
     }
-    Ok(Codec::new(pt, name, clock_rate, channels))
+    Ok(Codec::new(Pt(pt), name, clock_rate, channels))
 }
 
 /// `a=rtcp:<port> [IN IP4 <address>]` (RFC 3605 §2.1). `None` when malformed: the line is
@@ -464,12 +466,19 @@ mod tests {
     #[test]
     fn static_payload_types_get_codecs_without_rtpmap() {
         let sdp = Sdp::parse(MINIMAL).expect("valid");
-        let names: Vec<(u8, &str)> = sdp.media[0]
+        let names: Vec<(Pt, &str)> = sdp.media[0]
             .codecs
             .iter()
             .map(|c| (c.pt, c.name.as_str()))
             .collect();
-        assert_eq!(names, [(0, "PCMU"), (8, "PCMA"), (101, "telephone-event")]);
+        assert_eq!(
+            names,
+            [
+                (Pt(0), "PCMU"),
+                (Pt(8), "PCMA"),
+                (Pt(101), "telephone-event")
+            ]
+        );
         assert_eq!(sdp.media[0].codecs[2].fmtp.as_deref(), Some("0-16"));
     }
 
@@ -625,8 +634,8 @@ mod tests {
     #[test]
     fn dynamic_payload_type_without_rtpmap_has_no_codec() {
         let sdp = Sdp::parse("v=0\ns=-\nm=video 1 RTP/AVP 96 34\n").expect("valid");
-        let pts: Vec<u8> = sdp.media[0].codecs.iter().map(|c| c.pt).collect();
-        assert_eq!(pts, [34]);
+        let pts: Vec<Pt> = sdp.media[0].codecs.iter().map(|c| c.pt).collect();
+        assert_eq!(pts, [Pt(34)]);
     }
 
     #[test]

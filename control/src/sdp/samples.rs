@@ -3,6 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use sluice_dataplane::api::Pt;
+
 use super::*;
 
 const SIP_PHONE_PCMU: &str = include_str!("../../../tests/data/sip_phone_pcmu.sdp");
@@ -34,7 +36,7 @@ fn selection(sdp: &Sdp, forced: &Forced) -> Vec<Option<(u8, String, Option<u8>)>
     select_codecs(sdp, forced)
         .expect("sample has usable media")
         .into_iter()
-        .map(|s| s.map(|s| (s.codec.pt, s.codec.name, s.dtmf.map(|d| d.pt))))
+        .map(|s| s.map(|s| (s.codec.pt.0, s.codec.name, s.dtmf.map(|d| d.pt.0))))
         .collect()
 }
 
@@ -66,7 +68,7 @@ fn sip_phone_offer_selects_pcmu_and_telephone_event() {
     let sdp = parse(SIP_PHONE_PCMU);
     assert!(!sdp.is_webrtc());
     let m = &sdp.media[0];
-    let pts: Vec<u8> = m.codecs.iter().map(|c| c.pt).collect();
+    let pts: Vec<u8> = m.codecs.iter().map(|c| c.pt.0).collect();
     assert_eq!(pts, [0, 8, 18, 101]);
     assert_eq!(m.codecs[2].fmtp.as_deref(), Some("annexb=no"));
     assert!(!m.rtcp_mux);
@@ -359,10 +361,10 @@ fn gen_media(rng: &mut Rng) -> Media {
         let mut pt = rng.below(20) as u8;
         for _ in 0..1 + rng.below(4) {
             pt += 1 + rng.below(30) as u8;
-            let mut c = Codec::from_static(pt).unwrap_or_else(|| {
+            let mut c = Codec::from_static(Pt(pt)).unwrap_or_else(|| {
                 let channels = rng.chance().then(|| 1 + rng.below(8) as u8);
                 Codec::new(
-                    pt,
+                    Pt(pt),
                     &rng.token().replace('/', "x"),
                     rng.next() as u32,
                     channels,

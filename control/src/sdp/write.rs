@@ -93,16 +93,16 @@ fn media(f: &mut fmt::Formatter<'_>, m: &Media) -> fmt::Result {
 
 /// `a=rtpmap` (RFC 8866 §6.6), `a=fmtp` (§6.15), `a=rtcp-fb` (RFC 4585 §4.2).
 fn codec(f: &mut fmt::Formatter<'_>, c: &Codec) -> fmt::Result {
-    write!(f, "a=rtpmap:{} {}/{}", c.pt, c.name, c.clock_rate)?;
+    write!(f, "a=rtpmap:{} {}/{}", c.pt.0, c.name, c.clock_rate)?;
     if let Some(ch) = c.channels {
         write!(f, "/{ch}")?;
     }
     f.write_str("\r\n")?;
     if let Some(fmtp) = &c.fmtp {
-        write!(f, "a=fmtp:{} {fmtp}\r\n", c.pt)?;
+        write!(f, "a=fmtp:{} {fmtp}\r\n", c.pt.0)?;
     }
     for fb in &c.rtcp_fb {
-        write!(f, "a=rtcp-fb:{} {fb}\r\n", c.pt)?;
+        write!(f, "a=rtcp-fb:{} {fb}\r\n", c.pt.0)?;
     }
     Ok(())
 }
@@ -139,12 +139,13 @@ fn attribute(f: &mut fmt::Formatter<'_>, a: &Attribute) -> fmt::Result {
 mod tests {
     use super::super::model::{Direction, MediaKind, Origin, Proto};
     use super::*;
+    use sluice_dataplane::api::Pt;
 
     fn sample() -> Sdp {
         let mut audio = Media::new(MediaKind::Audio, 4000, Proto::RtpAvp);
         audio.formats = vec!["0".into(), "101".into()];
-        audio.codecs = vec![Codec::new(0, "PCMU", 8000, None), {
-            let mut c = Codec::new(101, "telephone-event", 8000, None);
+        audio.codecs = vec![Codec::new(Pt(0), "PCMU", 8000, None), {
+            let mut c = Codec::new(Pt(101), "telephone-event", 8000, None);
             c.fmtp = Some("0-16".into());
             c
         }];

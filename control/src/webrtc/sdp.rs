@@ -284,7 +284,7 @@ fn add_codecs(
     for c in std::iter::once(codec).chain(dtmf) {
         let mut c = c.clone();
         c.rtcp_fb = rtcp_fb(&c);
-        m.formats.push(c.pt.to_string());
+        m.formats.push(c.pt.0.to_string());
         m.codecs.push(c);
     }
 }
@@ -292,7 +292,7 @@ fn add_codecs(
 fn add_rtx(m: &mut Media, rtx: &Codec) {
     let mut rtx = rtx.clone();
     rtx.rtcp_fb.clear();
-    m.formats.push(rtx.pt.to_string());
+    m.formats.push(rtx.pt.0.to_string());
     m.codecs.push(rtx);
 }
 

@@ -2,7 +2,7 @@ use std::time::Instant;
 
 use super::*;
 use crate::sdp::{Direction, Forced, select_codecs};
-use sluice_dataplane::api::Ssrc;
+use sluice_dataplane::api::{Pt, Ssrc};
 
 const CHROME_OFFER: &str = include_str!("../../../tests/data/chrome_offer.sdp");
 const FIREFOX_OFFER: &str = include_str!("../../../tests/data/firefox_offer.sdp");
@@ -134,8 +134,8 @@ fn offer_media() -> Vec<OfferMedia> {
         OfferMedia {
             kind: MediaKind::Audio,
             mid: None,
-            codec: Codec::new(111, "opus", 48000, Some(2)),
-            dtmf: Some(Codec::new(126, "telephone-event", 8000, None)),
+            codec: Codec::new(Pt(111), "opus", 48000, Some(2)),
+            dtmf: Some(Codec::new(Pt(126), "telephone-event", 8000, None)),
             direction: Direction::SendOnly,
             ssrc: Some(Ssrc(1111)),
             cname: Some("pub1".into()),
@@ -145,7 +145,7 @@ fn offer_media() -> Vec<OfferMedia> {
         OfferMedia {
             kind: MediaKind::Video,
             mid: None,
-            codec: Codec::new(96, "VP8", 90000, None),
+            codec: Codec::new(Pt(96), "VP8", 90000, None),
             dtmf: None,
             direction: Direction::SendOnly,
             ssrc: Some(Ssrc(2222)),
@@ -221,7 +221,7 @@ fn rtx_is_answered_for_the_chosen_codec_and_offered_with_an_fid_group() {
     let answer = answer_to(CHROME_OFFER);
     let video = &answer.media[1];
     let rtx: Vec<_> = video.codecs.iter().filter_map(|c| c.apt()).collect();
-    assert_eq!(rtx, [96]);
+    assert_eq!(rtx, [Pt(96)]);
     assert!(video.formats.contains(&"97".to_owned()));
     assert!(
         video
@@ -232,7 +232,7 @@ fn rtx_is_answered_for_the_chosen_codec_and_offered_with_an_fid_group() {
 
     // Our own offer: the RTX format, and its SSRC grouped with the media one (RFC 4588 §8).
     let mut media = offer_media();
-    media[1].rtx = Some(Codec::rtx(97, 96, 90000));
+    media[1].rtx = Some(Codec::rtx(Pt(97), Pt(96), 90000));
     media[1].rtx_ssrc = Some(Ssrc(3333));
     let text = webrtc_offer(&media, &local(Setup::ActPass)).to_string();
     for line in [
