@@ -3,12 +3,14 @@
 
 use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite};
+use sluice_dataplane::srtp::SessionKeys;
 
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Session, Transport};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, SessionId, dp_kind, peer_sdp, random_ssrc, remote_of};
 use crate::errors::ApiError;
 use crate::request::{CreateSession, SdpObject, SdpType, SessionType};
+use crate::sdp::sdes::{self, SdesKey};
 use crate::sdp::{self, Codec, Forced, NegotiationError, OfferMedia, Proto, Sdp, Selected};
 use crate::webrtc::sdp::{DataOffer, data_offer};
 use crate::webrtc::transport::WebrtcTransport;
@@ -114,6 +116,8 @@ pub(super) struct Opened {
     pub bundle_port: Option<u16>,
     /// The data-channel m-line the answer accepts (echo sessions over WebRTC).
     pub data: Option<DataOffer>,
+    /// SDES-secured m-lines (RFC 4568): the key this side sends with, per m-line index.
+    pub sdes: Vec<(usize, SdesKey)>,
 }
 
 /// `telephone-event` at `rate` in an answered m-line (RFC 4733 §7.1.1).
@@ -178,13 +182,51 @@ impl Manager {
             }
         }
         let webrtc = offer.is_webrtc();
+        let mut sdes_keys = Vec::new();
         let (infos, transport, bundle_port): (Vec<LegInfo>, _, _) = if webrtc {
             let (info, t) = self.open_answer_bundle(group, offer, selected)?;
             let port = info.rtp_port;
             (vec![info; accepted.len()], Some(Box::new(t)), Some(port))
         } else {
-            let specs: Vec<(MediaKind, Remote)> = accepted.iter().map(|a| (a.1, a.2)).collect();
-            (self.open_legs(group, &specs)?, None, None)
+            // SDES: an RTP/SAVP(F) m-line (selected only with a key we can use) gets a secure
+            // leg keyed at once (ours fresh, of the same suite).
+            let secured: Vec<Option<(SdesKey, SdesKey)>> = accepted
+                .iter()
+                .map(|a| {
+                    let m = &offer.media[a.0];
+                    if !sdes::is_sdes_proto(&m.proto) {
+                        return None;
+                    }
+                    let theirs = sdes::keys(m).into_iter().next()?;
+                    let len = theirs.profile.key_len() + theirs.profile.salt_len();
+                    let ours = SdesKey {
+                        tag: theirs.tag,
+                        profile: theirs.profile,
+                        key_salt: super::ids::random_vec(len),
+                    };
+                    Some((theirs, ours))
+                })
+                .collect();
+            let specs: Vec<(MediaKind, Remote, bool)> = accepted
+                .iter()
+                .zip(&secured)
+                .map(|(a, k)| (a.1, a.2, k.is_some()))
+                .collect();
+            let infos = self.open_legs_secured(group, &specs)?;
+            for ((a, k), info) in accepted.iter().zip(&secured).zip(&infos) {
+                if let Some((theirs, ours)) = k {
+                    let keys = match (ours.master(), theirs.master()) {
+                        (Some(local), Some(remote)) => SessionKeys { local, remote },
+                        _ => continue,
+                    };
+                    self.send(Command::SetSrtp {
+                        leg: info.id,
+                        keys: Box::new(keys),
+                    })?;
+                    sdes_keys.push((a.0, ours.clone()));
+                }
+            }
+            (infos, None, None)
         };
         let mut ports = vec![0; offer.media.len()];
         let legs = accepted
@@ -237,6 +279,7 @@ impl Manager {
             webrtc: transport,
             bundle_port,
             data: None,
+            sdes: sdes_keys,
         })
     }
 
@@ -279,7 +322,16 @@ impl Manager {
             }
             _ => {
                 let local = self.local_transport(opened.ports.clone());
-                SdpText::rtp(&sdp::build_answer(offer, selected, &local))
+                let mut answer = sdp::build_answer(offer, selected, &local);
+                for (mline, key) in &opened.sdes {
+                    if let (Some(m), Some(offered)) =
+                        (answer.media.get_mut(*mline), offer.media.get(*mline))
+                    {
+                        m.proto = offered.proto.clone();
+                        m.attributes.push(key.attribute());
+                    }
+                }
+                SdpText::rtp(&answer)
             }
         }
     }
@@ -323,6 +375,7 @@ impl Manager {
                 webrtc: Some(Box::new(t)),
                 bundle_port,
                 data: None,
+                sdes: Vec::new(),
             };
             return Ok((opened, SdpText::of(&sdp)));
         }
@@ -345,6 +398,7 @@ impl Manager {
             webrtc: None,
             bundle_port: None,
             data: None,
+            sdes: Vec::new(),
         };
         Ok((opened, offer))
     }

@@ -116,6 +116,13 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// `n` random bytes (e.g. an SRTP master key and salt).
+pub fn random_vec(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut b).expect("the system random generator works");
+    b
+}
+
 pub fn random_u64() -> u64 {
     u64::from_ne_bytes(random_bytes())
 }

@@ -19,9 +19,23 @@ impl Manager {
         group: GroupId,
         specs: &[(MediaKind, Remote)],
     ) -> Result<Vec<LegInfo>, ApiError> {
+        let specs: Vec<(MediaKind, Remote, bool)> =
+            specs.iter().map(|(k, r)| (*k, *r, false)).collect();
+        self.open_legs_secured(group, &specs)
+    }
+
+    /// Opens one leg per `(kind, remote, secure)`: a secure one carries SRTP (keys from
+    /// SDES, sent once it is open); on failure closes those already opened.
+    pub(super) fn open_legs_secured(
+        &mut self,
+        group: GroupId,
+        specs: &[(MediaKind, Remote, bool)],
+    ) -> Result<Vec<LegInfo>, ApiError> {
         let mut opened = Vec::with_capacity(specs.len());
-        for (kind, remote) in specs {
-            match self.dp.open_leg(LegSpec::plain(group, *kind, *remote)) {
+        for (kind, remote, secure) in specs {
+            let mut spec = LegSpec::plain(group, *kind, *remote);
+            spec.secure = *secure;
+            match self.dp.open_leg(spec) {
                 Ok(info) => {
                     self.register_opened(&info);
                     opened.push(info);

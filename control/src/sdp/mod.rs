@@ -10,6 +10,7 @@
 mod model;
 mod negotiate;
 mod parse;
+pub mod sdes;
 mod write;
 
 #[cfg(test)]

@@ -166,6 +166,10 @@ fn select_one(m: &Media, forced: &Forced) -> Result<Option<Selected>, Negotiatio
     if m.port == 0 || !m.proto.is_rtp() {
         return Ok(None);
     }
+    // SDES-secured media without a key we can use cannot be answered (not in the clear).
+    if super::sdes::is_sdes_proto(&m.proto) && super::sdes::keys(m).is_empty() {
+        return Ok(None);
+    }
     // RFC 3264 §6.1: formats are listed in order of preference; the first one we forward.
     let codec = match forced {
         Some(name) => m.codecs.iter().find(|c| name.matches(c)).ok_or_else(|| {
