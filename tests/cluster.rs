@@ -122,6 +122,11 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis, id: &str) -> Node {
+        Node::start_with(redis, id, &[])
+    }
+
+    /// A node with extra settings.
+    fn start_with(redis: &Redis, id: &str, extra: &[&str]) -> Node {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let log = redis.dir.join(format!("{id}.log"));
         let lo = 33000 + n * 100;
@@ -149,6 +154,7 @@ impl Node {
             ])
             .arg("--record-dir")
             .arg(redis.dir.join(format!("rec-{id}")))
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -822,11 +828,21 @@ fn listeners_on(c: &mut Client, node: &str) -> usize {
 
 #[test]
 fn rooms_span_nodes_through_one_relay_per_publisher_and_node() {
-    let Some(redis) = Redis::start("relay") else {
+    rooms_span_nodes("srtp");
+}
+
+#[test]
+fn rooms_span_nodes_over_plain_rtp_relays() {
+    rooms_span_nodes("rtp");
+}
+
+/// Publisher on n1, listeners on n1 and n2, relays as `relay` (`--cluster-relay`).
+fn rooms_span_nodes(relay: &str) {
+    let Some(redis) = Redis::start(&format!("relay-{relay}")) else {
         return;
     };
-    let n1 = Node::start(&redis, "n1");
-    let n2 = Node::start(&redis, "n2");
+    let n1 = Node::start_with(&redis, "n1", &["--cluster-relay", relay]);
+    let n2 = Node::start_with(&redis, "n2", &["--cluster-relay", relay]);
     let mut c1 = n1.client();
     let mut c2 = n2.client();
     c1.nodes_become(&["n1", "n2"]);
@@ -846,12 +862,27 @@ fn rooms_span_nodes_through_one_relay_per_publisher_and_node() {
     for l in [&local, &remote_a, &remote_b] {
         assert_in_order(&l.recv(50), &want);
     }
-    // One relay stream into n2, whatever its number of listeners.
+    // One relay stream into n2, whatever its number of listeners, in the chosen profile.
     assert_eq!(
         listeners_on(&mut c1, "n1"),
         2,
         "the local listener and one relay"
     );
+    let relay_listener = c1
+        .session("get_list", json!({}))
+        .expect("list")
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|s| {
+            s["node"] == "n1" && s["type"] == "listen" && s["session_id"] != local.id.as_str()
+        })
+        .map(|s| s["session_id"].as_str().expect("id").to_string())
+        .expect("the relay listener");
+    let info = c1
+        .session("get_info", json!({"session_id": relay_listener}))
+        .expect("relay listener info");
+    assert_eq!(info["offer"]["sdp_type"], relay, "{info}");
     let metrics = http_get(n2.api, "/metrics");
     assert!(
         metrics.contains("sluice_cluster_relay_streams 1"),

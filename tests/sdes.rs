@@ -177,3 +177,77 @@ fn savp_without_a_usable_key_is_refused(server: &Server) {
     assert_eq!(e.code, 100041, "{e:?}");
 }
 both_backends!(savp_without_a_usable_key_is_refused);
+
+/// The server offers SRTP (`sdp_type: "srtp"`): a key per suite, GCM first; the answer picks
+/// one by its tag and brings its own, and the listener gets SRTP under the offered key.
+fn srtp_listener_of_a_plain_publisher(server: &Server) {
+    let mut c = server.client();
+    let publisher = Peer::new();
+    let r = c
+        .session(
+            "create",
+            json!({"type": "publish", "room_audio_codec": "pcmu",
+                "offer": {"sdp": phone_sdp(publisher.port()), "sdp_type": "rtp"}}),
+        )
+        .expect("a plain publisher");
+    let pid = str_of(&r, "session_id");
+    let to = server_addr(&sdp_in(&r, "answer"), 0);
+
+    let r = c
+        .session(
+            "create",
+            json!({"type": "listen", "publisher_id": pid, "sdp_type": "srtp"}),
+        )
+        .expect("an SRTP listener");
+    assert_eq!(r["offer"]["sdp_type"], "srtp");
+    let offer = sdp_in(&r, "offer");
+    assert!(offer.contains("RTP/SAVP 0"), "{offer}");
+    let keys: Vec<&str> = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .collect();
+    assert_eq!(keys.len(), 2, "{offer}");
+    assert!(keys[0].starts_with("1 AEAD_AES_128_GCM inline:"), "{offer}");
+    assert!(
+        keys[1].starts_with("2 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{offer}"
+    );
+    let lid = str_of(&r, "session_id");
+
+    let listener = Peer::new();
+    let profile = Profile::AesCm128HmacSha1_80;
+    let ours: Vec<u8> = (0..30u8).map(|i| i ^ 0x5a).collect();
+    let answer = |crypto: &str| {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=recvonly\r\na=crypto:{crypto}\r\n",
+            listener.port()
+        )
+    };
+    // A key of a suite the server did not offer under that tag: refused.
+    let bad = c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer(&format!(
+            "1 AES_CM_128_HMAC_SHA1_80 inline:{}", encode_base64(&ours))), "sdp_type": "srtp"}}),
+    );
+    assert_eq!(bad.expect_err("no matching crypto").code, 100041);
+    c.session(
+        "set_answer",
+        json!({"session_id": lid, "answer": {"sdp": answer(&format!(
+            "2 AES_CM_128_HMAC_SHA1_80 inline:{}", encode_base64(&ours))), "sdp_type": "srtp"}}),
+    )
+    .expect("set_answer with tag 2");
+    let (_, _, server_key) = answer_key(&format!("a=crypto:{}", keys[1]));
+    let mut rx = SrtpContext::new(&master(profile, &server_key)).expect("the server's context");
+
+    let sent = blast(&publisher, to, 0, 0x1234, 100, 10);
+    for want in &sent {
+        let (mut got, _) = listener.recv().expect("an SRTP packet");
+        let n = rx
+            .unprotect_rtp(&mut got)
+            .expect("SRTP under the offered key");
+        let got = Rtp::parse(&got[..n]).expect("RTP");
+        assert_eq!(got.payload, want.payload);
+    }
+}
+both_backends!(srtp_listener_of_a_plain_publisher);

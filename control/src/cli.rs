@@ -129,6 +129,10 @@ pub struct Cli {
     /// a node silent for longer is cleaned up after [default: 3]
     #[arg(long, env = "SLUICE_CLUSTER_TTL", value_name = "SECONDS")]
     pub cluster_ttl: Option<f64>,
+    /// How relay streams between cluster nodes travel: srtp (keys exchanged through the
+    /// cluster) or rtp (plain, for a trusted network) [default: srtp]
+    #[arg(long, env = "SLUICE_CLUSTER_RELAY", value_name = "srtp|rtp")]
+    pub cluster_relay: Option<String>,
     /// TOML config file with the same keys in snake_case, e.g. rtp_ports = "20000-29999"
     /// [default: none]
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -170,6 +174,7 @@ impl Cli {
             cluster: self.cluster.clone(),
             node_id: self.node_id.clone(),
             cluster_ttl: self.cluster_ttl,
+            cluster_relay: self.cluster_relay.clone(),
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct Config {
     pub node_id: String,
     /// `--cluster-ttl`: lifetime of a node's liveness record, refreshed three times per TTL.
     pub cluster_ttl: Duration,
+    /// `--cluster-relay`: relay streams between nodes as SRTP (keys exchanged through the
+    /// cluster, in the relay's SDP) or plain RTP (a trusted network).
+    pub cluster_relay_srtp: bool,
 }
 
 /// `--log-format`.
@@ -123,6 +126,7 @@ impl Default for Config {
             cluster: None,
             node_id: host_name(),
             cluster_ttl: DEFAULT_CLUSTER_TTL,
+            cluster_relay_srtp: true,
         }
     }
 }
@@ -220,6 +224,8 @@ pub struct Layer {
     pub node_id: Option<String>,
     /// Seconds, fractional allowed.
     pub cluster_ttl: Option<f64>,
+    /// "srtp" or "rtp".
+    pub cluster_relay: Option<String>,
 }
 
 impl Layer {
@@ -273,6 +279,7 @@ impl Layer {
             cluster: self.cluster.or(lower.cluster),
             node_id: self.node_id.or(lower.node_id),
             cluster_ttl: self.cluster_ttl.or(lower.cluster_ttl),
+            cluster_relay: self.cluster_relay.or(lower.cluster_relay),
         }
     }
 
@@ -368,6 +375,11 @@ impl Layer {
                 "at least 0.3 seconds",
             ));
         }
+        let cluster_relay_srtp = match self.cluster_relay.as_deref() {
+            None | Some("srtp") => true,
+            Some("rtp") => false,
+            Some(v) => return Err(invalid("cluster_relay", v, "expected srtp or rtp")),
+        };
         Ok(Config {
             api,
             media_ip,
@@ -398,6 +410,7 @@ impl Layer {
             cluster,
             node_id,
             cluster_ttl,
+            cluster_relay_srtp,
         })
     }
 

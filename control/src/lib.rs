@@ -165,6 +165,7 @@ fn start_api(
                 url: url.clone(),
                 node_id: config.node_id.clone(),
                 ttl: config.cluster_ttl,
+                relay_srtp: config.cluster_relay_srtp,
             });
             let announce = (
                 format!("ws://{api_addr}/api/ws"),

@@ -67,6 +67,9 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// Lifetime of the node's record; it is refreshed three times per TTL.
     pub ttl: Duration,
+    /// Relays as SDES-SRTP (keys in the relay's SDP, carried through Redis) rather than
+    /// plain RTP.
+    pub relay_srtp: bool,
 }
 
 /// What a session or room record names.
@@ -343,6 +346,7 @@ struct State {
 struct Engine {
     me: String,
     ttl: Duration,
+    relay_srtp: bool,
     redis: ConnectionManager,
     manager: mpsc::Sender<Msg>,
     ops: Arc<Ops>,
@@ -400,6 +404,7 @@ impl Pending {
             let engine = Arc::new(Engine {
                 me: config.node_id.clone(),
                 ttl: config.ttl,
+                relay_srtp: config.relay_srtp,
                 redis,
                 manager,
                 ops,
@@ -946,9 +951,10 @@ impl Engine {
     async fn open_relay(&self, publisher: &str) -> Result<Relay, ApiError> {
         let relay = ConnId(RELAY_CONN);
         let (node, inc) = self.owner_of(Owned::Session, publisher).await?;
+        let profile = if self.relay_srtp { "srtp" } else { "rtp" };
         let create = request_frame(
             "create",
-            json!({ "type": "listen", "publisher_id": publisher, "sdp_type": "rtp" }),
+            json!({ "type": "listen", "publisher_id": publisher, "sdp_type": profile }),
         );
         let created = self.rpc(&node, relay, &create).await?;
         let listen = created["session_id"]
@@ -981,7 +987,7 @@ impl Engine {
         };
         let mut data = json!({
             "type": "publish",
-            "offer": { "sdp": offer, "sdp_type": "rtp" },
+            "offer": { "sdp": offer, "sdp_type": profile },
             "room_id": info["room_id"],
         });
         let sdp = Sdp::parse(&offer).ok();
@@ -1011,7 +1017,7 @@ impl Engine {
         let answer = published["answer"]["sdp"].as_str().unwrap_or_default();
         let set_answer = request_frame(
             "set_answer",
-            json!({ "session_id": listen, "answer": { "sdp": answer, "sdp_type": "rtp" } }),
+            json!({ "session_id": listen, "answer": { "sdp": answer, "sdp_type": profile } }),
         );
         if let Err(e) = self.rpc(&node, relay, &set_answer).await {
             let destroy = Request::Destroy {

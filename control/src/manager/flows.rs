@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use sluice_dataplane::api::{Command, Feedback, GroupId, LegInfo, MediaKind, Pt, Remote, Rewrite};
-use sluice_dataplane::srtp::SessionKeys;
+use sluice_dataplane::srtp::{Profile, SessionKeys};
 
 use super::session::{ConnId, Kind, MediaLine, MediaSettings, SdpText, Session, Transport};
 use super::webrtc_flows::cname_for;
@@ -97,11 +97,7 @@ pub(super) fn select_media(
 pub(super) fn client_sdp(obj: Option<&SdpObject>, parsed: &Sdp) -> SdpText {
     SdpText {
         sdp: obj.and_then(|o| o.sdp.clone()).unwrap_or_default(),
-        sdp_type: if parsed.is_webrtc() {
-            SdpType::Webrtc
-        } else {
-            SdpType::Rtp
-        },
+        sdp_type: SdpType::of(parsed),
     }
 }
 
@@ -266,6 +262,7 @@ impl Manager {
                     rtx_ssrc,
                     feedback,
                     accepted: true,
+                    sdes: Vec::new(),
                 }
             })
             .collect::<Vec<_>>();
@@ -344,11 +341,11 @@ impl Manager {
         &mut self,
         group: GroupId,
         offered: &mut [OfferMedia],
-        webrtc: bool,
+        sdp_type: SdpType,
         cname: &str,
         data: bool,
     ) -> Result<(Opened, SdpText), ApiError> {
-        if webrtc {
+        if sdp_type == SdpType::Webrtc {
             let mut used: Vec<Pt> = offered
                 .iter()
                 .flat_map(|om| std::iter::once(om.codec.pt).chain(om.dtmf.as_ref().map(|d| d.pt)))
@@ -379,21 +376,44 @@ impl Manager {
             };
             return Ok((opened, SdpText::of(&sdp)));
         }
-        let specs: Vec<(MediaKind, Remote)> = offered
+        let secure = sdp_type == SdpType::Srtp;
+        let specs: Vec<(MediaKind, Remote, bool)> = offered
             .iter()
             .map(|om| {
                 (
                     dp_kind(&om.kind).unwrap_or(MediaKind::Audio),
                     Remote::default(),
+                    secure,
                 )
             })
             .collect();
-        let infos = self.open_legs(group, &specs)?;
+        let infos = self.open_legs_secured(group, &specs)?;
         let ports: Vec<u16> = infos.iter().map(|i| i.rtp_port).collect();
         let local = self.local_transport(ports.clone());
-        let offer = SdpText::rtp(&sdp::build_offer(offered, &local));
+        let mut sdp = sdp::build_offer(offered, &local);
+        let mut legs = offer_legs(offered, infos, Transport::Plain);
+        if secure {
+            // SDES: each m-line offers a fresh key per suite, GCM first; the answer's tag
+            // says which one the server sends with (keys are set on the answer).
+            for (m, leg) in sdp.media.iter_mut().zip(&mut legs) {
+                m.proto = Proto::RtpSavp;
+                for (tag, profile) in [
+                    (1, Profile::AeadAes128Gcm),
+                    (2, Profile::AesCm128HmacSha1_80),
+                ] {
+                    let key = SdesKey {
+                        tag,
+                        profile,
+                        key_salt: super::ids::random_vec(profile.key_len() + profile.salt_len()),
+                    };
+                    m.attributes.push(key.attribute());
+                    leg.sdes.push(key);
+                }
+            }
+        }
+        let offer = SdpText::rtp(&sdp);
         let opened = Opened {
-            legs: offer_legs(offered, infos, Transport::Plain),
+            legs,
             ports,
             webrtc: None,
             bundle_port: None,
@@ -523,6 +543,7 @@ fn offer_legs(offered: &[OfferMedia], infos: Vec<LegInfo>, transport: Transport)
                 ..Feedback::default()
             },
             accepted: false,
+            sdes: Vec::new(),
         })
         .collect()
 }

@@ -13,17 +13,6 @@ impl Manager {
         g
     }
 
-    /// Opens one leg per `(kind, remote)`; on failure closes those already opened.
-    pub(super) fn open_legs(
-        &mut self,
-        group: GroupId,
-        specs: &[(MediaKind, Remote)],
-    ) -> Result<Vec<LegInfo>, ApiError> {
-        let specs: Vec<(MediaKind, Remote, bool)> =
-            specs.iter().map(|(k, r)| (*k, *r, false)).collect();
-        self.open_legs_secured(group, &specs)
-    }
-
     /// Opens one leg per `(kind, remote, secure)`: a secure one carries SRTP (keys from
     /// SDES, sent once it is open); on failure closes those already opened.
     pub(super) fn open_legs_secured(

@@ -41,7 +41,9 @@ impl Manager {
         let offer = peer_sdp(c.offer.as_ref())?;
         // A WebRTC offer of data channels alone is relayed to a WebRTC slave.
         let selected = select_media(&offer, &Forced::default())?;
-        if selected.iter().all(Option::is_none) && c.sdp_type == Some(SdpType::Rtp) {
+        if selected.iter().all(Option::is_none)
+            && matches!(c.sdp_type, Some(SdpType::Rtp | SdpType::Srtp))
+        {
             return Err(ApiError::invalid(
                 "an offer of data channels alone has nothing to relay to a plain RTP slave",
             ));
@@ -132,9 +134,8 @@ impl Manager {
                 .and_then(crate::webrtc::sdp::data_offer)
                 .is_some();
         let id = SessionId::random();
-        let webrtc = sdp_type == SdpType::Webrtc;
         let (opened, offer) =
-            self.open_offer_legs(group, &mut offered, webrtc, &cname_for(&id), data)?;
+            self.open_offer_legs(group, &mut offered, sdp_type, &cname_for(&id), data)?;
         let kind = Kind::ProxySlave {
             master: master.clone(),
         };
@@ -200,10 +201,14 @@ impl Manager {
                 (Some(m), Some(ours)) => sdp::answered_codec(m, ours).map(|c| (c, m)),
                 _ => None,
             };
+            let srtp = match chosen {
+                Some((_, m)) if !leg.sdes.is_empty() => Some(answered_sdes(&leg.sdes, m)?),
+                _ => None,
+            };
             updates.push(chosen.map(|(codec, m)| {
                 let dtmf = answered_dtmf(m, codec.clock_rate);
                 let feedback = answered_feedback(leg, m, &codec);
-                (codec, dtmf, remote_of(answer, m), feedback)
+                (codec, dtmf, remote_of(answer, m), feedback, srtp)
             }));
         }
         // An offer of data channels alone (a listener of a chat-only publisher) is answered
@@ -217,7 +222,13 @@ impl Manager {
         let mut commands = Vec::new();
         if let Some(s) = self.sessions.get_mut(id) {
             for (leg, update) in s.legs.iter_mut().zip(updates) {
-                if let Some((codec, dtmf, remote, feedback)) = update {
+                if let Some((codec, dtmf, remote, feedback, srtp)) = update {
+                    if let Some(keys) = srtp {
+                        commands.push(Command::SetSrtp {
+                            leg: leg.info.id,
+                            keys: Box::new(keys),
+                        });
+                    }
                     leg.codec = codec;
                     leg.dtmf = dtmf;
                     leg.accepted = true;
@@ -306,4 +317,29 @@ impl Manager {
         self.mark_ready(master, answer, true);
         Ok(())
     }
+}
+
+/// The SRTP keys of an SDES leg once answered: the answer's `a=crypto` names (by tag) which
+/// of the offered suites it took, and carries the peer's key for it.
+fn answered_sdes(
+    offered: &[crate::sdp::sdes::SdesKey],
+    m: &crate::sdp::Media,
+) -> Result<sluice_dataplane::srtp::SessionKeys, ApiError> {
+    let theirs = crate::sdp::sdes::keys(m);
+    theirs
+        .iter()
+        .find_map(|t| {
+            let ours = offered
+                .iter()
+                .find(|o| o.tag == t.tag && o.profile == t.profile)?;
+            Some(sluice_dataplane::srtp::SessionKeys {
+                local: ours.master()?,
+                remote: t.master()?,
+            })
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "the answer to an SRTP offer has no a=crypto line matching an offered one",
+            )
+        })
 }

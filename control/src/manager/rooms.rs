@@ -13,7 +13,7 @@ use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, RoomId, SessionId, peer_sdp, random_ssrc, sdp_kind};
 use crate::cluster::{ClusterCmd, Owned};
 use crate::errors::{ApiError, ErrorCode};
-use crate::request::{CreateRoom, CreateSession, SdpType};
+use crate::request::{CreateRoom, CreateSession};
 use crate::sdp::{self, CodecName, Direction, Forced, OfferMedia};
 
 pub const DEFAULT_AUDIO: CodecName = CodecName::Opus;
@@ -284,14 +284,13 @@ impl Manager {
                 rtx_ssrc: None,
             })
             .collect();
-        let webrtc = sdp_type == SdpType::Webrtc;
         // The publisher's data channels are mirrored to the listener.
         let data = self
             .sessions
             .get(&publisher)
             .and_then(|p| p.webrtc.as_ref())
             .is_some_and(|t| t.has_data());
-        let (opened, offer) = self.open_offer_legs(group, &mut offered, webrtc, &cname, data)?;
+        let (opened, offer) = self.open_offer_legs(group, &mut offered, sdp_type, &cname, data)?;
         let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
             let rewrite = Rewrite {

@@ -64,22 +64,17 @@ pub struct SdpText {
 }
 
 impl SdpText {
+    /// A plain SDP of the server's: RTP, or SRTP where an m-line is SDES-secured.
     pub fn rtp(sdp: &Sdp) -> Self {
-        SdpText {
-            sdp: sdp.to_string(),
-            sdp_type: SdpType::Rtp,
-        }
+        SdpText::of(sdp)
     }
 
-    /// The profile follows the SDP: WebRTC when it carries ICE/DTLS, else plain RTP.
+    /// The profile follows the SDP: WebRTC when it carries ICE/DTLS, SRTP with SDES, else
+    /// plain RTP.
     pub fn of(sdp: &Sdp) -> Self {
         SdpText {
             sdp: sdp.to_string(),
-            sdp_type: if sdp.is_webrtc() {
-                SdpType::Webrtc
-            } else {
-                SdpType::Rtp
-            },
+            sdp_type: SdpType::of(sdp),
         }
     }
 
@@ -115,6 +110,9 @@ pub struct MediaLine {
     pub feedback: Feedback,
     /// False when the peer's answer rejected the m-line.
     pub accepted: bool,
+    /// The SDES keys the server offered on this leg (an SRTP offer of the server's; the
+    /// answer picks one by its tag).
+    pub sdes: Vec<crate::sdp::sdes::SdesKey>,
 }
 
 /// Mute flags and the bitrate cap of a session.

@@ -79,15 +79,33 @@ pub enum SdpType {
     #[default]
     Webrtc,
     Rtp,
+    /// Plain RTP secured by SDES (RFC 4568): `RTP/SAVP` with `a=crypto`.
+    Srtp,
 }
 
 impl SdpType {
+    /// The profile an SDP describes: WebRTC (ICE/DTLS), SDES-secured or plain RTP.
+    pub fn of(sdp: &crate::sdp::Sdp) -> Self {
+        if sdp.is_webrtc() {
+            SdpType::Webrtc
+        } else if sdp
+            .media
+            .iter()
+            .any(|m| crate::sdp::sdes::is_sdes_proto(&m.proto))
+        {
+            SdpType::Srtp
+        } else {
+            SdpType::Rtp
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         match s {
             "webrtc" => Ok(SdpType::Webrtc),
             "rtp" => Ok(SdpType::Rtp),
+            "srtp" => Ok(SdpType::Srtp),
             other => Err(ApiError::invalid(format!(
-                "invalid sdp_type '{other}' (expected webrtc or rtp)"
+                "invalid sdp_type '{other}' (expected webrtc, rtp or srtp)"
             ))),
         }
     }
@@ -96,6 +114,7 @@ impl SdpType {
         match self {
             SdpType::Webrtc => "webrtc",
             SdpType::Rtp => "rtp",
+            SdpType::Srtp => "srtp",
         }
     }
 }
