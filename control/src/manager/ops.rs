@@ -23,7 +23,7 @@ use tracing::Span;
 
 use super::quality::min_cap;
 use super::session::{Kind, MediaLine, Session};
-use super::{Manager, Outcome, SessionId};
+use super::{Manager, Outcome};
 use crate::errors::{ApiError, ErrorCode};
 use crate::metrics::{Snapshot, Traffic, session_type_index};
 use crate::ops::Ops;
@@ -235,7 +235,7 @@ impl Manager {
     /// The span of a request about one session: every log line while the manager handles it
     /// carries `session_id`.
     pub(super) fn request_span(&self, request: &Request) -> Span {
-        match request_session(request) {
+        match request.session_id() {
             Some(id) => tracing::info_span!("request", session_id = %id),
             None => Span::none(),
         }
@@ -304,24 +304,6 @@ impl Manager {
                     [i + ti, o + to]
                 }),
         }
-    }
-}
-
-/// The session a request is about, if it names one.
-fn request_session(request: &Request) -> Option<&SessionId> {
-    match request {
-        Request::Destroy { session_id }
-        | Request::SetAnswer { session_id, .. }
-        | Request::GetOffer { session_id }
-        | Request::GetAnswer { session_id }
-        | Request::GetProxyOffer { session_id }
-        | Request::GetInfo { session_id }
-        | Request::UpdateMedia { session_id, .. }
-        | Request::SetType { session_id, .. }
-        | Request::RecorderAction { session_id, .. }
-        | Request::SetCandidate { session_id, .. }
-        | Request::SetCandidateEnd { session_id } => Some(session_id),
-        _ => None,
     }
 }
 
