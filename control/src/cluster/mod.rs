@@ -56,6 +56,8 @@ const REMOTE_CONN_BASE: u64 = 1 << 62;
 /// The connection that owns this node's relay publishers and, on a publisher's node, in
 /// whose name the relay listeners are created.
 const RELAY_CONN: u64 = REMOTE_CONN_BASE - 1;
+/// Session owners cached at most (then the cache starts again).
+const OWNER_CACHE: usize = 65_536;
 /// How long a relay publisher waits for a new listener once its last one has left.
 pub const RELAY_LINGER: Duration = Duration::from_secs(5);
 
@@ -339,6 +341,8 @@ struct State {
     owned: BTreeSet<(u8, String)>,
     /// Relays into this node, by the remote publisher's id.
     relays: HashMap<String, Relay>,
+    /// Owners of sessions on other nodes, as last read from Redis (a session never moves).
+    owners: HashMap<String, (String, u64)>,
     /// Relays being opened: who else waits for them.
     relays_opening: HashMap<String, Vec<RelayWaiter>>,
 }
@@ -423,6 +427,7 @@ impl Pending {
                     owned: BTreeSet::new(),
                     relays: HashMap::new(),
                     relays_opening: HashMap::new(),
+                    owners: HashMap::new(),
                 }),
             });
             Arc::clone(&engine).open_relay_conn().await;
@@ -617,6 +622,15 @@ impl Engine {
             Owned::Session => ApiError::session_not_found(id),
             Owned::Room => ApiError::room_not_found(id),
         };
+        if what == Owned::Session {
+            // A session never moves: a cached owner stands while its incarnation lives.
+            let st = self.lock();
+            if let Some((node, inc)) = st.owners.get(id)
+                && st.registry.inc(node) == Some(*inc)
+            {
+                return Ok((node.clone(), *inc));
+            }
+        }
         let mut redis = self.redis.clone();
         let v: Option<String> = self
             .call(redis.get(what.key(id)))
@@ -624,9 +638,16 @@ impl Engine {
             .map_err(|e| ApiError::new(ErrorCode::ProcessDown, format!("cluster: {e}")))?;
         let (node, inc) = v.as_deref().and_then(parse_owner).ok_or_else(not_found)?;
         // A record of a dead incarnation (not swept yet) names nothing.
-        let alive = self.lock().registry.inc(&node) == Some(inc);
+        let mut st = self.lock();
+        let alive = st.registry.inc(&node) == Some(inc);
         if !alive || node == self.me {
             return Err(not_found());
+        }
+        if what == Owned::Session {
+            if st.owners.len() >= OWNER_CACHE {
+                st.owners.clear();
+            }
+            st.owners.insert(id.to_string(), (node.clone(), inc));
         }
         Ok((node, inc))
     }
@@ -657,6 +678,11 @@ impl Engine {
             .or_default()
             .insert(node.clone());
         let outcome = self.rpc(&node, conn, frame).await;
+        if let (Target::Session(id), Err(e)) = (&to, &outcome)
+            && e.code == ErrorCode::SessionNotFound
+        {
+            self.lock().owners.remove(id);
+        }
         // A session created elsewhere for one of our connections: noted, so that its
         // events and its node's death reach that connection.
         if let Ok(data) = &outcome
@@ -1268,6 +1294,7 @@ impl Engine {
                 }
                 !gone
             });
+            st.owners.retain(|_, (n, i)| !(n == node && *i == inc));
             let mut lost = Vec::new();
             st.driven.retain(|sid, d| {
                 let gone = d.node == node && d.inc == inc;
@@ -1380,6 +1407,7 @@ impl Engine {
                     && let Some(sid) = data.get("obj_id").and_then(Value::as_str)
                 {
                     let mut st = self.lock();
+                    st.owners.remove(sid);
                     if let Some(d) = st.driven.get_mut(sid) {
                         d.conns.remove(&ConnId(conn));
                         if d.conns.is_empty() {
