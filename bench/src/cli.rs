@@ -44,10 +44,21 @@ pub enum Mode {
     /// --sessions plain echo sessions, then --scrapes GETs of /metrics: the server's CPU
     /// per scrape.
     Scrape,
+    /// WebRTC data channels (str0m peers, data-only sessions): --sessions echo sessions and
+    /// 1 publisher -> --listeners listeners, --rate messages/s of --size bytes per sender,
+    /// alone or next to plain RTP echo (--data-scenarios).
+    Data,
     /// Starts its own redis-server and --nodes sluice nodes (--sluice) in one cluster and
     /// measures a request carried to another node, a relayed listener against a local one,
     /// and a 1 -> --room-listeners room spread over every node.
     Cluster,
+    /// --sessions browser-like WebRTC echo sessions (ICE, DTLS-SRTP; Opus 50 pkt/s + VP8 30
+    /// pkt/s each, one socket each), on Sluice or, with --janus, Janus's EchoTest;
+    /// --saturate searches the most sessions held loss-free.
+    WebrtcEcho,
+    /// One A/V WebRTC publisher, --listeners WebRTC listeners (Janus: a VideoRoom room);
+    /// egress counted at the listeners.
+    WebrtcRoom,
 }
 
 #[derive(Clone, Debug)]
@@ -74,6 +85,8 @@ pub struct Args {
     pub pairs: Option<u64>,
     /// scrape: the scrapes measured.
     pub scrapes: usize,
+    /// data: the scenarios to run, in order.
+    pub data_scenarios: Vec<DataScenario>,
     /// proxy: which forwarders to measure, in order (sluice, rtpengine, the reflectors).
     pub targets: Vec<Target>,
     /// proxy: the rtpengine binary.
@@ -90,6 +103,12 @@ pub struct Args {
     pub max_rate: u64,
     /// cluster: what it starts and measures.
     pub cluster: ClusterArgs,
+    /// webrtc-echo, webrtc-room: drive Janus's API at this WebSocket URL instead of Sluice.
+    pub janus: Option<String>,
+    /// webrtc-echo, webrtc-room: video packet size (audio packets are --size).
+    pub video_size: usize,
+    /// webrtc-echo, webrtc-room: the address our sockets bind to (and our candidates name).
+    pub local_ip: std::net::IpAddr,
 }
 
 /// The options of `cluster` mode.
@@ -122,6 +141,19 @@ pub enum Scenario {
     Relay,
     /// One publisher on node 1, --room-listeners listeners spread over every node.
     Room,
+}
+
+/// A measurement of `data` mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DataScenario {
+    /// --sessions data-only echo sessions, one channel each, each peer sending.
+    Echo,
+    /// One data-only publisher, --listeners data-only listeners (mirrored channel).
+    Relay,
+    /// Plain RTP echo alone (100 sessions, 10,000 pkt/s): the workers' CPU per RTP packet.
+    Rtp,
+    /// relay and that RTP load at once.
+    RelayRtp,
 }
 
 /// A forwarder `proxy` mode measures.
@@ -214,6 +246,13 @@ struct Cli {
     /// scrape: how many scrapes of /metrics are measured.
     #[arg(long, default_value_t = 100)]
     scrapes: usize,
+    /// data: the scenarios to run, in order.
+    #[arg(
+        long = "data-scenarios",
+        value_delimiter = ',',
+        default_value = "echo,relay,rtp,relay-rtp"
+    )]
+    data_scenarios: Vec<DataScenario>,
     /// proxy: the forwarders to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "sluice")]
     targets: Vec<Target>,
@@ -265,6 +304,17 @@ struct Cli {
     /// cluster: the scenarios to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "requests,relay,room")]
     scenarios: Vec<Scenario>,
+    /// webrtc-echo, webrtc-room: drive Janus (its WebSocket API, e.g. ws://127.0.0.1:8188)
+    /// instead of Sluice; CPU of --pid or of the process named janus.
+    #[arg(long)]
+    janus: Option<String>,
+    /// webrtc-echo, webrtc-room: RTP size of the video packets (audio: --size).
+    #[arg(long = "video-size", default_value_t = 1100)]
+    video_size: usize,
+    /// webrtc-echo, webrtc-room: our sockets' address (Janus gathers no loopback candidates:
+    /// give it the host's own address, which the kernel still delivers over loopback).
+    #[arg(long = "local-ip", default_value = "127.0.0.1")]
+    local_ip: std::net::IpAddr,
 }
 
 /// A duration in seconds from the command line, within what `Duration` holds.
@@ -289,10 +339,13 @@ impl Args {
             pid: cli.pid,
             sessions: cli.sessions,
             listeners: cli.listeners,
-            rate: cli.rate.unwrap_or(if cli.mode == Mode::Fanout {
-                5_000
-            } else {
-                50_000
+            rate: cli.rate.unwrap_or(match cli.mode {
+                Mode::Fanout => 5_000,
+                Mode::Data => 50,
+                // 50 audio + 30 video packets/s per sender.
+                Mode::WebrtcEcho => 80 * cli.sessions as u64,
+                Mode::WebrtcRoom => 80,
+                _ => 50_000,
             }),
             size: cli.size,
             duration: seconds("duration", cli.duration)?,
@@ -307,6 +360,7 @@ impl Args {
             pipeline: cli.pipeline,
             pairs: cli.pairs,
             scrapes: cli.scrapes,
+            data_scenarios: cli.data_scenarios,
             targets: cli.targets,
             rtpengine: cli.rtpengine,
             saturate: cli.saturate,
@@ -325,6 +379,9 @@ impl Args {
                 room_listeners: cli.room_listeners,
                 scenarios: cli.scenarios,
             },
+            janus: cli.janus,
+            video_size: cli.video_size,
+            local_ip: cli.local_ip,
         };
         a.validate()?;
         Ok(a)
@@ -359,8 +416,8 @@ impl Args {
         if self.baseline && !matches!(self.mode, Mode::Echo | Mode::SrtpEcho) {
             bail!("--baseline applies to echo and srtp-echo");
         }
-        if self.saturate && self.mode != Mode::Proxy {
-            bail!("--saturate applies to proxy");
+        if self.saturate && !matches!(self.mode, Mode::Proxy | Mode::WebrtcEcho) {
+            bail!("--saturate applies to proxy and webrtc-echo");
         }
         if !(1.0..=10.0).contains(&self.overload) || !(0.0..=10.0).contains(&self.loss_free_pct) {
             bail!("--overload must be 1..=10 and --loss-free 0..=10 (%)");
@@ -395,8 +452,31 @@ impl Args {
                 bail!("cluster: --json, --spawn and --pid do not apply (it starts its own nodes)");
             }
         }
+        if self.mode == Mode::Data {
+            if self.data_scenarios.is_empty() {
+                bail!("data: --data-scenarios: empty list");
+            }
+            if self.sessions > MAX_SRTP_SESSIONS || self.listeners > MAX_SRTP_SESSIONS {
+                bail!(
+                    "data: --sessions and --listeners must be at most {MAX_SRTP_SESSIONS} \
+                     (one socket each)"
+                );
+            }
+        }
         if self.mode == Mode::SrtpEcho && self.sessions > MAX_SRTP_SESSIONS {
             bail!("srtp-echo: --sessions must be at most {MAX_SRTP_SESSIONS} (one socket each)");
+        }
+        if matches!(self.mode, Mode::WebrtcEcho | Mode::WebrtcRoom) {
+            if self.mode == Mode::WebrtcEcho && self.sessions > MAX_SRTP_SESSIONS {
+                bail!(
+                    "webrtc-echo: --sessions must be at most {MAX_SRTP_SESSIONS} (one socket each)"
+                );
+            }
+            if !(self.size..=traffic::MAX_SIZE).contains(&self.video_size) {
+                bail!("--video-size must be within --size..={}", traffic::MAX_SIZE);
+            }
+        } else if self.janus.is_some() {
+            bail!("--janus applies to webrtc-echo and webrtc-room");
         }
         Ok(())
     }

@@ -12,9 +12,11 @@
 //! ([`webrtc`]): ICE, DTLS-SRTP, then the same load with every packet SRTP-protected and every
 //! echo unprotected.
 
+pub mod av;
 pub mod churn;
 pub mod cli;
 pub mod hist;
+pub mod janus;
 pub mod ng;
 pub mod procstat;
 pub mod reflector;

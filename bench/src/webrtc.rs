@@ -19,7 +19,9 @@ use sluice_control::webrtc::cert::Certificate;
 use sluice_control::webrtc::dtls::{DtlsEndpoint, DtlsEvent, DtlsRole};
 use sluice_control::webrtc::ice::IceCredentials;
 use sluice_control::webrtc::sdp::{RemoteIce, Setup};
-use sluice_control::webrtc::stun::{Class, MessageWriter, Method, StunMessage, TransactionId};
+use sluice_control::webrtc::stun::{
+    self, Class, MessageWriter, Method, StunMessage, TransactionId,
+};
 use sluice_dataplane::srtp::{Profile, SessionKeys, SrtpContext};
 
 use crate::sdp;
@@ -31,6 +33,8 @@ pub const PRFLX_PRIORITY: u32 = (110 << 24) | (65_535 << 8) | 255;
 /// First STUN retransmission timeout; doubled up to `MAX_RTO`.
 const FIRST_RTO: Duration = Duration::from_millis(100);
 const MAX_RTO: Duration = Duration::from_millis(800);
+/// As the DTLS server: how often the nominating check is repeated until the ClientHello.
+const RECHECK: Duration = Duration::from_millis(50);
 /// Longest single wait on the socket, so deadlines are checked.
 const POLL: Duration = Duration::from_millis(20);
 /// Largest datagram the handshake reads.
@@ -60,6 +64,25 @@ impl ServerTransport {
             .map_or_else(|| sdp::audio_addr(answer), Ok)
             .context("no host candidate or audio address in the answer")?;
         Ok(ServerTransport { ice, addr })
+    }
+}
+
+impl ServerTransport {
+    /// Reads the server's WebRTC SDP (an answer or an offer) whatever its `a=setup`, and
+    /// says which DTLS role that leaves us: the server `active` makes us the DTLS server;
+    /// `passive` or `actpass` (an offer we answer `active`) the client.
+    pub fn from_sdp(sdp_text: &str) -> anyhow::Result<(ServerTransport, DtlsRole)> {
+        let parsed = Sdp::parse(sdp_text).map_err(|e| anyhow::anyhow!("SDP: {e}"))?;
+        let ice = RemoteIce::from_sdp(&parsed).context("SDP ICE/DTLS parameters")?;
+        let role = match ice.setup {
+            Setup::Active => DtlsRole::Server,
+            Setup::Passive | Setup::ActPass => DtlsRole::Client,
+            Setup::HoldConn => bail!("the server's SDP has a=setup:holdconn"),
+        };
+        let addr = sdp::host_candidate(ice.candidates.iter().map(String::as_str))
+            .map_or_else(|| sdp::audio_addr(sdp_text), Ok)
+            .context("no host candidate or audio address in the SDP")?;
+        Ok((ServerTransport { ice, addr }, role))
     }
 }
 
@@ -157,6 +180,8 @@ impl Peer<'_> {
         self.sock
             .set_read_timeout(Some(wait.clamp(Duration::from_millis(1), POLL)))?;
         match self.sock.recv_from(buf) {
+            // An answered check of the server's comes back empty.
+            Ok((n, src)) if src == from && self.answered_check(&buf[..n], src)? => Ok(Some(&[])),
             Ok((n, src)) if src == from => Ok(Some(&buf[..n])),
             Ok(_) => Ok(None),
             Err(e)
@@ -171,6 +196,25 @@ impl Peer<'_> {
         }
     }
 
+    /// Answers the server's own connectivity check (a full agent's, or libnice's triggered
+    /// check even in Janus's ICE-lite mode, which nominates only on its response) as a
+    /// browser does; `false` when `datagram` is not a Binding request for us.
+    fn answered_check(&self, datagram: &[u8], from: SocketAddr) -> anyhow::Result<bool> {
+        if !matches!(datagram.first(), Some(0..=3)) {
+            return Ok(false);
+        }
+        let Ok(msg) = StunMessage::parse(datagram) else {
+            return Ok(false);
+        };
+        if !msg.is_binding_request() || !msg.verify_integrity(self.creds.pwd.as_bytes()) {
+            return Ok(false);
+        }
+        let mut out = [0u8; stun::MAX_RESPONSE_LEN];
+        let len = stun::binding_success(&mut out, &msg.transaction_id, from, &self.creds.pwd)?;
+        self.sock.send_to(&out[..len], from)?;
+        Ok(true)
+    }
+
     /// ICE (one nominating check, retransmitted until answered), then DTLS as the client,
     /// until SRTP keys or `timeout`.
     pub fn connect(
@@ -178,9 +222,20 @@ impl Peer<'_> {
         server: &ServerTransport,
         timeout: Duration,
     ) -> anyhow::Result<Connected> {
+        self.connect_as(server, DtlsRole::Client, timeout)
+    }
+
+    /// [`connect`](Self::connect) in either DTLS role (the server waits for our
+    /// ClientHello, or sends its own once ICE is up).
+    pub fn connect_as(
+        &self,
+        server: &ServerTransport,
+        role: DtlsRole,
+        timeout: Duration,
+    ) -> anyhow::Result<Connected> {
         let deadline = Instant::now() + timeout;
         let ice = self.ice(server, deadline)?;
-        let (profile, keys, dtls) = self.dtls(server, deadline)?;
+        let (profile, keys, dtls) = self.dtls(server, role, deadline)?;
         Ok(Connected {
             profile,
             keys,
@@ -217,20 +272,22 @@ impl Peer<'_> {
     fn dtls(
         &self,
         server: &ServerTransport,
+        role: DtlsRole,
         deadline: Instant,
     ) -> anyhow::Result<(Profile, SessionKeys, Duration)> {
         let start = Instant::now();
-        let mut dtls = DtlsEndpoint::new(
-            self.cert,
-            DtlsRole::Client,
-            server.ice.fingerprint.clone(),
-            start,
-        )
-        .map_err(|e| anyhow::anyhow!("DTLS: {e}"))?;
+        let mut dtls = DtlsEndpoint::new(self.cert, role, server.ice.fingerprint.clone(), start)
+            .map_err(|e| anyhow::anyhow!("DTLS: {e}"))?;
         let mut buf = [0u8; RECV_BUF];
+        let mut heard = false;
+        let mut first_flight: Vec<Vec<u8>> = Vec::new();
+        let mut recheck = start + RECHECK;
         loop {
             while let Some(d) = dtls.poll_transmit() {
                 self.sock.send_to(&d, server.addr)?;
+                if !heard {
+                    first_flight.push(d.to_vec());
+                }
             }
             if let Some(ev) = dtls.poll_event() {
                 match ev {
@@ -246,17 +303,45 @@ impl Peer<'_> {
             if now >= deadline {
                 bail!("DTLS handshake with {} timed out", server.addr);
             }
-            let wake = dtls.poll_timeout().unwrap_or(deadline).min(deadline);
+            // As the DTLS server we wait for the peer's ClientHello, which a full or lite
+            // agent such as libnice (Janus) sends only once its own ICE state is connected:
+            // keep checking, as a browser does, until the handshake starts.
+            if role == DtlsRole::Server && !heard && now >= recheck {
+                self.nominate(server)?;
+                recheck = now + RECHECK;
+            }
+            let mut wake = dtls.poll_timeout().unwrap_or(deadline).min(deadline);
+            if role == DtlsRole::Server && !heard {
+                wake = wake.min(recheck);
+            }
             if now >= wake {
                 dtls.handle_timeout(now);
                 continue;
             }
-            if let Some(d) = self.recv_from_server(&mut buf, server.addr, wake - now)?
-                && matches!(d.first(), Some(20..=63))
-            {
-                dtls.handle_datagram(Instant::now(), d);
+            match self.recv_from_server(&mut buf, server.addr, wake - now)? {
+                Some(d) if matches!(d.first(), Some(20..=63)) => {
+                    heard = true;
+                    dtls.handle_datagram(Instant::now(), d);
+                }
+                // The server checked us: an agent that drops DTLS until its own check is
+                // answered (libnice, in Janus) has it now, without waiting for our
+                // retransmission timer.
+                Some(d) if d.is_empty() && role == DtlsRole::Client && !heard => {
+                    for d in &first_flight {
+                        self.sock.send_to(d, server.addr)?;
+                    }
+                }
+                _ => {}
             }
         }
+    }
+
+    /// Another nominating check (its response is not waited for).
+    fn nominate(&self, server: &ServerTransport) -> anyhow::Result<()> {
+        let mut req = [0u8; 256];
+        let len = binding_request(&mut req, &transaction_id(), &self.check(server, true))?;
+        self.sock.send_to(&req[..len], server.addr)?;
+        Ok(())
     }
 
     /// A consent check (RFC 7675): a Binding request without USE-CANDIDATE; the response

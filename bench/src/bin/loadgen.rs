@@ -24,6 +24,8 @@ use sluice_dataplane::srtp::{Profile, SessionKeys};
 
 #[path = "loadgen/cluster.rs"]
 mod cluster;
+#[path = "loadgen/data.rs"]
+mod data;
 #[path = "loadgen/echo.rs"]
 mod echo;
 #[path = "loadgen/fanout.rs"]
@@ -34,6 +36,8 @@ mod proxy;
 mod scrape;
 #[path = "loadgen/srtp_echo.rs"]
 mod srtp_echo;
+#[path = "loadgen/webrtc_av.rs"]
+mod webrtc_av;
 
 use echo::{echo_sluice, echo_sluice_with};
 use fanout::fanout_sluice;
@@ -144,7 +148,10 @@ fn measure(
             Mode::Churn => "churn".into(),
             Mode::Proxy => "proxy".into(),
             Mode::Scrape => "scrape".into(),
+            Mode::Data => "data".into(),
             Mode::Cluster => "cluster".into(),
+            Mode::WebrtcEcho => "webrtc-echo".into(),
+            Mode::WebrtcRoom => "webrtc-room".into(),
         },
         streams,
         rate: args.rate,
@@ -197,6 +204,10 @@ fn run() -> anyhow::Result<()> {
         // It starts its own Redis and nodes, and prints its own tables.
         return cluster::run(&args, &machine, gen_cpu);
     }
+    if args.mode == Mode::Data {
+        // Its own sessions, peers and table; it spawns the server itself.
+        return data::run(&args, &machine, gen_cpu);
+    }
     let mut server = match &args.spawn {
         Some(path)
             if args.mode != Mode::Reflector
@@ -209,11 +220,17 @@ fn run() -> anyhow::Result<()> {
     let api_url = server
         .as_ref()
         .map_or_else(|| args.api.clone(), |s| s.ready.api.clone());
-    let pid = args.pid.or(server.as_ref().map(Server::pid)).or_else(|| match find_pids("sluice").as_slice() {
+    // webrtc-echo/-room --janus: the server measured is Janus.
+    let name = if args.janus.is_some() {
+        "janus"
+    } else {
+        "sluice"
+    };
+    let pid = args.pid.or(server.as_ref().map(Server::pid)).or_else(|| match find_pids(name).as_slice() {
         [pid] => Some(*pid),
         [] => None,
         many => {
-            eprintln!("loadgen: several processes named sluice ({many:?}); pass --pid for CPU accounting");
+            eprintln!("loadgen: several processes named {name} ({many:?}); pass --pid for CPU accounting");
             None
         }
     });
@@ -260,6 +277,7 @@ fn run() -> anyhow::Result<()> {
             }
             Mode::Fanout => rows.push(fanout_sluice(&args, &api_url, cpu.as_ref(), gen_cpu)?),
             Mode::Reflector => {}
+            Mode::Data => bail!("data runs on its own"),
             Mode::Proxy => {
                 let sluice = args
                     .targets
@@ -273,6 +291,10 @@ fn run() -> anyhow::Result<()> {
             }
             Mode::Scrape => scraped = Some(scrape::run(&args, &api_url, cpu.as_ref())?),
             Mode::Cluster => bail!("cluster runs on its own"),
+            Mode::WebrtcEcho => {
+                rows.extend(webrtc_av::echo(&args, &api_url, cpu.as_ref(), gen_cpu)?)
+            }
+            Mode::WebrtcRoom => rows.push(webrtc_av::room(&args, &api_url, cpu.as_ref(), gen_cpu)?),
         }
         if args.mode == Mode::Reflector || args.baseline {
             rows.push(reflector_row(&args, gen_cpu)?);
