@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tungstenite::{Message, WebSocket};
+use sluice_tests::Client;
 
 /// Upper bound of any wait.
 const WAIT: Duration = Duration::from_secs(20);
@@ -199,83 +199,20 @@ impl Drop for Node {
     }
 }
 
-/// A WebSocket API client keeping events aside.
-struct Client {
-    ws: WebSocket<TcpStream>,
-    tid: u64,
-    events: Vec<Value>,
+/// What these tests ask of the harness's API client about the cluster.
+trait ClusterClient {
+    /// The ids of the live nodes, sorted.
+    fn nodes(&mut self) -> Vec<String>;
+    /// Polls `node get_list` until it lists exactly `want`.
+    fn nodes_become(&mut self, want: &[&str]);
+    /// The body of the `destroyed` event of `id`.
+    fn destroyed(&mut self, id: &str) -> Value;
 }
 
-impl Client {
-    fn connect(api: SocketAddr) -> Client {
-        let stream = TcpStream::connect(api).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        let (ws, _) = tungstenite::client(format!("ws://{api}/api/ws"), stream).expect("upgrade");
-        Client {
-            ws,
-            tid: 0,
-            events: Vec::new(),
-        }
-    }
-
-    fn frame(&mut self) -> Value {
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).expect("JSON"),
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    continue;
-                }
-                Err(e) => panic!("read a frame: {e}"),
-            }
-        }
-    }
-
-    fn send(&mut self, class: &str, subclass: &str, cmd: &str, data: Value) -> u64 {
-        self.tid += 1;
-        let req = json!({"class": class, "subclass": subclass, "cmd": cmd, "data": data,
-            "tid": self.tid});
-        self.ws.send(Message::text(req.to_string())).expect("send");
-        self.tid
-    }
-
-    /// The reply to `tid`: `Ok(data)` or `Err((code, error text))`.
-    fn reply(&mut self, tid: u64) -> Result<Value, (i64, String)> {
-        loop {
-            let f = self.frame();
-            if f["cmd"] == "event" {
-                self.events.push(f["data"].clone());
-            } else if f["tid"] == json!(tid) && f.get("result").is_some() {
-                return match f["result"].as_str() {
-                    Some("ok") => Ok(f["data"].clone()),
-                    _ => Err((
-                        f["data"]["code"].as_i64().unwrap_or(-1),
-                        f["data"]["error"].as_str().unwrap_or("").to_string(),
-                    )),
-                };
-            }
-        }
-    }
-
-    fn call(
-        &mut self,
-        class: &str,
-        subclass: &str,
-        cmd: &str,
-        data: Value,
-    ) -> Result<Value, (i64, String)> {
-        let tid = self.send(class, subclass, cmd, data);
-        self.reply(tid)
-    }
-
-    fn session(&mut self, cmd: &str, data: Value) -> Result<Value, (i64, String)> {
-        self.call("media", "session", cmd, data)
-    }
-
-    /// The ids of the live nodes, sorted.
+impl ClusterClient for Client {
     fn nodes(&mut self) -> Vec<String> {
         let list = self
-            .call("media", "node", "get_list", json!({}))
+            .request("media", "node", "get_list", json!({}))
             .expect("node get_list");
         let mut ids: Vec<String> = list
             .as_array()
@@ -287,7 +224,6 @@ impl Client {
         ids
     }
 
-    /// Polls `node get_list` until it lists exactly `want`.
     fn nodes_become(&mut self, want: &[&str]) {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -299,21 +235,8 @@ impl Client {
         }
     }
 
-    /// The `destroyed` event of `id`.
     fn destroyed(&mut self, id: &str) -> Value {
-        loop {
-            if let Some(e) = self
-                .events
-                .iter()
-                .find(|e| e["obj_id"] == id && e["type"] == "destroyed")
-            {
-                return e["body"].clone();
-            }
-            let f = self.frame();
-            if f["cmd"] == "event" {
-                self.events.push(f["data"].clone());
-            }
-        }
+        self.wait_event(id, "destroyed")["body"].clone()
     }
 }
 
@@ -398,7 +321,7 @@ fn nodes_appear_in_the_registry_and_expire() {
     let mut c = n1.client();
     c.nodes_become(&["n1", "n2", "n3"]);
     let list = c
-        .call("media", "node", "get_list", json!({}))
+        .request("media", "node", "get_list", json!({}))
         .expect("list");
     for n in list.as_array().expect("list") {
         assert_eq!(n["state"], "serving", "{n}");
@@ -407,12 +330,12 @@ fn nodes_appear_in_the_registry_and_expire() {
     // A draining node is listed as such and takes no new placement.
     let _keeps_n3_up = Echo::create(&mut c, json!({"node": "n3"}));
     n3.client()
-        .call("media", "node", "drain", json!({}))
+        .request("media", "node", "drain", json!({}))
         .expect("drain n3");
     let deadline = Instant::now() + WAIT;
     loop {
         let list = c
-            .call("media", "node", "get_list", json!({}))
+            .request("media", "node", "get_list", json!({}))
             .expect("list");
         let n3 = list
             .as_array()
@@ -428,7 +351,7 @@ fn nodes_appear_in_the_registry_and_expire() {
             json!({"type": "echo", "offer": rtp_offer(4000), "node": "n3"}),
         )
         .expect_err("n3 drains");
-    assert_eq!(e.0, 300001, "{e:?}");
+    assert_eq!(e.code, 300001, "{e:?}");
 
     n3.kill();
     c.nodes_become(&["n1", "n2"]);
@@ -491,7 +414,7 @@ fn requests_reach_the_owner_from_any_node() {
         let e = c
             .session("get_info", json!({"session_id": "no-such-session"}))
             .expect_err("unknown session");
-        assert_eq!(e.0, 100062, "{} says {e:?}", node.id);
+        assert_eq!(e.code, 100062, "{} says {e:?}", node.id);
     }
     // A node that is not in the cluster is refused.
     let e = c1
@@ -500,7 +423,7 @@ fn requests_reach_the_owner_from_any_node() {
             json!({"type": "echo", "offer": rtp_offer(4000), "node": "nowhere"}),
         )
         .expect_err("unknown node");
-    assert_eq!(e.0, 300001, "{e:?}");
+    assert_eq!(e.code, 300001, "{e:?}");
 
     // A proxy slave asked of n3 lives with its master on n2.
     let master = c1
@@ -527,7 +450,7 @@ fn requests_reach_the_owner_from_any_node() {
     // A room a publisher made on n3 is found through n1.
     let _publisher = Publisher::create(&mut c3, "made-by-publisher");
     let room = c1
-        .call(
+        .request(
             "media",
             "room",
             "get_info",
@@ -543,7 +466,7 @@ fn requests_reach_the_owner_from_any_node() {
     // A connection on n1 that subscribed to every destroyed session hears of this one on n2.
     let mut watcher = n1.client();
     watcher
-        .call(
+        .request(
             "core",
             "event",
             "subscribe",
@@ -564,7 +487,7 @@ fn requests_reach_the_owner_from_any_node() {
     let e = c1
         .session("get_info", json!({"session_id": echo.id}))
         .expect_err("gone");
-    assert_eq!(e.0, 100062);
+    assert_eq!(e.code, 100062);
 }
 
 #[test]
@@ -611,7 +534,7 @@ fn a_killed_node_is_cleaned_up_after() {
             json!({"type": "echo", "offer": rtp_offer(4000), "node": "n2"}),
         )
         .expect_err("n2 is gone");
-    assert_eq!(e.0, 300001, "{e:?}");
+    assert_eq!(e.code, 300001, "{e:?}");
 }
 
 #[test]
@@ -636,8 +559,8 @@ fn redis_paused_keeps_local_media_and_recovers() {
             "create",
             json!({"type": "echo", "offer": rtp_offer(4000), "node": "n2"}),
         );
-        if let Err((code, text)) = r {
-            assert!([100009, 100005, 300001].contains(&code), "{code} {text}");
+        if let Err(e) = r {
+            assert!([100009, 100005, 300001].contains(&e.code), "{e:?}");
             refused += 1;
         }
     }
@@ -680,33 +603,33 @@ fn one_room_id_is_claimed_once_cluster_wide() {
     nodes[0].client().nodes_become(&["n1", "n2", "n3"]);
     // 20 creates of one id at once, spread over the three nodes.
     let mut clients: Vec<Client> = (0..20).map(|i| nodes[i % 3].client()).collect();
-    let tids: Vec<u64> = clients
-        .iter_mut()
-        .map(|c| c.send("media", "room", "create", json!({"room_id": "webinar"})))
-        .collect();
+    let create = json!({"class": "media", "subclass": "room", "cmd": "create", "tid": "claim",
+        "data": {"room_id": "webinar"}});
+    for c in &mut clients {
+        c.send_text(&create.to_string());
+    }
     let results: Vec<_> = clients
         .iter_mut()
-        .zip(tids)
-        .map(|(c, tid)| c.reply(tid))
+        .map(|c| c.reply_for(&json!("claim")))
         .collect();
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 1, "{results:?}");
     for r in &results {
-        if let Err((code, _)) = r {
-            assert_eq!(*code, 304002, "room_already_exists: {results:?}");
+        if let Err(e) = r {
+            assert_eq!(e.code, 304002, "room_already_exists: {results:?}");
         }
     }
     // Any node finds it; destroyed through another node, the id is free again.
     let mut c = nodes[2].client();
     let info = c
-        .call("media", "room", "get_info", json!({"room_id": "webinar"}))
+        .request("media", "room", "get_info", json!({"room_id": "webinar"}))
         .expect("room get_info through any node");
     assert!(info.is_object(), "{info}");
-    c.call("media", "room", "destroy", json!({"room_id": "webinar"}))
+    c.request("media", "room", "destroy", json!({"room_id": "webinar"}))
         .expect("room destroy through any node");
     nodes[1]
         .client()
-        .call("media", "room", "create", json!({"room_id": "webinar"}))
+        .request("media", "room", "create", json!({"room_id": "webinar"}))
         .expect("the id is free again");
 }
 
@@ -958,8 +881,8 @@ fn webrtc_listener_on_another_node_gets_the_publishers_media() {
     let n1 = Node::start(&redis, "n1");
     let n2 = Node::start(&redis, "n2");
     n1.client().nodes_become(&["n1", "n2"]);
-    let mut c1 = sluice_tests::Client::connect(n1.api);
-    let mut c2 = sluice_tests::Client::connect(n2.api);
+    let mut c1 = n1.client();
+    let mut c2 = n2.client();
 
     let mut publisher = WebrtcPeer::new();
     let offer = publisher.offer_with(Some(Direction::SendOnly), Some(Direction::SendOnly));

@@ -135,8 +135,13 @@ pub enum ClusterCmd {
         id: String,
         reply: Option<(Value, oneshot::Sender<Outcome>)>,
     },
-    /// It ended here: drop its record (if it is this node's).
-    Disown { what: Owned, id: String },
+    /// It ended here: drop its record (if it is this node's), then answer `reply` with its
+    /// value, if any (so that a destroyed room's id is free once the client has its reply).
+    Disown {
+        what: Owned,
+        id: String,
+        reply: Option<(Value, oneshot::Sender<Outcome>)>,
+    },
     /// Claims an id if no node holds it (a room a publisher made); nothing to answer.
     ClaimQuietly { what: Owned, id: String },
     /// Claims a room id cluster-wide (`SET NX`); once claimed, runs `request` here (as
@@ -182,8 +187,12 @@ impl ClusterCmd {
             ClusterCmd::Own {
                 reply: Some((value, reply)),
                 ..
+            }
+            | ClusterCmd::Disown {
+                reply: Some((value, reply)),
+                ..
             } => {
-                tracing::warn!("cluster: {e}: a record was not written");
+                tracing::warn!("cluster: {e}: a record was not updated");
                 let _ = reply.send(Ok(value));
             }
             ClusterCmd::Own { .. }
@@ -509,8 +518,13 @@ impl Engine {
                         }
                     });
                 }
-                ClusterCmd::Disown { what, id } => {
-                    tokio::spawn(async move { engine.disown(what, id).await });
+                ClusterCmd::Disown { what, id, reply } => {
+                    tokio::spawn(async move {
+                        engine.disown(what, id).await;
+                        if let Some((value, reply)) = reply {
+                            let _ = reply.send(Ok(value));
+                        }
+                    });
                 }
                 ClusterCmd::ClaimRoom {
                     room_id,

@@ -407,7 +407,23 @@ impl Manager {
             } => done(self.set_candidate(&session_id, mid.as_deref(), mline_index, &candidate)),
             Request::SetCandidateEnd { session_id } => done(self.set_candidate_end(&session_id)),
             Request::RoomCreate(c) => done(self.room_create(c)),
-            Request::RoomDestroy { room_id } => done(self.room_destroy(&room_id)),
+            Request::RoomDestroy { room_id } => {
+                let destroyed = self.room_destroy(&room_id);
+                match (&self.cluster, destroyed) {
+                    // Answered once the cluster has dropped the room's record: the id is free
+                    // for a new room when the client hears it is gone.
+                    (Some(link), Ok(value)) => {
+                        let (tx, rx) = oneshot::channel();
+                        link.send(ClusterCmd::Disown {
+                            what: Owned::Room,
+                            id: room_id.to_string(),
+                            reply: Some((value, tx)),
+                        });
+                        Reply::Wait(rx)
+                    }
+                    (_, destroyed) => done(destroyed),
+                }
+            }
             Request::RoomGetInfo { room_id } => done(self.room_info(&room_id)),
             Request::RoomGetList => done(Ok(self.room_list())),
             Request::NodeDrain { timeout } => done(self.drain_request(timeout)),
@@ -548,6 +564,7 @@ impl Manager {
             link.send(ClusterCmd::Disown {
                 what,
                 id: id.to_string(),
+                reply: None,
             });
         }
     }

@@ -122,7 +122,6 @@ impl Manager {
             self.destroy(&m, ErrorCode::RoomDestroyed);
         }
         self.rooms.remove(id);
-        self.cluster_disown(crate::cluster::Owned::Room, id.as_str());
         self.emit_room(id, "destroyed", stop_body(ErrorCode::UserStop));
         Ok(json!({}))
     }
