@@ -28,9 +28,10 @@ impl LegId {
     }
 }
 
-/// Legs that forward to each other must share a group: a group lives on one worker, so every
-/// forwarding decision is made by a single thread without locks (an echo session, a proxy pair,
-/// a room).
+/// Where a leg lives: a group's legs share one worker. Legs that forward to each other
+/// usually share one (an echo session, a proxy pair), so a packet never leaves its thread;
+/// a room's legs may spread over workers ([`crate::Dataplane::spread_group`]), the
+/// publisher's worker then hands its decrypted packets to theirs (`crate::mirror`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GroupId(pub u64);
 
@@ -210,7 +211,7 @@ pub struct Feedback {
     pub rtx_ssrc: Option<Ssrc>,
 }
 
-/// Commands from control to the worker owning the leg(s). Connected legs must share a group.
+/// Commands from control to the worker owning the leg(s) (for `Connect`, the destination's).
 #[derive(Debug)]
 pub enum Command {
     /// Update where the leg sends (e.g. after `set_answer`). Latching still overrides it.
@@ -354,10 +355,13 @@ pub enum DropReason {
     /// STUN or DTLS beyond what one leg's peer may hand the slow path (a token bucket per
     /// kind: a flood at one port cannot load the control plane).
     SlowPathLimit,
+    /// The ring carrying a publisher's packets to another worker's listeners was full (that
+    /// worker is behind): counted on the publisher's leg.
+    WorkerRing,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Unclassified,
@@ -375,6 +379,7 @@ impl DropReason {
         DropReason::WaitingKeyframe,
         DropReason::RtxPadding,
         DropReason::SlowPathLimit,
+        DropReason::WorkerRing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -395,6 +400,7 @@ impl DropReason {
             DropReason::WaitingKeyframe => "waiting_keyframe",
             DropReason::RtxPadding => "rtx_padding",
             DropReason::SlowPathLimit => "slow_path_limit",
+            DropReason::WorkerRing => "worker_ring",
         }
     }
 }
@@ -453,6 +459,10 @@ pub struct LegStats {
     pub retransmitted: AtomicU64,
     /// Sequence numbers the cache lacked, asked of the source (translated) instead.
     pub nack_forwarded: AtomicU64,
+    /// Drops counted by other workers while fanning this leg's packets out to their
+    /// listeners (a room across workers): a row per worker, each written by that worker
+    /// alone, made when the first shadow of the leg is.
+    elsewhere: std::sync::OnceLock<Box<[[AtomicU64; DropReason::COUNT]]>>,
 }
 
 /// A point-in-time copy of [`LegStats`].
@@ -495,11 +505,31 @@ impl LegStats {
             rtcp_tx_packets: l(&self.rtcp_tx_packets),
             slow_path_packets: l(&self.slow_path_packets),
             rx_kind_packets: [l(&self.rx_kind_packets[0]), l(&self.rx_kind_packets[1])],
-            drops: std::array::from_fn(|i| l(&self.drops[i])),
+            drops: std::array::from_fn(|i| {
+                let elsewhere = self.elsewhere.get().map_or(0, |rows| {
+                    rows.iter().map(|r| l(&r[i])).fold(0, u64::wrapping_add)
+                });
+                l(&self.drops[i]).wrapping_add(elsewhere)
+            }),
             nack_received: l(&self.nack_received),
             retransmitted: l(&self.retransmitted),
             nack_forwarded: l(&self.nack_forwarded),
         }
+    }
+
+    /// Where worker `worker` (one of `workers`) counts the drops of this leg's packets it
+    /// fans out; the first call makes the rows (a command, never a packet, comes first).
+    pub(crate) fn drops_elsewhere(
+        &self,
+        worker: usize,
+        workers: usize,
+    ) -> &[AtomicU64; DropReason::COUNT] {
+        let rows = self.elsewhere.get_or_init(|| {
+            (0..workers.max(worker + 1))
+                .map(|_| Default::default())
+                .collect()
+        });
+        &rows[worker.min(rows.len() - 1)]
     }
 
     pub(crate) fn count_drop(&self, reason: DropReason) {
@@ -519,8 +549,6 @@ pub enum Error {
     PortsExhausted,
     #[error("unknown leg {0:?}")]
     UnknownLeg(LegId),
-    #[error("legs {0:?} and {1:?} belong to different workers")]
-    CrossWorker(LegId, LegId),
     #[error("worker {0} is not running")]
     WorkerGone(usize),
     #[error("worker {0} is overloaded: its command queue is full")]

@@ -16,6 +16,7 @@ pub mod forwarder;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keyframe;
+pub mod mirror;
 mod mmsg;
 pub mod packet;
 mod ports;
@@ -30,7 +31,7 @@ mod worker;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -41,10 +42,11 @@ use crate::api::{
     Backend, Command, Config, DataSink, Error, Event, IoMode, LegId, LegInfo, LegSpec, LegStats,
     RecordSink, RecordSpec, Recording, WorkerLoad,
 };
+use crate::forwarder::PeerMsg;
 use crate::ports::PortPool;
 use crate::record::Recorder;
 use crate::sys::EventFd;
-use crate::worker::{LegClosed, WorkerCore, WorkerMsg};
+use crate::worker::{LegClosed, PeerLink, WorkerCore, WorkerMsg};
 
 /// Depth of each worker's command queue.
 const COMMAND_QUEUE: usize = 4096;
@@ -63,7 +65,9 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Shared with the workers: a leg's ports go back when its worker has closed them.
     ports: Arc<Mutex<PortPool>>,
-    leg_ports: Mutex<HashMap<LegId, u16>>,
+    /// Per open leg: its port pair, and its counters (a shadow on another worker counts
+    /// into them).
+    leg_ports: Mutex<HashMap<LegId, (u16, Arc<LegStats>)>>,
     media_ip: IpAddr,
     backend: Backend,
     next_seq: AtomicU64,
@@ -76,6 +80,8 @@ struct Shared {
     steering: Option<Arc<steer::Steering>>,
     /// One per worker that sends raw (`Config::raw_send`).
     raw_sent: Vec<Arc<rawsend::RawCounter>>,
+    /// Per worker: legs open on it (what `spread_group` places by).
+    open_legs: Vec<AtomicUsize>,
 }
 
 /// Handle to the running data plane. Cheap to clone; all methods are callable from any thread.
@@ -108,24 +114,55 @@ impl Dataplane {
         let recorder = Recorder::start()?;
         let (event_tx, event_rx) = bounded(EVENT_QUEUE);
         let lost_events = Arc::new(AtomicU64::new(0));
-        let mut workers = Vec::with_capacity(config.workers);
-        let mut threads = Vec::with_capacity(config.workers);
-        let mut raw_sent = Vec::new();
-        let mut loads = Vec::with_capacity(config.workers);
-        for index in 0..config.workers {
+        let n = config.workers;
+        let mut queues = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for _ in 0..n {
             let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
+            workers.push(WorkerLink { msgs: msg_tx, wake });
+            queues.push(msg_rx);
+        }
+        // One ring per ordered pair of workers: a room's publisher on one, listeners on another.
+        let mut outbound: Vec<Vec<Option<mirror::Producer>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let mut inbound: Vec<Vec<mirror::Consumer>> = (0..n).map(|_| Vec::new()).collect();
+        for (from, rings) in outbound.iter_mut().enumerate() {
+            for (to, ring) in rings.iter_mut().enumerate() {
+                if from != to {
+                    let (producer, consumer) = mirror::ring(mirror::RING_ENTRIES);
+                    *ring = Some(producer);
+                    inbound[to].push(consumer);
+                }
+            }
+        }
+        let mut threads = Vec::with_capacity(n);
+        let mut raw_sent = Vec::new();
+        let mut loads = Vec::with_capacity(n);
+        for (index, (msg_rx, (out, inb))) in queues
+            .into_iter()
+            .zip(outbound.into_iter().zip(inbound))
+            .enumerate()
+        {
             let load = Arc::new(WorkerLoad::new());
             loads.push(Arc::clone(&load));
-            let core = WorkerCore::new(
+            let mut core = WorkerCore::new(
                 index,
-                Arc::clone(&wake),
+                Arc::clone(&workers[index].wake),
                 msg_rx,
                 event_tx.clone(),
                 Arc::clone(&lost_events),
                 load,
             );
-            let mut core = core;
+            let peers = (0..n)
+                .map(|w| {
+                    (w != index).then(|| PeerLink {
+                        msgs: workers[w].msgs.clone(),
+                        wake: Arc::clone(&workers[w].wake),
+                    })
+                })
+                .collect();
+            core.connect_peers(peers, out, inb);
             core.batch_wait = config.batch_wait;
             core.steering = steering.clone();
             if config.raw_send {
@@ -136,7 +173,6 @@ impl Dataplane {
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{index}"))
                 .spawn(move || run_worker(core, backend, pin))?;
-            workers.push(WorkerLink { msgs: msg_tx, wake });
             threads.push(thread);
         }
         let shared = Shared {
@@ -153,6 +189,7 @@ impl Dataplane {
             recorder,
             steering,
             raw_sent,
+            open_legs: (0..n).map(|_| AtomicUsize::new(0)).collect(),
         };
         Ok((
             Dataplane {
@@ -188,6 +225,17 @@ impl Dataplane {
         self.shared.loads.iter().map(|l| l.busy()).collect()
     }
 
+    /// A group on the worker with the fewest open legs: where a leg that may live apart
+    /// from its peers (a room's publisher or listener) goes. Legs of one room on different
+    /// workers still forward to each other: the publisher's worker decrypts once and hands
+    /// each packet to the listeners' workers through a ring (`mirror`).
+    pub fn spread_group(&self) -> api::GroupId {
+        let least = (self.shared.open_legs.iter().enumerate())
+            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))
+            .map_or(0, |(w, _)| w);
+        api::GroupId(least as u64)
+    }
+
     /// Events dropped because control did not drain the queue in time.
     pub fn lost_events(&self) -> u64 {
         self.shared.lost_events.load(Ordering::Relaxed)
@@ -216,7 +264,8 @@ impl Dataplane {
             lock(&self.shared.ports).release(port);
             return Err(e);
         }
-        lock(&self.shared.leg_ports).insert(id, port);
+        lock(&self.shared.leg_ports).insert(id, (port, Arc::clone(&stats)));
+        self.shared.open_legs[worker].fetch_add(1, Ordering::Relaxed);
         Ok(LegInfo {
             id,
             local_ip: self.shared.media_ip,
@@ -238,12 +287,31 @@ impl Dataplane {
             | Command::Transmit { leg, .. }
             | Command::Record { leg, .. } => leg.worker(),
             Command::Disconnect { to } | Command::HoldForKeyframe { to, .. } => to.worker(),
-            Command::Connect { from, to, .. } => {
-                if from.worker() != to.worker() {
-                    return Err(Error::CrossWorker(*from, *to));
-                }
-                to.worker()
+            // A source on another worker feeds `to` through a shadow on `to`'s, which
+            // counts into the source's counters.
+            Command::Connect { from, to, kind, .. } if from.worker() != to.worker() => {
+                let source = lock(&self.shared.leg_ports)
+                    .get(from)
+                    .map(|(_, stats)| Arc::clone(stats))
+                    .ok_or(Error::UnknownLeg(*from))?;
+                // The source's worker counts the listener first: whatever it receives once
+                // this returns is mirrored (the listener's worker takes the count back if the
+                // command adds no listener).
+                let add = PeerMsg::MirrorAdd {
+                    leg: *from,
+                    k: kind.index() as u8,
+                    worker: to.worker() as u16,
+                };
+                self.post(from.worker(), WorkerMsg::Peer(add))?;
+                let (leg, k, worker) = (*from, kind.index() as u8, to.worker() as u16);
+                return self
+                    .post(to.worker(), WorkerMsg::ConnectRemote { cmd, source })
+                    .inspect_err(|_| {
+                        let sub = PeerMsg::MirrorSub { leg, k, worker };
+                        let _ = self.post(leg.worker(), WorkerMsg::Peer(sub));
+                    });
             }
+            Command::Connect { to, .. } => to.worker(),
         };
         self.post(worker, WorkerMsg::Cmd(cmd))
     }
@@ -268,9 +336,12 @@ impl Dataplane {
     }
 
     fn post_close(&self, leg: LegId, waiter: Option<Sender<()>>) -> Result<(), Error> {
-        let Some(port) = lock(&self.shared.leg_ports).remove(&leg) else {
+        let Some((port, _)) = lock(&self.shared.leg_ports).remove(&leg) else {
             return Err(Error::UnknownLeg(leg));
         };
+        if let Some(n) = self.shared.open_legs.get(leg.worker()) {
+            n.fetch_sub(1, Ordering::Relaxed);
+        }
         let done = LegClosed {
             leg,
             port: Some(port),

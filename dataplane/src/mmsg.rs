@@ -19,7 +19,7 @@ use crate::forwarder::{SocketRef, Upcoming};
 use crate::rawsend;
 use crate::steer::SteerSocket;
 use crate::sys::{SegmentCmsg, read_sockaddr, udp_gso_supported, write_sockaddr};
-use crate::worker::{Change, Flow, Received, WorkerCore};
+use crate::worker::{Change, Flow, Mirrors, Received, WorkerCore};
 
 /// Datagrams per recvmmsg call.
 const BATCH: usize = 64;
@@ -177,6 +177,10 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                     break;
                 }
             }
+        }
+        // Other workers' publishers' packets for listeners here.
+        while core.forward_mirrored(&mut tx) == Mirrors::Flush {
+            sender.flush(&core, &mut tx);
         }
         deadline = core.handle_timers(&mut tx);
         sender.flush(&core, &mut tx);

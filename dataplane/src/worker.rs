@@ -10,7 +10,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::api::{Command, DropReason, Event, LegId, LegStats, MediaKind, Pt, Remote, WorkerLoad};
 use crate::batch::TxBatch;
-use crate::forwarder::{Forwarder, PREFETCH_DEPTH, SocketRef, Upcoming};
+use crate::forwarder::{Forwarder, PREFETCH_DEPTH, PeerMsg, SocketRef, Upcoming};
+use crate::mirror::Consumer;
 use crate::ports::PortPool;
 use crate::rawsend::{RawRoute, RawSender, raw_source};
 use crate::steer::Steering;
@@ -36,6 +37,14 @@ pub(crate) enum WorkerMsg {
         done: LegClosed,
     },
     Cmd(Command),
+    /// A `Connect` whose source lives on another worker, with the source's counters.
+    ConnectRemote {
+        cmd: Command,
+        source: Arc<LegStats>,
+    },
+    /// From another worker's forwarder, or from `Dataplane::send` for one (rooms across
+    /// workers).
+    Peer(PeerMsg),
     /// Handle nothing more until the sender is dropped (`Dataplane::stall_worker`).
     Stall(Receiver<()>),
     Shutdown,
@@ -128,6 +137,23 @@ pub(crate) enum Flow {
     Shutdown,
 }
 
+/// What [`WorkerCore::forward_mirrored`] left.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Mirrors {
+    /// Every ring is empty.
+    Done,
+    /// `tx` is full: flush it and call again.
+    Flush,
+    /// Commands are queued: apply them first (their wake-up is pending), the rings wait.
+    Commands,
+}
+
+/// Another worker, as this one reaches it: its queue and its wake-up.
+pub(crate) struct PeerLink {
+    pub(crate) msgs: Sender<WorkerMsg>,
+    pub(crate) wake: Arc<EventFd>,
+}
+
 /// Everything a worker owns besides its backend.
 pub(crate) struct WorkerCore {
     pub(crate) index: usize,
@@ -150,6 +176,10 @@ pub(crate) struct WorkerCore {
     lost_events: Arc<AtomicU64>,
     /// Time spent waiting for work (`sluice_worker_busy_ratio`).
     pub(crate) load: Arc<WorkerLoad>,
+    /// Indexed by worker (`None` for this one): where peer messages and wake-ups go.
+    peers: Vec<Option<PeerLink>>,
+    /// Rings from the other workers: their publishers' packets for listeners here.
+    inbound: Vec<Consumer>,
 }
 
 impl WorkerCore {
@@ -174,6 +204,71 @@ impl WorkerCore {
             events,
             lost_events,
             load,
+            peers: Vec::new(),
+            inbound: Vec::new(),
+        }
+    }
+
+    /// The other workers (indexed by worker, `None` for this one) and the rings between
+    /// them and this one: `outbound` to each, `inbound` from each.
+    pub(crate) fn connect_peers(
+        &mut self,
+        peers: Vec<Option<PeerLink>>,
+        outbound: Vec<Option<crate::mirror::Producer>>,
+        inbound: Vec<Consumer>,
+    ) {
+        self.fwd.set_peers(self.index, outbound);
+        self.peers = peers;
+        self.inbound = inbound;
+    }
+
+    /// Forwards what other workers' publishers mirrored to listeners here, as far as `tx`
+    /// has room for each packet's fanout (see [`Mirrors`]).
+    pub(crate) fn forward_mirrored(&mut self, tx: &mut TxBatch) -> Mirrors {
+        if self.inbound.iter_mut().all(Consumer::is_empty) {
+            return Mirrors::Done;
+        }
+        // A command posted before a packet was mirrored (a listener connected, held for a
+        // keyframe) applies before the packet is fanned out.
+        if self.has_msgs() {
+            return Mirrors::Commands;
+        }
+        // This round's clock: the forwarder's may date from before a long wait, and its
+        // caches and coalescing keep time with it.
+        self.fwd.set_now(std::time::Instant::now());
+        for ring in &mut self.inbound {
+            while let Some(m) = ring.peek() {
+                if tx.remaining() < self.fwd.fanout_of(m.leg) && !tx.is_empty() {
+                    return Mirrors::Flush;
+                }
+                self.fwd.handle_mirrored(m, tx);
+                ring.advance();
+            }
+        }
+        Mirrors::Done
+    }
+
+    /// Wakes the workers this one mirrored packets to, and hands them the forwarder's
+    /// messages; never blocks (a full queue loses the message, logged).
+    pub(crate) fn notify_peers(&mut self) {
+        while let Some((w, msg)) = self.fwd.poll_peer_msg() {
+            let Some(Some(link)) = self.peers.get(w) else {
+                continue;
+            };
+            match link.msgs.try_send(WorkerMsg::Peer(msg)) {
+                Ok(()) => link.wake.wake(),
+                Err(e) => tracing::warn!(worker = self.index, to = w, "peer message lost: {e}"),
+            }
+        }
+        if self.fwd.mirrored_any() {
+            for (w, link) in self.peers.iter().enumerate() {
+                if let Some(link) = link
+                    && self.fwd.take_mirrored(w)
+                {
+                    link.wake.wake();
+                }
+            }
+            self.fwd.clear_mirrored();
         }
     }
 
@@ -289,6 +384,12 @@ impl WorkerCore {
                         tracing::debug!(worker = self.index, "command ignored: {e}");
                     }
                 }
+                WorkerMsg::ConnectRemote { cmd, source } => {
+                    if let Err(e) = self.fwd.connect_remote(cmd, source, tx) {
+                        tracing::debug!(worker = self.index, "command ignored: {e}");
+                    }
+                }
+                WorkerMsg::Peer(msg) => self.fwd.handle_peer(msg, tx),
                 WorkerMsg::Stall(until) => {
                     // Err once the guard is dropped: that is the signal.
                     let _ = until.recv();
@@ -328,7 +429,13 @@ impl WorkerCore {
     #[inline]
     pub(crate) fn forward(&mut self, at: SocketRef, rx: Received<'_>, tx: &mut TxBatch) {
         match rx {
-            Received::Datagram { src, data } => self.fwd.handle_datagram(at, src, data, tx),
+            Received::Datagram { src, data } => {
+                self.fwd.handle_datagram(at, src, data, tx);
+                // Listeners on other workers start on it while this one fans out the rest.
+                if self.fwd.mirrored_any() {
+                    self.notify_peers();
+                }
+            }
             Received::Truncated => self.fwd.count_drop(at.slot, DropReason::Truncated),
             Received::Malformed => self.fwd.count_drop(at.slot, DropReason::Malformed),
         }
@@ -349,6 +456,7 @@ impl WorkerCore {
 
     /// Hands the forwarder's events to control without ever blocking the worker.
     pub(crate) fn flush_events(&mut self) {
+        self.notify_peers();
         while let Some(ev) = self.fwd.poll_event() {
             match self.events.try_send(ev) {
                 Ok(()) => {}

@@ -286,12 +286,13 @@ impl Manager {
                 recordings_active += 1;
             }
         }
+        let closed = self.operations.closed;
         Snapshot {
             sessions,
             rooms: self.rooms.len() as u64,
             recordings_active,
             live_legs: self.operations.live.values().cloned().collect(),
-            closed: self.operations.closed,
+            closed,
             draining: self.operations.ops.is_draining(),
             ingress_bps: self.ingress_estimate(),
             workers: self.dp.worker_busy(),

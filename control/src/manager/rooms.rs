@@ -5,7 +5,7 @@
 //! answered with those only, and listeners are offered them with the publisher's payload types.
 
 use serde_json::{Value, json};
-use sluice_dataplane::api::{Command, GroupId, MediaKind, Rewrite};
+use sluice_dataplane::api::{Command, MediaKind, Rewrite};
 
 use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
@@ -25,7 +25,6 @@ pub struct Room {
     pub video_codec: CodecName,
     /// kbps, 0 = none.
     pub bitrate: u64,
-    pub group: GroupId,
     pub publishers: Vec<SessionId>,
     pub listeners: Vec<SessionId>,
     /// Created by a `publish`: destroyed when its last member leaves.
@@ -63,14 +62,12 @@ impl Manager {
         video: CodecName,
         bitrate: u64,
         auto: bool,
-    ) -> GroupId {
-        let group = self.new_group();
+    ) {
         let room = Room {
             id: id.clone(),
             audio_codec: audio,
             video_codec: video,
             bitrate,
-            group,
             publishers: Vec::new(),
             listeners: Vec::new(),
             auto,
@@ -87,7 +84,6 @@ impl Manager {
             });
         }
         self.emit_room(&id, "created", body);
-        group
     }
 
     pub(super) fn room_create(&mut self, c: CreateRoom) -> Outcome {
@@ -174,7 +170,7 @@ impl Manager {
                 c.room_video_codec.unwrap_or(DEFAULT_VIDEO),
             ),
         };
-        let existing_group = existing.map(|r| r.group);
+        let exists = existing.is_some();
         let forced = Forced {
             audio: Some(audio),
             video: Some(video),
@@ -185,20 +181,22 @@ impl Manager {
             s.direction = Direction::RecvOnly;
         }
         let room_id = c.room_id.clone().unwrap_or_else(RoomId::random);
-        let group = match existing_group {
-            Some(g) => g,
-            None => self.add_room(
+        if !exists {
+            self.add_room(
                 room_id.clone(),
                 audio,
                 video,
                 c.room_bitrate.unwrap_or(0),
                 true,
-            ),
-        };
+            );
+        }
+        // A room's legs spread over the workers: the publisher's decrypts once and hands
+        // its packets to the listeners' workers.
+        let group = self.dp.spread_group();
         let mut opened = match self.open_answer_legs(group, &offer, &selected) {
             Ok(v) => v,
             Err(e) => {
-                if existing_group.is_none() {
+                if !exists {
                     self.rooms.remove(&room_id);
                     self.cluster_disown(Owned::Room, room_id.as_str());
                     self.emit_room(&room_id, "destroyed", stop_body(ErrorCode::InternalError));
@@ -260,11 +258,10 @@ impl Manager {
                 format!("publisher {publisher} is not in room {r}"),
             ));
         }
-        let group = self
-            .rooms
-            .get(&room)
-            .map(|r| r.group)
-            .ok_or_else(|| ApiError::room_not_found(room.as_str()))?;
+        if !self.rooms.contains_key(&room) {
+            return Err(ApiError::room_not_found(room.as_str()));
+        }
+        let group = self.dp.spread_group();
         let id = SessionId::random();
         let cname = cname_for(&id);
         let mut offered: Vec<OfferMedia> = pub_legs

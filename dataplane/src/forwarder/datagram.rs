@@ -179,7 +179,7 @@ impl Forwarder {
         {
             sink.push(self.now, data);
         }
-        if stream.outputs.is_empty() {
+        if stream.outputs.is_empty() && stream.mirrors.is_empty() {
             leg.stats.count_drop(DropReason::NoRoute);
             return;
         }
@@ -187,14 +187,39 @@ impl Forwarder {
             cache.insert(self.now, &header, data);
         }
         let mute_in = stream.mute_in;
+        if !stream.mirrors.is_empty() {
+            self.push_mirrors(at.slot, k, mute_in, data);
+        }
+        self.fan_out(at.slot, k, &header, data, mute_in, tx);
+    }
+
+    /// Stream `k`'s packet of `src` (a leg here, or a shadow of one elsewhere) to each of
+    /// its outputs: held, muted, rewritten, (re)protected, recorded or counted.
+    #[inline]
+    pub(super) fn fan_out(
+        &mut self,
+        src: Slot,
+        k: usize,
+        header: &crate::packet::RtpHeader,
+        data: &[u8],
+        mute_in: bool,
+        tx: &mut TxBatch,
+    ) {
+        let n_outputs = self
+            .legs
+            .get(src as usize)
+            .and_then(Option::as_ref)
+            .map_or(0, |l| l.streams[k].outputs.len());
+        if n_outputs == 0 {
+            return;
+        }
         // Drops are tallied locally and booked on the source leg after the loop.
         let mut drops = [0u64; DropReason::COUNT];
         // Index loop: `outputs` does not change while forwarding, and each destination is a
-        // different table entry than the one borrowed above (or the same, for echo).
-        let n_outputs = stream.outputs.len();
+        // different table entry than the source (or the same, for echo).
         let now = self.now;
         for i in 0..n_outputs {
-            let out = self.legs[at.slot as usize]
+            let out = self.legs[src as usize]
                 .as_ref()
                 .map_or(Slot::MAX, |l| l.streams[k].outputs[i]);
             let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
@@ -204,7 +229,7 @@ impl Forwarder {
             let keyless = dst.secure && dst.srtp.is_none();
             let dst_stream = &mut dst.streams[k];
             if mute_in || dst_stream.mute_out {
-                dst_stream.egress.skip(&header);
+                dst_stream.egress.skip(header);
                 drops[DropReason::Muted as usize] += 1;
                 continue;
             }
@@ -213,7 +238,7 @@ impl Forwarder {
                     dst_stream.hold = None;
                 } else {
                     // Skipped like a muted packet: the receiver sees no sequence gap.
-                    dst_stream.egress.skip(&header);
+                    dst_stream.egress.skip(header);
                     drops[DropReason::WaitingKeyframe as usize] += 1;
                     continue;
                 }
@@ -226,7 +251,7 @@ impl Forwarder {
                 drops[DropReason::NotSecured as usize] += 1;
                 continue;
             }
-            let rewritten = match dst_stream.egress.forward(&header) {
+            let rewritten = match dst_stream.egress.forward(header) {
                 Verdict::Send(h) => h,
                 Verdict::UnknownPt => {
                     drops[DropReason::UnknownPt as usize] += 1;
@@ -261,9 +286,15 @@ impl Forwarder {
             }
         }
         if drops.iter().any(|&n| n != 0)
-            && let Some(leg) = self.leg_mut(at.slot)
+            && let Some(leg) = self.legs.get(src as usize).and_then(Option::as_ref)
         {
-            for (counter, n) in leg.stats.drops.iter().zip(drops) {
+            // A shadow books them on its publisher's leg, in this worker's own row.
+            let counters = if leg.id.worker() == self.worker {
+                &leg.stats.drops
+            } else {
+                leg.stats.drops_elsewhere(self.worker, self.peers.len())
+            };
+            for (counter, n) in counters.iter().zip(drops) {
                 bump(counter, n);
             }
         }

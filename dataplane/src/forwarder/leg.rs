@@ -78,6 +78,8 @@ pub(super) fn kind_of_index(i: usize) -> MediaKind {
 pub(super) struct Stream {
     /// Legs fed by this stream of this leg's peer.
     pub(super) outputs: Vec<Slot>,
+    /// Other workers whose listeners this stream feeds: (worker, how many listeners).
+    pub(super) mirrors: Vec<(u16, u32)>,
     /// The SSRC the peer last sent on this stream (what a keyframe request names).
     pub(super) last_in_ssrc: Option<u32>,
     /// A packet arrived since the last tick looked (the media up/down watch).
@@ -118,6 +120,7 @@ impl Stream {
         let clock_rate = reports::default_clock_rate(k);
         Stream {
             outputs: Vec::new(),
+            mirrors: Vec::new(),
             source: None,
             egress: Egress::new(&Default::default(), clock_rate),
             clock_rate,

@@ -19,11 +19,15 @@ mod prefetch;
 mod reports;
 mod rtcp;
 mod rtx;
+mod shadow;
+#[cfg(test)]
+mod shadow_tests;
 #[cfg(test)]
 mod tests;
 
 pub use prefetch::{PREFETCH_DEPTH, Upcoming};
 pub use rtcp::SERVER_SSRC;
+pub use shadow::PeerMsg;
 
 use leg::{Leg, PtKinds, Srtp, Stream, kind_index, kind_of_index};
 
@@ -56,6 +60,17 @@ pub struct Forwarder {
     tick: Option<reports::TickWork>,
     /// When the next tick is due, once the first has run.
     next_tick: Option<Instant>,
+    /// The worker this forwarder runs on: a leg whose id names another is a shadow here
+    /// (see `shadow.rs`).
+    worker: usize,
+    /// Per worker: the ring this one mirrors publishers' packets into (`None` for itself).
+    peers: Vec<Option<crate::mirror::Producer>>,
+    /// A packet went into a ring since the driver last woke the consumers.
+    mirrored: bool,
+    /// Messages for other workers' forwarders, in order: (worker, message).
+    peer_msgs: VecDeque<(usize, PeerMsg)>,
+    /// The counters of the leg the next shadow made stands for (`shadow_counters`).
+    shadow_hint: Option<(LegId, Arc<LegStats>)>,
 }
 
 impl Forwarder {
@@ -124,6 +139,14 @@ impl Forwarder {
         let slot = self.by_id.remove(&id)?;
         self.disconnect(slot);
         let leg = self.legs[slot as usize].take()?;
+        let mirrors: Vec<u16> = leg
+            .streams
+            .iter()
+            .flat_map(|s| s.mirrors.iter().map(|&(w, _)| w))
+            .collect();
+        if !mirrors.is_empty() {
+            self.source_closed(id, &mirrors);
+        }
         for (k, stream) in leg.streams.iter().enumerate() {
             for &out in &stream.outputs {
                 if let Some(dst) = self.leg_mut(out) {
@@ -171,17 +194,33 @@ impl Forwarder {
                 kind,
                 rewrite,
             } => {
-                let src = slot_of(self, from)?;
                 let dst = slot_of(self, to)?;
                 let k = kind_index(kind);
-                self.disconnect_stream(dst, k);
+                // A source on another worker is fed here through a shadow of it.
+                let src = match self.slot(from) {
+                    Some(src) => src,
+                    None if from.worker() != self.worker => self.shadow_of(from),
+                    None => return Err(UnknownLeg(from)),
+                };
+                // Connected again to the same source (a new rewrite): the route, and the
+                // source's cache, stay.
+                let same = self
+                    .leg_mut(dst)
+                    .is_some_and(|d| d.streams[k].source == Some(src));
+                if !same {
+                    self.disconnect_stream(dst, k);
+                }
                 if let Some(d) = self.leg_mut(dst) {
                     let stream = &mut d.streams[k];
                     stream.source = Some(src);
                     stream.egress.reconfigure(&rewrite, stream.clock_rate);
                 }
-                if let Some(s) = self.leg_mut(src) {
+                if !same && let Some(s) = self.leg_mut(src) {
                     s.streams[k].outputs.push(dst);
+                }
+                if same && self.is_shadow(src) {
+                    // No new listener of it here after all.
+                    self.mirror_sub(from, k);
                 }
                 self.refresh_rtx_cache(src, k);
             }
@@ -259,6 +298,9 @@ impl Forwarder {
     /// Queues an RTCP PLI towards the leg's peer for stream `k`. `false` when the stream has
     /// not been heard from, the peer's address is unknown or keys are missing.
     fn request_keyframe(&mut self, slot: Slot, k: usize, tx: &mut TxBatch) -> bool {
+        if self.is_shadow(slot) {
+            return self.shadow_keyframe_request(slot, k);
+        }
         let now = self.now;
         let Some(leg) = self.leg_mut(slot) else {
             return false;
@@ -394,6 +436,9 @@ impl Forwarder {
             s.streams[k].outputs.retain(|&o| o != dst);
         }
         self.refresh_rtx_cache(src, k);
+        if self.is_shadow(src) {
+            self.shadow_disconnected(src, k);
+        }
     }
 
     fn leg_mut(&mut self, slot: Slot) -> Option<&mut Leg> {

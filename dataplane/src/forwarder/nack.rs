@@ -335,11 +335,32 @@ impl Forwarder {
         }
         if let Some(s) = self.leg_mut(src) {
             s.streams[k].rtx = Some(cache);
-            if let (Some(ssrc), true) = (src_ssrc, n_missing > 0) {
-                let mut buf = [0u8; NACK_MAX];
-                let len = nack(ssrc, &missing[..n_missing], &mut buf);
-                Self::send_rtcp(s, src, &buf[..len], tx);
-            }
+        }
+        if let (Some(ssrc), true) = (src_ssrc, n_missing > 0) {
+            self.ask_source(src, k, ssrc, &missing[..n_missing], tx);
+        }
+    }
+}
+
+impl Forwarder {
+    /// A NACK for `seqs` of `ssrc` towards the peer of `src`'s stream `k` (the publisher's
+    /// worker sends it where `src` is a shadow).
+    pub(super) fn ask_source(
+        &mut self,
+        src: Slot,
+        k: usize,
+        ssrc: u32,
+        seqs: &[u16],
+        tx: &mut TxBatch,
+    ) {
+        if self.is_shadow(src) {
+            self.shadow_nack(src, k, ssrc, seqs);
+            return;
+        }
+        if let Some(s) = self.leg_mut(src) {
+            let mut buf = [0u8; NACK_MAX];
+            let len = nack(ssrc, seqs, &mut buf);
+            Self::send_rtcp(s, src, &buf[..len], tx);
         }
     }
 }

@@ -205,10 +205,12 @@ impl Forwarder {
         let Some(leg) = self.leg_mut(slot) else {
             return;
         };
+        let mut reported = false;
         for part in Compound::new(data) {
             let Packet::SenderReport(sr) = part else {
                 continue;
             };
+            reported = true;
             for s in &mut leg.streams {
                 if s.rx.started && s.rx.ssrc == sr.ssrc {
                     s.rx.sr = Some(SenderInfo {
@@ -218,6 +220,10 @@ impl Forwarder {
                     });
                 }
             }
+        }
+        // Listeners on other workers get their sender reports from the same.
+        if reported && leg.streams.iter().any(|s| !s.mirrors.is_empty()) {
+            self.push_mirrored_rtcp(slot, data);
         }
     }
 

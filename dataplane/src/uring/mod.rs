@@ -30,7 +30,7 @@ use crate::batch::{MAX_DATAGRAM, TxBatch};
 use crate::forwarder::{SocketRef, Upcoming};
 use crate::steer::SteerSocket;
 use crate::sys::{read_sockaddr, udp_gso_supported};
-use crate::worker::{Change, Flow, LegClosed, Received, WorkerCore};
+use crate::worker::{Change, Flow, LegClosed, Mirrors, Received, WorkerCore};
 
 mod bufring;
 mod probe;
@@ -262,6 +262,10 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 // `reap` accounts for sends; cancels need no answer.
                 _ => {}
             }
+        }
+        // Other workers' publishers' packets for listeners here.
+        while core.forward_mirrored(&mut d.tx) == Mirrors::Flush {
+            d.flush(&core)?;
         }
         deadline = core.handle_timers(&mut d.tx);
         d.flush(&core)?;
