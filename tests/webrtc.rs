@@ -127,6 +127,13 @@ fn publish_reaches_two_webrtc_listeners(server: &Server) {
         .expect("set_answer");
         ids.push(id);
     }
+    // The room spreads over both workers: the listeners are served apart, one of them
+    // through the ring from the publisher's worker.
+    let workers: std::collections::BTreeSet<u64> = ids
+        .iter()
+        .map(|id| c.info(id)["media"][0]["worker"].as_u64().expect("worker"))
+        .collect();
+    assert_eq!(workers.len(), 2, "one listener per worker: {workers:?}");
     let [l1, l2] = &mut listeners;
     let up = run_all(&mut [&mut publisher, l1, l2], WAIT, |p| {
         p.iter().all(|p| p.connected())

@@ -261,6 +261,7 @@ fn leg_info(leg: &MediaLine) -> Value {
         "local_ip": leg.info.local_ip.to_string(),
         "rtp_port": leg.info.rtp_port,
         "rtcp_port": leg.info.rtcp_port,
+        "worker": leg.info.id.worker(),
         "remote_rtp": remote,
         "codec": codec_text(&leg.codec),
         "pt": leg.codec.pt.0,
