@@ -280,12 +280,9 @@ impl Manager {
                 rtx_ssrc: None,
             })
             .collect();
-        // The publisher's data channels are mirrored to the listener.
-        let data = self
-            .sessions
-            .get(&publisher)
-            .and_then(|p| p.webrtc.as_ref())
-            .is_some_and(|t| t.has_data());
+        // The publisher's data channels (a relay publisher's: its origin's) are mirrored to
+        // the listener.
+        let data = self.publisher_has_data(&publisher);
         let (opened, offer) = self.open_offer_legs(group, &mut offered, sdp_type, &cname, data)?;
         let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
