@@ -1050,13 +1050,18 @@ fn data_channels_reach_listeners_on_another_node() {
 
     // A listener on each node; n2's is served through the relay, which learns the publisher's
     // channels when it opens: its offer carries the data line, and the mirror of "chat" opens.
-    let listen = |c: &mut Client, node: &str| -> (WebrtcPeer, String) {
+    let listen = |c: &mut Client, node: &Node| -> (WebrtcPeer, String) {
         let mut l = WebrtcPeer::new();
         let r = c
             .session("create", json!({"type": "listen", "publisher_id": pid}))
             .expect("listen");
         let offer = r["offer"]["sdp"].as_str().expect("offer");
-        assert!(offer.contains("webrtc-datachannel"), "{node}: {offer}");
+        assert!(
+            offer.contains("webrtc-datachannel"),
+            "{}: {offer}\n{}",
+            node.id,
+            log_of(&node.log)
+        );
         let lid = r["session_id"].as_str().expect("id").to_string();
         let answer = l.answer(offer).expect("the listener answers");
         c.session(
@@ -1064,11 +1069,11 @@ fn data_channels_reach_listeners_on_another_node() {
             json!({"session_id": lid, "answer": {"sdp": answer}}),
         )
         .expect("set_answer");
-        assert_eq!(c.info(&lid)["node"], node);
+        assert_eq!(c.info(&lid)["node"], node.id.as_str());
         (l, lid)
     };
-    let (mut l1, lid1) = listen(&mut c1, "n1");
-    let (mut l2, lid2) = listen(&mut c2, "n2");
+    let (mut l1, lid1) = listen(&mut c1, &n1);
+    let (mut l2, lid2) = listen(&mut c2, &n2);
     let up = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
         p[1..]
             .iter()
