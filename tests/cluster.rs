@@ -1213,4 +1213,20 @@ fn data_channels_reach_listeners_on_another_node() {
         p[2].channel_messages().len() == sent.len() + 2
     });
     assert!(got, "{}", l2.describe());
+
+    // A publisher of data channels alone has no stream for a relay to carry: listened to
+    // from another node, it is refused with a clear error (on its own node it is served).
+    let mut chat_only = WebrtcPeer::new();
+    let (offer, _) = chat_only.offer_with_channel(None, None, "chat");
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("a data-only publisher on n1");
+    let only = r["session_id"].as_str().expect("id");
+    let refused = c2
+        .session("create", json!({"type": "listen", "publisher_id": only}))
+        .expect_err("a data-only publisher is not relayed");
+    assert_eq!(refused.code, 304005, "invalid_publisher: {refused:?}");
 }

@@ -1047,8 +1047,20 @@ impl Engine {
             "offer": { "sdp": offer, "sdp_type": profile },
             "room_id": info["room_id"],
         });
-        let sdp = Sdp::parse(&offer).ok();
-        for m in sdp.iter().flat_map(|s| &s.media) {
+        let sdp = match Sdp::parse(&offer) {
+            Ok(sdp) => sdp,
+            // A publisher of data channels alone: its relay would carry no stream, and
+            // without one there is no relay publisher to feed the channels to.
+            Err(crate::sdp::SdpError::NoMedia) => {
+                let why = format!(
+                    "publisher {publisher} sends no audio or video: a publisher of data \
+                     channels alone is listened to on its own node ({node})"
+                );
+                return abandon(ApiError::new(ErrorCode::InvalidPublisher, why)).await;
+            }
+            Err(e) => return abandon(ApiError::invalid(format!("relay offer: {e}"))).await,
+        };
+        for m in &sdp.media {
             let Some(codec) = m.codecs.first().and_then(|c| CodecName::parse(&c.name)) else {
                 continue;
             };
