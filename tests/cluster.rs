@@ -1016,6 +1016,8 @@ fn channel_specs(c: &mut Client, id: &str) -> Vec<(String, String, bool)> {
 /// message of each channel in order; closing a channel closes its mirror on n2; `mute_data`
 /// on the publisher stops what reaches n2 (counted on the publisher), and unmuting resumes.
 /// Data events for no relay, or malformed, are counted drops on the node that gets them.
+/// `set_type` on n2 to another publisher on n1 re-points the mirror; a publisher of data
+/// channels alone is not listened to across nodes.
 #[test]
 fn data_channels_reach_listeners_on_another_node() {
     use sluice_tests::webrtc_peer::{ChannelId, Direction, WebrtcPeer, expect_up, run_all};
@@ -1213,6 +1215,42 @@ fn data_channels_reach_listeners_on_another_node() {
         p[2].channel_messages().len() == sent.len() + 2
     });
     assert!(got, "{}", l2.describe());
+
+    // set_type on n2 to another publisher of the room on n1: its "chat" takes the mirror
+    // over (no new channel on the listener), and its messages arrive there.
+    let room = c1.info(&pid)["room_id"].as_str().expect("room").to_string();
+    let mut publ2 = WebrtcPeer::new();
+    let (offer, chat2) = publ2.offer_with_channel(Some(Direction::SendOnly), None, "chat");
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "room_id": room, "offer": {"sdp": offer}}),
+        )
+        .expect("a second publisher on n1");
+    let pid2 = r["session_id"].as_str().expect("id").to_string();
+    publ2
+        .accept_answer(r["answer"]["sdp"].as_str().expect("answer"))
+        .expect("str0m accepts the answer");
+    assert!(
+        publ2.run_until(WAIT, |p| p.channel_open(chat2)),
+        "{}",
+        publ2.describe()
+    );
+    c2.session(
+        "set_type",
+        json!({"session_id": lid2, "type": "listen", "publisher_id": pid2}),
+    )
+    .expect("set_type across nodes");
+    let mirror = mirror_of(&l2, "chat");
+    let opened = l2.channels_open().len();
+    assert!(publ2.channel_write(chat2, false, b"from two"));
+    let got = run_all(&mut [&mut publ, &mut publ2, &mut l2], WAIT, |p| {
+        p[2].channel_messages().len() == sent.len() + 3
+    });
+    assert!(got, "{}", l2.describe());
+    let last = l2.channel_messages().last().expect("a message");
+    assert_eq!((last.id, last.data.as_slice()), (mirror, &b"from two"[..]));
+    assert_eq!(l2.channels_open().len(), opened, "the same mirror goes on");
 
     // A publisher of data channels alone has no stream for a relay to carry: listened to
     // from another node, it is refused with a clear error (on its own node it is served).
