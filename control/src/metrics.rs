@@ -222,9 +222,9 @@ impl ClusterCounters {
         self.requests.observe(took.as_secs_f64());
     }
 
-    /// One relayed data-channel event dropped (written by the engine and the manager alike).
-    pub fn data_dropped(&self) {
-        self.data_dropped.fetch_add(1, Ordering::Relaxed);
+    /// `n` relayed data-channel events dropped (written by the engine and the manager alike).
+    pub fn data_dropped(&self, n: u64) {
+        self.data_dropped.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn data_dropped_count(&self) -> u64 {

@@ -1534,7 +1534,7 @@ impl Engine {
         let data = match RelayData::from_wire(data) {
             Ok(d) => d,
             Err(e) => {
-                self.ops.cluster.data_dropped();
+                self.ops.cluster.data_dropped(1);
                 tracing::debug!(%listen, "cluster: {e}");
                 return;
             }
@@ -1548,7 +1548,7 @@ impl Engine {
             .try_send(Msg::RelayData { listen, data })
             .is_err()
         {
-            self.ops.cluster.data_dropped();
+            self.ops.cluster.data_dropped(1);
         }
         // After the manager has it queued: what waits goes on once it is applied.
         if let Some(w) = waiter {
@@ -1591,11 +1591,15 @@ impl Engine {
                         data: data.to_wire(),
                     },
                 };
-                if let Err(e) = engine.publish(&node, &msg).await {
-                    if matches!(msg, Bus::Data { .. }) {
-                        engine.ops.cluster.data_dropped();
+                match engine.publish(&node, &msg).await {
+                    Ok(_) => {}
+                    // Counted, not logged one by one: a publisher may send a thousand a
+                    // second.
+                    Err(e) if matches!(msg, Bus::Data { .. }) => {
+                        engine.ops.cluster.data_dropped(1);
+                        tracing::debug!(%node, "cluster: relay data lost: {e}");
                     }
-                    tracing::warn!(%node, "cluster: event lost: {e}");
+                    Err(e) => tracing::warn!(%node, "cluster: event lost: {e}"),
                 }
             }
         });

@@ -90,9 +90,9 @@ impl Operations {
         self.closed_data[1] += messages[1];
     }
 
-    /// A data-channel event of a relayed publisher dropped (`relay_channels.rs`).
-    pub fn relay_data_dropped(&self) {
-        self.ops.cluster.data_dropped();
+    /// `n` data-channel events of a relayed publisher dropped (`relay_channels.rs`).
+    pub fn relay_data_dropped(&self, n: u64) {
+        self.ops.cluster.data_dropped(n);
     }
 }
 

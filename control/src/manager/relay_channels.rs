@@ -21,6 +21,7 @@ use std::time::Instant;
 use super::session::{ConnId, Kind};
 use super::{Manager, Outgoing, SessionId};
 use crate::cluster::RelayData;
+use crate::webrtc::data_limits::DataLimits;
 use crate::webrtc::dcep::ChannelSpec;
 use crate::webrtc::sctp::SctpEvent;
 
@@ -55,6 +56,74 @@ impl RelayChannels {
         if self.origins.remove(id).is_some() {
             self.feeds.retain(|_, relay| relay != id);
         }
+    }
+}
+
+impl Origin {
+    /// Applies what the origin's node said: the events the relay publisher's listeners
+    /// get, and how many of what was said could not be used.
+    fn apply(
+        &mut self,
+        data: RelayData,
+        limits: &DataLimits,
+        muted: bool,
+    ) -> (Vec<SctpEvent>, u64) {
+        let mut events = Vec::new();
+        let mut dropped = 0;
+        match data {
+            RelayData::Sync { has_data, channels } => {
+                self.has_data = has_data;
+                let mut now_open = BTreeMap::new();
+                for (sid, spec) in channels {
+                    if now_open.len() < limits.max_channels {
+                        now_open.insert(sid, spec);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                let before = std::mem::replace(&mut self.channels, now_open.clone());
+                // Closed or changed: their mirrors close; new or changed: mirrors open.
+                for (sid, spec) in &before {
+                    if now_open.get(sid) != Some(spec) {
+                        events.push(SctpEvent::ChannelClosed { sid: *sid });
+                    }
+                }
+                for (sid, spec) in now_open {
+                    if before.get(&sid) != Some(&spec) {
+                        events.push(SctpEvent::ChannelOpen { sid, spec });
+                    }
+                }
+            }
+            RelayData::Open { sid, spec } => match self.channels.get(&sid) {
+                Some(open) if *open == spec => {}
+                Some(_) => {
+                    self.channels.insert(sid, spec.clone());
+                    events.push(SctpEvent::ChannelClosed { sid });
+                    events.push(SctpEvent::ChannelOpen { sid, spec });
+                }
+                None if self.channels.len() >= limits.max_channels => dropped += 1,
+                None => {
+                    self.channels.insert(sid, spec.clone());
+                    events.push(SctpEvent::ChannelOpen { sid, spec });
+                }
+            },
+            RelayData::Closed { sid } => {
+                if self.channels.remove(&sid).is_some() {
+                    events.push(SctpEvent::ChannelClosed { sid });
+                }
+            }
+            RelayData::Message { sid, kind, data } => {
+                let usable = !muted
+                    && data.len() <= limits.max_message_size as usize
+                    && self.channels.contains_key(&sid);
+                if usable {
+                    events.push(SctpEvent::Message { sid, kind, data });
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        (events, dropped)
     }
 }
 
@@ -140,7 +209,7 @@ impl Manager {
             .get(&conn)
             .is_some_and(|c| c.outbox.try_send(out).is_ok());
         if !sent {
-            self.operations.relay_data_dropped();
+            self.operations.relay_data_dropped(1);
             tracing::debug!(session_id = %listen, "relay data not queued");
         }
     }
@@ -150,72 +219,18 @@ impl Manager {
     pub(super) fn relay_data_in(&mut self, listen: &SessionId, data: RelayData) {
         let limits = self.data_limits;
         let Some(relay) = self.relay_data.feeds.get(listen).cloned() else {
-            self.operations.relay_data_dropped();
+            self.operations.relay_data_dropped(1);
             return;
         };
         let muted = self.sessions.get(&relay).is_some_and(|s| s.media.mute_data);
         let Some(origin) = self.relay_data.origins.get_mut(&relay) else {
-            self.operations.relay_data_dropped();
+            self.operations.relay_data_dropped(1);
             return;
         };
         let now = Instant::now();
-        let mut events = Vec::new();
-        let mut dropped = 0;
-        match data {
-            RelayData::Sync { has_data, channels } => {
-                origin.has_data = has_data;
-                let mut now_open = BTreeMap::new();
-                for (sid, spec) in channels {
-                    if now_open.len() < limits.max_channels {
-                        now_open.insert(sid, spec);
-                    } else {
-                        dropped += 1;
-                    }
-                }
-                let before = std::mem::replace(&mut origin.channels, now_open.clone());
-                // Closed or changed: their mirrors close; new or changed: mirrors open.
-                for (sid, spec) in &before {
-                    if now_open.get(sid) != Some(spec) {
-                        events.push(SctpEvent::ChannelClosed { sid: *sid });
-                    }
-                }
-                for (sid, spec) in now_open {
-                    if before.get(&sid) != Some(&spec) {
-                        events.push(SctpEvent::ChannelOpen { sid, spec });
-                    }
-                }
-            }
-            RelayData::Open { sid, spec } => match origin.channels.get(&sid) {
-                Some(open) if *open == spec => {}
-                Some(_) => {
-                    origin.channels.insert(sid, spec.clone());
-                    events.push(SctpEvent::ChannelClosed { sid });
-                    events.push(SctpEvent::ChannelOpen { sid, spec });
-                }
-                None if origin.channels.len() >= limits.max_channels => dropped += 1,
-                None => {
-                    origin.channels.insert(sid, spec.clone());
-                    events.push(SctpEvent::ChannelOpen { sid, spec });
-                }
-            },
-            RelayData::Closed { sid } => {
-                if origin.channels.remove(&sid).is_some() {
-                    events.push(SctpEvent::ChannelClosed { sid });
-                }
-            }
-            RelayData::Message { sid, kind, data } => {
-                let usable = !muted
-                    && data.len() <= limits.max_message_size as usize
-                    && origin.channels.contains_key(&sid);
-                if usable {
-                    events.push(SctpEvent::Message { sid, kind, data });
-                } else {
-                    dropped += 1;
-                }
-            }
-        }
-        for _ in 0..dropped {
-            self.operations.relay_data_dropped();
+        let (events, dropped) = origin.apply(data, &limits, muted);
+        if dropped > 0 {
+            self.operations.relay_data_dropped(dropped);
         }
         for ev in events {
             self.publisher_data(&relay, ev, now);
@@ -226,6 +241,113 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webrtc::dcep::Reliability;
+    use crate::webrtc::sctp::MessageKind;
+
+    fn limits(max_channels: usize, max_message_size: u32) -> DataLimits {
+        DataLimits {
+            max_channels,
+            max_message_size,
+            ..DataLimits::default()
+        }
+    }
+
+    fn msg(sid: u16, len: usize) -> RelayData {
+        RelayData::Message {
+            sid,
+            kind: MessageKind::Binary,
+            data: vec![7; len],
+        }
+    }
+
+    #[test]
+    fn a_sync_replaces_what_was_known() {
+        let mut o = Origin::default();
+        let l = limits(16, 100);
+        let (events, dropped) = o.apply(
+            RelayData::Sync {
+                has_data: true,
+                channels: vec![
+                    (1, ChannelSpec::reliable("a")),
+                    (3, ChannelSpec::reliable("b")),
+                ],
+            },
+            &l,
+            false,
+        );
+        assert_eq!(dropped, 0);
+        assert_eq!(events.len(), 2);
+        assert!(o.has_data);
+        // "a" goes on, "b" changed its reliability, "c" is new.
+        let mut b = ChannelSpec::reliable("b");
+        b.reliability = Reliability::MaxRetransmits(2);
+        let (events, _) = o.apply(
+            RelayData::Sync {
+                has_data: true,
+                channels: vec![
+                    (1, ChannelSpec::reliable("a")),
+                    (3, b.clone()),
+                    (5, ChannelSpec::reliable("c")),
+                ],
+            },
+            &l,
+            false,
+        );
+        assert_eq!(
+            events,
+            [
+                SctpEvent::ChannelClosed { sid: 3 },
+                SctpEvent::ChannelOpen { sid: 3, spec: b },
+                SctpEvent::ChannelOpen {
+                    sid: 5,
+                    spec: ChannelSpec::reliable("c")
+                },
+            ]
+        );
+        let (events, _) = o.apply(
+            RelayData::Sync {
+                has_data: true,
+                channels: Vec::new(),
+            },
+            &l,
+            false,
+        );
+        assert_eq!(events.len(), 3, "every mirror closes");
+        assert!(o.channels.is_empty());
+    }
+
+    #[test]
+    fn channels_beyond_the_limit_are_counted_drops() {
+        let mut o = Origin::default();
+        let l = limits(1, 100);
+        let open = |sid, label| RelayData::Open {
+            sid,
+            spec: ChannelSpec::reliable(label),
+        };
+        assert_eq!(o.apply(open(1, "a"), &l, false).1, 0);
+        assert_eq!(o.apply(open(1, "a"), &l, false), (Vec::new(), 0), "known");
+        let (events, dropped) = o.apply(open(3, "b"), &l, false);
+        assert_eq!((events.len(), dropped), (0, 1));
+        // Its messages have no channel here: dropped too.
+        assert_eq!(o.apply(msg(3, 1), &l, false).1, 1);
+        assert_eq!(o.apply(RelayData::Closed { sid: 3 }, &l, false).0, []);
+        assert_eq!(o.apply(RelayData::Closed { sid: 1 }, &l, false).0.len(), 1);
+        assert_eq!(o.apply(open(3, "b"), &l, false).1, 0, "room again");
+    }
+
+    #[test]
+    fn messages_too_large_or_muted_are_counted_drops() {
+        let mut o = Origin::default();
+        let l = limits(16, 100);
+        let open = RelayData::Open {
+            sid: 1,
+            spec: ChannelSpec::reliable("a"),
+        };
+        o.apply(open, &l, false);
+        assert_eq!(o.apply(msg(1, 100), &l, false).0.len(), 1);
+        assert_eq!(o.apply(msg(1, 101), &l, false), (Vec::new(), 1));
+        assert_eq!(o.apply(msg(1, 1), &l, true), (Vec::new(), 1));
+    }
 
     #[test]
     fn a_relay_publisher_is_forgotten_with_its_feed() {
