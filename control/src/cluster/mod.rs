@@ -131,10 +131,13 @@ pub enum ClusterCmd {
     /// `media/node/get_list`.
     Nodes { reply: oneshot::Sender<Outcome> },
     /// A session or room now lives here: record it, then answer `reply` with `value` (so
-    /// that once a client has its reply, every node finds the session).
+    /// that once a client has its reply, every node finds the session). The rooms of
+    /// `claim_first` (made by a publisher's `create`) are claimed before, as
+    /// [`ClusterCmd::ClaimQuietly`] does, so that they are found too.
     Own {
         what: Owned,
         id: String,
+        claim_first: Vec<String>,
         reply: Option<(Value, oneshot::Sender<Outcome>)>,
     },
     /// It ended here: drop its record (if it is this node's), then answer `reply` with its
@@ -520,8 +523,18 @@ impl Engine {
                 ClusterCmd::Nodes { reply } => {
                     let _ = reply.send(Ok(self.node_list()));
                 }
-                ClusterCmd::Own { what, id, reply } => {
+                ClusterCmd::Own {
+                    what,
+                    id,
+                    claim_first,
+                    reply,
+                } => {
                     tokio::spawn(async move {
+                        for room in claim_first {
+                            if let Err(e) = engine.claim(Owned::Room, &room).await {
+                                tracing::debug!("cluster: {room} not claimed: {e}");
+                            }
+                        }
                         engine.own(what, id).await;
                         if let Some((value, reply)) = reply {
                             let _ = reply.send(Ok(value));

@@ -197,6 +197,9 @@ pub struct Manager {
     /// node gets their publisher's channel events, and the channels of the relay
     /// publishers here.
     relay_data: relay_channels::RelayChannels,
+    /// Rooms a publisher made during the request being handled: claimed cluster-wide
+    /// before that request is answered.
+    rooms_to_claim: Vec<RoomId>,
 }
 
 impl Manager {
@@ -212,6 +215,7 @@ impl Manager {
             cluster: None,
             relay_origins: HashMap::new(),
             relay_data: relay_channels::RelayChannels::default(),
+            rooms_to_claim: Vec::new(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -352,6 +356,12 @@ impl Manager {
             }
             Request::Create(c) => {
                 let created = self.admit_create(&c).and_then(|()| self.create(conn, *c));
+                // The rooms it made (a publisher's), if they stand.
+                let claims: Vec<String> = std::mem::take(&mut self.rooms_to_claim)
+                    .into_iter()
+                    .filter(|r| self.rooms.contains_key(r))
+                    .map(|r| r.to_string())
+                    .collect();
                 let id = match &created {
                     Ok(v) => v
                         .get("session_id")
@@ -360,17 +370,26 @@ impl Manager {
                     Err(_) => None,
                 };
                 let (Some(id), Some(link), Ok(value)) = (id, self.cluster.clone(), &created) else {
+                    if let Some(link) = &self.cluster {
+                        for id in claims {
+                            link.send(ClusterCmd::ClaimQuietly {
+                                what: Owned::Room,
+                                id,
+                            });
+                        }
+                    }
                     return done(created);
                 };
                 if crate::cluster::is_relay(conn) {
                     // A relay publisher: gone again unless a listener comes.
                     self.relay_maybe_idle(&SessionId::from(id.as_str()));
                 }
-                // Answered once the cluster knows where the session lives.
+                // Answered once the cluster knows where the session (and its room) lives.
                 let (tx, rx) = oneshot::channel();
                 link.send(ClusterCmd::Own {
                     what: Owned::Session,
                     id,
+                    claim_first: claims,
                     reply: Some((value.clone(), tx)),
                 });
                 Reply::Wait(rx)
