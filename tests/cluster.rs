@@ -958,3 +958,313 @@ fn webrtc_listener_on_another_node_gets_the_publishers_media() {
     let audio = listener.received_of(MediaKind::Audio).count();
     assert_eq!(audio, 5);
 }
+
+impl Redis {
+    /// `PUBLISH channel message`, as raw RESP on the unix socket; the number of receivers.
+    fn publish(&self, channel: &str, message: &str) -> usize {
+        use std::io::{Read, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.socket()).expect("connect to redis");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut cmd = String::from("*3\r\n$7\r\nPUBLISH\r\n");
+        for arg in [channel, message] {
+            cmd.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        s.write_all(cmd.as_bytes()).expect("send PUBLISH");
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf).expect("PUBLISH reply");
+        let reply = String::from_utf8_lossy(&buf[..n]);
+        reply
+            .trim()
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("PUBLISH answered {reply:?}"))
+    }
+}
+
+/// The value of an unlabelled series of `/metrics`.
+fn metric(api: SocketAddr, name: &str) -> Option<u64> {
+    http_get(api, "/metrics").lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The data channels a session's `get_info` lists, as (label, protocol, ordered), sorted.
+fn channel_specs(c: &mut Client, id: &str) -> Vec<(String, String, bool)> {
+    let info = c.info(id);
+    let mut specs: Vec<(String, String, bool)> = info["webrtc"]["data"]["channels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no channels: {info}"))
+        .iter()
+        .map(|ch| {
+            (
+                ch["label"].as_str().expect("label").to_string(),
+                ch["protocol"].as_str().expect("protocol").to_string(),
+                ch["ordered"].as_bool().expect("ordered"),
+            )
+        })
+        .collect();
+    specs.sort();
+    specs
+}
+
+/// A WebRTC publisher with a data channel on n1, WebRTC listeners on n1 and n2: the listener
+/// on n2 (through the relay) gets the mirror of the channel opened before it joined and of
+/// the one opened after, with the same labels and settings; both listeners receive every
+/// message of each channel in order; closing a channel closes its mirror on n2; `mute_data`
+/// on the publisher stops what reaches n2 (counted on the publisher), and unmuting resumes.
+/// Data events for no relay, or malformed, are counted drops on the node that gets them.
+/// `set_type` on n2 to another publisher on n1 re-points the mirror; a publisher of data
+/// channels alone is not listened to across nodes.
+#[test]
+fn data_channels_reach_listeners_on_another_node() {
+    use sluice_tests::webrtc_peer::{ChannelId, Direction, WebrtcPeer, expect_up, run_all};
+
+    let Some(redis) = Redis::start("datachannels") else {
+        return;
+    };
+    let n1 = Node::start(&redis, "n1");
+    let n2 = Node::start(&redis, "n2");
+    n1.client().nodes_become(&["n1", "n2"]);
+    n2.client().nodes_become(&["n1", "n2"]);
+    let mut c1 = n1.client();
+    let mut c2 = n2.client();
+
+    let mut publ = WebrtcPeer::new();
+    let (offer, chat) = publ.offer_with_channel(Some(Direction::SendOnly), None, "chat");
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("publish on n1");
+    let pid = r["session_id"].as_str().expect("id").to_string();
+    publ.accept_answer(r["answer"]["sdp"].as_str().expect("answer"))
+        .expect("str0m accepts the answer");
+    assert!(
+        publ.run_until(WAIT, |p| p.channel_open(chat)),
+        "{}",
+        publ.describe()
+    );
+    expect_up(&mut c1, &pid);
+
+    // A listener on each node; n2's is served through the relay, which learns the publisher's
+    // channels when it opens: its offer carries the data line, and the mirror of "chat" opens.
+    let listen = |c: &mut Client, node: &Node| -> (WebrtcPeer, String) {
+        let mut l = WebrtcPeer::new();
+        let r = c
+            .session("create", json!({"type": "listen", "publisher_id": pid}))
+            .expect("listen");
+        let offer = r["offer"]["sdp"].as_str().expect("offer");
+        assert!(
+            offer.contains("webrtc-datachannel"),
+            "{}: {offer}\n{}",
+            node.id,
+            log_of(&node.log)
+        );
+        let lid = r["session_id"].as_str().expect("id").to_string();
+        let answer = l.answer(offer).expect("the listener answers");
+        c.session(
+            "set_answer",
+            json!({"session_id": lid, "answer": {"sdp": answer}}),
+        )
+        .expect("set_answer");
+        assert_eq!(c.info(&lid)["node"], node.id.as_str());
+        (l, lid)
+    };
+    let (mut l1, lid1) = listen(&mut c1, &n1);
+    let (mut l2, lid2) = listen(&mut c2, &n2);
+    let up = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[1..]
+            .iter()
+            .all(|l| l.connected() && l.channels_open().len() == 1)
+    });
+    assert!(up, "mirrors of chat: {}\n{}", l1.describe(), l2.describe());
+    for l in [&l1, &l2] {
+        assert_eq!(l.channels_open()[0].1, "chat");
+    }
+
+    // A channel opened once the remote listener is there reaches it too.
+    let notes = publ.open_channel("notes", "notes-v1");
+    let up = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[0].channel_open(notes) && p[1..].iter().all(|l| l.channels_open().len() == 2)
+    });
+    assert!(up, "mirrors of notes: {}\n{}", l1.describe(), l2.describe());
+    let specs = channel_specs(&mut c1, &pid);
+    assert_eq!(specs.len(), 2, "{specs:?}");
+    assert_eq!(channel_specs(&mut c1, &lid1), specs, "mirrors on n1");
+    assert_eq!(channel_specs(&mut c2, &lid2), specs, "mirrors on n2");
+
+    // Every message, on both channels, reaches both listeners in order per channel.
+    let mut sent: Vec<(ChannelId, bool, Vec<u8>)> = Vec::new();
+    for i in 0..40u8 {
+        let (ch, binary) = if i % 3 == 0 {
+            (notes, true)
+        } else {
+            (chat, false)
+        };
+        let data = if binary {
+            vec![i, 0, 255, i]
+        } else {
+            format!("message {i:02}").into_bytes()
+        };
+        assert!(publ.channel_write(ch, binary, &data));
+        sent.push((ch, binary, data));
+    }
+    let got = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[1..]
+            .iter()
+            .all(|l| l.channel_messages().len() == sent.len())
+    });
+    assert!(got, "{}\n{}", l1.describe(), l2.describe());
+    let label_of = |p: &WebrtcPeer, id: ChannelId| -> String {
+        p.channels_open()
+            .iter()
+            .find(|(c, _)| *c == id)
+            .map(|(_, label)| label.clone())
+            .expect("an open channel")
+    };
+    let want = |label: &str| -> Vec<(bool, Vec<u8>)> {
+        sent.iter()
+            .filter(|(ch, _, _)| label_of(&publ, *ch) == label)
+            .map(|(_, b, d)| (*b, d.clone()))
+            .collect()
+    };
+    for l in [&l1, &l2] {
+        for label in ["chat", "notes"] {
+            let got: Vec<(bool, Vec<u8>)> = l
+                .channel_messages()
+                .iter()
+                .filter(|m| label_of(l, m.id) == label)
+                .map(|m| (m.binary, m.data.clone()))
+                .collect();
+            assert_eq!(got, want(label), "{label}, in order");
+        }
+    }
+
+    // The publisher closes "notes": its mirrors close, on n2 as on n1.
+    let mirror_of = |l: &WebrtcPeer, label: &str| -> ChannelId {
+        l.channels_open()
+            .iter()
+            .find(|(_, lab)| lab == label)
+            .map(|(c, _)| *c)
+            .expect("a mirror")
+    };
+    let (m1, m2) = (mirror_of(&l1, "notes"), mirror_of(&l2, "notes"));
+    publ.channel_close(notes);
+    let closed = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[1].channels_closed().contains(&m1) && p[2].channels_closed().contains(&m2)
+    });
+    assert!(
+        closed,
+        "notes mirrors: {}\n{}",
+        l1.describe(),
+        l2.describe()
+    );
+    assert!(l2.channel_open(mirror_of(&l2, "chat")), "chat goes on");
+
+    // mute_data on the publisher (asked through n2): nothing more reaches n2, counted on
+    // the publisher; unmuted, the next message arrives right after the last one before.
+    c2.session(
+        "update_media",
+        json!({"session_id": pid, "mute_data": true}),
+    )
+    .expect("mute the publisher's data");
+    for i in 0..3 {
+        assert!(publ.channel_write(chat, false, format!("muted {i}").as_bytes()));
+    }
+    let counted = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |_| {
+        c1.info(&pid)["webrtc"]["data"]["dropped_muted"] == 3
+    });
+    assert!(counted, "muted drops never counted: {}", c1.info(&pid));
+    c2.session(
+        "update_media",
+        json!({"session_id": pid, "mute_data": false}),
+    )
+    .expect("unmute");
+    assert!(publ.channel_write(chat, false, b"after"));
+    let got = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[1..]
+            .iter()
+            .all(|l| l.channel_messages().len() == sent.len() + 1)
+    });
+    assert!(got, "{}\n{}", l1.describe(), l2.describe());
+    for l in [&l1, &l2] {
+        let last = l.channel_messages().last().expect("a message");
+        assert_eq!(last.data, b"after", "the muted ones never came");
+    }
+    assert_eq!(metric(n2.api, "sluice_cluster_data_dropped_total"), Some(0));
+
+    // What n2 cannot use is counted, never fatal: data for no relay, and malformed data.
+    let channel = "sluice:rpc:n2";
+    let unknown = json!({"t": "data", "listen": "no-such-relay",
+        "data": {"k": "closed", "sid": 1}});
+    let malformed = json!({"t": "data", "listen": "x", "data": {"k": "msg", "sid": 1,
+        "binary": true, "body": "not base64!"}});
+    for m in [unknown, malformed] {
+        assert_eq!(redis.publish(channel, &m.to_string()), 1, "n2 listens");
+    }
+    let deadline = Instant::now() + WAIT;
+    while metric(n2.api, "sluice_cluster_data_dropped_total") != Some(2) {
+        assert!(Instant::now() < deadline, "bad relay data never counted");
+    }
+    assert!(publ.channel_write(chat, false, b"still flowing"));
+    let got = run_all(&mut [&mut publ, &mut l1, &mut l2], WAIT, |p| {
+        p[2].channel_messages().len() == sent.len() + 2
+    });
+    assert!(got, "{}", l2.describe());
+
+    // set_type on n2 to another publisher of the room on n1: its "chat" takes the mirror
+    // over (no new channel on the listener), and its messages arrive there.
+    let room = c1.info(&pid)["room_id"].as_str().expect("room").to_string();
+    let mut publ2 = WebrtcPeer::new();
+    let (offer, chat2) = publ2.offer_with_channel(Some(Direction::SendOnly), None, "chat");
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "room_id": room, "offer": {"sdp": offer}}),
+        )
+        .expect("a second publisher on n1");
+    let pid2 = r["session_id"].as_str().expect("id").to_string();
+    publ2
+        .accept_answer(r["answer"]["sdp"].as_str().expect("answer"))
+        .expect("str0m accepts the answer");
+    assert!(
+        publ2.run_until(WAIT, |p| p.channel_open(chat2)),
+        "{}",
+        publ2.describe()
+    );
+    c2.session(
+        "set_type",
+        json!({"session_id": lid2, "type": "listen", "publisher_id": pid2}),
+    )
+    .expect("set_type across nodes");
+    let mirror = mirror_of(&l2, "chat");
+    let opened = l2.channels_open().len();
+    assert!(publ2.channel_write(chat2, false, b"from two"));
+    let got = run_all(&mut [&mut publ, &mut publ2, &mut l2], WAIT, |p| {
+        p[2].channel_messages().len() == sent.len() + 3
+    });
+    assert!(got, "{}", l2.describe());
+    let last = l2.channel_messages().last().expect("a message");
+    assert_eq!((last.id, last.data.as_slice()), (mirror, &b"from two"[..]));
+    assert_eq!(l2.channels_open().len(), opened, "the same mirror goes on");
+
+    // A publisher of data channels alone has no stream for a relay to carry: listened to
+    // from another node, it is refused with a clear error (on its own node it is served).
+    let mut chat_only = WebrtcPeer::new();
+    let (offer, _) = chat_only.offer_with_channel(None, None, "chat");
+    let r = c1
+        .session(
+            "create",
+            json!({"type": "publish", "offer": {"sdp": offer}}),
+        )
+        .expect("a data-only publisher on n1");
+    let only = r["session_id"].as_str().expect("id");
+    let refused = c2
+        .session("create", json!({"type": "listen", "publisher_id": only}))
+        .expect_err("a data-only publisher is not relayed");
+    assert_eq!(refused.code, 304005, "invalid_publisher: {refused:?}");
+}

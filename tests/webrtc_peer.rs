@@ -304,6 +304,21 @@ impl WebrtcPeer {
         written
     }
 
+    /// Opens a data channel in-band (DCEP) on an association that is already up, as a
+    /// browser's `createDataChannel` after the first negotiation: no new offer.
+    pub fn open_channel(&mut self, label: &str, protocol: &str) -> ChannelId {
+        let id = self
+            .rtc
+            .direct_api()
+            .create_data_channel(str0m::channel::ChannelConfig {
+                label: label.to_owned(),
+                protocol: protocol.to_owned(),
+                ..Default::default()
+            });
+        self.drain();
+        id
+    }
+
     /// Closes a data channel (an SCTP stream reset, RFC 8831 §6.7).
     pub fn channel_close(&mut self, id: ChannelId) {
         self.rtc.direct_api().close_data_channel(id);

@@ -197,6 +197,9 @@ pub struct ClusterCounters {
     pub nodes: AtomicU64,
     /// Relay streams this node receives from other nodes' publishers.
     pub relays_in: AtomicU64,
+    /// Data-channel events of relayed publishers that could not be used or carried
+    /// (malformed, too large, beyond the limits, for no relay, queues full).
+    data_dropped: AtomicU64,
     /// Cross-node requests, seconds from sending to the reply.
     requests: Histogram,
 }
@@ -207,6 +210,7 @@ impl Default for ClusterCounters {
             enabled: AtomicBool::new(false),
             nodes: AtomicU64::new(0),
             relays_in: AtomicU64::new(0),
+            data_dropped: AtomicU64::new(0),
             // 250 µs .. about 4 s.
             requests: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
         }
@@ -216,6 +220,15 @@ impl Default for ClusterCounters {
 impl ClusterCounters {
     pub fn request_done(&self, took: Duration) {
         self.requests.observe(took.as_secs_f64());
+    }
+
+    /// `n` relayed data-channel events dropped (written by the engine and the manager alike).
+    pub fn data_dropped(&self, n: u64) {
+        self.data_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn data_dropped_count(&self) -> u64 {
+        self.data_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -331,6 +344,7 @@ pub fn render(
         registry.register_collector(Box::new(ClusterScrape {
             nodes: cluster.nodes.load(Ordering::Relaxed),
             relays_in: cluster.relays_in.load(Ordering::Relaxed),
+            data_dropped: cluster.data_dropped_count(),
             requests: cluster.requests.clone(),
         }));
     }
@@ -362,6 +376,7 @@ struct Scrape {
 struct ClusterScrape {
     nodes: u64,
     relays_in: u64,
+    data_dropped: u64,
     /// A handle on the live histogram (it is shared, not copied).
     requests: Histogram,
 }
@@ -380,6 +395,13 @@ impl Collector for ClusterScrape {
             "sluice_cluster_relay_streams",
             "Relay streams this node receives from publishers on other nodes.",
             c.relays_in,
+        )?;
+        counter(
+            &mut e,
+            "sluice_cluster_data_dropped",
+            "Relayed data-channel events dropped: malformed, too large, beyond the limits, \
+             for no relay, or with a queue full.",
+            c.data_dropped,
         )?;
         c.requests.encode(e.encode_descriptor(
             "sluice_cluster_request_seconds",

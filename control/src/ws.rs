@@ -442,6 +442,8 @@ async fn writer(
                     tid += 1;
                     Out::Text(event_frame(&data, tid))
                 }
+                // Only for another node's relay connection, never a WebSocket.
+                Some(Outgoing::Relay { .. }) => continue,
                 None => {
                     // The reader stops; the reply tasks finish at once (the manager is
                     // gone): `recv` ends when they all have.
@@ -485,7 +487,7 @@ async fn writer(
                         tid += 1;
                         Some(Out::Text(event_frame(&data, tid)))
                     }
-                    Err(_) => None,
+                    Ok(Outgoing::Relay { .. }) | Err(_) => None,
                 },
             };
         }

@@ -24,6 +24,7 @@
 //! rejoins with a new incarnation when Redis answers again. Its local media never stops.
 
 mod registry;
+mod relay_data;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -37,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 pub use registry::{Change, NodeRecord, Registry};
+pub use relay_data::{RelayData, RelayDataError};
 
 use crate::errors::{ApiError, ErrorCode};
 use crate::manager::session::ConnId;
@@ -129,10 +131,13 @@ pub enum ClusterCmd {
     /// `media/node/get_list`.
     Nodes { reply: oneshot::Sender<Outcome> },
     /// A session or room now lives here: record it, then answer `reply` with `value` (so
-    /// that once a client has its reply, every node finds the session).
+    /// that once a client has its reply, every node finds the session). The rooms of
+    /// `claim_first` (made by a publisher's `create`) are claimed before, as
+    /// [`ClusterCmd::ClaimQuietly`] does, so that they are found too.
     Own {
         what: Owned,
         id: String,
+        claim_first: Vec<String>,
         reply: Option<(Value, oneshot::Sender<Outcome>)>,
     },
     /// It ended here: drop its record (if it is this node's), then answer `reply` with its
@@ -262,6 +267,17 @@ enum Bus {
     Ev { conn: u64, data: Value },
     /// Connection `conn` of node `from` closed.
     Closed { from: String, inc: u64, conn: u64 },
+    /// Node `from` (incarnation `inc`) asks for the data channels of the publisher that its
+    /// relay listener `listen` here carries: a [`RelayData::Sync`] answers, and from then on
+    /// every channel event of that publisher follows as [`Bus::Data`].
+    DataSync {
+        from: String,
+        inc: u64,
+        listen: String,
+    },
+    /// A data-channel event of the publisher that relay listener `listen` (on the sending
+    /// node) carries: a [`RelayData`] in its bus form, parsed by the receiver.
+    Data { listen: String, data: Value },
 }
 
 fn channel_of(node: &str) -> String {
@@ -354,6 +370,9 @@ struct State {
     owners: HashMap<String, (String, u64)>,
     /// Relays being opened: who else waits for them.
     relays_opening: HashMap<String, Vec<RelayWaiter>>,
+    /// Relays being opened, by their listener there: waiting for the publisher's data
+    /// channels ([`RelayData::Sync`]).
+    data_syncs: HashMap<String, oneshot::Sender<()>>,
 }
 
 struct Engine {
@@ -437,6 +456,7 @@ impl Pending {
                     relays: HashMap::new(),
                     relays_opening: HashMap::new(),
                     owners: HashMap::new(),
+                    data_syncs: HashMap::new(),
                 }),
             });
             Arc::clone(&engine).open_relay_conn().await;
@@ -503,8 +523,18 @@ impl Engine {
                 ClusterCmd::Nodes { reply } => {
                     let _ = reply.send(Ok(self.node_list()));
                 }
-                ClusterCmd::Own { what, id, reply } => {
+                ClusterCmd::Own {
+                    what,
+                    id,
+                    claim_first,
+                    reply,
+                } => {
                     tokio::spawn(async move {
+                        for room in claim_first {
+                            if let Err(e) = engine.claim(Owned::Room, &room).await {
+                                tracing::debug!("cluster: {room} not claimed: {e}");
+                            }
+                        }
                         engine.own(what, id).await;
                         if let Some((value, reply)) = reply {
                             let _ = reply.send(Ok(value));
@@ -1030,8 +1060,20 @@ impl Engine {
             "offer": { "sdp": offer, "sdp_type": profile },
             "room_id": info["room_id"],
         });
-        let sdp = Sdp::parse(&offer).ok();
-        for m in sdp.iter().flat_map(|s| &s.media) {
+        let sdp = match Sdp::parse(&offer) {
+            Ok(sdp) => sdp,
+            // A publisher of data channels alone: its relay would carry no stream, and
+            // without one there is no relay publisher to feed the channels to.
+            Err(crate::sdp::SdpError::NoMedia) => {
+                let why = format!(
+                    "publisher {publisher} sends no audio or video: a publisher of data \
+                     channels alone is listened to on its own node ({node})"
+                );
+                return abandon(ApiError::new(ErrorCode::InvalidPublisher, why)).await;
+            }
+            Err(e) => return abandon(ApiError::invalid(format!("relay offer: {e}"))).await,
+        };
+        for m in &sdp.media {
             let Some(codec) = m.codecs.first().and_then(|c| CodecName::parse(&c.name)) else {
                 continue;
             };
@@ -1075,13 +1117,44 @@ impl Engine {
             .send(Msg::RelayOrigin {
                 relay: here.clone(),
                 origin: publisher.to_string(),
+                listen: listen.clone(),
             })
             .await;
+        self.sync_relay_data(&node, &listen).await;
         Ok(Relay {
             node,
             listen,
             publisher: here,
         })
+    }
+
+    /// Asks the publisher's node for its data channels (once the manager knows the relay:
+    /// [`Msg::RelayOrigin`] is queued before) and waits, bounded, until they are here, so that
+    /// the relay's first listener is offered a data line when the publisher has one. Without
+    /// an answer in time the relay goes on (its media does not depend on it); a late answer
+    /// still applies.
+    async fn sync_relay_data(&self, node: &str, listen: &str) {
+        let (tx, rx) = oneshot::channel();
+        let inc = {
+            let mut st = self.lock();
+            st.data_syncs.insert(listen.to_string(), tx);
+            st.inc
+        };
+        let ask = Bus::DataSync {
+            from: self.me.clone(),
+            inc,
+            listen: listen.to_string(),
+        };
+        let synced = match self.publish(node, &ask).await {
+            Ok(n) if n > 0 => tokio::time::timeout(RPC_TIMEOUT, rx)
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            _ => false,
+        };
+        if !synced {
+            self.lock().data_syncs.remove(listen);
+            tracing::warn!(%node, relay_listener = %listen, "cluster: no data-channel state for a relay");
+        }
     }
 
     /// A relay that could not be opened: its listener on the publisher's node goes.
@@ -1110,7 +1183,10 @@ impl Engine {
             return;
         }
         tokio::spawn(async move {
-            while let Some(Outgoing::Event(data)) = rx.recv().await {
+            while let Some(out) = rx.recv().await {
+                let Outgoing::Event(data) = out else {
+                    continue;
+                };
                 if data["subclass"] != "session" || data["type"] != "destroyed" {
                     continue;
                 }
@@ -1440,6 +1516,56 @@ impl Engine {
                     let _ = self.manager.try_send(Msg::Closed { conn });
                 }
             }
+            Bus::DataSync { from, inc, listen } => {
+                // Only the relay connection of the asking node owns relay listeners here.
+                let conn = self
+                    .lock()
+                    .remote_conns
+                    .get(&(from, inc, RELAY_CONN))
+                    .copied();
+                match conn {
+                    Some(conn) => {
+                        if self
+                            .manager
+                            .try_send(Msg::RelaySync { conn, listen })
+                            .is_err()
+                        {
+                            tracing::warn!("cluster: data sync lost: the manager is busy");
+                        }
+                    }
+                    None => tracing::debug!(%listen, "cluster: data sync for no relay of ours"),
+                }
+            }
+            Bus::Data { listen, data } => self.relay_data_in(listen, data),
+        }
+    }
+
+    /// A data-channel event for one of this node's relay publishers: parsed here (what
+    /// cannot be used is a counted drop) and handed to the manager; a [`RelayData::Sync`]
+    /// also lets the relay's opening go on.
+    fn relay_data_in(&self, listen: String, data: Value) {
+        let data = match RelayData::from_wire(data) {
+            Ok(d) => d,
+            Err(e) => {
+                self.ops.cluster.data_dropped(1);
+                tracing::debug!(%listen, "cluster: {e}");
+                return;
+            }
+        };
+        let synced = matches!(data, RelayData::Sync { .. });
+        let waiter = synced
+            .then(|| self.lock().data_syncs.remove(&listen))
+            .flatten();
+        if self
+            .manager
+            .try_send(Msg::RelayData { listen, data })
+            .is_err()
+        {
+            self.ops.cluster.data_dropped(1);
+        }
+        // After the manager has it queued: what waits goes on once it is applied.
+        if let Some(w) = waiter {
+            let _ = w.send(());
         }
     }
 
@@ -1468,10 +1594,25 @@ impl Engine {
         let engine = Arc::clone(self);
         let node = node.to_string();
         tokio::spawn(async move {
-            // Ends when the manager drops the connection (closed, or the node gone).
-            while let Some(Outgoing::Event(data)) = rx.recv().await {
-                if let Err(e) = engine.publish(&node, &Bus::Ev { conn, data }).await {
-                    tracing::warn!(%node, "cluster: event lost: {e}");
+            // Ends when the manager drops the connection (closed, or the node gone). One
+            // message at a time, so that they arrive in the order they were queued.
+            while let Some(out) = rx.recv().await {
+                let msg = match out {
+                    Outgoing::Event(data) => Bus::Ev { conn, data },
+                    Outgoing::Relay { listen, data } => Bus::Data {
+                        listen: listen.to_string(),
+                        data: data.to_wire(),
+                    },
+                };
+                match engine.publish(&node, &msg).await {
+                    Ok(_) => {}
+                    // Counted, not logged one by one: a publisher may send a thousand a
+                    // second.
+                    Err(e) if matches!(msg, Bus::Data { .. }) => {
+                        engine.ops.cluster.data_dropped(1);
+                        tracing::debug!(%node, "cluster: relay data lost: {e}");
+                    }
+                    Err(e) => tracing::warn!(%node, "cluster: event lost: {e}"),
                 }
             }
         });

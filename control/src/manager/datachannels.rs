@@ -2,7 +2,9 @@
 //! channels are mirrored on its listeners (`set_type` re-points the mirrors), and a
 //! WebRTC↔WebRTC proxy mirrors each leg's channels on the other. `mute_data` drops (counted)
 //! at the relay point; channels stay open. The SCTP/DCEP work is the transport's
-//! ([`crate::webrtc::transport`]); this is only who sends what where.
+//! ([`crate::webrtc::transport`]); this is only who sends what where. A relay publisher (a
+//! publisher of another cluster node) has no transport: its channels come from that node
+//! (`relay_channels.rs`) and are mirrored here the same way.
 
 use std::time::Instant;
 
@@ -51,12 +53,47 @@ impl Manager {
                 }
                 self.apply_effects(id, out);
             }
-            (Kind::Publish { .. }, SctpEvent::ChannelOpen { sid, spec }) => {
+            (Kind::Publish { .. }, SctpEvent::Message { .. }) if muted => t.count_muted(),
+            (
+                Kind::Publish { .. },
+                ev @ (SctpEvent::ChannelOpen { .. }
+                | SctpEvent::ChannelClosed { .. }
+                | SctpEvent::Message { .. }),
+            ) => self.publisher_data(id, ev, now),
+            (Kind::Listen { publisher, .. }, SctpEvent::Connected) => {
+                for (sid, spec) in self.publisher_channels(&publisher) {
+                    self.open_mirror(id, sid, &spec, now);
+                }
+            }
+            (Kind::Listen { .. }, SctpEvent::Message { .. }) => t.count_unrelayed(),
+            (Kind::ProxyMaster { slave: Some(other) } | Kind::ProxySlave { master: other }, ev) => {
+                if muted && matches!(ev, SctpEvent::Message { .. }) {
+                    t.count_muted();
+                    return;
+                }
+                self.proxy_data(id, &other, ev, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// A channel event of publisher `id` (its peer's, or for a relay publisher its origin's
+    /// on another node): mirrored on every listener here, and carried to the nodes that
+    /// relay the publisher.
+    pub(in crate::manager) fn publisher_data(
+        &mut self,
+        id: &SessionId,
+        ev: SctpEvent,
+        now: Instant,
+    ) {
+        self.relay_out(id, &ev);
+        match ev {
+            SctpEvent::ChannelOpen { sid, spec } => {
                 for l in self.listeners_of(id) {
                     self.open_mirror(&l, sid, &spec, now);
                 }
             }
-            (Kind::Publish { .. }, SctpEvent::ChannelClosed { sid }) => {
+            SctpEvent::ChannelClosed { sid } => {
                 for l in self.listeners_of(id) {
                     let mut out = Vec::new();
                     if let Some(t) = self.sessions.get_mut(&l).and_then(|s| s.webrtc.as_mut())
@@ -67,11 +104,7 @@ impl Manager {
                     self.apply_effects(&l, out);
                 }
             }
-            (Kind::Publish { .. }, SctpEvent::Message { sid, kind, data }) => {
-                if muted {
-                    t.count_muted();
-                    return;
-                }
+            SctpEvent::Message { sid, kind, data } => {
                 for l in self.listeners_of(id) {
                     let Some(ls) = self.sessions.get_mut(&l) else {
                         continue;
@@ -99,26 +132,7 @@ impl Manager {
                     self.apply_effects(&l, out);
                 }
             }
-            (Kind::Listen { publisher, .. }, SctpEvent::Connected) => {
-                let channels = self
-                    .sessions
-                    .get(&publisher)
-                    .and_then(|p| p.webrtc.as_ref())
-                    .map(|t| t.data_channels())
-                    .unwrap_or_default();
-                for (sid, spec) in channels {
-                    self.open_mirror(id, sid, &spec, now);
-                }
-            }
-            (Kind::Listen { .. }, SctpEvent::Message { .. }) => t.count_unrelayed(),
-            (Kind::ProxyMaster { slave: Some(other) } | Kind::ProxySlave { master: other }, ev) => {
-                if muted && matches!(ev, SctpEvent::Message { .. }) {
-                    t.count_muted();
-                    return;
-                }
-                self.proxy_data(id, &other, ev, now);
-            }
-            _ => {}
+            SctpEvent::Connected | SctpEvent::Lost(_) => {}
         }
     }
 
@@ -194,12 +208,7 @@ impl Manager {
         else {
             return;
         };
-        let channels = self
-            .sessions
-            .get(publisher)
-            .and_then(|p| p.webrtc.as_ref())
-            .map(|t| t.data_channels())
-            .unwrap_or_default();
+        let channels = self.publisher_channels(publisher);
         let now = Instant::now();
         let Some(t) = self
             .sessions
@@ -231,7 +240,7 @@ impl Manager {
     }
 
     /// Listeners currently fed by publisher `id`.
-    fn listeners_of(&self, id: &SessionId) -> Vec<SessionId> {
+    pub(in crate::manager) fn listeners_of(&self, id: &SessionId) -> Vec<SessionId> {
         let Some(Kind::Publish { room }) = self.sessions.get(id).map(|s| &s.kind) else {
             return Vec::new();
         };

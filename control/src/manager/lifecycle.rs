@@ -215,6 +215,7 @@ impl Manager {
             self.webrtc_sessions.remove(&id);
             self.cluster_disown(crate::cluster::Owned::Session, id.as_str());
             self.relay_origins.remove(&id);
+            self.relay_data.forget(&id);
             tracing::debug!(session_id = %id, %reason, "destroying session");
             self.recording_ended(&id, &mut s);
             if let Some(t) = &s.webrtc {

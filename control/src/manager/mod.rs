@@ -19,6 +19,7 @@ mod ops;
 mod proxy;
 mod quality;
 mod record;
+mod relay_channels;
 mod rooms;
 #[cfg(test)]
 mod scenarios;
@@ -36,7 +37,7 @@ use sluice_dataplane::Dataplane;
 use sluice_dataplane::api::{Event, LegId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::{ClusterCmd, ClusterLink, Owned, Target};
+use crate::cluster::{ClusterCmd, ClusterLink, Owned, RelayData, Target};
 use crate::errors::{ApiError, ErrorCode};
 use crate::recordings::RecordIndex;
 use crate::request::Request;
@@ -83,11 +84,26 @@ pub enum Msg {
         request: Request,
         reply: oneshot::Sender<Reply>,
     },
-    /// A relay publisher here (`relay`) carries publisher `origin` of another node: what
-    /// listeners are told their publisher is.
+    /// A relay publisher here (`relay`) carries publisher `origin` of another node, fed by
+    /// relay listener `listen` there: what listeners are told their publisher is, and which
+    /// relay publisher that listener's data-channel events are for.
     RelayOrigin {
         relay: String,
         origin: String,
+        listen: String,
+    },
+    /// Relay listener `listen` here, of connection `conn` (another node's relay
+    /// connection), asks for its publisher's data channels: answered with a
+    /// [`RelayData::Sync`] and followed by every event of them, in its outbox.
+    RelaySync {
+        conn: ConnId,
+        listen: String,
+    },
+    /// A data-channel event, from another node, of the publisher that relay listener
+    /// `listen` there carries: for the relay publisher it feeds here.
+    RelayData {
+        listen: String,
+        data: RelayData,
     },
     /// An event for one of this node's connections, from the node that owns its session.
     Deliver {
@@ -116,10 +132,12 @@ pub enum Reply {
     Wait(oneshot::Receiver<Outcome>),
 }
 
-/// Server-initiated frames for a connection: the `data` of an event.
+/// Server-initiated frames for a connection: the `data` of an event, or (only for another
+/// node's relay connection) a data-channel event of the publisher its relay listener carries.
 #[derive(Debug)]
 pub enum Outgoing {
     Event(Value),
+    Relay { listen: SessionId, data: RelayData },
 }
 
 #[derive(Debug)]
@@ -175,6 +193,13 @@ pub struct Manager {
     cluster: Option<ClusterLink>,
     /// Relay publishers here, and the remote publisher each carries.
     relay_origins: HashMap<SessionId, SessionId>,
+    /// Data channels across nodes (`relay_channels.rs`): the relay listeners here whose
+    /// node gets their publisher's channel events, and the channels of the relay
+    /// publishers here.
+    relay_data: relay_channels::RelayChannels,
+    /// Rooms a publisher made during the request being handled: claimed cluster-wide
+    /// before that request is answered.
+    rooms_to_claim: Vec<RoomId>,
 }
 
 impl Manager {
@@ -189,6 +214,8 @@ impl Manager {
             data_limits: DataLimits::default(),
             cluster: None,
             relay_origins: HashMap::new(),
+            relay_data: relay_channels::RelayChannels::default(),
+            rooms_to_claim: Vec::new(),
             sessions: HashMap::new(),
             webrtc_sessions: BTreeSet::new(),
             rooms: HashMap::new(),
@@ -273,12 +300,19 @@ impl Manager {
                     let r = self.handle(conn, request);
                     let _ = reply.send(r);
                 }
-                Msg::RelayOrigin { relay, origin } => {
+                Msg::RelayOrigin {
+                    relay,
+                    origin,
+                    listen,
+                } => {
                     let relay = SessionId::from(relay);
                     if self.sessions.contains_key(&relay) {
+                        self.relay_data.fed_by(listen.into(), relay.clone());
                         self.relay_origins.insert(relay, origin.into());
                     }
                 }
+                Msg::RelaySync { conn, listen } => self.relay_sync(conn, &listen.into()),
+                Msg::RelayData { listen, data } => self.relay_data_in(&listen.into(), data),
                 Msg::Deliver { conn, event } => {
                     if let Some(c) = self.conns.get_mut(&conn)
                         && c.outbox.try_send(Outgoing::Event(event)).is_err()
@@ -322,6 +356,12 @@ impl Manager {
             }
             Request::Create(c) => {
                 let created = self.admit_create(&c).and_then(|()| self.create(conn, *c));
+                // The rooms it made (a publisher's), if they stand.
+                let claims: Vec<String> = std::mem::take(&mut self.rooms_to_claim)
+                    .into_iter()
+                    .filter(|r| self.rooms.contains_key(r))
+                    .map(|r| r.to_string())
+                    .collect();
                 let id = match &created {
                     Ok(v) => v
                         .get("session_id")
@@ -330,17 +370,26 @@ impl Manager {
                     Err(_) => None,
                 };
                 let (Some(id), Some(link), Ok(value)) = (id, self.cluster.clone(), &created) else {
+                    if let Some(link) = &self.cluster {
+                        for id in claims {
+                            link.send(ClusterCmd::ClaimQuietly {
+                                what: Owned::Room,
+                                id,
+                            });
+                        }
+                    }
                     return done(created);
                 };
                 if crate::cluster::is_relay(conn) {
                     // A relay publisher: gone again unless a listener comes.
                     self.relay_maybe_idle(&SessionId::from(id.as_str()));
                 }
-                // Answered once the cluster knows where the session lives.
+                // Answered once the cluster knows where the session (and its room) lives.
                 let (tx, rx) = oneshot::channel();
                 link.send(ClusterCmd::Own {
                     what: Owned::Session,
                     id,
+                    claim_first: claims,
                     reply: Some((value.clone(), tx)),
                 });
                 Reply::Wait(rx)

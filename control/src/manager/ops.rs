@@ -89,6 +89,11 @@ impl Operations {
         self.closed_data[0] += messages[0];
         self.closed_data[1] += messages[1];
     }
+
+    /// `n` data-channel events of a relayed publisher dropped (`relay_channels.rs`).
+    pub fn relay_data_dropped(&self, n: u64) {
+        self.ops.cluster.data_dropped(n);
+    }
 }
 
 impl Manager {

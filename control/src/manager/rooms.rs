@@ -11,7 +11,7 @@ use super::flows::{NewSession, client_sdp};
 use super::session::{ConnId, Kind, MediaLine};
 use super::webrtc_flows::cname_for;
 use super::{Manager, Outcome, RoomId, SessionId, peer_sdp, random_ssrc, sdp_kind};
-use crate::cluster::{ClusterCmd, Owned};
+use crate::cluster::Owned;
 use crate::errors::{ApiError, ErrorCode};
 use crate::request::{CreateRoom, CreateSession};
 use crate::sdp::{self, CodecName, Direction, Forced, OfferMedia};
@@ -75,13 +75,11 @@ impl Manager {
         let body =
             json!({ "class": "sfu", "audio_codec": audio.as_str(), "video_codec": video.as_str() });
         self.rooms.insert(id.clone(), room);
-        if auto && let Some(link) = &self.cluster {
+        if auto && self.cluster.is_some() {
             // A room a publisher made: known cluster-wide unless another node has it already
-            // (this node then holds a shard of that room).
-            link.send(ClusterCmd::ClaimQuietly {
-                what: Owned::Room,
-                id: id.to_string(),
-            });
+            // (this node then holds a shard of that room), claimed before the publisher's
+            // `create` is answered.
+            self.rooms_to_claim.push(id.clone());
         }
         self.emit_room(&id, "created", body);
     }
@@ -280,12 +278,9 @@ impl Manager {
                 rtx_ssrc: None,
             })
             .collect();
-        // The publisher's data channels are mirrored to the listener.
-        let data = self
-            .sessions
-            .get(&publisher)
-            .and_then(|p| p.webrtc.as_ref())
-            .is_some_and(|t| t.has_data());
+        // The publisher's data channels (a relay publisher's: its origin's) are mirrored to
+        // the listener.
+        let data = self.publisher_has_data(&publisher);
         let (opened, offer) = self.open_offer_legs(group, &mut offered, sdp_type, &cname, data)?;
         let legs = opened.legs;
         for (pl, ll) in pub_legs.iter().zip(&legs) {
