@@ -117,6 +117,8 @@ impl Dataplane {
         let n = config.workers;
         let mut queues = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
+        let parked: Vec<Arc<std::sync::atomic::AtomicBool>> =
+            (0..n).map(|_| Arc::default()).collect();
         for _ in 0..n {
             let (msg_tx, msg_rx) = bounded(COMMAND_QUEUE);
             let wake = Arc::new(EventFd::new()?);
@@ -159,10 +161,11 @@ impl Dataplane {
                     (w != index).then(|| PeerLink {
                         msgs: workers[w].msgs.clone(),
                         wake: Arc::clone(&workers[w].wake),
+                        parked: Arc::clone(&parked[w]),
                     })
                 })
                 .collect();
-            core.connect_peers(peers, out, inb);
+            core.connect_peers(peers, out, inb, Arc::clone(&parked[index]));
             core.batch_wait = config.batch_wait;
             core.steering = steering.clone();
             if config.raw_send {

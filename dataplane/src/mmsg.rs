@@ -80,15 +80,18 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
 
     loop {
         let waiting = Instant::now();
+        // Parked: other workers wake this one for what they mirror to it (else they need not).
+        let timeout = if core.park() { wait_ms(deadline) } else { 0 };
         // SAFETY: `ready` is a live array of `ready.len()` epoll_events.
         let n = unsafe {
             libc::epoll_wait(
                 epoll.as_raw_fd(),
                 ready.as_mut_ptr(),
                 ready.len() as i32,
-                wait_ms(deadline),
+                timeout,
             )
         };
+        core.unpark();
         core.load.waited(waiting);
         if n < 0 {
             let e = io::Error::last_os_error();

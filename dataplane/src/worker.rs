@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -152,6 +152,9 @@ pub(crate) enum Mirrors {
 pub(crate) struct PeerLink {
     pub(crate) msgs: Sender<WorkerMsg>,
     pub(crate) wake: Arc<EventFd>,
+    /// Set while that worker waits (or is about to): only then does a packet mirrored to it
+    /// need a wake-up.
+    pub(crate) parked: Arc<AtomicBool>,
 }
 
 /// Everything a worker owns besides its backend.
@@ -180,6 +183,8 @@ pub(crate) struct WorkerCore {
     peers: Vec<Option<PeerLink>>,
     /// Rings from the other workers: their publishers' packets for listeners here.
     inbound: Vec<Consumer>,
+    /// This worker's side of `PeerLink::parked`.
+    parked: Arc<AtomicBool>,
 }
 
 impl WorkerCore {
@@ -206,6 +211,7 @@ impl WorkerCore {
             load,
             peers: Vec::new(),
             inbound: Vec::new(),
+            parked: Arc::default(),
         }
     }
 
@@ -216,10 +222,34 @@ impl WorkerCore {
         peers: Vec<Option<PeerLink>>,
         outbound: Vec<Option<crate::mirror::Producer>>,
         inbound: Vec<Consumer>,
+        parked: Arc<AtomicBool>,
     ) {
         self.fwd.set_peers(self.index, outbound);
         self.peers = peers;
         self.inbound = inbound;
+        self.parked = parked;
+    }
+
+    /// The driver is about to wait: `true` when it may block (other workers will wake it for
+    /// what they mirror here from now on), `false` when mirrored packets are already waiting.
+    /// Pairs with the producers' check in `notify_peers`: each side stores, fences, then
+    /// loads the other's, so one of them sees the other (no lost wake-up).
+    pub(crate) fn park(&mut self) -> bool {
+        if self.inbound.is_empty() {
+            return true;
+        }
+        self.parked.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if self.inbound.iter_mut().all(Consumer::is_empty) {
+            return true;
+        }
+        self.parked.store(false, Ordering::Relaxed);
+        false
+    }
+
+    /// The wait is over: producers need not wake this worker until it parks again.
+    pub(crate) fn unpark(&self) {
+        self.parked.store(false, Ordering::Relaxed);
     }
 
     /// Forwards what other workers' publishers mirrored to listeners here, as far as `tx`
@@ -261,9 +291,13 @@ impl WorkerCore {
             }
         }
         if self.fwd.mirrored_any() {
+            // The packets are in the rings (released); a worker that parked before seeing
+            // them needs a wake-up, one that is awake drains them at the end of its round.
+            fence(Ordering::SeqCst);
             for (w, link) in self.peers.iter().enumerate() {
                 if let Some(link) = link
                     && self.fwd.take_mirrored(w)
+                    && link.parked.load(Ordering::Relaxed)
                 {
                     link.wake.wake();
                 }

@@ -204,14 +204,17 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
     loop {
         // Sleep only with nothing to handle, and only until the forwarder's next deadline.
         let waiting = Instant::now();
+        // Parked: other workers wake this one for what they mirror to it (else they need not).
+        let may_sleep = core.park();
         match deadline {
-            _ if !d.cqes.is_empty() => d.submit_and_wait(0)?,
+            _ if !d.cqes.is_empty() || !may_sleep => d.submit_and_wait(0)?,
             None => d.submit_and_wait(1)?,
             Some(t) => match t.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => d.wait_for_more(1, left)?,
                 _ => d.submit_and_wait(0)?,
             },
         }
+        core.unpark();
         let mut woke = core.load.waited(waiting);
         d.reap();
         // Adaptive batching: when the previous round carried several datagrams, traffic is
@@ -222,10 +225,12 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
             && last_round >= 2
             && d.cqes.len() < BATCH_TARGET
             && d.cqes.iter().all(is_datagram)
+            && core.park()
         {
             d.arm_breakers(core.wake.raw())?;
             let waiting = Instant::now();
             d.wait_for_more(BATCH_TARGET - d.cqes.len(), core.batch_wait)?;
+            core.unpark();
             woke = core.load.waited(waiting);
             d.reap();
         }
