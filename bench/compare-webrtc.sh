@@ -19,7 +19,7 @@
 # delivers it over loopback all the same); Sluice answers with 127.0.0.1.
 #
 # Usage: bench/compare-webrtc.sh [OUT_DIR]   (default target/compare-webrtc; QUICK=1: short)
-# Writes OUT_DIR/table.md and every run's JSON; installs janus with apt-get where missing (as
+# Writes OUT_DIR/table.md, OUT_DIR/webrtc.png and every run's JSON; installs janus with apt-get where missing (as
 # root), otherwise leaves Janus out with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -263,8 +263,20 @@ print(f"sluice / janus CPU per echoed packet: {ratio(e['sluice'][0], e.get('janu
 print()
 print("One publisher -> N WebRTC listeners (40,000 egress pkt/s: the publisher sends 40000/N pkt/s, 5 audio : 3 video)")
 print()
-print("| N | server | egress/s | loss % | p99 µs | cpu % | CPU/egress pkt | vs janus |")
-print("|---|---|---|---|---|---|---|---|")
+print("| N | server | egress/s | loss % | p99 µs | cpu % | CPU/egress pkt | busiest worker's CPU/egress pkt (workers' shares) | vs janus |")
+print("|---|---|---|---|---|---|---|---|---|")
+def workers(r):
+    return sorted((t for t in r.get("threads_cpu_ns") or [] if t["name"].startswith("sluice-worker")),
+                  key=lambda t: t["name"])
+def busiest(r):
+    # The worker thread that spent the most CPU, per egress packet: what caps the room.
+    ws = workers(r)
+    return max(t["cpu_ns"] for t in ws) / r["received"] if ws and r.get("received") else None
+def shares(r):
+    ws = workers(r)
+    total = sum(t["cpu_ns"] for t in ws)
+    return " / ".join(f"{100 * t['cpu_ns'] / total:.0f} %" for t in ws) if total else ""
+scaling = []
 for n in (10, 100, 1000):
     j, _ = row(f"janus-room{n}")
     jn = j and j["ns_per_packet"]
@@ -272,7 +284,67 @@ for n in (10, 100, 1000):
         r, _ = row(f"{s}-room{n}")
         if r is None:
             continue
+        b = f"{f(busiest(r))} ns" if s != "janus" else ""
+        if s == "sluice2w":
+            b += f" ({shares(r)})"
         print(f"| {n} | {label} | {f(r['delivered_pps'])} | {r['loss_pct']:.3f} | "
               f"{f(r['latency_p99_us'])} | {r['cpu_pct'] or 0:.0f} | {f(r['ns_per_packet'])} ns | "
-              f"{ratio(r['ns_per_packet'], jn) if s != 'janus' else ''} |")
+              f"{b} | {ratio(r['ns_per_packet'], jn) if s != 'janus' else ''} |")
+    one, _ = row(f"sluice-room{n}")
+    two, _ = row(f"sluice2w-room{n}")
+    if one and two and busiest(one) and busiest(two):
+        scaling.append((n, busiest(one) / busiest(two)))
+if scaling:
+    print()
+    print("Rooms on 2 workers: the egress rate the busiest worker's CPU allows, against 1 worker "
+          "(1 worker's CPU per egress packet / the busiest of 2 workers'; the generator shares "
+          "the second core, so this is argued from CPU, not a saturation run):")
+    print()
+    for n, x in scaling:
+        print(f"- 1 -> {n}: {x:.2f}x")
+EOF
+
+say "plot"
+PY=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    # The plot needs matplotlib: the private venv compare.sh uses, made where missing.
+    if [ -x target/bench-venv/bin/python3 ] && target/bench-venv/bin/python3 -c 'import matplotlib' 2>/dev/null ||
+        { python3 -m venv target/bench-venv >&2 && target/bench-venv/bin/pip install -q matplotlib >&2; }; then
+        PY=target/bench-venv/bin/python3
+    else
+        echo "compare-webrtc.sh: matplotlib unavailable: table only, no plot" >&2
+        exit 0
+    fi
+fi
+"$PY" - "$OUT" <<'EOF'
+import json, os, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+out = sys.argv[1]
+def run(name):
+    try:
+        with open(os.path.join(out, name + ".json")) as f:
+            d = json.load(f)
+        return d["runs"][-1] if d.get("runs") else None
+    except (OSError, ValueError):
+        return None
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+for prefix, label in (("sluice", "Sluice, 1 worker"), ("sluice2w", "Sluice, 2 workers"), ("janus", "Janus")):
+    pts = [(n, r["ns_per_packet"] / 1000) for n in (10, 100, 1000) if (r := run(f"{prefix}-room{n}"))]
+    if pts:
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+ax1.set_xscale("log")
+ax1.set_xlabel("listeners (one publisher, 40,000 egress pkt/s)")
+ax1.set_ylabel("server CPU per egress packet (µs)")
+ax1.set_ylim(bottom=0)
+ax1.legend()
+ax1.grid(alpha=0.3)
+bars = [(s, r["ns_per_packet"] / 1000) for s in ("sluice", "janus") if (r := run(f"{s}-echo"))]
+ax2.bar([b[0] for b in bars], [b[1] for b in bars], color=["tab:blue", "tab:green"][: len(bars)])
+ax2.set_ylabel("server CPU per echoed packet (µs)")
+ax2.set_title("WebRTC echo, 100 sessions")
+fig.tight_layout()
+fig.savefig(os.path.join(out, "webrtc.png"), dpi=110)
+print("wrote " + os.path.join(out, "webrtc.png"), file=sys.stderr)
 EOF

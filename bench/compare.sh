@@ -10,7 +10,8 @@
 #
 # Usage: bench/compare.sh [OUT_DIR]   (default target/compare; QUICK=1 for a short smoke run;
 #        ONLY="sat1-uring churn-uring" re-runs those runs and keeps the other results)
-# Prints a table, writes OUT_DIR/table.md, OUT_DIR/streams.png and every run's JSON.
+# Prints a table, writes OUT_DIR/table.md, OUT_DIR/streams.png and every run's JSON; then runs
+# bench/compare-webrtc.sh into OUT_DIR/webrtc (Sluice and Janus over WebRTC; WEBRTC=0: not).
 # rtpengine comes from Debian's rtpengine-daemon (userspace: --table=-1, one thread), which
 # this script installs with apt-get where it is missing and it can; otherwise its rows are
 # left out and the script says so.
@@ -121,3 +122,11 @@ if ! python3 -c 'import matplotlib' 2>/dev/null; then
     fi
 fi
 "$PY" bench/compare.py "$OUT"
+
+# The WebRTC side (Sluice and Janus: SRTP echo and rooms), with its own table and plot in
+# OUT_DIR/webrtc. WEBRTC=0 leaves it out.
+if [ "${WEBRTC:-1}" = 1 ] && [ -z "$ONLY" ]; then
+    say "WebRTC: bench/compare-webrtc.sh"
+    bash bench/compare-webrtc.sh "$OUT/webrtc" ||
+        echo "compare.sh: the WebRTC comparison failed (see above)" >&2
+fi

@@ -32,7 +32,7 @@ use sluice_dataplane::srtp::{MasterKey, Profile, SessionKeys, SrtpContext};
 /// 12-byte header + 160 bytes of G.711 (20 ms at 8 kHz).
 const PACKET_LEN: usize = 172;
 const FANOUTS: [usize; 4] = [1, 8, 64, 256];
-const SRTP_FANOUTS: [usize; 3] = [1, 8, 64];
+const SRTP_FANOUTS: [usize; 4] = [1, 8, 64, 1000];
 /// Legs in the table for `lookup/N`.
 const TABLE_SIZES: [usize; 2] = [1_000, 100_000];
 /// What DTLS stacks (dimpl, browsers) negotiate first, so what WebRTC legs run.
