@@ -13,6 +13,9 @@ use crate::keyframe::{rtp_payload, starts_keyframe};
 use crate::packet::{Class, RtpHeader, classify};
 use crate::record::Tap;
 
+/// Fanouts larger than this prefetch their listeners ahead (smaller ones stay in cache).
+const FANOUT_PREFETCH_MIN: usize = 16;
+
 impl Forwarder {
     /// One received datagram: classify, (unprotect), latch, then forward into `tx` or count a
     /// drop. `data` is the receive buffer: SRTP is decrypted in place.
@@ -219,9 +222,16 @@ impl Forwarder {
         // different table entry than the source (or the same, for echo).
         let now = self.now;
         for i in 0..n_outputs {
-            let out = self.legs[src as usize]
-                .as_ref()
-                .map_or(Slot::MAX, |l| l.streams[k].outputs[i]);
+            let out = match self.legs[src as usize].as_ref() {
+                Some(l) => {
+                    let outputs = &l.streams[k].outputs;
+                    if n_outputs > FANOUT_PREFETCH_MIN {
+                        self.prefetch_fanout(outputs, i, k);
+                    }
+                    outputs[i]
+                }
+                None => Slot::MAX,
+            };
             let Some(dst) = self.legs.get_mut(out as usize).and_then(Option::as_mut) else {
                 continue;
             };

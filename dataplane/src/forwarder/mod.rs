@@ -25,6 +25,7 @@ mod shadow_tests;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use prefetch::prefetch;
 pub use prefetch::{PREFETCH_DEPTH, Upcoming};
 pub use rtcp::SERVER_SSRC;
 pub use shadow::PeerMsg;

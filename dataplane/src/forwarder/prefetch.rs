@@ -51,7 +51,7 @@ impl Upcoming {
 
 /// Asks for the cache line holding `p`. A hint: never faults, whatever `p` is.
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 reads nothing architecturally and cannot fault on any address.
     unsafe {
@@ -61,7 +61,45 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// How far ahead in a fanout the destinations' legs are asked for, and (half as far) what
+/// those legs point to: their SRTP state and counters.
+const FANOUT_AHEAD: usize = 8;
+
 impl Forwarder {
+    /// Inside a fanout over `outputs`, at output `i`: asks for the leg of output
+    /// `i + FANOUT_AHEAD`, and for the SRTP state and counters of output `i +
+    /// FANOUT_AHEAD / 2` (whose leg was asked for before), so that in a room of hundreds the
+    /// misses of several listeners overlap instead of each waiting in turn.
+    #[inline]
+    pub(super) fn prefetch_fanout(&self, outputs: &[Slot], i: usize, k: usize) {
+        if let Some(entry) = outputs
+            .get(i + FANOUT_AHEAD)
+            .and_then(|&o| self.legs.get(o as usize))
+        {
+            let base = (entry as *const Option<Leg>).cast::<u8>();
+            let dst_stream = offset_of!(Leg, streams) + k * size_of::<Stream>();
+            for off in [
+                offset_of!(Leg, stats),
+                offset_of!(Leg, remote),
+                dst_stream + offset_of!(Stream, mute_out),
+                dst_stream + offset_of!(Stream, egress),
+                dst_stream + offset_of!(Stream, tx_report),
+            ] {
+                prefetch(base.wrapping_add(off));
+            }
+        }
+        if let Some(Some(dst)) = outputs
+            .get(i + FANOUT_AHEAD / 2)
+            .and_then(|&o| self.legs.get(o as usize))
+        {
+            let stats = Arc::as_ptr(&dst.stats).cast::<u8>();
+            prefetch(stats.wrapping_add(offset_of!(LegStats, tx_packets)));
+            if let Some(srtp) = &dst.srtp {
+                srtp.tx.prefetch();
+            }
+        }
+    }
+
     /// Asks the CPU for what handling the datagrams in `ahead` will read, before it is read.
     ///
     /// With thousands of legs every table entry a datagram touches is a cache miss, and they
