@@ -331,7 +331,8 @@ def run(name):
         return None
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
 for prefix, label in (("sluice", "Sluice, 1 worker"), ("sluice2w", "Sluice, 2 workers"), ("janus", "Janus")):
-    pts = [(n, r["ns_per_packet"] / 1000) for n in (10, 100, 1000) if (r := run(f"{prefix}-room{n}"))]
+    pts = [(n, r["ns_per_packet"] / 1000) for n in (10, 100, 1000)
+           if (r := run(f"{prefix}-room{n}")) and r.get("ns_per_packet")]
     if pts:
         ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
 ax1.set_xscale("log")
@@ -340,7 +341,8 @@ ax1.set_ylabel("server CPU per egress packet (µs)")
 ax1.set_ylim(bottom=0)
 ax1.legend()
 ax1.grid(alpha=0.3)
-bars = [(s, r["ns_per_packet"] / 1000) for s in ("sluice", "janus") if (r := run(f"{s}-echo"))]
+bars = [(s, r["ns_per_packet"] / 1000) for s in ("sluice", "janus")
+        if (r := run(f"{s}-echo")) and r.get("ns_per_packet")]
 ax2.bar([b[0] for b in bars], [b[1] for b in bars], color=["tab:blue", "tab:green"][: len(bars)])
 ax2.set_ylabel("server CPU per echoed packet (µs)")
 ax2.set_title("WebRTC echo, 100 sessions")

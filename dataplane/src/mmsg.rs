@@ -181,9 +181,26 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 }
             }
         }
-        // Other workers' publishers' packets for listeners here.
-        while core.forward_mirrored(&mut tx) == Mirrors::Flush {
-            sender.flush(&core, &mut tx);
+        // Other workers' publishers' packets for listeners here; commands queued before them
+        // first (whether or not their wake-up was seen yet).
+        loop {
+            match core.forward_mirrored(&mut tx) {
+                Mirrors::Done => break,
+                Mirrors::Flush => sender.flush(&core, &mut tx),
+                Mirrors::Commands => {
+                    sender.flush(&core, &mut tx);
+                    if apply_commands(
+                        &mut core,
+                        epoll.as_raw_fd(),
+                        &mut changes,
+                        &mut tx,
+                        &mut steer,
+                    )? == Flow::Shutdown
+                    {
+                        return Ok(());
+                    }
+                }
+            }
         }
         deadline = core.handle_timers(&mut tx);
         sender.flush(&core, &mut tx);

@@ -144,7 +144,7 @@ pub(crate) enum Mirrors {
     Done,
     /// `tx` is full: flush it and call again.
     Flush,
-    /// Commands are queued: apply them first (their wake-up is pending), the rings wait.
+    /// Commands are queued: apply them, then call again.
     Commands,
 }
 

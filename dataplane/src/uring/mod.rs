@@ -268,9 +268,19 @@ pub(crate) fn run(mut core: WorkerCore) -> io::Result<()> {
                 _ => {}
             }
         }
-        // Other workers' publishers' packets for listeners here.
-        while core.forward_mirrored(&mut d.tx) == Mirrors::Flush {
-            d.flush(&core)?;
+        // Other workers' publishers' packets for listeners here; commands queued before them
+        // first (whether or not their wake-up was reaped yet).
+        loop {
+            match core.forward_mirrored(&mut d.tx) {
+                Mirrors::Done => break,
+                Mirrors::Flush => d.flush(&core)?,
+                Mirrors::Commands => {
+                    d.flush(&core)?;
+                    if apply_commands(&mut core, &mut d, &mut changes)? == Flow::Shutdown {
+                        return Ok(());
+                    }
+                }
+            }
         }
         deadline = core.handle_timers(&mut d.tx);
         d.flush(&core)?;
