@@ -305,17 +305,9 @@ if scaling:
 EOF
 
 say "plot"
-PY=python3
-if ! python3 -c 'import matplotlib' 2>/dev/null; then
-    # The plot needs matplotlib: the private venv compare.sh uses, made where missing.
-    if [ -x target/bench-venv/bin/python3 ] && target/bench-venv/bin/python3 -c 'import matplotlib' 2>/dev/null ||
-        { python3 -m venv target/bench-venv >&2 && target/bench-venv/bin/pip install -q matplotlib >&2; }; then
-        PY=target/bench-venv/bin/python3
-    else
-        echo "compare-webrtc.sh: matplotlib unavailable: table only, no plot" >&2
-        exit 0
-    fi
-fi
+. bench/plot-python.sh
+PY=$(plot_python)
+[ -z "$PY" ] && exit 0
 "$PY" - "$OUT" <<'EOF'
 import json, os, sys
 import matplotlib

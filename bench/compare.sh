@@ -111,17 +111,10 @@ run fanout64-reflector reflector --sessions 64 --rate 100000 --duration "$DUR"
 run churn-uring churn "${URING[@]}"
 
 say "report"
-PY=python3
-if ! python3 -c 'import matplotlib' 2>/dev/null; then
-    # The plot needs matplotlib: a private venv under target/, left in place for the next run.
-    if [ -x target/bench-venv/bin/python3 ] && target/bench-venv/bin/python3 -c 'import matplotlib' 2>/dev/null ||
-        { python3 -m venv target/bench-venv >&2 && target/bench-venv/bin/pip install -q matplotlib >&2; }; then
-        PY=target/bench-venv/bin/python3
-    else
-        echo "compare.sh: matplotlib unavailable: table only, no plot" >&2
-    fi
-fi
-"$PY" bench/compare.py "$OUT"
+# The table needs python3 alone, the plot matplotlib (compare.py leaves it out without).
+. bench/plot-python.sh
+PY=$(plot_python)
+"${PY:-python3}" bench/compare.py "$OUT"
 
 # The WebRTC side (Sluice and Janus: SRTP echo and rooms), with its own table and plot in
 # OUT_DIR/webrtc. WEBRTC=0 leaves it out.
