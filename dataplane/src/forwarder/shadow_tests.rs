@@ -28,6 +28,13 @@ fn video(seq: u16, ssrc: u32, keyframe: bool) -> Vec<u8> {
 
 type Sent = Vec<(Slot, SocketAddr, Vec<u8>)>;
 
+/// A listener's generic NACK naming `seq` of its stream `media`.
+fn nack_of(media: u32, seq: u16) -> Vec<u8> {
+    let mut buf = [0u8; super::nack::NACK_MAX];
+    let n = super::nack::nack(media, &[seq], &mut buf);
+    buf[..n].to_vec()
+}
+
 /// Two workers' forwarders and what runs between them.
 struct Workers {
     fwd: [Forwarder; 2],
@@ -155,6 +162,25 @@ impl Workers {
             .iter()
             .map(|(s, a, d)| (s.slot, a, d.to_vec()))
             .collect()
+    }
+
+    /// A listener on worker 1 that negotiated NACK, of `publisher` on worker 0 (port 6000).
+    fn nack_listener(&mut self, publisher: LegId, ssrc: u32) -> Slot {
+        let (l1, s1) = self.leg(1, 6000);
+        let feedback = crate::api::Feedback {
+            nack: true,
+            ..Default::default()
+        };
+        self.command(
+            1,
+            Command::SetFeedback {
+                leg: l1,
+                kind: MediaKind::Video,
+                feedback,
+            },
+        );
+        self.listen(publisher, (l1, 1), ssrc);
+        s1
     }
 
     fn stats(&self, w: usize, slot: Slot) -> crate::api::StatsSnapshot {
@@ -397,29 +423,12 @@ fn a_remote_listeners_keyframe_request_reaches_the_publisher_coalesced() {
 fn remote_listeners_nacks_are_served_from_their_workers_cache() {
     let mut ws = Workers::new(64);
     let (publ, sp) = ws.leg(0, 4000);
-    let (l1, s1) = ws.leg(1, 6000);
-    ws.command(
-        1,
-        Command::SetFeedback {
-            leg: l1,
-            kind: MediaKind::Video,
-            feedback: crate::api::Feedback {
-                nack: true,
-                ..Default::default()
-            },
-        },
-    );
-    ws.listen(publ, (l1, 1), 101);
+    let s1 = ws.nack_listener(publ, 101);
     let mut sent = Vec::new();
     for seq in 1..6u16 {
         sent.extend(ws.recv(0, sp, &video(seq, 7, false)).1);
     }
     assert_eq!(sent.len(), 5);
-    let nack = {
-        let mut buf = [0u8; super::nack::NACK_MAX];
-        let n = super::nack::nack(101, &[3], &mut buf);
-        buf[..n].to_vec()
-    };
     ws.tx.clear();
     ws.fwd[1].handle_datagram(
         SocketRef {
@@ -427,7 +436,7 @@ fn remote_listeners_nacks_are_served_from_their_workers_cache() {
             rtcp: true,
         },
         addr(6001),
-        &mut nack.clone(),
+        &mut nack_of(101, 3),
         &mut ws.tx,
     );
     let resent = ws.sent();
@@ -440,19 +449,7 @@ fn remote_listeners_nacks_are_served_from_their_workers_cache() {
 fn what_a_remote_listeners_worker_never_got_is_asked_of_the_publisher() {
     let mut ws = Workers::new(64);
     let (publ, sp) = ws.leg(0, 4000);
-    let (l1, s1) = ws.leg(1, 6000);
-    ws.command(
-        1,
-        Command::SetFeedback {
-            leg: l1,
-            kind: MediaKind::Video,
-            feedback: crate::api::Feedback {
-                nack: true,
-                ..Default::default()
-            },
-        },
-    );
-    ws.listen(publ, (l1, 1), 101);
+    let s1 = ws.nack_listener(publ, 101);
     let now = Instant::now();
     ws.fwd[0].set_now(now);
     ws.fwd[1].set_now(now);
@@ -460,11 +457,6 @@ fn what_a_remote_listeners_worker_never_got_is_asked_of_the_publisher() {
     for seq in [1u16, 2, 4, 5] {
         ws.recv(0, sp, &video(seq, 7, false));
     }
-    let nack = {
-        let mut buf = [0u8; super::nack::NACK_MAX];
-        let n = super::nack::nack(101, &[3], &mut buf);
-        buf[..n].to_vec()
-    };
     ws.tx.clear();
     ws.fwd[1].handle_datagram(
         SocketRef {
@@ -472,7 +464,7 @@ fn what_a_remote_listeners_worker_never_got_is_asked_of_the_publisher() {
             rtcp: true,
         },
         addr(6001),
-        &mut nack.clone(),
+        &mut nack_of(101, 3),
         &mut ws.tx,
     );
     assert!(
