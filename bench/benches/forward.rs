@@ -408,7 +408,7 @@ fn secure_room(listeners: usize) -> (Forwarder, Slot, SrtpContext) {
     for i in 0..listeners {
         let id = LegId(100 + i as u64);
         let keys = SessionKeys {
-            local: master_key(2 + i as u8),
+            local: master_key(2 + (i % 250) as u8),
             remote: master_key(200),
         };
         secure_leg(&mut fwd, id, 20_000 + 2 * i as u16, keys);
