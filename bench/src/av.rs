@@ -237,11 +237,6 @@ impl AvSrtp {
     }
 }
 
-/// RFC 5761 §4: with rtcp-mux, a second byte of 192..=223 is RTCP.
-fn is_rtcp(buf: &[u8]) -> bool {
-    buf.len() >= 2 && (192..=223).contains(&buf[1])
-}
-
 impl Transform for AvSrtp {
     fn overhead(&self) -> usize {
         self.overhead
@@ -265,13 +260,7 @@ impl Transform for AvSrtp {
     }
 
     fn unprotect(&mut self, socket: usize, buf: &mut [u8]) -> Unprotected {
-        let media = matches!(buf.first(), Some(128..=191)) && !is_rtcp(buf);
-        match self.rx.get_mut(socket) {
-            Some(ctx) if media => ctx
-                .unprotect_rtp(buf)
-                .map_or(Unprotected::Failed, Unprotected::Media),
-            _ => Unprotected::Other,
-        }
+        crate::webrtc::unprotect_media(self.rx.get_mut(socket), buf)
     }
 }
 

@@ -7,7 +7,7 @@
 //! transaction; synchronous requests get `success` or `error`. Other events (`webrtcup`,
 //! `media`, `slowlink`, `hangup`) are skipped.
 
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -16,7 +16,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::{Message, WebSocket};
 
-use crate::wsapi::authority;
+use crate::wsapi::connect_tcp;
 
 /// Upper bound on connecting and on any one request.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,17 +39,7 @@ pub struct PluginReply {
 impl Janus {
     /// Connects to `url` (`ws://host:port[/path]`) and creates a Janus session.
     pub fn connect(url: &str) -> anyhow::Result<Janus> {
-        let host = authority(url)?;
-        let addr = host
-            .to_socket_addrs()
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .with_context(|| format!("{host} resolves to nothing"))?;
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-            .with_context(|| format!("connecting to {addr}"))?;
-        stream.set_read_timeout(Some(TIMEOUT))?;
-        stream.set_write_timeout(Some(TIMEOUT))?;
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(url)?;
         let mut req = url
             .into_client_request()
             .map_err(|e| anyhow!("{url}: {e}"))?;

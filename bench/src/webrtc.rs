@@ -385,6 +385,20 @@ impl SrtpStreams {
 
 /// RFC 5761 §4: with rtcp-mux, a second byte of 192..=223 (RTCP packet types 192..=223,
 /// i.e. RTP payload types 64..=95 with or without the marker bit) is RTCP.
+/// A datagram received on a socket whose SRTP context is `rx`: RTP is unprotected in place
+/// (counted as failed when it does not authenticate), anything else (RTCP, STUN, DTLS) left
+/// as it is.
+pub fn unprotect_media(rx: Option<&mut SrtpContext>, buf: &mut [u8]) -> Unprotected {
+    let media = matches!(buf.first(), Some(128..=191)) && !is_rtcp(buf);
+    match rx {
+        Some(ctx) if media => ctx
+            .unprotect_rtp(buf)
+            .map_or(Unprotected::Failed, Unprotected::Media),
+        _ => Unprotected::Other,
+    }
+}
+
+/// RFC 5761 §4: with rtcp-mux, a second byte of 192..=223 is RTCP.
 fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 2 && (192..=223).contains(&buf[1])
 }
@@ -404,13 +418,7 @@ impl Transform for SrtpStreams {
     }
 
     fn unprotect(&mut self, socket: usize, buf: &mut [u8]) -> Unprotected {
-        let media = matches!(buf.first(), Some(128..=191)) && !is_rtcp(buf);
-        match self.rx.get_mut(socket) {
-            Some(ctx) if media => ctx
-                .unprotect_rtp(buf)
-                .map_or(Unprotected::Failed, Unprotected::Media),
-            _ => Unprotected::Other,
-        }
+        unprotect_media(self.rx.get_mut(socket), buf)
     }
 }
 

@@ -86,9 +86,9 @@ pub fn read_reply(ws: &mut WebSocket<TcpStream>) -> anyhow::Result<Option<Value>
     Ok(Some(v))
 }
 
-/// A WebSocket to the API at `url` (TCP_NODELAY, writes bounded by `TIMEOUT`); after the
-/// handshake, reads return after `poll` at most, so callers can check their deadlines.
-pub fn open_socket(url: &str, poll: Duration) -> anyhow::Result<WebSocket<TcpStream>> {
+/// The TCP connection under a WebSocket to `url` (`ws://host:port[/path]`): TCP_NODELAY,
+/// connecting, reads and writes bounded by `TIMEOUT`.
+pub fn connect_tcp(url: &str) -> anyhow::Result<TcpStream> {
     let host = authority(url)?;
     let addr = host
         .to_socket_addrs()
@@ -100,6 +100,13 @@ pub fn open_socket(url: &str, poll: Duration) -> anyhow::Result<WebSocket<TcpStr
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A WebSocket to the API at `url` (`connect_tcp`); after the handshake, reads return after
+/// `poll` at most, so callers can check their deadlines.
+pub fn open_socket(url: &str, poll: Duration) -> anyhow::Result<WebSocket<TcpStream>> {
+    let stream = connect_tcp(url)?;
     let (ws, _) = tungstenite::client(url, stream)
         .map_err(|e| anyhow!("WebSocket handshake with {url}: {e}"))?;
     ws.get_ref().set_read_timeout(Some(poll))?;

@@ -268,10 +268,13 @@ impl WorkerCore {
         self.fwd.set_now(std::time::Instant::now());
         for ring in &mut self.inbound {
             while let Some(m) = ring.peek() {
-                if tx.remaining() < self.fwd.fanout_of(m.leg) && !tx.is_empty() {
-                    return Mirrors::Flush;
+                // A shadow gone since (its last listener here left): the packet goes too.
+                if let Some(slot) = self.fwd.shadow_slot(m.leg) {
+                    if tx.remaining() < self.fwd.fanout(slot) && !tx.is_empty() {
+                        return Mirrors::Flush;
+                    }
+                    self.fwd.handle_mirrored(slot, m, tx);
                 }
-                self.fwd.handle_mirrored(m, tx);
                 ring.advance();
             }
         }

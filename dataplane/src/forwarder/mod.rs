@@ -70,8 +70,6 @@ pub struct Forwarder {
     mirrored: bool,
     /// Messages for other workers' forwarders, in order: (worker, message).
     peer_msgs: VecDeque<(usize, PeerMsg)>,
-    /// The counters of the leg the next shadow made stands for (`shadow_counters`).
-    shadow_hint: Option<(LegId, Arc<LegStats>)>,
 }
 
 impl Forwarder {
@@ -140,14 +138,7 @@ impl Forwarder {
         let slot = self.by_id.remove(&id)?;
         self.disconnect(slot);
         let leg = self.legs[slot as usize].take()?;
-        let mirrors: Vec<u16> = leg
-            .streams
-            .iter()
-            .flat_map(|s| s.mirrors.iter().map(|&(w, _)| w))
-            .collect();
-        if !mirrors.is_empty() {
-            self.source_closed(id, &mirrors);
-        }
+        self.source_closed(&leg);
         for (k, stream) in leg.streams.iter().enumerate() {
             for &out in &stream.outputs {
                 if let Some(dst) = self.leg_mut(out) {
@@ -200,7 +191,8 @@ impl Forwarder {
                 // A source on another worker is fed here through a shadow of it.
                 let src = match self.slot(from) {
                     Some(src) => src,
-                    None if from.worker() != self.worker => self.shadow_of(from),
+                    // Without `connect_remote` (a forwarder without a driver): counted nowhere.
+                    None if from.worker() != self.worker => self.shadow_of(from, Arc::default()),
                     None => return Err(UnknownLeg(from)),
                 };
                 // Connected again to the same source (a new rewrite): the route, and the

@@ -50,6 +50,7 @@ pub enum PeerMsg {
     /// their worker never got: ask the publisher (the first `n` of `seqs`).
     Nack {
         leg: LegId,
+        k: u8,
         ssrc: u32,
         seqs: [u16; NACK_PER_MSG],
         n: u8,
@@ -92,9 +93,11 @@ impl Forwarder {
         self.mirrored = false;
     }
 
-    /// How many datagrams a packet of `leg` mirrored here turns into (drivers keep room).
-    pub fn fanout_of(&self, leg: LegId) -> usize {
-        self.slot(leg).map_or(1, |s| self.fanout(s))
+    /// Where the shadow of `leg` (a leg of another worker) is kept here: what a packet
+    /// mirrored from it is handed to (`handle_mirrored`), `None` once its last listener here
+    /// left (such packets are dropped).
+    pub fn shadow_slot(&self, leg: LegId) -> Option<Slot> {
+        self.slot(leg).filter(|&s| self.is_shadow(s))
     }
 
     pub(super) fn is_shadow(&self, slot: Slot) -> bool {
@@ -104,16 +107,12 @@ impl Forwarder {
             .is_some_and(|l| l.id.worker() != self.worker)
     }
 
-    /// The slot of `id`'s shadow here, made if there is none.
-    pub(super) fn shadow_of(&mut self, id: LegId) -> Slot {
+    /// The slot of `id`'s shadow here, made with the leg's counters `stats` if there is none
+    /// (the drops of what it fans out are the leg's, in this worker's row of them).
+    pub(super) fn shadow_of(&mut self, id: LegId, stats: Arc<LegStats>) -> Slot {
         if let Some(slot) = self.slot(id) {
             return slot;
         }
-        let stats = match self.shadow_hint.take() {
-            Some((hinted, stats)) if hinted == id => stats,
-            // Counted nowhere: only a forwarder without a driver gets here.
-            _ => Arc::default(),
-        };
         // Made now, on the command path, so that the packet path never allocates them.
         stats.drops_elsewhere(self.worker, self.peers.len());
         let slot = self.add_leg(id, MediaKind::Audio, Remote::default(), stats);
@@ -161,12 +160,17 @@ impl Forwarder {
             return self.handle_command(cmd, tx);
         };
         let (from, k) = (*from, super::leg::kind_index(*kind));
-        self.shadow_hint = Some((from, stats));
+        let shadow = self.shadow_of(from, stats);
         let result = self.handle_command(cmd, tx);
         if result.is_err() {
             self.mirror_sub(from, k);
+            if self.legs[shadow as usize]
+                .as_ref()
+                .is_some_and(|l| l.streams.iter().all(|s| s.outputs.is_empty()))
+            {
+                self.drop_shadow(shadow);
+            }
         }
-        self.shadow_hint = None;
         result
     }
 
@@ -187,15 +191,10 @@ impl Forwarder {
     }
 
     /// A closing leg that other workers mirror: their shadows of it end.
-    pub(super) fn source_closed(&mut self, id: LegId, workers: &[u16]) {
-        let mut told = 0u64;
-        for &w in workers {
-            let bit = 1u64 << (w % 64);
-            if told & bit == 0 {
-                told |= bit;
-                self.peer_msgs
-                    .push_back((usize::from(w), PeerMsg::SourceGone { leg: id }));
-            }
+    pub(super) fn source_closed(&mut self, leg: &super::leg::Leg) {
+        for w in mirroring_workers(leg) {
+            let msg = PeerMsg::SourceGone { leg: leg.id };
+            self.peer_msgs.push_back((usize::from(w), msg));
         }
     }
 
@@ -231,14 +230,16 @@ impl Forwarder {
                     self.drop_shadow(slot);
                 }
             }
-            PeerMsg::Nack { leg, ssrc, seqs, n } => {
+            PeerMsg::Nack {
+                leg,
+                k,
+                ssrc,
+                seqs,
+                n,
+            } => {
                 if let Some(slot) = self.slot(leg).filter(|&s| !self.is_shadow(s)) {
                     let n = usize::from(n).min(NACK_PER_MSG);
-                    // Which stream is the publisher's business: the SSRC names it.
-                    let k = self.legs[slot as usize]
-                        .as_ref()
-                        .map_or(1, |l| usize::from(l.streams[0].last_in_ssrc != Some(ssrc)));
-                    self.ask_source(slot, k, ssrc, &seqs[..n], tx);
+                    self.ask_source(slot, usize::from(k & 1), ssrc, &seqs[..n], tx);
                 }
             }
             PeerMsg::Keyframe { leg, k } => {
@@ -268,7 +269,7 @@ impl Forwarder {
     }
 
     /// NACKs towards a shadow go to its publisher's worker.
-    pub(super) fn shadow_nack(&mut self, slot: Slot, _k: usize, ssrc: u32, seqs: &[u16]) {
+    pub(super) fn shadow_nack(&mut self, slot: Slot, k: usize, ssrc: u32, seqs: &[u16]) {
         let Some(leg) = self.legs.get(slot as usize).and_then(Option::as_ref) else {
             return;
         };
@@ -278,6 +279,7 @@ impl Forwarder {
             part[..chunk.len()].copy_from_slice(chunk);
             let msg = PeerMsg::Nack {
                 leg: id,
+                k: k as u8,
                 ssrc,
                 seqs: part,
                 n: chunk.len() as u8,
@@ -314,13 +316,7 @@ impl Forwarder {
         let Some(leg) = self.legs.get(slot as usize).and_then(Option::as_ref) else {
             return;
         };
-        let mut told = 0u64;
-        for &(w, _) in leg.streams.iter().flat_map(|s| s.mirrors.iter()) {
-            let bit = 1u64 << (w % 64);
-            if told & bit != 0 {
-                continue;
-            }
-            told |= bit;
+        for w in mirroring_workers(leg) {
             let pushed = self
                 .peers
                 .get_mut(usize::from(w))
@@ -330,15 +326,11 @@ impl Forwarder {
         }
     }
 
-    /// A packet another worker mirrored to this one: fanned out through the shadow of its
-    /// leg as a packet of a local source would be. Entries for a shadow that has gone (its
-    /// last listener left) are dropped.
-    pub fn handle_mirrored(&mut self, m: Mirrored<'_>, tx: &mut TxBatch) {
+    /// A packet another worker mirrored to this one: fanned out through `slot`, the shadow of
+    /// its leg ([`Forwarder::shadow_slot`]), as a packet of a local source would be.
+    pub fn handle_mirrored(&mut self, slot: Slot, m: Mirrored<'_>, tx: &mut TxBatch) {
         let (now, epoch) = (self.now, self.epoch);
-        let Some(slot) = self.slot(m.leg).filter(|&s| self.is_shadow(s)) else {
-            return;
-        };
-        let Some(leg) = self.leg_mut(slot) else {
+        let Some(leg) = self.leg_mut(slot).filter(|l| l.id == m.leg) else {
             return;
         };
         let (k, muted) = match m.carried {
@@ -362,4 +354,15 @@ impl Forwarder {
         }
         self.fan_out(slot, k, &header, m.data, muted, tx);
     }
+}
+
+/// The workers that mirror any stream of `leg`, each once (a worker mirroring both streams
+/// is in both lists).
+fn mirroring_workers(leg: &super::leg::Leg) -> impl Iterator<Item = u16> + '_ {
+    let [audio, video] = &leg.streams;
+    let only_video = video
+        .mirrors
+        .iter()
+        .filter(|(w, _)| !audio.mirrors.iter().any(|(a, _)| a == w));
+    audio.mirrors.iter().chain(only_video).map(|&(w, _)| w)
 }
